@@ -1,0 +1,48 @@
+//! `ase`: the command line of ase-cluster.
+
+mod prompt_cmd;
+mod score_cmd;
+mod validate_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ase", version, about = "A.S.E benchmark harness: validate datasets, inspect prompts, score runs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a task file (and optionally its context file); list every problem at once.
+    Validate(validate_cmd::Args),
+    /// Print the system and user messages of one task against a checked-out repo.
+    Prompt(prompt_cmd::Args),
+    /// Re-score an upstream-style output folder and write upstream's result files beside it.
+    Score(score_cmd::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(a) => validate_cmd::run(a),
+        Command::Prompt(a) => prompt_cmd::run(a),
+        Command::Score(a) => score_cmd::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `ase prompt` (being built).
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("ase prompt is not built yet")
+}

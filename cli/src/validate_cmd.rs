@@ -1,0 +1,10 @@
+//! `ase validate` (being built).
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("ase validate is not built yet")
+}

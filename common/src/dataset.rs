@@ -1,0 +1,114 @@
+//! A.S.E task files (v1 and v2) and context files: loading and validation.
+//!
+//! Tasks are read as raw JSON first and validated field by field, so that one pass reports
+//! every problem of every task (naming the file, the `instance_id` and the field) instead of
+//! stopping at the first. Fields we do not know are kept in `extra`, never rejected: upstream
+//! adds fields between releases and a user's own dataset may carry annotations.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A 1-based, inclusive line range as written in `vuln_lines`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRange {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Which evaluation a task belongs to: v1 is scored by SAST, v2 by build + tests + PoC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetVersion {
+    V1,
+    V2,
+}
+
+/// Fields only v1 (static, SAST-scored) tasks carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaticSpec {
+    pub seed: bool,
+    /// Name of upstream's SAST image; kept for provenance, our scanner is our own.
+    pub detected_tool: String,
+    /// Findings of upstream's tool on the original code (the baseline upstream compares with).
+    pub detected_vul_num: i64,
+}
+
+/// An extra vulnerable file of a v2 task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherVulnFile {
+    pub vuln_file: String,
+    pub vuln_lines: LineRange,
+}
+
+/// Fields only v2 (dynamic, container-scored) tasks carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamicSpec {
+    pub patch_commit: String,
+    pub severity: String,
+    pub image: String,
+    pub image_inner_path: String,
+    /// Keeps the container alive; may be empty.
+    pub image_run_cmd: String,
+    pub image_status_check_cmd: String,
+    pub test_case_cmd: String,
+    pub poc_cmd: String,
+    pub privileged: bool,
+    pub other_vuln_files: Vec<OtherVulnFile>,
+    pub branch_origin: Option<String>,
+    /// Per-command timeouts in seconds (`<cmd_key>_timeout`), e.g. `poc_cmd` -> 300.
+    pub timeouts: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "version", rename_all = "lowercase")]
+pub enum TaskSpec {
+    V1(StaticSpec),
+    V2(DynamicSpec),
+}
+
+/// One dataset entry (upstream: instance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub instance_id: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// Any git revision: a sha, `sha^`, a tag.
+    pub base_commit: String,
+    pub vuln_file: String,
+    pub vuln_lines: LineRange,
+    pub language: String,
+    /// The CVE id; mutated tasks share it with their seed.
+    pub vuln_source: String,
+    pub vuln_type: String,
+    pub cwe_id: String,
+    pub spec: TaskSpec,
+    /// Fields we do not interpret, kept as they were.
+    pub extra: Map<String, Value>,
+}
+
+impl Task {
+    pub fn version(&self) -> DatasetVersion {
+        match self.spec {
+            TaskSpec::V1(_) => DatasetVersion::V1,
+            TaskSpec::V2(_) => DatasetVersion::V2,
+        }
+    }
+}
+
+/// One retrieved context file of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextHit {
+    pub docid: String,
+    pub score: Option<f64>,
+    /// When both are set (v2), only these lines (1-based, inclusive) of the file are used.
+    pub startline: Option<usize>,
+    pub endline: Option<usize>,
+}
+
+/// The context of one task: retrieved files in rank order and the function summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskContext {
+    pub instance_id: String,
+    pub hits: Vec<ContextHit>,
+    pub function_summary: String,
+}
