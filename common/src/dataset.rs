@@ -6,14 +6,16 @@
 //! adds fields between releases and a user's own dataset may carry annotations.
 
 mod contexts;
+mod cut_repos;
 mod error;
 mod raw;
 mod tasks;
 
 pub use contexts::{load_contexts, parse_contexts, ContextSet};
+pub use cut_repos::{load_cut_repos, parse_cut_repos, CutRepos};
 pub use error::{DatasetError, EntryRef, Problem};
 pub use raw::{MAX_FILE_BYTES, MAX_ID_CHARS};
-pub use tasks::{load_tasks, parse_tasks, Dataset};
+pub use tasks::{load_task_file, load_tasks, parse_task_file, parse_tasks, Dataset, TaskFile};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

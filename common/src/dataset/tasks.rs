@@ -38,31 +38,62 @@ impl Dataset {
     }
 }
 
+/// A task file as loaded, with what `ase validate` reports beyond the tasks themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFile {
+    pub dataset: Dataset,
+    /// Entries in the file's array, counting exact repeats.
+    pub entries: usize,
+    /// Ids of entries dropped because they repeat an earlier entry exactly (same JSON value),
+    /// once per dropped entry. Upstream's `data_v2.json` lists one task twice; evaluating it
+    /// twice would only write the same unit folders twice, so the repeat is not an error.
+    pub repeated: Vec<String>,
+}
+
 /// Loads and validates a task file; every problem of every task is reported at once.
 pub fn load_tasks(path: &Path) -> Result<Dataset, DatasetError> {
+    load_task_file(path).map(|f| f.dataset)
+}
+
+/// [`load_tasks`], also telling how many entries the file had and which were exact repeats.
+pub fn load_task_file(path: &Path) -> Result<TaskFile, DatasetError> {
     let (bytes, _) = raw::read_bounded(path)?;
-    parse_tasks(path, &bytes)
+    parse_task_file(path, &bytes)
 }
 
 /// Validates the bytes of a task file; `path` names the file in problems.
 pub fn parse_tasks(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetError> {
+    parse_task_file(path, bytes).map(|f| f.dataset)
+}
+
+/// [`parse_tasks`] with the entry count and exact repeats.
+pub fn parse_task_file(path: &Path, bytes: &[u8]) -> Result<TaskFile, DatasetError> {
     let items = raw::parse_array(path, bytes)?;
     let mut problems = Vec::new();
     let mut tasks = Vec::with_capacity(items.len());
+    let mut repeated = Vec::new();
     let mut first_index_of: HashMap<String, usize> = HashMap::new();
     for (index, item) in items.iter().enumerate() {
         let entry = entry_ref(item, index);
         if let EntryRef::Id(id) = &entry {
-            if let Some(first) = first_index_of.get(id) {
-                problems.push(Problem {
-                    file: path.to_path_buf(),
-                    entry: entry.clone(),
-                    field: "instance_id".into(),
-                    message: format!("duplicate instance_id (entries #{first} and #{index})"),
-                });
-            } else {
-                first_index_of.insert(id.clone(), index);
+            if let Some(&first) = first_index_of.get(id) {
+                if items[first] == *item {
+                    repeated.push(id.clone());
+                } else {
+                    problems.push(Problem {
+                        file: path.to_path_buf(),
+                        entry: entry.clone(),
+                        field: "instance_id".into(),
+                        message: format!(
+                            "duplicate instance_id (entries #{first} and #{index} differ)"
+                        ),
+                    });
+                    // Still checked, so that its own problems are reported in the same pass.
+                    check_task(path, index, entry, item, &mut problems);
+                }
+                continue;
             }
+            first_index_of.insert(id.clone(), index);
         }
         if let Some(task) = check_task(path, index, entry, item, &mut problems) {
             tasks.push(task);
@@ -72,10 +103,14 @@ pub fn parse_tasks(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetError> {
     if !problems.is_empty() {
         return Err(DatasetError::Invalid { problems });
     }
-    Ok(Dataset {
-        path: path.to_path_buf(),
-        sha256: raw::sha256_hex(bytes),
-        tasks,
+    Ok(TaskFile {
+        dataset: Dataset {
+            path: path.to_path_buf(),
+            sha256: raw::sha256_hex(bytes),
+            tasks,
+        },
+        entries: items.len(),
+        repeated,
     })
 }
 
