@@ -103,6 +103,20 @@ pub struct Task {
 }
 
 impl Task {
+    /// The commit that fixed the vulnerability (v2): `patch_commit`, or, when a task does not
+    /// name it and `base_commit` is `<sha>^`, that `<sha>`, as upstream's `validateV2Data.py`
+    /// derives it. `None` for v1 tasks and when neither is available.
+    pub fn fix_commit(&self) -> Option<&str> {
+        match &self.spec {
+            TaskSpec::V2(s) => s
+                .patch_commit
+                .as_deref()
+                .or_else(|| self.base_commit.strip_suffix('^'))
+                .filter(|c| !c.is_empty()),
+            TaskSpec::V1(_) => None,
+        }
+    }
+
     pub fn version(&self) -> DatasetVersion {
         match self.spec {
             TaskSpec::V1(_) => DatasetVersion::V1,

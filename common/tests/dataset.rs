@@ -218,7 +218,7 @@ fn v2_hits_keep_line_ranges() {
 fn context_problems_are_all_reported() {
     let bytes = br#"[
       {"instance_id": "a", "hits": [{"docid": "/etc/passwd"}, {"docid": "x.c", "startline": 5}], "function_summary": "s"},
-      {"instance_id": "b", "hits": [{"docid": "y.c", "startline": 9, "endline": 3, "score": "high"}]},
+      {"instance_id": "b", "hits": [{"docid": "y.c", "startline": 9, "endline": 3, "score": "high"}, {"docid": "src/../../x.c"}]},
       {"instance_id": "a", "hits": [], "function_summary": ""}
     ]"#;
     let problems = problems_of(parse_contexts(Path::new("ctx.json"), bytes).unwrap_err());
@@ -241,7 +241,10 @@ fn context_problems_are_all_reported() {
     assert!(problem_for(&problems, &id("a"), "instance_id")
         .message
         .contains("duplicate"));
-    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert!(problem_for(&problems, &id("b"), "hits[1].docid")
+        .message
+        .contains("`..`"));
+    assert_eq!(problems.len(), 7, "{problems:#?}");
 }
 
 // ---- edge cases on inline tasks: one valid task, one field changed at a time ----
@@ -409,25 +412,46 @@ fn v2_optional_fields() {
     for (value, expected) in [
         (json!(0), "> 0"),
         (json!(-3), "> 0"),
+        (json!("-3"), "> 0"),
         (json!(1.5), "whole number"),
-        (json!("60"), "whole number"),
+        (json!("soon"), "whole number"),
+        (json!(true), "whole number"),
     ] {
         let (field, msg) = only_problem(with(v2_task(), "test_case_cmd_timeout", value.clone()));
         assert_eq!(field, "test_case_cmd_timeout");
         assert!(msg.contains(expected), "{value}: {msg}");
     }
-    let ds = check(vec![with(
-        with(v2_task(), "image_status_check_cmd_timeout", json!(900)),
+    // Upstream reads timeouts with int(): whole floats and numeric strings are accepted.
+    let task = with(
+        with(
+            with(v2_task(), "image_status_check_cmd_timeout", json!(900)),
+            "test_case_cmd_timeout",
+            json!("60"),
+        ),
+        "poc_cmd_timeout",
+        json!(30.0),
+    );
+    let task = with(
+        with(task, "image_run_cmd_timeout", json!(-1)),
         "other_timeout",
         json!(-1),
-    )])
-    .unwrap();
+    );
+    let ds = check(vec![task]).unwrap();
     let TaskSpec::V2(s) = &ds.tasks[0].spec else {
         panic!()
     };
-    assert_eq!(s.timeouts.get("image_status_check_cmd"), Some(&900));
-    // `_timeout` of something that is not a command is not interpreted: kept as extra.
+    let timeouts: Vec<(&str, u64)> = s.timeouts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        timeouts,
+        [
+            ("image_status_check_cmd", 900),
+            ("poc_cmd", 30),
+            ("test_case_cmd", 60)
+        ]
+    );
+    // `_timeout` of something upstream does not time is not interpreted: kept as extra.
     assert_eq!(ds.tasks[0].extra["other_timeout"], -1);
+    assert_eq!(ds.tasks[0].extra["image_run_cmd_timeout"], -1);
 
     let files = json!([
         {"vuln_file": "ok.c", "vuln_lines": [1, 2]},
@@ -554,4 +578,18 @@ fn cut_repos_load_and_check_against_dataset() {
     );
     let e = parse_cut_repos(Path::new("cut.json"), b"[]").unwrap_err();
     assert!(matches!(e, DatasetError::Shape { .. }));
+}
+
+#[test]
+fn fix_commit_is_patch_commit_or_derived_from_base() {
+    let named = with(v2_task(), "patch_commit", json!("f1x"));
+    let ds = check(vec![named]).unwrap();
+    assert_eq!(ds.tasks[0].fix_commit(), Some("f1x"));
+    // v2_task has base_commit "abc^" and no patch_commit.
+    let ds = check(vec![v2_task()]).unwrap();
+    assert_eq!(ds.tasks[0].fix_commit(), Some("abc"));
+    let ds = check(vec![with(v2_task(), "base_commit", json!("v1.0"))]).unwrap();
+    assert_eq!(ds.tasks[0].fix_commit(), None);
+    let ds = check(vec![with(v1_task(), "base_commit", json!("abc^"))]).unwrap();
+    assert_eq!(ds.tasks[0].fix_commit(), None);
 }

@@ -173,13 +173,9 @@ const COMMON_FIELDS: &[&str] = &[
     "vuln_type",
     "cwe_id",
 ];
-/// The v2 commands that may carry a `<cmd_key>_timeout`.
-const V2_COMMANDS: &[&str] = &[
-    "image_run_cmd",
-    "image_status_check_cmd",
-    "test_case_cmd",
-    "poc_cmd",
-];
+/// The v2 commands upstream runs with a timeout, overridable by `<cmd_key>_timeout`
+/// (`image_run_cmd` is the container's main process and has none).
+const TIMED_COMMANDS: &[&str] = &["image_status_check_cmd", "test_case_cmd", "poc_cmd"];
 
 fn check_task(
     path: &Path,
@@ -425,37 +421,48 @@ fn is_placeholder(o: &Map<String, Value>) -> bool {
     empty_file && empty_lines
 }
 
-/// `<cmd_key>_timeout` fields: whole seconds, > 0.
+/// `<cmd_key>_timeout` fields, in seconds, > 0. Upstream reads them with Python's `int()`, so
+/// a whole number written as a float (`300.0`) or as a string (`"300"`) is accepted as well; a
+/// fractional value is refused rather than silently truncated as `int()` would.
 fn timeouts(c: &mut FieldChecker) -> Option<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     let mut ok = true;
-    for cmd in V2_COMMANDS {
+    for cmd in TIMED_COMMANDS {
         let field = format!("{cmd}_timeout");
         let Some(v) = c.obj.get(&field) else { continue };
-        match v.as_u64() {
-            Some(0) => {
-                c.problem(&field, "must be > 0 seconds, found 0");
-                ok = false;
-            }
-            Some(n) => {
+        match timeout_seconds(v) {
+            Ok(n) => {
                 out.insert(cmd.to_string(), n);
             }
-            None => {
-                let msg = match v.as_f64() {
-                    Some(x) if x <= 0.0 => {
-                        format!("must be > 0 seconds, found {}", raw::describe(v))
-                    }
-                    _ => format!(
-                        "expected a whole number of seconds > 0, found {}",
-                        raw::describe(v)
-                    ),
-                };
+            Err(msg) => {
                 c.problem(&field, msg);
                 ok = false;
             }
         }
     }
     ok.then_some(out)
+}
+
+fn timeout_seconds(v: &Value) -> Result<u64, String> {
+    let whole: Option<i128> = match v {
+        Value::Number(n) => n.as_i64().map(i128::from).or_else(|| {
+            n.as_u64().map(i128::from).or_else(|| {
+                n.as_f64()
+                    .filter(|x| x.fract() == 0.0 && x.abs() < 1e18)
+                    .map(|x| x as i128)
+            })
+        }),
+        Value::String(s) => s.trim().parse::<i128>().ok(),
+        _ => None,
+    };
+    match whole {
+        Some(n) if n > 0 => u64::try_from(n).map_err(|_| format!("{n} seconds is too large")),
+        Some(_) => Err(format!("must be > 0 seconds, found {}", raw::describe(v))),
+        None => Err(format!(
+            "expected a whole number of seconds > 0, found {}",
+            raw::describe(v)
+        )),
+    }
 }
 
 /// Everything not interpreted by this module, kept verbatim.
@@ -467,7 +474,7 @@ fn extra_fields(obj: &Map<String, Value>, is_v2: bool) -> Map<String, Value> {
                 || V2_FIELDS.contains(&k.as_str())
                 || (is_v2
                     && k.strip_suffix("_timeout")
-                        .is_some_and(|cmd| V2_COMMANDS.contains(&cmd)));
+                        .is_some_and(|cmd| TIMED_COMMANDS.contains(&cmd)));
             !known
         })
         .map(|(k, v)| (k.clone(), v.clone()))
