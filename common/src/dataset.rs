@@ -4,6 +4,14 @@
 //! every problem of every task (naming the file, the `instance_id` and the field) instead of
 //! stopping at the first. Fields we do not know are kept in `extra`, never rejected: upstream
 //! adds fields between releases and a user's own dataset may carry annotations.
+//!
+//! Whether a task is v1 or v2 is decided per task from its fields (`seed`/`detected_*` vs the
+//! container fields). Strings that later reach git, docker or the file system (`instance_id`,
+//! `repo`, revisions, `vuln_file`, hit `docid`s) are checked here so that later steps can rely
+//! on them: ids are single path components, paths are relative without `..`, revisions do not
+//! start with `-`. Files are read with a size bound ([`MAX_FILE_BYTES`]).
+//!
+//! Also here: `cut_repos.json` (v1), see [`CutRepos`].
 
 mod contexts;
 mod cut_repos;
@@ -65,7 +73,11 @@ pub struct DynamicSpec {
     pub image_status_check_cmd: String,
     pub test_case_cmd: String,
     pub poc_cmd: String,
+    /// Absent means false.
     pub privileged: bool,
+    /// Informational: upstream neither masks nor uploads these files. Kept verbatim (one
+    /// upstream path carries surrounding spaces; it is checked trimmed); upstream's
+    /// `{"vuln_file": "", "vuln_lines": []}` "none" placeholders are dropped.
     pub other_vuln_files: Vec<OtherVulnFile>,
     pub branch_origin: Option<String>,
     /// Per-command timeouts in seconds (`<cmd_key>_timeout`), e.g. `poc_cmd` -> 300.
