@@ -42,6 +42,9 @@
 //!   half-open slice keeps one line fewer after it, and frames it with an extra blank line.
 //! - Tokens are counted with `cl100k_base`, not GPT-1's BPE (see [`crate::tokens`]).
 //!
+//! Only `vuln_file` is masked, as upstream: a v2 task's `other_vuln_files` stay as they are and
+//! may be shown as context like any other file.
+//!
 //! Display order: v1 shows context files sorted by path (upstream keeps them in a dict that it
 //! sorts when framing); v2 keeps hit order, duplicates included (a v2 hit may name the same file
 //! with another line range). v1 drops repeated hits of one file. READMEs are sorted by name.

@@ -196,26 +196,13 @@ pub fn readme_files(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// The repo (`owner/name`) of the seed task of a mutated v1 task: the seed task with the same
-/// `vuln_source`. `None` for seed tasks, v2 tasks, or when no seed is in `tasks`.
-pub fn seed_repo<'a>(task: &Task, tasks: &'a [Task]) -> Option<&'a str> {
-    match &task.spec {
-        TaskSpec::V1(s) if !s.seed => tasks
-            .iter()
-            .find(|t| {
-                matches!(&t.spec, TaskSpec::V1(s) if s.seed) && t.vuln_source == task.vuln_source
-            })
-            .map(|t| t.repo.as_str()),
-        _ => None,
-    }
-}
-
 /// The folder that holds the project inside a checked-out `tree`.
 ///
 /// A mutated v1 task's repo may hold the whole project inside one top-level folder named like the
 /// seed repo's name (the part after `/`); then that folder is the project root. As upstream, the
 /// folder must be the only top-level entry not starting with `.`; unlike upstream, it must also be
 /// a directory (not a link), since a file cannot be a project root. Every other case: `tree`.
+/// `seed_repo` is the seed task's `repo` (see `Dataset::seed_of`).
 pub fn project_root(tree: &Path, task: &Task, seed_repo: Option<&str>) -> PathBuf {
     let is_mutated = matches!(&task.spec, TaskSpec::V1(s) if !s.seed);
     let Some(seed_name) = seed_repo
@@ -416,18 +403,6 @@ mod tests {
             readme_files(dir.path()).unwrap(),
             vec!["README.md", "ReadMe", "readme.txt"]
         );
-    }
-
-    #[test]
-    fn seed_repo_of_mutated_task() {
-        let seed = v1_task("s", "org/proj", true);
-        let mutated = v1_task("m", "other/proj_mut", false);
-        let tasks = vec![mutated.clone(), seed.clone()];
-        assert_eq!(seed_repo(&mutated, &tasks), Some("org/proj"));
-        assert_eq!(seed_repo(&seed, &tasks), None);
-        let mut unrelated = mutated.clone();
-        unrelated.vuln_source = "CVE-2".into();
-        assert_eq!(seed_repo(&unrelated, &tasks), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn task(version: DatasetVersion) -> Task {
             detected_vul_num: 1,
         }),
         DatasetVersion::V2 => TaskSpec::V2(DynamicSpec {
-            patch_commit: "abc".into(),
+            patch_commit: Some("abc".into()),
             severity: "high".into(),
             image: "img".into(),
             image_inner_path: "/src".into(),
