@@ -624,3 +624,22 @@ fn frame_file_numbering() {
     );
     assert_eq!(frame_file("a", "", false), "[start of a]\n\n[end of a]");
 }
+
+#[test]
+fn values_are_inserted_verbatim() {
+    let (dir, masked) = fixture();
+    let mut context = ctx(vec![]);
+    context.function_summary = "Returns <b>a & b</b> {{ not_a_tag }}.".into();
+    let p = build_prompt(
+        &task(DatasetVersion::V1),
+        &masked,
+        Some(&context),
+        dir.path(),
+        &PromptOptions::default(),
+        &Templates::default(),
+    )
+    .unwrap();
+    assert!(p
+        .user
+        .starts_with("What the hidden code does: Returns <b>a & b</b> {{ not_a_tag }}.\n\n<code>"));
+}
