@@ -4,3 +4,6 @@
 
 pub mod dataset;
 pub mod masking;
+pub mod prompt;
+pub mod repo_files;
+pub mod tokens;
