@@ -3,4 +3,6 @@
 //! move these steps between machines; every number the project reports is computed here.
 
 pub mod dataset;
+pub mod extract;
 pub mod masking;
+pub mod splice;
