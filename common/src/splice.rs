@@ -371,6 +371,16 @@ mod tests {
     }
 
     #[test]
+    fn code_that_only_repeats_the_context_leaves_an_empty_line() {
+        // As upstream: the mask line was found and replaced, so this is a success.
+        let m = masked("a();\nb();\nc();\n", 2, 2);
+        let s = spliced(&m, "a();\nc();");
+        assert_eq!((s.dropped_leading, s.dropped_trailing), (1, 1));
+        assert_eq!(s.inserted, "");
+        assert_eq!(s.file_text, "a();\n\nc();\n");
+    }
+
+    #[test]
     fn missing_closing_braces_are_appended() {
         // The block closes the method and the class: the code must too.
         let src = "class A {\n  void f() {\n    a();\n  }\n}\n";
