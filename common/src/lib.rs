@@ -3,7 +3,9 @@
 //! move these steps between machines; every number the project reports is computed here.
 
 pub mod dataset;
+pub mod extract;
 pub mod masking;
 pub mod prompt;
 pub mod repo_files;
+pub mod splice;
 pub mod tokens;
