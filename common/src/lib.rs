@@ -4,3 +4,6 @@
 
 pub mod dataset;
 pub mod masking;
+pub mod patch_apply;
+pub mod patch_paths;
+pub mod patch_repair;
