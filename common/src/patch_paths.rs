@@ -14,7 +14,8 @@
 //!   not guess what the model meant);
 //! - names a path that leaves the tree after `..` normalisation, or has a component equal to
 //!   `.git` in any letter case;
-//! - names a path with a control character, a malformed quoted name or non-UTF-8 bytes;
+//! - names a path with a control character, a malformed quoted name or non-UTF-8 bytes, or
+//!   has an unquoted `diff --git` line with more than [`MAX_GIT_HEADER_SPACES`] spaces;
 //! - declares a symlink or submodule mode (`120000`, `160000`) on a mode or `index` line;
 //! - contains a line made of a single `.`: that is how GNU patch recognises an ed script,
 //!   which it runs through `ed` (CVE-2018-1000156 was command execution that way);
@@ -30,6 +31,9 @@ use std::path::{Path, PathBuf};
 pub const MAX_PATCH_BYTES: usize = 1 << 20;
 /// Longest header line we parse (Linux `PATH_MAX`).
 pub const MAX_HEADER_LINE_BYTES: usize = 4096;
+/// Most spaces in an unquoted `diff --git` line: each is a possible split between the two
+/// names that must be vetted, and real names rarely hold more than a few.
+pub const MAX_GIT_HEADER_SPACES: usize = 64;
 
 /// Why a patch was refused before any apply attempt. `line` is 1-based in the patch text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -39,7 +43,7 @@ pub enum PatchRejection {
     TooLarge { bytes: usize, limit: usize },
     #[error("line {line}: header line longer than {limit} bytes")]
     HeaderLineTooLong { line: usize, limit: usize },
-    #[error("line {line}: path {path:?} has a control character, bad quoting or non-UTF-8 bytes")]
+    #[error("line {line}: path {path:?} has a control character, bad quoting, non-UTF-8 bytes or too many spaces")]
     BadPathCharacters { line: usize, path: String },
     #[error("line {line}: absolute path {path:?}")]
     AbsolutePath { line: usize, path: String },
@@ -228,6 +232,9 @@ impl HeaderKind {
                 }
                 // git: when unquoted, the split where both names agree after stripping.
                 if !rest.contains('"') {
+                    if rest.matches(' ').count() > MAX_GIT_HEADER_SPACES {
+                        return Err(rest.to_string());
+                    }
                     for (i, _) in rest.match_indices(' ') {
                         let (left, right) = (&rest[..i], &rest[i + 1..]);
                         if let (Some(l), Some(r)) = (git_strip_p1(left), git_strip_p1(right)) {
@@ -581,6 +588,11 @@ mod tests {
         assert!(matches!(
             named_paths(&huge),
             Err(PatchRejection::TooLarge { .. })
+        ));
+        let spaces = format!("diff --git a/{}x b/x\n", "d ".repeat(MAX_GIT_HEADER_SPACES));
+        assert!(matches!(
+            named_paths(&spaces),
+            Err(PatchRejection::BadPathCharacters { line: 1, .. })
         ));
         let long = format!("--- a/{}\n", "d/".repeat(MAX_HEADER_LINE_BYTES));
         assert!(matches!(
