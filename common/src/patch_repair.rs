@@ -150,7 +150,9 @@ fn match_section_at(s: &str, pos: usize, marks: &SectionMarks) -> Option<usize> 
 
 /// Upstream's `PATCH_FILE_PATTERN` (`---\s+a\/.+\n\+\+\+\s+b\/.+`, no DOTALL): first match.
 fn first_file_header(s: &str) -> Option<&str> {
-    for (at, _) in s.match_indices("---") {
+    // Every start, overlapping ones included: in `---- a/x` the match starts at the second dash.
+    let starts = (0..s.len()).filter(|&i| s.as_bytes()[i..].starts_with(b"---"));
+    for at in starts {
         let Some(ws_end) = skip_py_space(s, at + 3) else {
             continue;
         };
@@ -405,6 +407,17 @@ mod tests {
             ""
         );
         assert_eq!(repair_patch("--- a/f\n+++ b/f\n@@ -1,1 +1,1 @@7"), "");
+    }
+
+    #[test]
+    fn a_header_may_start_inside_a_longer_dash_run() {
+        // The section starts at `--- a/x`; its one-line header is the `--- a/f` found one
+        // dash into `---- a/f`.
+        let broken = "--- a/x\t2024\n@@ ---- a/f\n+++ b/f\n@@ -1,5 +1,5 @@\n-a\n";
+        assert_eq!(
+            repair_patch(broken),
+            "--- a/f\n+++ b/f\n@@ -1,1 +1,0 @@\n-a\n"
+        );
     }
 
     #[test]
