@@ -842,6 +842,19 @@ mod tests {
     }
 
     #[test]
+    fn directories_a_failed_attempt_emptied_come_back() {
+        let fx = fixture(&[("sub/only", "x\n"), ("a", &numbered(3))]);
+        let before = state(&fx.tree);
+        // patch deletes sub/only (and the emptied sub/) before failing on `a`.
+        let patch = "diff --git a/sub/only b/sub/only\ndeleted file mode 100644\n--- a/sub/only\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n\
+diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,1 +1,1 @@\n-nope\n+no\n";
+        let out = apply(&fx, patch);
+        assert!(!out.applied(), "{out:?}");
+        assert_eq!(out.attempts.len(), 4);
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
     fn multi_file_patch_reports_every_change() {
         let fx = fixture(&[("a", &numbered(3)), ("gone", "bye\n"), ("sub/b", "b\n")]);
         let patch = "diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,3 +1,3 @@\n 1\n-2\n+two\n 3\n\
