@@ -5,6 +5,9 @@
 pub mod dataset;
 pub mod extract;
 pub mod masking;
+pub mod patch_apply;
+pub mod patch_paths;
+pub mod patch_repair;
 pub mod prompt;
 pub mod repo_files;
 pub mod splice;

@@ -1,0 +1,987 @@
+//! v1 patch application: upstream's four attempts, made safe.
+//!
+//! Order and semantics follow upstream (`try_patch` in v1 `run_code_generation.py`):
+//! `git apply --verbose`, then `patch --batch --fuzz=5 -p1 -i`, then the same two with the
+//! repaired patch ([`crate::patch_repair`]); the tree is reset before each retry, an empty
+//! patch fails without any attempt, and an empty repair skips attempts three and four.
+//!
+//! Deviations from upstream, and why:
+//! - the patch is vetted first ([`crate::patch_paths`]); a refused patch is a failed
+//!   generation with the reason, and no tool runs;
+//! - the patch file lives in a temporary directory outside the tree (upstream writes
+//!   `patch.diff` into the tree and leaves it there, where the scanner then sees it);
+//! - `patch` also gets `--no-backup-if-mismatch -r -`, so it leaves no `.orig` or `.rej`
+//!   files (upstream's trees keep them); any other file a tool leaves beside the named paths
+//!   is deleted too;
+//! - "reset" restores a snapshot of exactly the paths the patch names (content, existence,
+//!   permissions, created directories) instead of re-copying the whole repository, so the tree
+//!   need not be a git repository and nothing else in it is touched;
+//! - the tools run with a clean environment (`PATH`, `LC_ALL=C`, no user or system git
+//!   config), stdin closed, output capped, a timeout that kills their process group, and
+//!   `GIT_CEILING_DIRECTORIES` set to the tree's parent: `git apply` uses the tree's own
+//!   repository when the tree root has one (as upstream, which ran in a full clone) and
+//!   otherwise works as a plain patch tool; it never walks up into an enclosing repository,
+//!   where it would read paths relative to that repository's top and skip files outside the
+//!   tree.
+
+use crate::patch_paths::{self, is_absent, NamedPath, PatchRejection};
+use crate::patch_repair::repair_patch;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the tools are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Per attempt; the tool's process group is killed when it expires.
+    pub timeout: Duration,
+    /// Bytes of stdout and of stderr kept per attempt.
+    pub max_output_bytes: usize,
+    /// Total bytes of the named files the snapshot may hold; beyond it the patch is refused.
+    pub max_snapshot_bytes: u64,
+    pub git_program: PathBuf,
+    pub patch_program: PathBuf,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            timeout: Duration::from_secs(60),
+            max_output_bytes: 8 * 1024,
+            max_snapshot_bytes: 256 * 1024 * 1024,
+            git_program: PathBuf::from("git"),
+            patch_program: PathBuf::from("patch"),
+        }
+    }
+}
+
+/// The four attempts, in upstream's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    GitApply,
+    Patch,
+    RepairedGitApply,
+    RepairedPatch,
+}
+
+/// What one tool run did. Output is cut at `max_output_bytes` (lossy UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub kind: AttemptKind,
+    /// None when killed by a signal (timeout included) or never started.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Why the tool could not be started at all.
+    pub spawn_error: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub output_truncated: bool,
+}
+
+impl AttemptRecord {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+}
+
+/// Why no attempt applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum ApplyFailure {
+    /// Nothing to apply (upstream stops here too).
+    EmptyPatch,
+    /// Refused before any tool ran.
+    Rejected { rejection: PatchRejection },
+    /// Attempts one and two failed and the repair produced nothing (upstream stops here too).
+    RepairEmpty,
+    /// Attempts one and two failed and the repaired patch was refused.
+    RepairRejected { rejection: PatchRejection },
+    /// Every attempt ran and failed; see the attempt records.
+    AllAttemptsFailed,
+    /// Reading, snapshotting or restoring the tree failed; the tree may be modified.
+    TreeIo { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+}
+
+/// A file the applied patch changed, relative to the tree with `/` separators.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ApplyStatus {
+    Applied { by: AttemptKind },
+    Failed { failure: ApplyFailure },
+}
+
+/// The result of [`apply_patch`]: never an error, always a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    pub status: ApplyStatus,
+    /// Every attempt that ran, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// Empty unless applied; sorted by path.
+    pub changes: Vec<FileChange>,
+}
+
+impl ApplyOutcome {
+    pub fn applied(&self) -> bool {
+        matches!(self.status, ApplyStatus::Applied { .. })
+    }
+
+    pub fn applied_by(&self) -> Option<AttemptKind> {
+        match self.status {
+            ApplyStatus::Applied { by } => Some(by),
+            ApplyStatus::Failed { .. } => None,
+        }
+    }
+
+    fn failed(failure: ApplyFailure, attempts: Vec<AttemptRecord>) -> Self {
+        ApplyOutcome {
+            status: ApplyStatus::Failed { failure },
+            attempts,
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// Applies a v1 model patch to `tree` the way upstream does (see the module doc). On failure
+/// the tree is left as it was; on success only the named files differ.
+pub fn apply_patch(tree: &Path, patch: &str, opts: &ApplyOptions) -> ApplyOutcome {
+    if patch.is_empty() {
+        return ApplyOutcome::failed(ApplyFailure::EmptyPatch, Vec::new());
+    }
+    let paths = match patch_paths::vet_patch(tree, patch) {
+        Ok(paths) => paths,
+        Err(rejection) => {
+            return ApplyOutcome::failed(ApplyFailure::Rejected { rejection }, Vec::new())
+        }
+    };
+    let mut run = match Run::start(tree, opts, &paths) {
+        Ok(run) => run,
+        Err(e) => return ApplyOutcome::failed(tree_io(e), Vec::new()),
+    };
+    for kind in [AttemptKind::GitApply, AttemptKind::Patch] {
+        match run.attempt(kind, patch) {
+            Ok(true) => return run.finish_applied(kind),
+            Ok(false) => {}
+            Err(e) => return run.finish_failed(tree_io(e)),
+        }
+    }
+    let repaired = repair_patch(patch);
+    if repaired.is_empty() {
+        return run.finish_failed(ApplyFailure::RepairEmpty);
+    }
+    // The repair can put text at a line start that was mid-line before: vet it afresh and
+    // snapshot any path only it names (the tree is back to its original state here).
+    let repaired_paths = match patch_paths::vet_patch(tree, &repaired) {
+        Ok(p) => p,
+        Err(rejection) => return run.finish_failed(ApplyFailure::RepairRejected { rejection }),
+    };
+    if let Err(e) = run
+        .snapshot
+        .extend(tree, &repaired_paths, opts.max_snapshot_bytes)
+    {
+        return run.finish_failed(tree_io(e));
+    }
+    for kind in [AttemptKind::RepairedGitApply, AttemptKind::RepairedPatch] {
+        match run.attempt(kind, &repaired) {
+            Ok(true) => return run.finish_applied(kind),
+            Ok(false) => {}
+            Err(e) => return run.finish_failed(tree_io(e)),
+        }
+    }
+    run.finish_failed(ApplyFailure::AllAttemptsFailed)
+}
+
+fn tree_io(e: io::Error) -> ApplyFailure {
+    ApplyFailure::TreeIo {
+        message: e.to_string(),
+    }
+}
+
+/// State shared by the attempts of one application.
+struct Run<'a> {
+    tree: &'a Path,
+    opts: &'a ApplyOptions,
+    /// Holds the patch file, the git HOME, and nothing in the tree.
+    scratch: tempfile::TempDir,
+    snapshot: Snapshot,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl<'a> Run<'a> {
+    fn start(tree: &'a Path, opts: &'a ApplyOptions, paths: &[NamedPath]) -> io::Result<Self> {
+        let mut snapshot = Snapshot::default();
+        snapshot.extend(tree, paths, opts.max_snapshot_bytes)?;
+        Ok(Run {
+            tree,
+            opts,
+            scratch: tempfile::tempdir()?,
+            snapshot,
+            attempts: Vec::new(),
+        })
+    }
+
+    /// Runs one attempt; on failure puts the tree back. Ok(applied).
+    fn attempt(&mut self, kind: AttemptKind, patch: &str) -> io::Result<bool> {
+        let patch_file = self.scratch.path().join("patch.diff");
+        fs::write(&patch_file, patch)?;
+        let command = match kind {
+            AttemptKind::GitApply | AttemptKind::RepairedGitApply => {
+                self.git_apply_command(&patch_file)?
+            }
+            AttemptKind::Patch | AttemptKind::RepairedPatch => self.patch_command(&patch_file),
+        };
+        let record = run_bounded(command, kind, self.opts);
+        let ok = record.succeeded();
+        self.attempts.push(record);
+        if ok {
+            self.snapshot.sweep_strays(self.tree)?;
+        } else {
+            self.snapshot.restore(self.tree)?;
+        }
+        Ok(ok)
+    }
+
+    fn base_command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.tree)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LC_ALL", "C")
+            .env("HOME", self.scratch.path());
+        cmd
+    }
+
+    fn git_apply_command(&self, patch_file: &Path) -> io::Result<Command> {
+        let mut cmd = self.base_command(&self.opts.git_program);
+        cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        // Git compares ceilings with its real working directory, so give it the real parent.
+        if let Some(parent) = fs::canonicalize(self.tree)?.parent() {
+            cmd.env("GIT_CEILING_DIRECTORIES", parent);
+        }
+        cmd.arg("apply").arg("--verbose").arg(patch_file);
+        Ok(cmd)
+    }
+
+    fn patch_command(&self, patch_file: &Path) -> Command {
+        let mut cmd = self.base_command(&self.opts.patch_program);
+        cmd.args([
+            "--batch",
+            "--fuzz=5",
+            "-p1",
+            "--no-backup-if-mismatch",
+            "-r",
+            "-",
+            "-i",
+        ])
+        .arg(patch_file);
+        cmd
+    }
+
+    fn finish_applied(self, by: AttemptKind) -> ApplyOutcome {
+        match self.snapshot.changes(self.tree) {
+            Ok(changes) => ApplyOutcome {
+                status: ApplyStatus::Applied { by },
+                attempts: self.attempts,
+                changes,
+            },
+            Err(e) => ApplyOutcome::failed(tree_io(e), self.attempts),
+        }
+    }
+
+    fn finish_failed(self, failure: ApplyFailure) -> ApplyOutcome {
+        ApplyOutcome::failed(failure, self.attempts)
+    }
+}
+
+/// What an ancestor of a named path was before the first attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DirState {
+    Missing,
+    /// A file or other non-directory: nothing can be below it; left alone.
+    NotDir,
+    Listed(BTreeSet<OsString>),
+}
+
+/// What a named path was before the first attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Absent,
+    File { content: Vec<u8>, mode: u32 },
+    Dir,
+}
+
+/// The named paths, their parent directories and those directories' listings, so that any
+/// attempt can be undone exactly and leftovers (backups, rejects, temporaries) found.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Named paths (normalised, relative) and what they were.
+    entries: BTreeMap<PathBuf, Entry>,
+    /// Every ancestor directory of a named path (the root is "") and what it was.
+    dirs: BTreeMap<PathBuf, DirState>,
+    bytes: u64,
+}
+
+impl Snapshot {
+    fn extend(&mut self, tree: &Path, paths: &[NamedPath], max_bytes: u64) -> io::Result<()> {
+        for path in paths {
+            let rel: PathBuf = path.normalized.iter().collect();
+            if !self.entries.contains_key(&rel) {
+                let entry = read_entry(&tree.join(&rel))?;
+                if let Entry::File { content, .. } = &entry {
+                    self.bytes += content.len() as u64;
+                    if self.bytes > max_bytes {
+                        return Err(io::Error::other(format!(
+                            "the files the patch names exceed the snapshot limit of {max_bytes} bytes"
+                        )));
+                    }
+                }
+                self.entries.insert(rel.clone(), entry);
+            }
+            let mut dir = rel.clone();
+            while dir.pop() {
+                if !self.dirs.contains_key(&dir) {
+                    let listing = list_dir(&tree.join(&dir))?;
+                    self.dirs.insert(dir.clone(), listing);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts every named path back, removes directories that did not exist, then leftovers.
+    fn restore(&self, tree: &Path) -> io::Result<()> {
+        // git removes directories it emptied; their files cannot be written back without them.
+        for (rel, before) in &self.dirs {
+            if matches!(before, DirState::Listed(_)) && !tree.join(rel).is_dir() {
+                remove_any(&tree.join(rel))?;
+                fs::create_dir(tree.join(rel))?;
+            }
+        }
+        for (rel, entry) in &self.entries {
+            let full = tree.join(rel);
+            let now = fs::symlink_metadata(&full);
+            match entry {
+                Entry::Absent => {
+                    if now.is_ok() {
+                        remove_any(&full)?;
+                    }
+                }
+                Entry::File { content, mode } => {
+                    if let Ok(meta) = &now {
+                        if !meta.is_file() {
+                            remove_any(&full)?;
+                        }
+                    }
+                    fs::write(&full, content)?;
+                    fs::set_permissions(&full, fs::Permissions::from_mode(*mode))?;
+                }
+                Entry::Dir => {
+                    if let Ok(meta) = &now {
+                        if !meta.is_dir() {
+                            remove_any(&full)?;
+                        }
+                    }
+                    if fs::symlink_metadata(&full).is_err() {
+                        fs::create_dir(&full)?;
+                    }
+                }
+            }
+        }
+        // Shallow first: removing a created directory removes the created ones below it.
+        for (rel, before) in &self.dirs {
+            if *before == DirState::Missing && fs::symlink_metadata(tree.join(rel)).is_ok() {
+                remove_any(&tree.join(rel))?;
+            }
+        }
+        self.sweep_strays(tree)
+    }
+
+    /// Deletes what appeared in a listed directory but is neither a named path nor on the way
+    /// to one: `.orig`/`.rej` files and temporaries of a killed tool.
+    fn sweep_strays(&self, tree: &Path) -> io::Result<()> {
+        for (rel, before) in &self.dirs {
+            let DirState::Listed(now) = list_dir(&tree.join(rel))? else {
+                continue;
+            };
+            for name in now {
+                if matches!(before, DirState::Listed(b) if b.contains(&name)) {
+                    continue;
+                }
+                let child = rel.join(&name);
+                if self.entries.contains_key(&child) || self.dirs.contains_key(&child) {
+                    continue;
+                }
+                remove_any(&tree.join(&child))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Named files whose existence, content or permissions differ from the snapshot.
+    fn changes(&self, tree: &Path) -> io::Result<Vec<FileChange>> {
+        let mut out = Vec::new();
+        for (rel, before) in &self.entries {
+            let now = read_entry(&tree.join(rel))?;
+            let kind = match (before, &now) {
+                (Entry::File { .. } | Entry::Dir, Entry::Absent) => Some(ChangeKind::Deleted),
+                (Entry::Absent | Entry::Dir, Entry::File { .. }) => Some(ChangeKind::Created),
+                (Entry::File { .. }, Entry::File { .. }) if before != &now => {
+                    Some(ChangeKind::Modified)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                out.push(FileChange {
+                    path: rel.to_string_lossy().into_owned(),
+                    kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_entry(full: &Path) -> io::Result<Entry> {
+    match fs::symlink_metadata(full) {
+        Err(e) if is_absent(&e) => Ok(Entry::Absent),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_dir() => Ok(Entry::Dir),
+        Ok(meta) if meta.is_file() => Ok(Entry::File {
+            content: fs::read(full)?,
+            mode: meta.permissions().mode() & 0o7777,
+        }),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} is neither a file nor a directory",
+            full.display()
+        ))),
+    }
+}
+
+fn list_dir(full: &Path) -> io::Result<DirState> {
+    match fs::symlink_metadata(full) {
+        Err(e) if is_absent(&e) => Ok(DirState::Missing),
+        Err(e) => Err(e),
+        Ok(meta) if !meta.is_dir() => Ok(DirState::NotDir),
+        Ok(_) => fs::read_dir(full)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<BTreeSet<_>>>()
+            .map(DirState::Listed),
+    }
+}
+
+/// Removes a file, symlink or directory tree (never following symlinks).
+fn remove_any(full: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(full) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(full),
+        Ok(_) => fs::remove_file(full),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a tool with stdin closed, output capped, in its own process group that is killed
+/// when `opts.timeout` expires.
+fn run_bounded(mut cmd: Command, kind: AttemptKind, opts: &ApplyOptions) -> AttemptRecord {
+    let mut record = AttemptRecord {
+        kind,
+        exit_code: None,
+        timed_out: false,
+        spawn_error: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        output_truncated: false,
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            record.spawn_error = Some(format!("{}: {e}", cmd.get_program().to_string_lossy()));
+            return record;
+        }
+    };
+    let limit = opts.max_output_bytes;
+    let out_reader = child.stdout.take().map(|s| spawn_capped_reader(s, limit));
+    let err_reader = child.stderr.take().map(|s| spawn_capped_reader(s, limit));
+    let deadline = Instant::now() + opts.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                record.timed_out = true;
+                kill_group(child.id());
+                break child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => {
+                kill_group(child.id());
+                break child.wait().ok();
+            }
+        }
+    };
+    record.exit_code = status.and_then(|s| s.code());
+    for (reader, slot) in [
+        (out_reader, &mut record.stdout),
+        (err_reader, &mut record.stderr),
+    ] {
+        if let Some((text, truncated)) = reader.and_then(|h| h.join().ok()) {
+            *slot = text;
+            record.output_truncated |= truncated;
+        }
+    }
+    record
+}
+
+/// Reads a pipe to its end on a thread, keeping the first `limit` bytes.
+fn spawn_capped_reader<R: Read + Send + 'static>(
+    mut pipe: R,
+    limit: usize,
+) -> std::thread::JoinHandle<(String, bool)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut truncated = false;
+        let mut buf = [0u8; 8192];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = limit.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    truncated |= n > room;
+                }
+            }
+        }
+        (String::from_utf8_lossy(&kept).into_owned(), truncated)
+    })
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads
+        // (process_group(0) made its pid the group id); it has no memory-safety effects.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A tree to patch and a sibling directory standing for "outside".
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        tree: PathBuf,
+        outside: PathBuf,
+    }
+
+    fn fixture(files: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&tree).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("x"), "outside\n").unwrap();
+        for (path, content) in files {
+            let full = tree.join(path);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(full, content).unwrap();
+        }
+        Fixture {
+            _dir: dir,
+            tree,
+            outside,
+        }
+    }
+
+    /// Every entry below `root` (not following symlinks) with its content and mode.
+    fn state(root: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                let mode = meta.permissions().mode();
+                if meta.file_type().is_symlink() {
+                    let target = fs::read_link(&path).unwrap();
+                    out.insert(
+                        rel,
+                        (
+                            "link".into(),
+                            target.into_os_string().into_encoded_bytes(),
+                            mode,
+                        ),
+                    );
+                } else if meta.is_dir() {
+                    out.insert(rel, ("dir".into(), Vec::new(), mode));
+                    stack.push(path);
+                } else {
+                    out.insert(rel, ("file".into(), fs::read(&path).unwrap(), mode));
+                }
+            }
+        }
+        out
+    }
+
+    fn numbered(n: usize) -> String {
+        (1..=n).map(|i| format!("{i}\n")).collect()
+    }
+
+    fn apply(fx: &Fixture, patch: &str) -> ApplyOutcome {
+        apply_patch(&fx.tree, patch, &ApplyOptions::default())
+    }
+
+    fn modified(path: &str) -> FileChange {
+        FileChange {
+            path: path.into(),
+            kind: ChangeKind::Modified,
+        }
+    }
+
+    const CLEAN: &str = "--- a/f\n+++ b/f\n@@ -4,3 +4,3 @@\n 4\n-5\n+five\n 6\n";
+
+    #[test]
+    fn clean_patch_applies_with_git_apply() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let out = apply(&fx, CLEAN);
+        assert_eq!(out.applied_by(), Some(AttemptKind::GitApply), "{out:?}");
+        assert_eq!(out.attempts.len(), 1);
+        assert_eq!(out.changes, vec![modified("f")]);
+        assert_eq!(
+            fs::read_to_string(fx.tree.join("f")).unwrap(),
+            numbered(10).replace("5\n", "five\n")
+        );
+    }
+
+    #[test]
+    fn wrong_context_needs_fuzz_and_leaves_no_backup() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let patch = "--- a/f\n+++ b/f\n@@ -2,7 +2,7 @@\n X\n 3\n 4\n-5\n+five\n 6\n 7\n 8\n";
+        let out = apply(&fx, patch);
+        assert_eq!(out.applied_by(), Some(AttemptKind::Patch), "{out:?}");
+        assert!(!out.attempts[0].succeeded());
+        assert!(out.attempts[0].stderr.contains("patch does not apply"));
+        assert!(fs::read_to_string(fx.tree.join("f"))
+            .unwrap()
+            .contains("five"));
+        let names: Vec<_> = state(&fx.tree).into_keys().collect();
+        assert_eq!(names, vec![PathBuf::from("f")]);
+    }
+
+    #[test]
+    fn wrong_hunk_counts_apply_only_after_repair() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let patch = "--- a/f\n+++ b/f\n@@ -4,9 +4,9 @@\n 4\n-5\n+five\n 6\n";
+        let out = apply(&fx, patch);
+        assert_eq!(
+            out.applied_by(),
+            Some(AttemptKind::RepairedGitApply),
+            "{out:?}"
+        );
+        let kinds: Vec<_> = out.attempts.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                AttemptKind::GitApply,
+                AttemptKind::Patch,
+                AttemptKind::RepairedGitApply
+            ]
+        );
+        assert!(out.attempts[0].stderr.contains("corrupt patch"));
+        assert_eq!(out.changes, vec![modified("f")]);
+    }
+
+    #[test]
+    fn garbage_fails_with_each_tool_reason_and_no_repair() {
+        let fx = fixture(&[("f", &numbered(3))]);
+        let before = state(&fx.tree);
+        let out = apply(&fx, "Sorry, I cannot produce a patch for this.\n");
+        assert_eq!(
+            out.status,
+            ApplyStatus::Failed {
+                failure: ApplyFailure::RepairEmpty
+            }
+        );
+        assert_eq!(out.attempts.len(), 2);
+        assert!(
+            out.attempts[0].stderr.contains("No valid patches"),
+            "{out:?}"
+        );
+        assert!(out.attempts[1].stderr.contains("garbage"), "{out:?}");
+        assert!(out.changes.is_empty());
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn empty_patch_fails_without_attempts() {
+        let fx = fixture(&[("f", "a\n")]);
+        let out = apply(&fx, "");
+        assert_eq!(
+            out.status,
+            ApplyStatus::Failed {
+                failure: ApplyFailure::EmptyPatch
+            }
+        );
+        assert!(out.attempts.is_empty());
+    }
+
+    #[test]
+    fn unsafe_patches_are_rejected_and_nothing_changes() {
+        let fx = fixture(&[("f", "a\n"), ("real/g", "g\n")]);
+        fs::create_dir_all(fx.tree.join(".git")).unwrap();
+        fs::write(fx.tree.join(".git/config"), "[core]\n").unwrap();
+        symlink(&fx.outside, fx.tree.join("link")).unwrap();
+        let new_file =
+            |path: &str| format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,1 @@\n+pwned\n");
+        let cases = [
+            ("dotdot", new_file("../../x")),
+            ("absolute", "--- /etc/passwd\n+++ /etc/passwd\n@@ -1,1 +1,1 @@\n-root\n+pwned\n".to_string()),
+            ("git config", "--- a/.git/config\n+++ b/.git/config\n@@ -1,1 +1,2 @@\n [core]\n+\tfsmonitor = id\n".to_string()),
+            ("through symlinked dir", new_file("link/x")),
+            (
+                "creates symlink",
+                "diff --git a/s b/s\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/s\n@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n".to_string(),
+            ),
+        ];
+        for (name, patch) in cases {
+            let tree_before = state(&fx.tree);
+            let outside_before = state(&fx.outside);
+            let out = apply(&fx, &patch);
+            assert!(
+                matches!(
+                    out.status,
+                    ApplyStatus::Failed {
+                        failure: ApplyFailure::Rejected { .. }
+                    }
+                ),
+                "{name}: {out:?}"
+            );
+            assert!(out.attempts.is_empty(), "{name}");
+            assert_eq!(state(&fx.tree), tree_before, "{name}");
+            assert_eq!(state(&fx.outside), outside_before, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_repaired_patch_is_vetted_again() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        fs::create_dir_all(fx.tree.join(".git")).unwrap();
+        fs::write(fx.tree.join(".git/config"), "[core]\n").unwrap();
+        let before = state(&fx.tree);
+        // Mid-line in the answer, the `diff` header starts a line once the repair drops the
+        // text before the first file section.
+        let patch = format!(
+            "junk diff --git a/.git/config b/.git/config\n{}",
+            CLEAN.replace("4,3 +4,3", "4,9 +4,9")
+        );
+        let out = apply(&fx, &patch);
+        assert!(
+            matches!(
+                &out.status,
+                ApplyStatus::Failed {
+                    failure: ApplyFailure::RepairRejected {
+                        rejection: PatchRejection::GitDirectory { .. }
+                    }
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(out.attempts.len(), 2);
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn failed_attempts_leave_the_tree_byte_identical() {
+        let fx = fixture(&[("a", &numbered(5)), ("keep/b", &numbered(5))]);
+        fs::set_permissions(fx.tree.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+        let before = state(&fx.tree);
+        // The first file applies everywhere, the new file needs a new directory, the last
+        // hunk never matches: every tool changes something before failing.
+        let patch = "--- a/a\n+++ b/a\n@@ -1,2 +1,2 @@\n-1\n+one\n 2\n\
+--- /dev/null\n+++ b/new/dir/c\n@@ -0,0 +1,1 @@\n+c\n\
+--- a/keep/b\n+++ b/keep/b\n@@ -1,2 +1,2 @@\n-nothing\n-like\n+this\n+at all\n";
+        let out = apply(&fx, patch);
+        assert_eq!(
+            out.status,
+            ApplyStatus::Failed {
+                failure: ApplyFailure::AllAttemptsFailed
+            },
+            "{out:?}"
+        );
+        assert_eq!(out.attempts.len(), 4);
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn directories_a_failed_attempt_emptied_come_back() {
+        let fx = fixture(&[("sub/only", "x\n"), ("a", &numbered(3))]);
+        let before = state(&fx.tree);
+        // patch deletes sub/only (and the emptied sub/) before failing on `a`.
+        let patch = "diff --git a/sub/only b/sub/only\ndeleted file mode 100644\n--- a/sub/only\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n\
+diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,1 +1,1 @@\n-nope\n+no\n";
+        let out = apply(&fx, patch);
+        assert!(!out.applied(), "{out:?}");
+        assert_eq!(out.attempts.len(), 4);
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn multi_file_patch_reports_every_change() {
+        let fx = fixture(&[("a", &numbered(3)), ("gone", "bye\n"), ("sub/b", "b\n")]);
+        let patch = "diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,3 +1,3 @@\n 1\n-2\n+two\n 3\n\
+diff --git a/gone b/gone\ndeleted file mode 100644\n--- a/gone\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n\
+diff --git a/new/dir/c b/new/dir/c\nnew file mode 100644\n--- /dev/null\n+++ b/new/dir/c\n@@ -0,0 +1 @@\n+c\n\
+diff --git a/sub/b b/sub/b\n--- a/sub/b\n+++ b/sub/b\n@@ -1 +1 @@\n-b\n+bee\n";
+        let out = apply(&fx, patch);
+        assert_eq!(out.applied_by(), Some(AttemptKind::GitApply), "{out:?}");
+        let created = |p: &str| FileChange {
+            path: p.into(),
+            kind: ChangeKind::Created,
+        };
+        let deleted = |p: &str| FileChange {
+            path: p.into(),
+            kind: ChangeKind::Deleted,
+        };
+        assert_eq!(
+            out.changes,
+            vec![
+                modified("a"),
+                deleted("gone"),
+                created("new/dir/c"),
+                modified("sub/b")
+            ]
+        );
+        assert_eq!(
+            fs::read_to_string(fx.tree.join("new/dir/c")).unwrap(),
+            "c\n"
+        );
+    }
+
+    #[test]
+    fn crlf_files_are_patched_keeping_their_line_ends() {
+        let fx = fixture(&[("w.txt", "one\r\ntwo\r\nthree\r\n")]);
+        let patch =
+            "--- a/w.txt\r\n+++ b/w.txt\r\n@@ -1,3 +1,3 @@\r\n one\r\n-two\r\n+2\r\n three\r\n";
+        let out = apply(&fx, patch);
+        assert_eq!(out.applied_by(), Some(AttemptKind::GitApply), "{out:?}");
+        assert_eq!(
+            fs::read_to_string(fx.tree.join("w.txt")).unwrap(),
+            "one\r\n2\r\nthree\r\n"
+        );
+    }
+
+    #[test]
+    fn git_apply_does_not_walk_up_into_an_enclosing_repository() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let parent = fx.tree.parent().unwrap();
+        let init = Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(parent)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(init.success());
+        // Read against the enclosing repository's top, `f` would be outside the current
+        // directory and silently skipped with exit status 0.
+        let patch = format!("diff --git a/f b/f\n{CLEAN}");
+        let out = apply(&fx, &patch);
+        assert_eq!(out.applied_by(), Some(AttemptKind::GitApply), "{out:?}");
+        assert!(fs::read_to_string(fx.tree.join("f"))
+            .unwrap()
+            .contains("five"));
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-tool");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_hanging_tool_is_killed_at_the_timeout_and_the_tree_restored() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let tools = tempfile::tempdir().unwrap();
+        let hang = script(tools.path(), "echo partial > f\nsleep 30");
+        let opts = ApplyOptions {
+            timeout: Duration::from_millis(300),
+            git_program: hang.clone(),
+            patch_program: hang,
+            ..ApplyOptions::default()
+        };
+        let before = state(&fx.tree);
+        let started = Instant::now();
+        let out = apply_patch(&fx.tree, CLEAN, &opts);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(out.attempts.len(), 4);
+        assert!(out
+            .attempts
+            .iter()
+            .all(|a| a.timed_out && a.exit_code.is_none()));
+        assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn tool_output_is_capped_and_strays_are_swept() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let tools = tempfile::tempdir().unwrap();
+        let noisy = script(
+            tools.path(),
+            "head -c 100000 /dev/zero | tr '\\0' x >&2\necho y > f.orig\necho z > f\nexit 0",
+        );
+        let opts = ApplyOptions {
+            max_output_bytes: 1000,
+            git_program: noisy.clone(),
+            patch_program: noisy,
+            ..ApplyOptions::default()
+        };
+        let out = apply_patch(&fx.tree, CLEAN, &opts);
+        assert_eq!(out.applied_by(), Some(AttemptKind::GitApply));
+        assert_eq!(out.attempts[0].stderr.len(), 1000);
+        assert!(out.attempts[0].output_truncated);
+        assert!(!fx.tree.join("f.orig").exists());
+        assert_eq!(out.changes, vec![modified("f")]);
+    }
+
+    #[test]
+    fn a_missing_tool_is_a_recorded_failure() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let opts = ApplyOptions {
+            git_program: PathBuf::from("/nonexistent/git"),
+            patch_program: PathBuf::from("/nonexistent/patch"),
+            ..ApplyOptions::default()
+        };
+        let out = apply_patch(&fx.tree, CLEAN, &opts);
+        assert!(!out.applied());
+        assert!(out.attempts.iter().all(|a| a.spawn_error.is_some()));
+    }
+}
