@@ -4,3 +4,4 @@
 
 pub mod dataset;
 pub mod masking;
+pub mod scoring;
