@@ -5,6 +5,16 @@
 //! stopping at the first. Fields we do not know are kept in `extra`, never rejected: upstream
 //! adds fields between releases and a user's own dataset may carry annotations.
 
+mod contexts;
+mod error;
+mod raw;
+mod tasks;
+
+pub use contexts::{load_contexts, parse_contexts, ContextSet};
+pub use error::{DatasetError, EntryRef, Problem};
+pub use raw::{MAX_FILE_BYTES, MAX_ID_CHARS};
+pub use tasks::{load_tasks, parse_tasks, Dataset};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -43,7 +53,8 @@ pub struct OtherVulnFile {
 /// Fields only v2 (dynamic, container-scored) tasks carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicSpec {
-    pub patch_commit: String,
+    /// The upstream fix; a few upstream v2 tasks do not name it.
+    pub patch_commit: Option<String>,
     pub severity: String,
     pub image: String,
     pub image_inner_path: String,
@@ -61,6 +72,9 @@ pub struct DynamicSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "version", rename_all = "lowercase")]
+// A dataset holds a few hundred tasks; boxing the v2 spec would save little memory and make
+// every construction and match in the workspace noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum TaskSpec {
     V1(StaticSpec),
     V2(DynamicSpec),
