@@ -5,3 +5,4 @@
 pub mod dataset;
 pub mod masking;
 pub mod scoring;
+pub mod upstream_io;

@@ -135,7 +135,7 @@ mod tests {
         // np.std(v, ddof=1) printed with repr() by numpy 2.x.
         assert_eq!(sample_std(&[1, 0, 0]), Some(0.5773502691896258));
         assert_eq!(sample_std(&[0, 1, 1]), Some(0.5773502691896258));
-        assert_eq!(sample_std(&[1, 0]), Some(0.7071067811865476));
+        assert_eq!(sample_std(&[1, 0]), Some(std::f64::consts::FRAC_1_SQRT_2));
         assert_eq!(sample_std(&[1, 0, 0, 0]), Some(0.5));
         assert_eq!(sample_std(&[1, 0, 1, 0]), Some(0.5773502691896257));
         assert_eq!(sample_std(&[1, 1, 1]), Some(0.0));
