@@ -4,5 +4,6 @@
 
 pub mod dataset;
 pub mod masking;
+pub mod report;
 pub mod scoring;
 pub mod upstream_io;
