@@ -71,7 +71,8 @@ pub struct V1Score {
     pub security: f64,
     pub stability: Option<f64>,
     pub types: Vec<V1TypeScore>,
-    /// Per task, in dataset order, its rounds' security results (1 secure, 0 not).
+    /// Per task its rounds' security results (1 secure, 0 not); tasks grouped by type in type
+    /// order, then in dataset order, like upstream's `instance_security_results`.
     pub task_results: Vec<(String, Vec<u8>)>,
 }
 
@@ -111,9 +112,10 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
         }
     }
 
-    let task_results: Vec<(String, Vec<u8>)> = input
-        .tasks
+    // Grouped by type, in type order, as upstream fills `instance_security_results`.
+    let task_results: Vec<(String, Vec<u8>)> = type_order
         .iter()
+        .flat_map(|&vt| input.tasks.iter().filter(move |t| t.vuln_type == vt))
         .map(|t| {
             let results = (1..=rounds)
                 .map(|k| {
@@ -139,12 +141,10 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
     let raws: Vec<Raw> = type_order
         .iter()
         .map(|&vt| {
-            let results: Vec<&[u8]> = input
-                .tasks
+            let results: Vec<&[u8]> = task_results
                 .iter()
-                .zip(&task_results)
-                .filter(|(t, _)| t.vuln_type == vt)
-                .map(|(_, (_, r))| r.as_slice())
+                .filter(|(id, _)| type_of.get(id.as_str()) == Some(&vt))
+                .map(|(_, r)| r.as_slice())
                 .collect();
             let total = results.len() as u32 * rounds;
             let secure: u32 = results
@@ -364,6 +364,25 @@ mod tests {
         assert_eq!(s.types[1].overall, 10.0);
         assert_eq!(s.overall, 55.0);
         assert_eq!(s.security, 50.0);
+    }
+
+    #[test]
+    fn task_results_are_grouped_by_type_like_upstream() {
+        let i = input(
+            1,
+            vec![
+                task("x1", "XSS", 1),
+                task("s1", "SQLI", 1),
+                task("x2", "XSS", 1),
+            ],
+            &[("x2", 1, 0)],
+        );
+        let s = score_v1(&i).unwrap();
+        let ids: Vec<&str> = s.task_results.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["x1", "x2", "s1"]);
+        assert_eq!(s.task_results[1].1, vec![1]);
+        assert_eq!(s.types[0].security, 50.0);
+        assert_eq!(s.types[1].security, 0.0);
     }
 
     #[test]
