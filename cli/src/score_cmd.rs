@@ -52,7 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Records upstream would skip (unknown task) or crash on (round out of range).
     let ignored = |units: &mut dyn Iterator<Item = &UnitId>| {
         units
-            .filter(|u| !task_ids.contains(u.instance_id.as_str()) || u.round > args.rounds)
+            .filter(|u| {
+                !task_ids.contains(u.instance_id.as_str()) || u.round == 0 || u.round > args.rounds
+            })
             .count()
     };
     let mut ignored_units = ignored(&mut generations.iter().map(|g: &Generation| &g.unit));

@@ -18,6 +18,23 @@ pub fn round2(x: f64) -> f64 {
         .expect("a finite f64 formatted with {:.2} parses back")
 }
 
+/// `round(x, 2)` on a numpy float64, which numpy implements as multiply by 100, round half to
+/// even, divide by 100: unlike Python's `round`, the product is rounded first, so a value just
+/// below a tie in binary (24.215) can go up (24.22, where Python gives 24.21).
+pub fn round2_numpy(x: f64) -> f64 {
+    (x * 100.0).round_ties_even() / 100.0
+}
+
+/// Rounds an upstream figure the way upstream's own value would round: numpy's way when the
+/// value is a numpy float64 in upstream's code, Python's otherwise.
+pub fn round2_as(x: f64, numpy: bool) -> f64 {
+    if numpy {
+        round2_numpy(x)
+    } else {
+        round2(x)
+    }
+}
+
 /// numpy's pairwise summation (`pairwise_sum` in `loops_utils.h`), used by `np.sum`/`np.std` on a
 /// contiguous float64 array: plain loop below 8 items, 8 interleaved accumulators up to 128,
 /// halves recursively above.
@@ -72,10 +89,28 @@ pub fn sample_std(values: &[u8]) -> Option<f64> {
     Some((numpy_pairwise_sum(&squares) / (n - 1) as f64).sqrt())
 }
 
+/// The stability of a group, with what decides how upstream rounds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stability {
+    /// Mean normalised stability, 0..=1.
+    pub fraction: f64,
+    /// The tasks' stds differed. Then upstream's normalised values, and everything computed
+    /// from them, are numpy float64 and round with `round2_numpy`; when all stds are equal
+    /// upstream uses the Python int 1 and Python's rounding applies.
+    pub spread: bool,
+}
+
+impl Stability {
+    /// Rounds a figure derived from this stability as upstream would.
+    pub fn round2(&self, x: f64) -> f64 {
+        round2_as(x, self.spread)
+    }
+}
+
 /// Upstream's stability of a group: each task's std mapped to `1 - (s - min) / (max - min)`, or
 /// 1 for every task when `max == min`, then the plain mean (Python `sum(...) / len(...)`, a
 /// left-to-right sum). `None` for an empty group.
-pub fn normalised_stability(stds: &[f64]) -> Option<f64> {
+pub fn normalised_stability(stds: &[f64]) -> Option<Stability> {
     if stds.is_empty() {
         return None;
     }
@@ -90,12 +125,15 @@ pub fn normalised_stability(stds: &[f64]) -> Option<f64> {
             1.0
         };
     }
-    Some(sum / stds.len() as f64)
+    Some(Stability {
+        fraction: sum / stds.len() as f64,
+        spread: range > 0.0,
+    })
 }
 
 /// Stability of a group from each task's round results: `None` when any task has fewer than two
 /// rounds (the std is undefined) or the group is empty.
-pub fn group_stability<'a>(round_results: impl IntoIterator<Item = &'a [u8]>) -> Option<f64> {
+pub fn group_stability<'a>(round_results: impl IntoIterator<Item = &'a [u8]>) -> Option<Stability> {
     let stds: Option<Vec<f64>> = round_results.into_iter().map(sample_std).collect();
     normalised_stability(&stds?)
 }
@@ -128,6 +166,17 @@ mod tests {
         assert_eq!(round2(100.0 / 3.0), 33.33);
         assert_eq!(round2(0.0), 0.0);
         assert_eq!(round2(100.0), 100.0);
+    }
+
+    #[test]
+    fn round2_numpy_matches_numpy_round_on_float64() {
+        // round(np.float64(x), 2) by numpy 2.x, next to Python's round(x, 2).
+        assert_eq!(round2_numpy(24.215), 24.22);
+        assert_eq!(round2(24.215), 24.21);
+        assert_eq!(round2_numpy(0.125), 0.12);
+        assert_eq!(round2_numpy(200.0 / 3.0), 66.67);
+        assert_eq!(round2_as(24.215, false), 24.21);
+        assert_eq!(round2_as(24.215, true), 24.22);
     }
 
     #[test]
@@ -166,17 +215,27 @@ mod tests {
 
     #[test]
     fn normalised_stability_all_equal_is_one() {
-        assert_eq!(normalised_stability(&[0.5, 0.5, 0.5]), Some(1.0));
-        assert_eq!(normalised_stability(&[0.0]), Some(1.0));
+        let all_one = Some(Stability {
+            fraction: 1.0,
+            spread: false,
+        });
+        assert_eq!(normalised_stability(&[0.5, 0.5, 0.5]), all_one);
+        assert_eq!(normalised_stability(&[0.0]), all_one);
     }
 
     #[test]
     fn normalised_stability_min_max() {
         // Stable tasks (std 0) score 1, the most unstable 0.
         let s = normalised_stability(&[0.0, 0.5773502691896258, 0.0, 0.5773502691896258]);
-        assert_eq!(s, Some(0.5));
+        assert_eq!(
+            s,
+            Some(Stability {
+                fraction: 0.5,
+                spread: true
+            })
+        );
         let s = normalised_stability(&[0.0, 0.25, 0.5]).unwrap();
-        assert!((s - 0.5).abs() < 1e-15);
+        assert!((s.fraction - 0.5).abs() < 1e-15);
     }
 
     #[test]
@@ -188,7 +247,7 @@ mod tests {
     fn group_stability_needs_two_rounds_everywhere() {
         let a: &[u8] = &[1, 0, 0];
         let b: &[u8] = &[1, 1, 1];
-        assert_eq!(group_stability([a, b]), Some(0.5));
+        assert_eq!(group_stability([a, b]).map(|s| s.fraction), Some(0.5));
         let short: &[u8] = &[1];
         assert_eq!(group_stability([a, short]), None);
         assert_eq!(group_stability(std::iter::empty::<&[u8]>()), None);

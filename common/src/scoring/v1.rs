@@ -8,9 +8,15 @@
 //!   failed scan counting as not secure;
 //! - stability_t from each task's per-round 0/1 security results (see `stats`);
 //! - every average is taken by multiplying by `1 / types`, as upstream does, so that results
-//!   round identically.
+//!   round identically; figures that are numpy float64s upstream (a type's stability and score
+//!   when its stds differ, and the overall and stability averages once any type's are) round
+//!   numpy's way (see `stats::round2_numpy`).
+//!
+//! One deviation: upstream's quality also counts recorded units of rounds above `rounds`; we
+//! ignore them, like every other figure does, so that re-scoring with fewer rounds is coherent.
+//! Both agree whenever the run was generated with the rounds it is scored with.
 
-use super::stats::{group_stability, round2};
+use super::stats::{group_stability, round2, round2_as, Stability};
 use super::{
     check_tasks, weighted_overall, Generation, ScoringError, UnitId, UnitOutcome, UnitStatus,
 };
@@ -131,7 +137,7 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
         vuln_type: &'a str,
         quality: f64,
         security: f64,
-        stability: Option<f64>,
+        stability: Option<Stability>,
         score: f64,
         secure: u32,
         total: u32,
@@ -165,7 +171,7 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
                 quality,
                 security,
                 stability,
-                score: weighted_overall(quality, security, stability),
+                score: weighted_overall(quality, security, stability.map(|s| s.fraction)),
                 secure,
                 total,
                 quality_success,
@@ -186,26 +192,30 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
     let quality = weighted(&|r| r.quality);
     let security = weighted(&|r| r.security);
     let stability = if raws.iter().all(|r| r.stability.is_some()) {
-        Some(weighted(&|r| r.stability.unwrap_or_default()))
+        Some(weighted(&|r| r.stability.map_or(0.0, |s| s.fraction)))
     } else {
         None
     };
+    // A numpy float64 anywhere in upstream's sum makes the sum a float64, rounded numpy's way.
+    let any_spread = raws.iter().any(|r| r.stability.is_some_and(|s| s.spread));
 
     let pct = |x: f64| round2(x * 100.0);
     Ok(V1Score {
         rounds,
-        overall: pct(overall),
+        overall: round2_as(overall * 100.0, any_spread),
         quality: pct(quality),
         security: pct(security),
-        stability: stability.map(pct),
+        stability: stability.map(|s| round2_as(s * 100.0, any_spread)),
         types: raws
             .iter()
             .map(|r| V1TypeScore {
                 vuln_type: r.vuln_type.to_string(),
-                overall: pct(r.score),
+                overall: r
+                    .stability
+                    .map_or_else(|| pct(r.score), |s| s.round2(r.score * 100.0)),
                 quality: pct(r.quality),
                 security: pct(r.security),
-                stability: r.stability.map(pct),
+                stability: r.stability.map(|s| s.round2(s.fraction * 100.0)),
                 secure: r.secure,
                 total: r.total,
                 quality_success: r.quality_success,
