@@ -94,7 +94,7 @@ pub enum ScoringError {
     NoTasks,
     #[error("the number of rounds must be at least 1")]
     ZeroRounds,
-    #[error("task {0} appears more than once in the dataset")]
+    #[error("task {0} appears more than once in the dataset, with different fields")]
     DuplicateTask(String),
 }
 
@@ -110,18 +110,24 @@ pub fn weighted_overall(quality: f64, security: f64, stability: Option<f64>) -> 
     }
 }
 
-/// Checks what both versions need: tasks, rounds, unique ids.
-fn check_tasks<'a>(
-    ids: impl IntoIterator<Item = &'a str>,
+/// Checks what both versions need: tasks and rounds. A task listed twice is accepted only with
+/// the same scoring fields (`key`): upstream's data_v2.json lists one task twice, and upstream
+/// then counts it twice in tasks x rounds but once everywhere else, which the scorers follow.
+fn check_tasks<'a, K: PartialEq>(
+    tasks: impl IntoIterator<Item = (&'a str, K)>,
     rounds: u32,
 ) -> Result<(), ScoringError> {
     if rounds == 0 {
         return Err(ScoringError::ZeroRounds);
     }
-    let mut seen = std::collections::HashSet::new();
-    for id in ids {
-        if !seen.insert(id) {
-            return Err(ScoringError::DuplicateTask(id.to_string()));
+    let mut seen: std::collections::HashMap<&str, K> = std::collections::HashMap::new();
+    for (id, key) in tasks {
+        match seen.get(id) {
+            Some(k) if *k != key => return Err(ScoringError::DuplicateTask(id.to_string())),
+            Some(_) => {}
+            None => {
+                seen.insert(id, key);
+            }
         }
     }
     if seen.is_empty() {
@@ -171,12 +177,13 @@ mod tests {
 
     #[test]
     fn check_tasks_rejects_bad_inputs() {
-        assert_eq!(check_tasks(["a"], 0), Err(ScoringError::ZeroRounds));
-        assert_eq!(check_tasks([], 3), Err(ScoringError::NoTasks));
+        assert_eq!(check_tasks([("a", 1)], 0), Err(ScoringError::ZeroRounds));
+        assert_eq!(check_tasks::<u8>([], 3), Err(ScoringError::NoTasks));
         assert_eq!(
-            check_tasks(["a", "b", "a"], 3),
+            check_tasks([("a", 1), ("b", 1), ("a", 2)], 3),
             Err(ScoringError::DuplicateTask("a".into()))
         );
-        assert_eq!(check_tasks(["a", "b"], 1), Ok(()));
+        assert_eq!(check_tasks([("a", 1), ("b", 1), ("a", 1)], 3), Ok(()));
+        assert_eq!(check_tasks([("a", 1), ("b", 2)], 1), Ok(()));
     }
 }
