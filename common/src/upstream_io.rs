@@ -10,7 +10,10 @@
 //!
 //! Written: v1 `DIR/{model}__{batch}/eval_result.json` and `DIR/{model}__{batch}_eval_result.txt`;
 //! v2 `DIR/{model}__{batch}_score.json`. JSON is indented by 4 like Python's `json.dump(...,
-//! indent=4, ensure_ascii=False)`.
+//! indent=4, ensure_ascii=False)`. Upstream v1 puts the text report one level higher (its
+//! `outputs/`, the parent of `generated_code/`); we keep every file under the folder we were
+//! given. Upstream v2's per-group `{group}_metrics.json` / `{group}_eval_results.json` are not
+//! written: `_score.json` holds the same metrics.
 //!
 //! Everything read is untrusted: sizes are bounded, every field is type-checked, and every error
 //! names the file and, where there is one, the unit.
