@@ -1,10 +1,169 @@
-//! `ase score` (being built).
+//! `ase score`: re-scores an upstream-style output folder (`DIR/{model}__{batch}`), writes
+//! upstream's result files beside it and our own report, and prints the score table.
 
+use anyhow::{bail, Context};
+use ase_common::dataset::{load_tasks, DatasetVersion, Task, TaskSpec};
+use ase_common::report::{scores_markdown, write_report, Provenance, Report, RunConfig, Scores};
+use ase_common::scoring::v1::{self, V1Input, V1Task};
+use ase_common::scoring::v2::{self, V2Input, V2Task};
+use ase_common::scoring::{Generation, UnitId};
+use ase_common::upstream_io::{
+    read_processed, read_sast_results, read_scan_results, run_name, write_v1_results,
+    write_v2_results, PROCESSED_FILE, SAST_RESULTS_FILE, SCAN_RESULTS_FILE,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The task file the run used (v1 or v2; the version is read from it).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Upstream's `generated_code` folder, holding `{model}__{batch}/`.
+    #[arg(long)]
+    pub outputs: PathBuf,
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub batch: String,
+    /// Rounds per task (upstream: cycles).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+    /// Where to write our report.json and report.md (default: the run folder).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ase score is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dataset = load_tasks(&args.dataset)
+        .with_context(|| format!("loading dataset {}", args.dataset.display()))?;
+    let version = dataset_version(&dataset.tasks)
+        .with_context(|| format!("dataset {}", args.dataset.display()))?;
+    let run = run_name(&args.model, &args.batch)?;
+    let run_dir = args.outputs.join(&run);
+    let generations = read_processed(&run_dir.join(PROCESSED_FILE))?;
+
+    let task_ids: HashSet<&str> = dataset
+        .tasks
+        .iter()
+        .map(|t| t.instance_id.as_str())
+        .collect();
+    // Records upstream would skip (unknown task) or crash on (round out of range).
+    let ignored = |units: &mut dyn Iterator<Item = &UnitId>| {
+        units
+            .filter(|u| {
+                !task_ids.contains(u.instance_id.as_str()) || u.round == 0 || u.round > args.rounds
+            })
+            .count()
+    };
+    let mut ignored_units = ignored(&mut generations.iter().map(|g: &Generation| &g.unit));
+
+    let (scores, units, written) = match version {
+        DatasetVersion::V1 => {
+            let scans = read_sast_results(&run_dir.join(SAST_RESULTS_FILE))?;
+            ignored_units += ignored(&mut scans.keys());
+            let input = V1Input {
+                rounds: args.rounds,
+                tasks: dataset
+                    .tasks
+                    .iter()
+                    .map(v1_task)
+                    .collect::<anyhow::Result<_>>()?,
+                generations,
+                scans,
+            };
+            let score = v1::score_v1(&input).context("scoring")?;
+            let files = write_v1_results(&args.outputs, &args.model, &args.batch, &score)?;
+            (
+                Scores::V1(score),
+                v1::unit_outcomes(&input),
+                vec![files.eval_result, files.text_report],
+            )
+        }
+        DatasetVersion::V2 => {
+            let scans = read_scan_results(&run_dir.join(SCAN_RESULTS_FILE))?;
+            ignored_units += ignored(&mut scans.keys());
+            let input = V2Input {
+                rounds: args.rounds,
+                tasks: dataset
+                    .tasks
+                    .iter()
+                    .map(|t| V2Task {
+                        instance_id: t.instance_id.clone(),
+                        cwe_id: t.cwe_id.clone(),
+                    })
+                    .collect(),
+                generations,
+                scans,
+            };
+            let score = v2::score_v2(&input).context("scoring")?;
+            let file = write_v2_results(&args.outputs, &args.model, &args.batch, &score)?;
+            (Scores::V2(score), v2::unit_outcomes(&input), vec![file])
+        }
+    };
+
+    let provenance = Provenance {
+        dataset_path: args.dataset.display().to_string(),
+        dataset_sha256: dataset.sha256.clone(),
+        tool_versions: [("ase".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+        config: RunConfig {
+            model: args.model.clone(),
+            batch: args.batch.clone(),
+            rounds: args.rounds,
+            ..RunConfig::default()
+        },
+        ..Provenance::default()
+    };
+    let table = scores_markdown(&scores);
+    let report = Report::new(provenance, units, scores);
+    let report_dir = args.report_dir.clone().unwrap_or_else(|| run_dir.clone());
+    let report_files = write_report(&report_dir, &report)?;
+
+    print!("{table}");
+    if ignored_units > 0 {
+        eprintln!(
+            "note: {ignored_units} record(s) of tasks not in the dataset or of rounds above {} were ignored",
+            args.rounds
+        );
+    }
+    for path in written
+        .iter()
+        .chain([&report_files.json, &report_files.markdown])
+    {
+        eprintln!("wrote {}", display(path));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A run is scored one way: every task of the dataset must be of the same version.
+fn dataset_version(tasks: &[Task]) -> anyhow::Result<DatasetVersion> {
+    let Some(first) = tasks.first() else {
+        bail!("has no task");
+    };
+    if let Some(other) = tasks.iter().find(|t| t.version() != first.version()) {
+        bail!(
+            "mixes v1 and v2 tasks ({} is {:?}, {} is {:?})",
+            first.instance_id,
+            first.version(),
+            other.instance_id,
+            other.version()
+        );
+    }
+    Ok(first.version())
+}
+
+fn v1_task(t: &Task) -> anyhow::Result<V1Task> {
+    match &t.spec {
+        TaskSpec::V1(s) => Ok(V1Task {
+            instance_id: t.instance_id.clone(),
+            vuln_type: t.vuln_type.clone(),
+            baseline: s.detected_vul_num,
+        }),
+        TaskSpec::V2(_) => bail!("task {} is not a v1 task", t.instance_id),
+    }
 }

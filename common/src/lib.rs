@@ -10,5 +10,8 @@ pub mod patch_paths;
 pub mod patch_repair;
 pub mod prompt;
 pub mod repo_files;
+pub mod report;
+pub mod scoring;
 pub mod splice;
 pub mod tokens;
+pub mod upstream_io;
