@@ -2,7 +2,7 @@
 //! upstream's result files beside it and our own report, and prints the score table.
 
 use anyhow::{bail, Context};
-use ase_common::dataset::{load_tasks, DatasetVersion, Task, TaskSpec};
+use ase_common::dataset::{load_task_file, DatasetVersion, Task, TaskSpec};
 use ase_common::report::{scores_markdown, write_report, Provenance, Report, RunConfig, Scores};
 use ase_common::scoring::v1::{self, V1Input, V1Task};
 use ase_common::scoring::v2::{self, V2Input, V2Task};
@@ -36,8 +36,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dataset = load_tasks(&args.dataset)
+    let file = load_task_file(&args.dataset)
         .with_context(|| format!("loading dataset {}", args.dataset.display()))?;
+    let dataset = &file.dataset;
+    // Upstream scores every entry of the file: a task listed twice (data_v2.json has one) counts
+    // twice in tasks x rounds. The scorers take the repeats and reproduce that.
+    let entries: Vec<&Task> = dataset
+        .tasks
+        .iter()
+        .chain(file.repeated.iter().filter_map(|id| dataset.get(id)))
+        .collect();
     let version = dataset_version(&dataset.tasks)
         .with_context(|| format!("dataset {}", args.dataset.display()))?;
     let run = run_name(&args.model, &args.batch)?;
@@ -65,10 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ignored_units += ignored(&mut scans.keys());
             let input = V1Input {
                 rounds: args.rounds,
-                tasks: dataset
-                    .tasks
+                tasks: entries
                     .iter()
-                    .map(v1_task)
+                    .map(|t| v1_task(t))
                     .collect::<anyhow::Result<_>>()?,
                 generations,
                 scans,
@@ -86,8 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ignored_units += ignored(&mut scans.keys());
             let input = V2Input {
                 rounds: args.rounds,
-                tasks: dataset
-                    .tasks
+                tasks: entries
                     .iter()
                     .map(|t| V2Task {
                         instance_id: t.instance_id.clone(),
