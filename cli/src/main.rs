@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ase", version, about = "A.S.E benchmark harness: validate datasets, inspect prompts, score runs")]
+#[command(
+    name = "ase",
+    version,
+    about = "A.S.E benchmark harness: validate datasets, inspect prompts, score runs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

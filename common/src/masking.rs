@@ -65,7 +65,12 @@ fn leading_indent(line: &str) -> &str {
 
 /// Mask lines `range.start..=range.end` of `content`. `task` and `file` only name the culprit in
 /// errors.
-pub fn mask(task: &str, file: &str, content: &str, range: LineRange) -> Result<MaskedFile, MaskError> {
+pub fn mask(
+    task: &str,
+    file: &str,
+    content: &str,
+    range: LineRange,
+) -> Result<MaskedFile, MaskError> {
     if range.start == 0 || range.start > range.end {
         return Err(MaskError::InvalidRange {
             task: task.to_string(),
@@ -228,8 +233,14 @@ mod tests {
         let err = mask("sqli_07", "x.php", "a\nb\n", r(2, 3)).unwrap_err();
         assert!(err.to_string().contains("sqli_07"), "{err}");
         assert!(matches!(err, MaskError::OutOfRange { lines: 2, .. }));
-        assert!(matches!(mask("t", "f", "a\n", r(0, 1)), Err(MaskError::InvalidRange { .. })));
-        assert!(matches!(mask("t", "f", "a\nb\n", r(2, 1)), Err(MaskError::InvalidRange { .. })));
+        assert!(matches!(
+            mask("t", "f", "a\n", r(0, 1)),
+            Err(MaskError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            mask("t", "f", "a\nb\n", r(2, 1)),
+            Err(MaskError::InvalidRange { .. })
+        ));
         // The empty piece after a final newline is not a line.
         assert!(mask("t", "f", "a\nb\n", r(3, 3)).is_err());
     }
