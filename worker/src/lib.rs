@@ -2,4 +2,5 @@
 //! on behalf of a unit (repo cache, model calls, evaluation containers).
 
 pub mod git;
+pub mod model;
 pub mod repo_cache;
