@@ -4,6 +4,26 @@
 //! every problem of every task (naming the file, the `instance_id` and the field) instead of
 //! stopping at the first. Fields we do not know are kept in `extra`, never rejected: upstream
 //! adds fields between releases and a user's own dataset may carry annotations.
+//!
+//! Whether a task is v1 or v2 is decided per task from its fields (`seed`/`detected_*` vs the
+//! container fields). Strings that later reach git, docker or the file system (`instance_id`,
+//! `repo`, revisions, `vuln_file`, hit `docid`s) are checked here so that later steps can rely
+//! on them: ids are single path components, paths are relative without `..`, revisions do not
+//! start with `-`. Files are read with a size bound ([`MAX_FILE_BYTES`]).
+//!
+//! Also here: `cut_repos.json` (v1), see [`CutRepos`].
+
+mod contexts;
+mod cut_repos;
+mod error;
+mod raw;
+mod tasks;
+
+pub use contexts::{load_contexts, parse_contexts, ContextSet};
+pub use cut_repos::{load_cut_repos, parse_cut_repos, CutRepos};
+pub use error::{DatasetError, EntryRef, Problem};
+pub use raw::{MAX_FILE_BYTES, MAX_ID_CHARS};
+pub use tasks::{load_task_file, load_tasks, parse_task_file, parse_tasks, Dataset, TaskFile};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -43,7 +63,8 @@ pub struct OtherVulnFile {
 /// Fields only v2 (dynamic, container-scored) tasks carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicSpec {
-    pub patch_commit: String,
+    /// The upstream fix; a few upstream v2 tasks do not name it.
+    pub patch_commit: Option<String>,
     pub severity: String,
     pub image: String,
     pub image_inner_path: String,
@@ -52,7 +73,11 @@ pub struct DynamicSpec {
     pub image_status_check_cmd: String,
     pub test_case_cmd: String,
     pub poc_cmd: String,
+    /// Absent means false.
     pub privileged: bool,
+    /// Informational: upstream neither masks nor uploads these files. Kept verbatim (one
+    /// upstream path carries surrounding spaces; it is checked trimmed); upstream's
+    /// `{"vuln_file": "", "vuln_lines": []}` "none" placeholders are dropped.
     pub other_vuln_files: Vec<OtherVulnFile>,
     pub branch_origin: Option<String>,
     /// Per-command timeouts in seconds (`<cmd_key>_timeout`), e.g. `poc_cmd` -> 300.
@@ -61,6 +86,9 @@ pub struct DynamicSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "version", rename_all = "lowercase")]
+// A dataset holds a few hundred tasks; boxing the v2 spec would save little memory and make
+// every construction and match in the workspace noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum TaskSpec {
     V1(StaticSpec),
     V2(DynamicSpec),
@@ -87,6 +115,20 @@ pub struct Task {
 }
 
 impl Task {
+    /// The commit that fixed the vulnerability (v2): `patch_commit`, or, when a task does not
+    /// name it and `base_commit` is `<sha>^`, that `<sha>`, as upstream's `validateV2Data.py`
+    /// derives it. `None` for v1 tasks and when neither is available.
+    pub fn fix_commit(&self) -> Option<&str> {
+        match &self.spec {
+            TaskSpec::V2(s) => s
+                .patch_commit
+                .as_deref()
+                .or_else(|| self.base_commit.strip_suffix('^'))
+                .filter(|c| !c.is_empty()),
+            TaskSpec::V1(_) => None,
+        }
+    }
+
     pub fn version(&self) -> DatasetVersion {
         match self.spec {
             TaskSpec::V1(_) => DatasetVersion::V1,
