@@ -121,7 +121,7 @@ async fn handle(
     req: Request<Incoming>,
     calls: Arc<Mutex<Vec<Call>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
-) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+) -> Result<MockResponse, Infallible> {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -166,9 +166,9 @@ async fn handle(
     Ok(build(reply).await)
 }
 
-fn build(
-    reply: Reply,
-) -> Pin<Box<dyn std::future::Future<Output = Response<BoxBody<Bytes, Infallible>>> + Send>> {
+type MockResponse = Response<BoxBody<Bytes, Infallible>>;
+
+fn build(reply: Reply) -> Pin<Box<dyn std::future::Future<Output = MockResponse> + Send>> {
     Box::pin(async move {
         match reply {
             Reply::Status {
@@ -656,4 +656,50 @@ fn config_reads_from_json_with_defaults() {
     .unwrap_err();
     // A key written inline is refused, and the refusal does not quote it.
     assert!(!err.to_string().contains("sk-inline"), "{err}");
+}
+
+#[tokio::test]
+async fn provider_sends_the_units_prompt() {
+    use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
+    use ase_worker::model::{ModelProvider, UnitInput};
+
+    let server = MockServer::start(vec![completion(json!("<patch>x</patch>"))]).await;
+    let provider = ModelProvider::OpenAi(Box::new(client(config(&server, "m"))));
+    assert_eq!(provider.kind(), "openai");
+    assert!(!format!("{provider:?}").contains(KEY));
+    let task = Task {
+        instance_id: "sqli_01".into(),
+        repo: "acme/shop".into(),
+        base_commit: "abc".into(),
+        vuln_file: "a.php".into(),
+        vuln_lines: LineRange { start: 2, end: 2 },
+        language: "php".into(),
+        vuln_source: "CVE-1".into(),
+        vuln_type: "SQLI".into(),
+        cwe_id: "CWE-89".into(),
+        spec: TaskSpec::V1(StaticSpec {
+            seed: true,
+            detected_tool: "t".into(),
+            detected_vul_num: 1,
+        }),
+        extra: Default::default(),
+    };
+    let masked =
+        ase_common::masking::mask("sqli_01", "a.php", "a\nb\nc\n", task.vuln_lines).unwrap();
+    let p = ChatPrompt {
+        system: "SYS".into(),
+        user: "USER".into(),
+    };
+    let g = provider
+        .generate(&UnitInput {
+            task: &task,
+            round: 1,
+            prompt: &p,
+            masked: &masked,
+        })
+        .await;
+    assert_eq!(g.answer.as_deref(), Some("<patch>x</patch>"));
+    let body = &server.calls()[0].body;
+    assert_eq!(body["messages"][0]["content"], "SYS");
+    assert_eq!(body["messages"][1]["content"], "USER");
 }

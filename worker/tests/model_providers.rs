@@ -28,7 +28,7 @@ fn v2_task(id: &str, file: &str, lines: (usize, usize)) -> Task {
         vuln_type: "Command Injection".into(),
         cwe_id: "CWE-78".into(),
         spec: TaskSpec::V2(DynamicSpec {
-            patch_commit: "2222222".into(),
+            patch_commit: Some("2222222".into()),
             severity: "high".into(),
             image: "img".into(),
             image_inner_path: "/src".into(),
@@ -334,13 +334,29 @@ async fn reference_failures_are_typed() {
         }
         other => panic!("{other:?}"),
     }
-    // v1 tasks have no fix commit.
-    let t = v1_task("t-v1", "app.py", (4, 4));
-    let g = run(&ModelProvider::Reference(reader(false)), &t, 1, &m).await;
-    assert!(matches!(
-        g.failure,
-        Some(FailureReason::Model(ModelFailure::NoReference { .. }))
-    ));
+    // v1 tasks have no fix commit, nor has a v2 task without patch_commit and a plain base.
+    let mut no_fix = v2_task("t-nofix", "app.py", (4, 4));
+    if let TaskSpec::V2(spec) = &mut no_fix.spec {
+        spec.patch_commit = None;
+    }
+    for t in [v1_task("t-v1", "app.py", (4, 4)), no_fix] {
+        let g = run(&ModelProvider::Reference(reader(false)), &t, 1, &m).await;
+        assert!(
+            matches!(
+                g.failure,
+                Some(FailureReason::Model(ModelFailure::NoReference { .. }))
+            ),
+            "{g:?}"
+        );
+    }
+    // A `<sha>^` base with no patch_commit: the fix is `<sha>`, as upstream derives it.
+    let mut derived = v2_task("t-derived", "app.py", (4, 4));
+    derived.base_commit = "2222222^".into();
+    if let TaskSpec::V2(spec) = &mut derived.spec {
+        spec.patch_commit = None;
+    }
+    let g = run(&ModelProvider::Reference(reader(false)), &derived, 1, &m).await;
+    assert!(g.is_success(), "{g:?}");
     // The repository could not be read: retry later, do not score.
     let t = v2_task("t-io", "app.py", (4, 4));
     let g = run(&ModelProvider::Reference(reader(true)), &t, 1, &m).await;

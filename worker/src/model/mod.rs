@@ -172,7 +172,7 @@ pub struct UnitInput<'a> {
 
 /// Where answers come from; one per run.
 pub enum ModelProvider {
-    OpenAi(OpenAiClient),
+    OpenAi(Box<OpenAiClient>),
     Predictions(Predictions),
     Reference(Arc<dyn RevisionReader>),
     Original,

@@ -233,7 +233,8 @@ pub fn original_answer(task: &Task, masked: &MaskedFile) -> String {
     block_answer(task, masked, &masked.original_block)
 }
 
-/// The `reference` provider: read `vuln_file` at `patch_commit` and answer with its block.
+/// The `reference` provider: read `vuln_file` at the task's fix commit ([`Task::fix_commit`])
+/// and answer with its block.
 pub async fn reference_generation(
     reader: Arc<dyn RevisionReader>,
     task: &Task,
@@ -247,15 +248,16 @@ pub async fn reference_generation(
             started.elapsed(),
         )
     };
-    let TaskSpec::V2(spec) = &task.spec else {
+    // `fix_commit` is `patch_commit`, or the `<sha>` of a `<sha>^` base as upstream derives it.
+    let Some(fix_commit) = task.fix_commit() else {
         return no_reference(format!(
-            "task {}: v1 tasks have no patch_commit",
+            "task {}: no fix commit (v1 tasks have none; this v2 task names no patch_commit)",
             task.instance_id
         ));
     };
     let (repo, rev, path) = (
         task.repo.clone(),
-        spec.patch_commit.clone(),
+        fix_commit.to_string(),
         task.vuln_file.clone(),
     );
     let read = tokio::task::spawn_blocking(move || reader.read_file(&repo, &rev, &path)).await;
@@ -263,8 +265,8 @@ pub async fn reference_generation(
         Ok(Ok(Some(text))) => text,
         Ok(Ok(None)) => {
             return no_reference(format!(
-                "task {}: {} does not exist at patch_commit {}",
-                task.instance_id, task.vuln_file, spec.patch_commit
+                "task {}: {} does not exist at fix commit {fix_commit}",
+                task.instance_id, task.vuln_file
             ))
         }
         Ok(Err(e)) => {
