@@ -644,6 +644,9 @@ fn config_reads_from_json_with_defaults() {
     assert_eq!(c.connect_timeout, Duration::from_secs(30));
     assert_eq!(c.retry.max_attempts, 5);
     assert_eq!(c.max_response_bytes, 16 << 20);
+    // Building an HTTPS client sets up rustls: with two crypto providers in the graph and none
+    // chosen, this is where it would panic.
+    assert!(OpenAiClient::with_key(c.clone(), None).is_ok());
     assert_eq!(
         c.api_key,
         ApiKeySource::File {
