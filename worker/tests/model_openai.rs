@@ -34,6 +34,8 @@ enum Reply {
     },
     /// A 200 whose body of `len` bytes is streamed in chunks, without a Content-Length.
     Streamed { len: usize },
+    /// A 429 whose `Retry-After` is the HTTP date `secs` after the moment of the reply.
+    RateLimitedUntil { secs: u64 },
     /// Answer only after `delay` (longer than the client's timeout).
     Slow { delay: Duration, reply: Box<Reply> },
 }
@@ -187,6 +189,14 @@ fn build(reply: Reply) -> Pin<Box<dyn std::future::Future<Output = MockResponse>
                 .header("content-type", "application/json")
                 .body(Chunks { left: len }.boxed())
                 .unwrap(),
+            Reply::RateLimitedUntil { secs } => {
+                let when = SystemTime::now() + Duration::from_secs(secs);
+                build(status_with(
+                    429,
+                    vec![("retry-after", httpdate::fmt_http_date(when))],
+                ))
+                .await
+            }
             Reply::Slow { delay, reply } => {
                 tokio::time::sleep(delay).await;
                 build(*reply).await
@@ -345,9 +355,8 @@ async fn rate_limit_waits_for_retry_after_seconds_then_succeeds() {
 
 #[tokio::test]
 async fn rate_limit_honours_an_http_date() {
-    let when = SystemTime::now() + Duration::from_secs(2);
     let server = MockServer::start(vec![
-        status_with(429, vec![("retry-after", httpdate::fmt_http_date(when))]),
+        Reply::RateLimitedUntil { secs: 2 },
         completion(json!("done")),
     ])
     .await;

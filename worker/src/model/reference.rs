@@ -29,6 +29,7 @@ use super::{FailureReason, Generation, InfraFailure, ModelFailure};
 use ase_common::dataset::{LineRange, Task, TaskSpec};
 use ase_common::masking::MaskedFile;
 use similar::{capture_diff_slices, Algorithm, DiffTag};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
@@ -85,14 +86,14 @@ pub fn fixed_block(original: &str, fixed: &str, range: LineRange) -> FixedBlock 
     let new: Vec<&str> = fixed.split('\n').collect();
     let s = range.start.saturating_sub(1).min(old.len());
     let e = range.end.clamp(s, old.len());
-    let ops = capture_diff_slices(Algorithm::Myers, &old, &new);
+    let ops = diff_spans(&old, &new);
 
     let mut new_start = None;
     let mut new_end = None;
     let mut straddles = false;
     let mut outside = 0;
-    for op in &ops {
-        let (tag, o, n) = op.as_tag_tuple();
+    for (tag, o, n) in &ops {
+        let (tag, o, n) = (*tag, o.clone(), n.clone());
         if tag == DiffTag::Equal {
             if new_start.is_none() && o.start <= s && s < o.end {
                 new_start = Some(n.start + (s - o.start));
@@ -132,11 +133,27 @@ pub fn fixed_block(original: &str, fixed: &str, range: LineRange) -> FixedBlock 
     }
 }
 
+/// The line diff as consecutive (tag, old range, new range) spans. The ranges are rebuilt from
+/// the op lengths: after similar's compaction pass, the indices it reports for a pure insertion
+/// or deletion can name a neighbouring position, while the order and lengths stay right.
+fn diff_spans(old: &[&str], new: &[&str]) -> Vec<(DiffTag, Range<usize>, Range<usize>)> {
+    let (mut o, mut n) = (0, 0);
+    capture_diff_slices(Algorithm::Myers, old, new)
+        .iter()
+        .map(|op| {
+            let (tag, or, nr) = op.as_tag_tuple();
+            let span = (tag, o..o + or.len(), n..n + nr.len());
+            o += or.len();
+            n += nr.len();
+            span
+        })
+        .collect()
+}
+
 /// Position in the new file of the gap before old line `s`.
-fn map_gap(ops: &[similar::DiffOp], s: usize) -> usize {
+fn map_gap(ops: &[(DiffTag, Range<usize>, Range<usize>)], s: usize) -> usize {
     let mut last = 0;
-    for op in ops {
-        let (_, o, n) = op.as_tag_tuple();
+    for (_, o, n) in ops {
         if o.start <= s && s < o.end {
             return n.start + (s - o.start).min(n.len());
         }
@@ -384,6 +401,71 @@ mod tests {
         let old = "a\r\nb\r\nc\r\n";
         let new = "a\r\nB\r\nc\r\n";
         assert_eq!(fixed_block(old, new, r(2, 2)).block, "B\r");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A fix confined to the region (its lines share nothing with the context) is found
+        /// exactly, and filling the mask with the block rebuilds the fixed file.
+        #[test]
+        fn confined_fixes_are_exact(
+            before in proptest::collection::vec("[a-c]{0,2}", 0..8),
+            region in proptest::collection::vec("[0-9]{1,2}", 1..6),
+            fix in proptest::collection::vec("[X-Z]{1,2}", 1..6),
+            after in proptest::collection::vec("[a-c]{0,2}", 0..8),
+            final_newline in any::<bool>(),
+        ) {
+            let join = |mid: &[String]| {
+                let mut lines: Vec<&str> = before.iter().map(String::as_str).collect();
+                lines.extend(mid.iter().map(String::as_str));
+                lines.extend(after.iter().map(String::as_str));
+                let mut text = lines.join("\n");
+                if final_newline {
+                    text.push('\n');
+                }
+                text
+            };
+            let (original, fixed) = (join(&region), join(&fix));
+            let range = LineRange { start: before.len() + 1, end: before.len() + region.len() };
+            let fb = fixed_block(&original, &fixed, range);
+            prop_assert!(fb.exact(), "{:?}", fb);
+            prop_assert_eq!(&fb.block, &fix.join("\n"));
+            let m = mask("t", "f", &original, range).unwrap();
+            prop_assert_eq!(m.replace_mask(&fb.block), fixed);
+        }
+
+        /// Whatever the fix (here: lines `cut` of the original replaced, where `cut` may lie
+        /// inside, across or outside the masked region, with lines that may repeat context),
+        /// an answer flagged exact rebuilds the fixed file.
+        #[test]
+        fn exact_means_exact(
+            old in proptest::collection::vec("[a-c]{0,1}", 1..12),
+            mid in proptest::collection::vec("[a-d]{0,1}", 0..5),
+            mask_at in (0usize..12, 0usize..12),
+            cut_at in (0usize..13, 0usize..13),
+        ) {
+            let original = old.join("\n");
+            let n = ase_common::masking::line_count(&original);
+            prop_assume!(n > 0);
+            let (s, e) = (mask_at.0 % n + 1, mask_at.1 % n + 1);
+            let range = LineRange { start: s.min(e), end: s.max(e) };
+            let (c0, c1) = (cut_at.0 % (old.len() + 1), cut_at.1 % (old.len() + 1));
+            let mut new: Vec<&str> = old[..c0.min(c1)].iter().map(String::as_str).collect();
+            new.extend(mid.iter().map(String::as_str));
+            new.extend(old[c0.max(c1)..].iter().map(String::as_str));
+            let fixed = new.join("\n");
+            let fb = fixed_block(&original, &fixed, range);
+            if fb.exact() && !fb.block.is_empty() {
+                let m = mask("t", "f", &original, range).unwrap();
+                prop_assert_eq!(m.replace_mask(&fb.block), fixed);
+            }
+            // An unchanged file is always exact and gives back the hidden lines.
+            let same = fixed_block(&original, &original, range);
+            prop_assert!(same.exact());
+            let m = mask("t", "f", &original, range).unwrap();
+            prop_assert_eq!(&same.block, &m.original_block);
+        }
     }
 
     #[test]
