@@ -1,0 +1,3 @@
+//! The ase-cluster worker: executes units of an A.S.E run.
+
+pub mod sast;
