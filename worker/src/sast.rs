@@ -2,10 +2,15 @@
 //! the report into the A.S.E count (`detected_vul_num`, -1 when the scan failed).
 
 mod bare;
+mod container;
 mod outcome;
 mod report;
 
 pub use bare::{osemgrep_args, BareScanner, ScanSettings, STDERR_TAIL_BYTES};
+pub use container::{
+    reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,
+    ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL,
+};
 pub use outcome::{
     count_vulns, outcome_from_process, CountCriteria, CountScope, ProcessOutput, ScanFailure,
     ScanOutcome, VulnCount,
