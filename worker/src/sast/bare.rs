@@ -36,8 +36,9 @@ impl Default for ScanSettings {
 /// The `osemgrep` command line after the program name.
 ///
 /// Beyond `scan --experimental --config RULES --json --metrics=off PATH`:
-/// `--no-git-ignore` because files a model added are untracked and would otherwise be skipped
-/// in a git checkout; `--no-rewrite-rule-ids` keeps `check_id` equal to the rule's `id`;
+/// `--no-git-ignore` because inside a git checkout semgrep otherwise honours the repository's
+/// `.gitignore`, which the scanned code itself controls (a model could hide a file that way);
+/// `--no-rewrite-rule-ids` keeps `check_id` equal to the rule's `id`;
 /// `--disable-version-check` keeps the scan off the network.
 pub fn osemgrep_args(rules: &str, target: &str, jobs: u32) -> Vec<String> {
     [
