@@ -35,12 +35,18 @@ CACHE="${ASE_CACHE:-$HOME/.cache/ase-cluster}"
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker pip unzip sha256sum dpkg apt-get ldd; do
+for tool in docker pip unzip sha256sum dpkg apt-get ldd flock; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
 done
 docker info >/dev/null 2>&1 || die "the Docker daemon does not answer (docker info failed)"
 
 mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
+
+# One build at a time per cache (several engineers share a machine); under the lock, temporary
+# directories left by an interrupted run are garbage and can go.
+exec 9>"$CACHE/build.lock"
+flock 9
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/semgrep.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
