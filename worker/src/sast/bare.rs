@@ -95,6 +95,9 @@ impl BareScanner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that a timeout also stops the processes it forked
+            // (semgrep-core forks workers when --jobs > 1).
+            .process_group(0)
             .spawn()
         {
             Ok(child) => child,
@@ -110,21 +113,26 @@ impl BareScanner {
             return ScanOutcome::Failed(ScanFailure::Start("no stdout/stderr pipe".into()));
         };
         let max = self.settings.limits.max_bytes;
+        let pid = child.id();
         let run = async {
-            let ((out, overflowed), err) = tokio::join!(
-                read_capped(stdout, max),
-                read_tail(stderr, STDERR_TAIL_BYTES)
-            );
-            if overflowed {
-                // Stop a scanner that keeps writing past the budget instead of waiting for it.
-                let _ = child.start_kill();
-            }
+            let capped_stdout = async {
+                let (out, overflowed) = read_capped(stdout, max).await;
+                if overflowed {
+                    // Stop a scanner that keeps writing past the budget instead of waiting.
+                    kill_process_group(pid);
+                }
+                (out, overflowed)
+            };
+            let ((out, overflowed), err) =
+                tokio::join!(capped_stdout, read_tail(stderr, STDERR_TAIL_BYTES));
             let status = child.wait().await;
             (out, overflowed, err, status)
         };
         let finished = tokio::time::timeout(self.settings.timeout, run).await;
         match finished {
             Err(_) => {
+                // The leader is not reaped yet, so its pid (the group id) cannot have been reused.
+                kill_process_group(pid);
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 ScanOutcome::Failed(ScanFailure::Timeout {
@@ -145,6 +153,21 @@ impl BareScanner {
                 &target_str,
             ),
         }
+    }
+}
+
+/// SIGKILL to the process group led by `pid` (spawned with `process_group(0)`).
+fn kill_process_group(pid: Option<u32>) {
+    let Some(pgid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative pid
+    // addresses the group, never this process's own group since the child leads a new one.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -260,6 +283,46 @@ mod tests {
             "{out:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A killed but not yet reaped process is a zombie: state `Z` in /proc/<pid>/stat.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_also_kills_forked_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let bin = script(
+            dir.path(),
+            &format!(
+                "sleep 30 >/dev/null 2>&1 &\necho $! > {}\nwait",
+                pidfile.display()
+            ),
+        );
+        let s = BareScanner::new(bin, "/rules".into(), settings(500, 1024));
+        let out = s.scan(dir.path()).await;
+        assert!(
+            matches!(out, ScanOutcome::Failed(ScanFailure::Timeout { .. })),
+            "{out:?}"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(pid), "forked child {pid} survived the timeout");
     }
 
     #[tokio::test]
