@@ -9,7 +9,7 @@ mod report;
 pub use bare::{osemgrep_args, BareScanner, ScanSettings, STDERR_TAIL_BYTES};
 pub use container::{
     reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,
-    ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL,
+    ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
 pub use outcome::{
     count_vulns, outcome_from_process, CountCriteria, CountScope, ProcessOutput, ScanFailure,

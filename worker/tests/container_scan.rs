@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ase_worker::sast::{
-    BareScanner, ContainerLimits, ContainerScanner, ScanFailure, ScanLabels, ScanOutcome,
-    ScanSettings, IMAGE_RULES, UNIT_LABEL,
+    reap_orphans, BareScanner, ContainerLimits, ContainerScanner, ScanFailure, ScanLabels,
+    ScanOutcome, ScanSettings, IMAGE_RULES, ROLE_LABEL, ROLE_SAST, UNIT_LABEL, WORKER_LABEL,
 };
-use bollard::query_parameters::ListContainersOptions;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
 use bollard::Docker;
 use support::*;
 
@@ -54,6 +57,7 @@ fn labels(unit: &str) -> ScanLabels {
     ScanLabels {
         unit: format!("{unit}-{}", std::process::id()),
         run: "container-scan-test".to_string(),
+        worker: format!("container-scan-test-{}", std::process::id()),
     }
 }
 
@@ -150,4 +154,53 @@ async fn a_missing_target_fails_without_a_container() {
         "{out:?}"
     );
     assert_eq!(containers_with_unit(&docker, &l.unit).await, 0);
+}
+
+async fn create_labelled(docker: &Docker, worker: &str) -> String {
+    let body = ContainerCreateBody {
+        image: Some(image()),
+        cmd: Some(vec!["--version".to_string()]),
+        labels: Some(HashMap::from([
+            (ROLE_LABEL.to_string(), ROLE_SAST.to_string()),
+            (WORKER_LABEL.to_string(), worker.to_string()),
+            (UNIT_LABEL.to_string(), format!("reap-{worker}")),
+        ])),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(CreateContainerOptions::default()), body)
+        .await
+        .expect("create container")
+        .id
+}
+
+#[tokio::test]
+async fn reaping_removes_only_this_workers_containers() {
+    let Some(docker) = docker_with_image().await else {
+        return;
+    };
+    let me = format!("reap-me-{}", std::process::id());
+    let other = format!("reap-other-{}", std::process::id());
+    create_labelled(&docker, &me).await;
+    create_labelled(&docker, &me).await;
+    let other_id = create_labelled(&docker, &other).await;
+
+    let removed = reap_orphans(&docker, &me).await.expect("reap");
+    let other_left = containers_with_unit(&docker, &format!("reap-{other}")).await;
+    docker
+        .remove_container(
+            &other_id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("clean up");
+    assert_eq!(removed, 2);
+    assert_eq!(
+        containers_with_unit(&docker, &format!("reap-{me}")).await,
+        0
+    );
+    assert_eq!(other_left, 1, "another worker's container was reaped");
 }

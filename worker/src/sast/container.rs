@@ -30,6 +30,9 @@ pub const ROLE_LABEL: &str = "ase.role";
 pub const ROLE_SAST: &str = "sast";
 pub const UNIT_LABEL: &str = "ase.unit";
 pub const RUN_LABEL: &str = "ase.run";
+/// The worker that started the container; orphans are reaped per worker, so one worker
+/// starting up never removes another's running scans on a shared daemon.
+pub const WORKER_LABEL: &str = "ase.worker";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerLimits {
@@ -47,16 +50,18 @@ impl Default for ContainerLimits {
             memory_bytes: 2 * 1024 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids: 256,
-            tmpfs_options: "rw,nosuid,nodev,size=256m".to_string(),
+            tmpfs_options: "rw,nosuid,nodev,noexec,size=256m".to_string(),
         }
     }
 }
 
-/// Which unit of which run a scan belongs to; becomes the container's labels.
+/// Which unit of which run a scan belongs to, and which worker runs it; becomes the
+/// container's labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanLabels {
     pub unit: String,
     pub run: String,
+    pub worker: String,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +97,7 @@ impl ContainerScanner {
             (ROLE_LABEL.to_string(), ROLE_SAST.to_string()),
             (UNIT_LABEL.to_string(), labels.unit.clone()),
             (RUN_LABEL.to_string(), labels.run.clone()),
+            (WORKER_LABEL.to_string(), labels.worker.clone()),
         ]);
         ContainerCreateBody {
             image: Some(self.image.clone()),
@@ -248,12 +254,17 @@ fn runtime_failure(step: &str, e: &DockerError) -> ScanOutcome {
     ScanOutcome::Failed(ScanFailure::Runtime(format!("{step}: {e}")))
 }
 
-/// Removes SAST containers left behind by a crashed worker (label `ase.role=sast`).
+/// Removes the SAST containers a previous life of worker `worker` left behind (labels
+/// `ase.role=sast` and `ase.worker=<worker>`); call it when the worker starts, before scanning.
 /// Returns how many were removed.
-pub async fn reap_orphans(docker: &Docker) -> Result<usize, DockerError> {
+pub async fn reap_orphans(docker: &Docker, worker: &str) -> Result<usize, DockerError> {
+    // Several label filters are ANDed by the daemon.
     let filters = HashMap::from([(
         "label".to_string(),
-        vec![format!("{ROLE_LABEL}={ROLE_SAST}")],
+        vec![
+            format!("{ROLE_LABEL}={ROLE_SAST}"),
+            format!("{WORKER_LABEL}={worker}"),
+        ],
     )]);
     let found = docker
         .list_containers(Some(ListContainersOptions {
@@ -328,6 +339,7 @@ mod tests {
             &ScanLabels {
                 unit: "t1_cycle1".into(),
                 run: "m__b".into(),
+                worker: "w1".into(),
             },
         );
         let hc = body.host_config.as_ref().unwrap();
@@ -349,6 +361,7 @@ mod tests {
         assert_eq!(labels[UNIT_LABEL], "t1_cycle1");
         assert_eq!(labels[RUN_LABEL], "m__b");
         assert_eq!(labels[ROLE_LABEL], ROLE_SAST);
+        assert_eq!(labels[WORKER_LABEL], "w1");
         let cmd = body.cmd.as_ref().unwrap();
         assert_eq!(cmd.last().map(String::as_str), Some(CONTAINER_SRC));
         assert!(cmd
