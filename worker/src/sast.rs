@@ -6,7 +6,7 @@ mod container;
 mod outcome;
 mod report;
 
-pub use bare::{osemgrep_args, BareScanner, ScanSettings, STDERR_TAIL_BYTES};
+pub use bare::{osemgrep_args, BareScanner, ScanSettings, DEFAULT_EXCLUDES, STDERR_TAIL_BYTES};
 pub use container::{
     reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,
     ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,

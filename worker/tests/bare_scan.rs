@@ -85,3 +85,32 @@ async fn unloadable_rules_give_minus_one() {
         assert_eq!(sqli_whole_tree(&outcome), -1);
     }
 }
+
+/// The scanned tree's `.semgrepignore` does not hide files, semgrep's default list (which
+/// skips `tests/`) is off, and our excludes (third-party code) apply.
+#[tokio::test]
+async fn ignore_files_in_the_tree_do_not_decide_the_scope() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let tree = tempfile::tempdir().unwrap();
+    let bad = rules_dir().join("fixtures/sqli/python/bad_concat.py");
+    for dir in ["", "tests", "node_modules/pkg"] {
+        std::fs::create_dir_all(tree.path().join(dir)).unwrap();
+        std::fs::copy(&bad, tree.path().join(dir).join("app.py")).unwrap();
+    }
+    std::fs::write(tree.path().join(".semgrepignore"), "app.py\n").unwrap();
+    let scanner = BareScanner::new(
+        osemgrep,
+        rules_dir().join("sqli/python.yaml"),
+        ScanSettings::default(),
+    );
+    let report = match scanner.scan(tree.path()).await {
+        ScanOutcome::Completed(r) => r,
+        ScanOutcome::Failed(f) => panic!("scan failed: {f}"),
+    };
+    let mut files: Vec<&str> = report.findings.iter().map(|f| f.path.as_str()).collect();
+    files.sort();
+    files.dedup();
+    assert_eq!(files, ["app.py", "tests/app.py"]);
+}

@@ -21,7 +21,20 @@ pub struct ScanSettings {
     pub limits: ParseLimits,
     /// semgrep's `--jobs`.
     pub jobs: u32,
+    /// `--exclude` patterns (gitignore syntax). These replace semgrep's default ignore list,
+    /// which is switched off together with the scanned tree's own `.semgrepignore` files.
+    pub exclude: Vec<String>,
 }
+
+/// Third-party code and VCS data: large, not what the model wrote, and skipped by semgrep's
+/// own defaults too.
+pub const DEFAULT_EXCLUDES: [&str; 5] = [
+    ".git",
+    "node_modules",
+    "bower_components",
+    "vendor",
+    "*.min.js",
+];
 
 impl Default for ScanSettings {
     fn default() -> Self {
@@ -29,6 +42,7 @@ impl Default for ScanSettings {
             timeout: Duration::from_secs(600),
             limits: ParseLimits::default(),
             jobs: 1,
+            exclude: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -38,10 +52,13 @@ impl Default for ScanSettings {
 /// Beyond `scan --experimental --config RULES --json --metrics=off PATH`:
 /// `--no-git-ignore` because inside a git checkout semgrep otherwise honours the repository's
 /// `.gitignore`, which the scanned code itself controls (a model could hide a file that way);
+/// `--x-ignore-semgrepignore-files` for the same reason with `.semgrepignore` (a repository's
+/// or model's `.semgrepignore` can list the vulnerable file); it also drops semgrep's default
+/// ignore list, replaced by `settings.exclude`;
 /// `--no-rewrite-rule-ids` keeps `check_id` equal to the rule's `id`;
 /// `--disable-version-check` keeps the scan off the network.
-pub fn osemgrep_args(rules: &str, target: &str, jobs: u32) -> Vec<String> {
-    [
+pub fn osemgrep_args(rules: &str, target: &str, settings: &ScanSettings) -> Vec<String> {
+    let mut args: Vec<String> = [
         "scan",
         "--experimental",
         "--config",
@@ -49,15 +66,22 @@ pub fn osemgrep_args(rules: &str, target: &str, jobs: u32) -> Vec<String> {
         "--json",
         "--metrics=off",
         "--no-git-ignore",
+        "--x-ignore-semgrepignore-files",
         "--no-rewrite-rule-ids",
         "--disable-version-check",
         "--jobs",
-        &jobs.max(1).to_string(),
-        target,
+        &settings.jobs.max(1).to_string(),
     ]
     .into_iter()
     .map(str::to_string)
-    .collect()
+    .collect();
+    for pattern in &settings.exclude {
+        args.push(format!("--exclude={pattern}"));
+    }
+    // Last and after `--`, so that a target path starting with `-` is not read as an option.
+    args.push("--".to_string());
+    args.push(target.to_string());
+    args
 }
 
 /// Runs `osemgrep` on the host, with a timeout and a bounded output.
@@ -82,11 +106,7 @@ impl BareScanner {
     /// Scans `target` (a directory or a file). Finding paths in the report are relative to it.
     pub async fn scan(&self, target: &Path) -> ScanOutcome {
         let target_str = target.to_string_lossy().into_owned();
-        let args = osemgrep_args(
-            &self.rules.to_string_lossy(),
-            &target_str,
-            self.settings.jobs,
-        );
+        let args = osemgrep_args(&self.rules.to_string_lossy(), &target_str, &self.settings);
         let mut child = match Command::new(&self.osemgrep)
             .args(&args)
             .env("SEMGREP_SEND_METRICS", "off")
@@ -217,7 +237,12 @@ mod tests {
 
     #[test]
     fn args_follow_the_documented_command() {
-        let a = osemgrep_args("/rules", "/src", 0);
+        let settings = ScanSettings {
+            jobs: 0,
+            exclude: vec!["vendor".into()],
+            ..ScanSettings::default()
+        };
+        let a = osemgrep_args("/rules", "/src", &settings);
         assert_eq!(
             &a[..6],
             [
@@ -232,6 +257,8 @@ mod tests {
         assert_eq!(a.last().map(String::as_str), Some("/src"));
         let j = a.iter().position(|x| x == "--jobs").unwrap();
         assert_eq!(a[j + 1], "1", "jobs is at least 1");
+        assert!(a.contains(&"--exclude=vendor".to_string()));
+        assert_eq!(a[a.len() - 2], "--");
     }
 
     #[tokio::test]
@@ -268,6 +295,7 @@ mod tests {
                 ..ParseLimits::default()
             },
             jobs: 1,
+            exclude: vec![],
         }
     }
 

@@ -101,11 +101,7 @@ impl ContainerScanner {
         ]);
         ContainerCreateBody {
             image: Some(self.image.clone()),
-            cmd: Some(osemgrep_args(
-                &self.rules,
-                CONTAINER_SRC,
-                self.settings.jobs,
-            )),
+            cmd: Some(osemgrep_args(&self.rules, CONTAINER_SRC, &self.settings)),
             labels: Some(label_map),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
