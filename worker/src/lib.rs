@@ -1,6 +1,7 @@
 //! The ase-cluster worker: everything that touches a machine's disk, network and Docker daemon
-//! on behalf of a unit (repo cache, model calls, evaluation containers).
+//! on behalf of a unit (repo cache, model calls, SAST scans, evaluation containers).
 
 pub mod git;
 pub mod model;
 pub mod repo_cache;
+pub mod sast;

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Build every container image ase-cluster needs, without a registry.
+#
+# Usage:
+#   deploy/images/build.sh            # build what is missing, print the tags
+#   ASE_CACHE=/some/dir deploy/images/build.sh
+#
+# Images produced (one tag per line on stdout, nothing else goes to stdout):
+#   ase-sast:<content-hash>  and  ase-sast:latest
+#       semgrep-core from the PyPI `semgrep` wheel (pinned below), invoked as `osemgrep`,
+#       FROM scratch: its bundled libs, the host's libc/loader, a static busybox (sh, uname),
+#       the CA bundle, and our rule packs at /rules.
+#
+# Side product: the bare host binary `$ASE_CACHE/semgrep/bin/osemgrep` (with its libs), used by
+# the worker's tests and by `bench sast` to compare bare and container scans.
+#
+# Properties:
+#   - Offline after the first run: the wheel and the busybox .deb are cached in $ASE_CACHE
+#     (default ~/.cache/ase-cluster). The first run needs PyPI (pip) and a Debian mirror
+#     (apt-get download; run `apt-get update` once if apt has no package lists).
+#   - Idempotent and fast when nothing changed: the tag is a hash of every input (pinned wheel
+#     digest, busybox .deb, host libraries, CA bundle, Dockerfile, rule files); an existing tag
+#     is not rebuilt.
+#   - Installs nothing system-wide.
+set -euo pipefail
+
+SEMGREP_VERSION="1.185.0"
+# Digest of semgrep-${SEMGREP_VERSION}-...-manylinux_2_34_x86_64.whl as fetched from PyPI.
+SEMGREP_WHEEL_SHA256="0eb6aaadad5b957af96d1300487e10af1dc8016e8ef53072effb48cd4906c02b"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+IMAGES_DIR="$REPO_ROOT/deploy/images"
+CACHE="${ASE_CACHE:-$HOME/.cache/ase-cluster}"
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
+
+for tool in docker pip unzip sha256sum dpkg apt-get ldd flock; do
+    command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
+done
+docker info >/dev/null 2>&1 || die "the Docker daemon does not answer (docker info failed)"
+
+mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
+
+# One build at a time per cache (several engineers share a machine); under the lock, temporary
+# directories left by an interrupted run are garbage and can go.
+exec 9>"$CACHE/build.lock"
+flock 9
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/semgrep.tmp.*
+
+# --- inputs --------------------------------------------------------------------------------
+
+fetch_semgrep_wheel() {
+    local wheel
+    wheel="$(find "$CACHE/wheels" -maxdepth 1 -name "semgrep-${SEMGREP_VERSION}-*manylinux*x86_64.whl" | head -n1)"
+    if [[ -z "$wheel" ]]; then
+        log "downloading semgrep==${SEMGREP_VERSION} wheel"
+        pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_34_x86_64 \
+            "semgrep==${SEMGREP_VERSION}" -d "$CACHE/wheels" >&2
+        wheel="$(find "$CACHE/wheels" -maxdepth 1 -name "semgrep-${SEMGREP_VERSION}-*manylinux*x86_64.whl" | head -n1)"
+        [[ -n "$wheel" ]] || die "pip did not produce a semgrep ${SEMGREP_VERSION} manylinux wheel"
+        local got
+        got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+        if [[ "$got" != "$SEMGREP_WHEEL_SHA256" ]]; then
+            rm -f "$wheel"
+            die "semgrep wheel digest $got differs from the pinned $SEMGREP_WHEEL_SHA256"
+        fi
+    fi
+    printf '%s\n' "$wheel"
+}
+
+# Extract semgrep-core and its bundled libs into $CACHE/semgrep/bin (host use and image input).
+# The binary's RUNPATH is $ORIGIN/libs, so libs/ must sit beside it.
+extract_semgrep() {
+    local wheel="$1" dest="$CACHE/semgrep"
+    if [[ -f "$dest/VERSION" && "$(cat "$dest/VERSION")" == "$SEMGREP_VERSION" && -x "$dest/bin/semgrep-core" ]]; then
+        return
+    fi
+    log "extracting semgrep-core ${SEMGREP_VERSION} into $dest"
+    local tmp
+    tmp="$(mktemp -d "$CACHE/semgrep.tmp.XXXXXX")"
+    unzip -q "$wheel" "semgrep-${SEMGREP_VERSION}.data/purelib/semgrep/bin/semgrep-core" \
+        "semgrep-${SEMGREP_VERSION}.data/purelib/semgrep/bin/libs/*" -d "$tmp/unz"
+    mkdir -p "$tmp/out"
+    mv "$tmp/unz/semgrep-${SEMGREP_VERSION}.data/purelib/semgrep/bin" "$tmp/out/bin"
+    chmod 0755 "$tmp/out/bin/semgrep-core"
+    # semgrep-core selects its osemgrep CLI from argv[0].
+    ln -s semgrep-core "$tmp/out/bin/osemgrep"
+    printf '%s\n' "$SEMGREP_VERSION" >"$tmp/out/VERSION"
+    rm -rf "$dest"
+    mv "$tmp/out" "$dest"
+    rm -rf "$tmp"
+}
+
+fetch_busybox_deb() {
+    local deb
+    deb="$(find "$CACHE/debs" -maxdepth 1 -name 'busybox-static_*_amd64.deb' | sort | tail -n1)"
+    if [[ -z "$deb" ]]; then
+        log "downloading Debian busybox-static"
+        (cd "$CACHE/debs" && apt-get download busybox-static >&2) ||
+            die "apt-get download busybox-static failed (run 'apt-get update' once?)"
+        deb="$(find "$CACHE/debs" -maxdepth 1 -name 'busybox-static_*_amd64.deb' | sort | tail -n1)"
+        [[ -n "$deb" ]] || die "apt-get download produced no busybox-static .deb"
+    fi
+    printf '%s\n' "$deb"
+}
+
+# Host libraries semgrep-core needs that the wheel does not bundle (libc, the loader, ...).
+host_libs() {
+    local bin="$CACHE/semgrep/bin/semgrep-core" libs_dir="$CACHE/semgrep/bin/libs"
+    ldd "$bin" | awk -v own="$libs_dir/" '
+        $2 == "=>" && $3 ~ /^\// && index($3, own) != 1 { print $3 }
+        $1 ~ /^\// { print $1 }' | sort -u
+}
+
+rule_files() {
+    (cd "$REPO_ROOT" && find rules -type f -name '*.yaml' -not -path 'rules/fixtures/*' | LC_ALL=C sort)
+}
+
+# --- ase-sast ------------------------------------------------------------------------------
+
+build_sast() {
+    local wheel deb ca="/etc/ssl/certs/ca-certificates.crt"
+    wheel="$(fetch_semgrep_wheel)"
+    extract_semgrep "$wheel"
+    deb="$(fetch_busybox_deb)"
+    [[ -f "$ca" ]] || die "CA bundle $ca not found on the host"
+    mapfile -t libs < <(host_libs)
+    [[ ${#libs[@]} -gt 0 ]] || die "ldd found no host libraries for semgrep-core"
+    mapfile -t rules < <(rule_files)
+    [[ ${#rules[@]} -gt 0 ]] || die "no rule files under $REPO_ROOT/rules"
+
+    local hash
+    hash="$(
+        {
+            printf 'semgrep-wheel %s %s\n' "$SEMGREP_VERSION" "$SEMGREP_WHEEL_SHA256"
+            printf 'busybox-deb %s\n' "$(sha256sum "$deb" | cut -d' ' -f1)"
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            printf 'dockerfile %s\n' "$(sha256sum "$IMAGES_DIR/sast/Dockerfile" | cut -d' ' -f1)"
+            printf 'ca %s\n' "$(sha256sum "$ca" | cut -d' ' -f1)"
+            for lib in "${libs[@]}"; do
+                printf 'lib %s %s\n' "$lib" "$(sha256sum "$(readlink -f "$lib")" | cut -d' ' -f1)"
+            done
+            for rule in "${rules[@]}"; do
+                printf 'rule %s %s\n' "$rule" "$(sha256sum "$REPO_ROOT/$rule" | cut -d' ' -f1)"
+            done
+        } | sha256sum | cut -c1-16
+    )"
+    local tag="ase-sast:$hash"
+
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "$tag already built"
+    else
+        log "assembling the build context for $tag"
+        local ctx
+        ctx="$(mktemp -d "$CACHE/images/sast-ctx.XXXXXX")"
+        # shellcheck disable=SC2064 # expand now: ctx is local
+        trap "rm -rf '$ctx'" EXIT
+        local root="$ctx/rootfs"
+        mkdir -p "$root/semgrep" "$root/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/rules"
+        cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
+        for lib in "${libs[@]}"; do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+        dpkg -x "$deb" "$ctx/busybox"
+        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+        for applet in sh uname; do ln -s busybox "$root/bin/$applet"; done
+        cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
+        for rule in "${rules[@]}"; do
+            mkdir -p "$root/$(dirname "$rule")"
+            cp "$REPO_ROOT/$rule" "$root/$rule"
+        done
+        cp "$IMAGES_DIR/sast/Dockerfile" "$ctx/Dockerfile"
+        log "building $tag"
+        DOCKER_BUILDKIT=0 docker build --quiet \
+            --label "ase.image=sast" --label "ase.content-hash=$hash" \
+            --label "ase.semgrep-version=$SEMGREP_VERSION" \
+            -t "$tag" "$ctx" >&2
+        rm -rf "$ctx"
+        trap - EXIT
+    fi
+    docker tag "$tag" "ase-sast:latest"
+    printf '%s\n' "$tag" "ase-sast:latest"
+}
+
+build_sast

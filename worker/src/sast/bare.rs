@@ -1,0 +1,411 @@
+//! Runs the host's `osemgrep` as a subprocess.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
+use super::report::ParseLimits;
+
+/// stderr kept for failure reasons.
+pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// How a scan runs, whichever the runtime (bare process or container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// Wall-clock limit for the whole scan; past it the scanner is killed.
+    pub timeout: Duration,
+    pub limits: ParseLimits,
+    /// semgrep's `--jobs`.
+    pub jobs: u32,
+    /// `--exclude` patterns (gitignore syntax). These replace semgrep's default ignore list,
+    /// which is switched off together with the scanned tree's own `.semgrepignore` files.
+    pub exclude: Vec<String>,
+}
+
+/// Third-party code and VCS data: large, not what the model wrote, and skipped by semgrep's
+/// own defaults too.
+pub const DEFAULT_EXCLUDES: [&str; 5] = [
+    ".git",
+    "node_modules",
+    "bower_components",
+    "vendor",
+    "*.min.js",
+];
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            limits: ParseLimits::default(),
+            jobs: 1,
+            exclude: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The `osemgrep` command line after the program name.
+///
+/// Beyond `scan --experimental --config RULES --json --metrics=off PATH`:
+/// `--no-git-ignore` because inside a git checkout semgrep otherwise honours the repository's
+/// `.gitignore`, which the scanned code itself controls (a model could hide a file that way);
+/// `--x-ignore-semgrepignore-files` for the same reason with `.semgrepignore` (a repository's
+/// or model's `.semgrepignore` can list the vulnerable file); it also drops semgrep's default
+/// ignore list, replaced by `settings.exclude`;
+/// `--no-rewrite-rule-ids` keeps `check_id` equal to the rule's `id`;
+/// `--disable-version-check` keeps the scan off the network.
+pub fn osemgrep_args(rules: &str, target: &str, settings: &ScanSettings) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "scan",
+        "--experimental",
+        "--config",
+        rules,
+        "--json",
+        "--metrics=off",
+        "--no-git-ignore",
+        "--x-ignore-semgrepignore-files",
+        "--no-rewrite-rule-ids",
+        "--disable-version-check",
+        "--jobs",
+        &settings.jobs.max(1).to_string(),
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    for pattern in &settings.exclude {
+        args.push(format!("--exclude={pattern}"));
+    }
+    // Last and after `--`, so that a target path starting with `-` is not read as an option.
+    args.push("--".to_string());
+    args.push(target.to_string());
+    args
+}
+
+/// Runs `osemgrep` on the host, with a timeout and a bounded output.
+#[derive(Debug, Clone)]
+pub struct BareScanner {
+    osemgrep: PathBuf,
+    rules: PathBuf,
+    settings: ScanSettings,
+}
+
+impl BareScanner {
+    /// `osemgrep`: the binary (a symlink named `osemgrep` to `semgrep-core`); `rules`: a rule
+    /// file or a directory of rule files.
+    pub fn new(osemgrep: PathBuf, rules: PathBuf, settings: ScanSettings) -> Self {
+        Self {
+            osemgrep,
+            rules,
+            settings,
+        }
+    }
+
+    /// Scans `target` (a directory or a file). Finding paths in the report are relative to it.
+    pub async fn scan(&self, target: &Path) -> ScanOutcome {
+        let target_str = target.to_string_lossy().into_owned();
+        let args = osemgrep_args(&self.rules.to_string_lossy(), &target_str, &self.settings);
+        let mut child = match Command::new(&self.osemgrep)
+            .args(&args)
+            .env("SEMGREP_SEND_METRICS", "off")
+            .env("SEMGREP_ENABLE_VERSION_CHECK", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so that a timeout also stops the processes it forked
+            // (semgrep-core forks workers when --jobs > 1).
+            .process_group(0)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                return ScanOutcome::Failed(ScanFailure::Start(format!(
+                    "{}: {e}",
+                    self.osemgrep.display()
+                )))
+            }
+        };
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.start_kill();
+            return ScanOutcome::Failed(ScanFailure::Start("no stdout/stderr pipe".into()));
+        };
+        let max = self.settings.limits.max_bytes;
+        let pid = child.id();
+        let run = async {
+            let capped_stdout = async {
+                let (out, overflowed) = read_capped(stdout, max).await;
+                if overflowed {
+                    // Stop a scanner that keeps writing past the budget instead of waiting.
+                    kill_process_group(pid);
+                }
+                (out, overflowed)
+            };
+            let ((out, overflowed), err) =
+                tokio::join!(capped_stdout, read_tail(stderr, STDERR_TAIL_BYTES));
+            let status = child.wait().await;
+            (out, overflowed, err, status)
+        };
+        let finished = tokio::time::timeout(self.settings.timeout, run).await;
+        match finished {
+            Err(_) => {
+                // The leader is not reaped yet, so its pid (the group id) cannot have been reused.
+                kill_process_group(pid);
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                ScanOutcome::Failed(ScanFailure::Timeout {
+                    secs: self.settings.timeout.as_secs(),
+                })
+            }
+            Ok((_, _, _, Err(e))) => {
+                ScanOutcome::Failed(ScanFailure::Start(format!("waiting for osemgrep: {e}")))
+            }
+            Ok((stdout, stdout_overflowed, stderr_tail, Ok(status))) => outcome_from_process(
+                &ProcessOutput {
+                    exit_code: status.code(),
+                    stdout,
+                    stdout_overflowed,
+                    stderr_tail,
+                },
+                &self.settings.limits,
+                &target_str,
+            ),
+        }
+    }
+}
+
+/// SIGKILL to the process group led by `pid` (spawned with `process_group(0)`).
+fn kill_process_group(pid: Option<u32>) {
+    let Some(pgid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative pid
+    // addresses the group, never this process's own group since the child leads a new one.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Reads at most `max` bytes; returns them and whether the stream had more.
+pub(crate) async fn read_capped<R: AsyncRead + Unpin>(
+    mut reader: R,
+    max: usize,
+) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (buf, false),
+            Ok(n) => {
+                if buf.len() + n > max {
+                    let room = max - buf.len();
+                    buf.extend_from_slice(&chunk[..room]);
+                    return (buf, true);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// Reads a stream to its end keeping only the last `keep` bytes, as lossy UTF-8.
+pub(crate) async fn read_tail<R: AsyncRead + Unpin>(mut reader: R, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_follow_the_documented_command() {
+        let settings = ScanSettings {
+            jobs: 0,
+            exclude: vec!["vendor".into()],
+            ..ScanSettings::default()
+        };
+        let a = osemgrep_args("/rules", "/src", &settings);
+        assert_eq!(
+            &a[..6],
+            [
+                "scan",
+                "--experimental",
+                "--config",
+                "/rules",
+                "--json",
+                "--metrics=off"
+            ]
+        );
+        assert_eq!(a.last().map(String::as_str), Some("/src"));
+        let j = a.iter().position(|x| x == "--jobs").unwrap();
+        assert_eq!(a[j + 1], "1", "jobs is at least 1");
+        assert!(a.contains(&"--exclude=vendor".to_string()));
+        assert_eq!(a[a.len() - 2], "--");
+    }
+
+    #[tokio::test]
+    async fn read_capped_stops_at_the_budget() {
+        let data = vec![b'x'; 1000];
+        let (buf, over) = read_capped(&data[..], 100).await;
+        assert_eq!(buf.len(), 100);
+        assert!(over);
+        let (buf, over) = read_capped(&data[..], 1000).await;
+        assert_eq!(buf.len(), 1000);
+        assert!(!over);
+    }
+
+    #[tokio::test]
+    async fn read_tail_keeps_the_end() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let tail = read_tail(&data[..], 3).await;
+        assert_eq!(tail.as_bytes(), &[97, 98, 99]);
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("fake-osemgrep");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn settings(timeout_ms: u64, max_bytes: usize) -> ScanSettings {
+        ScanSettings {
+            timeout: Duration::from_millis(timeout_ms),
+            limits: ParseLimits {
+                max_bytes,
+                ..ParseLimits::default()
+            },
+            jobs: 1,
+            exclude: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_scanner_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = script(dir.path(), "exec sleep 30");
+        let s = BareScanner::new(bin, "/rules".into(), settings(300, 1024));
+        let started = std::time::Instant::now();
+        let out = s.scan(dir.path()).await;
+        assert!(
+            matches!(out, ScanOutcome::Failed(ScanFailure::Timeout { .. })),
+            "{out:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A killed but not yet reaped process is a zombie: state `Z` in /proc/<pid>/stat.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_also_kills_forked_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let bin = script(
+            dir.path(),
+            &format!(
+                "sleep 30 >/dev/null 2>&1 &\necho $! > {}\nwait",
+                pidfile.display()
+            ),
+        );
+        let s = BareScanner::new(bin, "/rules".into(), settings(500, 1024));
+        let out = s.scan(dir.path()).await;
+        assert!(
+            matches!(out, ScanOutcome::Failed(ScanFailure::Timeout { .. })),
+            "{out:?}"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(pid), "forked child {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn endless_output_is_cut_and_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = script(dir.path(), "exec yes '{\"results\":[]}'");
+        let s = BareScanner::new(bin, "/rules".into(), settings(10_000, 4096));
+        let out = s.scan(dir.path()).await;
+        assert!(
+            matches!(
+                out,
+                ScanOutcome::Failed(ScanFailure::OutputTooLarge { max: 4096 })
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_binary_and_bad_exit_fail_with_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BareScanner::new(
+            dir.path().join("nope"),
+            "/rules".into(),
+            settings(5000, 1024),
+        );
+        assert!(matches!(
+            s.scan(dir.path()).await,
+            ScanOutcome::Failed(ScanFailure::Start(_))
+        ));
+        let bin = script(dir.path(), "echo 'invalid rules' >&2; exit 7");
+        let s = BareScanner::new(bin, "/rules".into(), settings(5000, 1024));
+        match s.scan(dir.path()).await {
+            ScanOutcome::Failed(ScanFailure::ExitStatus { code: 7, detail }) => {
+                assert!(detail.contains("invalid rules"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn arguments_reach_the_scanner_and_json_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Echo the target (last argument) back as a finding path.
+        let bin = script(
+            dir.path(),
+            r#"for a; do last=$a; done
+printf '{"results":[{"check_id":"r","path":"%s/x.py","start":{"line":3},"end":{"line":4},"extra":{"metadata":{"vuln_type":"XSS"}}}],"errors":[]}' "$last""#,
+        );
+        let s = BareScanner::new(bin, "/rules".into(), settings(5000, 1 << 20));
+        match s.scan(dir.path()).await {
+            ScanOutcome::Completed(r) => {
+                assert_eq!(r.findings[0].path, "x.py");
+                assert_eq!(r.findings[0].vuln_type.as_deref(), Some("XSS"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
