@@ -14,4 +14,5 @@ pub mod report;
 pub mod scoring;
 pub mod splice;
 pub mod tokens;
+pub mod unit;
 pub mod upstream_io;

@@ -1,0 +1,186 @@
+//! What one unit (task, round) produces, phase by phase.
+//!
+//! A unit runs in two phases that may run on different workers: **generate** (prompt, model
+//! call, answer applied to the code) and **evaluate** (SAST scan, or the v2 container checks).
+//! The coordinator commits a [`GenerationRecord`] before it leases the evaluate phase, so a crash
+//! after generation never pays for a second model call. These records cross the network and are
+//! stored durably: they are plain serde types, versioned by their field names, and bounded by
+//! the producer (see the `MAX_*` limits).
+
+use crate::scoring::v2::V2Scan;
+use crate::scoring::UnitId;
+use serde::{Deserialize, Serialize};
+
+/// Bytes of the raw model answer kept in a record (the rest is cut, and `answer_truncated` set).
+pub const MAX_RAW_ANSWER_BYTES: usize = 1 << 20;
+/// Bytes of all changed files of one unit together; more fails the generation with a reason.
+pub const MAX_CHANGED_BYTES: usize = 8 << 20;
+/// Bytes of command output kept per evaluation step (head and tail).
+pub const MAX_STEP_OUTPUT_BYTES: usize = 64 << 10;
+
+/// A file of the unit's tree that differs from the repo at `base_commit`: its full new content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedFile {
+    /// Relative to the project root, `/`-separated, checked to stay inside the tree.
+    pub path: String,
+    /// UTF-8 content; files that are not UTF-8 carry `content_base64` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+    /// Unix mode bits of the file (0o644, 0o755).
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// How the model's answer became code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMethod {
+    GitApply,
+    Patch,
+    RepairedGitApply,
+    RepairedPatch,
+    /// v2: the code replaced the `<MASKED>` line.
+    Splice,
+}
+
+/// Result of the generate phase of one unit. `success == false` is a model result (empty
+/// answer, patch does not apply, path rejected), never an infrastructure failure: those are
+/// retried by the coordinator and never reach a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub unit: UnitId,
+    pub success: bool,
+    /// Why the generation failed (or what was notable when it succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<ApplyMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_answer: Option<String>,
+    #[serde(default)]
+    pub answer_truncated: bool,
+    /// The unit's code: every file that differs from the base tree, after the protocol's
+    /// step 7 (lines that are exactly `<MASKED>` removed). A failed generation still carries the
+    /// masked file without its block, which is what upstream scans.
+    pub changed_files: Vec<ChangedFile>,
+    #[serde(default)]
+    pub deleted_files: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Seconds spent generating (model call and applying), upstream's `time_cost`.
+    pub time_cost: f64,
+    /// Model requests made (retries included).
+    #[serde(default)]
+    pub model_attempts: u32,
+    /// Prompt size, for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_estimate: Option<u64>,
+}
+
+/// One command of the v2 container checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// `upload`, `image_status_check`, `test_case`, `poc`.
+    pub step: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub timed_out: bool,
+    /// First and last bytes of the output (bounded), lossily decoded.
+    #[serde(default)]
+    pub output: String,
+    #[serde(default)]
+    pub output_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Result of the evaluate phase of one unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EvaluationRecord {
+    /// v1: findings of our rules for the task's vulnerability type.
+    Static {
+        unit: UnitId,
+        /// Findings on the unit's code; -1 when the scan failed (upstream's convention).
+        detected_vul_num: i64,
+        /// Findings on the original code, same rules and tool (computed once per task).
+        baseline: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        seconds: f64,
+    },
+    /// v2: the container checks in the task's image.
+    Dynamic {
+        unit: UnitId,
+        checks: V2Scan,
+        steps: Vec<StepLog>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        seconds: f64,
+    },
+}
+
+impl EvaluationRecord {
+    pub fn unit(&self) -> &UnitId {
+        match self {
+            EvaluationRecord::Static { unit, .. } | EvaluationRecord::Dynamic { unit, .. } => unit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let g = GenerationRecord {
+            unit: UnitId::new("sqli_01", 2),
+            success: true,
+            reason: None,
+            method: Some(ApplyMethod::RepairedPatch),
+            raw_answer: Some("<patch>...</patch>".into()),
+            answer_truncated: false,
+            changed_files: vec![ChangedFile {
+                path: "lib/db.php".into(),
+                content: Some("<?php\n".into()),
+                content_base64: None,
+                mode: 0o644,
+            }],
+            deleted_files: vec![],
+            usage: Some(TokenUsage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+            }),
+            cost_usd: Some(0.001),
+            time_cost: 1.5,
+            model_attempts: 1,
+            prompt_tokens_estimate: Some(9),
+        };
+        let back: GenerationRecord =
+            serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+        let e = EvaluationRecord::Static {
+            unit: UnitId::new("sqli_01", 2),
+            detected_vul_num: -1,
+            baseline: 3,
+            reason: Some("scan timed out".into()),
+            seconds: 0.4,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "static");
+        assert_eq!(serde_json::from_value::<EvaluationRecord>(json).unwrap(), e);
+    }
+}
