@@ -1,0 +1,22 @@
+//! `bench`: measurements that print numbers, never pass/fail timing assertions. Each
+//! subcommand prints its key figure as its last line (`name=value`); BENCHMARKS.md records the
+//! numbers with the commands that produced them.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bench", about = "ase-cluster benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {}
+}
