@@ -402,3 +402,47 @@ async fn reap_orphans_removes_only_this_workers_leftovers() {
     assert_eq!(reap_orphans(&docker, &theirs.worker).await.unwrap(), 1);
     assert_no_container(&docker, &theirs).await;
 }
+
+#[tokio::test]
+async fn a_failed_generation_is_not_evaluated() {
+    // No Docker call happens: a client to nowhere is enough.
+    let docker = Docker::connect_with_unix_defaults().expect("client builds");
+    let ev = DynamicEvaluator::new(docker, DynamicSettings::default());
+    let mut g = generation(&[(VULN_FILE, FIXED)]);
+    g.success = false;
+    let (checks, steps, reason) = parts(
+        ev.evaluate(&task(spec(&v2_image())), &g, &labels("failed-generation"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(checks, V2Scan::default());
+    assert!(steps.is_empty());
+    assert!(reason.unwrap().contains("generation failed"));
+}
+
+#[tokio::test]
+async fn a_new_file_in_new_folders_lands_under_the_inner_path() {
+    let Some((docker, ev)) = setup().await else {
+        return;
+    };
+    let labels = labels("new-folders");
+    let mut t = task(spec(&v2_image()));
+    // The md5 check reads the file where upstream expects it: <inner path>/<vuln_file>.
+    t.vuln_file = "lib/new/helper.sh".into();
+    let rec = ev
+        .evaluate(
+            &t,
+            &generation(&[(VULN_FILE, FIXED), ("lib/new/helper.sh", "echo helper\n")]),
+            &labels,
+        )
+        .await
+        .unwrap();
+    let (checks, steps, _) = parts(rec);
+    assert!(
+        checks.completion && step(&steps, "upload").passed,
+        "{steps:#?}"
+    );
+    assert!(step(&steps, "upload").output.contains("2 file(s)"));
+    assert!(checks.poc_check, "view.sh was replaced too");
+    assert_no_container(&docker, &labels).await;
+}

@@ -15,6 +15,9 @@
 //! directory, stdout and stderr together; a marker anywhere in the output passes. A
 //! `<cmd_key>_timeout` replaces the default.
 //!
+//! Units whose generation failed are not evaluated (upstream scans only successful ones): all
+//! checks false, no container.
+//!
 //! Deviations, each on purpose:
 //! - only the unit's changed files are uploaded (one in-memory tar), not a whole tree;
 //! - the container is always removed (force, volumes), on every path including cancellation;
@@ -29,6 +32,8 @@
 //!   processes the status check started are gone, it is run once more (step
 //!   `image_status_check_after_restart`) before the next command; if that fails the remaining
 //!   checks fail.
+//! - an error of the Docker connection while a command runs is an infrastructure error
+//!   (retried), where upstream counts the check as failed.
 //!
 //! Infrastructure problems (daemon unreachable, image missing, a Docker call failing in a way
 //! that is not the unit's doing) are returned as [`DynamicError`] so the coordinator retries the
@@ -177,6 +182,12 @@ impl DynamicEvaluator {
             }
         };
 
+        // Upstream scans only units whose generation succeeded; the others keep all checks
+        // false without a container.
+        if !generation.success {
+            let why = "generation failed: not evaluated (as upstream)".to_string();
+            return Ok(record(V2Scan::default(), Vec::new(), Some(why)));
+        }
         // The unit's own data is checked before any container exists.
         let prepared =
             prepare(&generation.changed_files, self.settings.max_upload_bytes).and_then(|files| {
