@@ -258,8 +258,7 @@ impl DynamicEvaluator {
         };
         let outcome = ev.run(&files, tar, &task.vuln_file).await;
         guard.remove_now().await;
-        let reason = outcome?;
-        let mut reason = reason;
+        let mut reason = outcome?;
         if !generation.deleted_files.is_empty() {
             let note = format!(
                 "{} deleted file(s) of the unit not applied in the image",
