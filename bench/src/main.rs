@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod upload;
+
 #[derive(Parser)]
 #[command(name = "bench", about = "ase-cluster benchmarks")]
 struct Cli {
@@ -14,9 +16,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
+    /// Bytes uploaded into a v2 container per unit: changed files vs the full tree.
+    Upload(upload::UploadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Upload(args) => upload::run(args),
+    }
 }

@@ -11,6 +11,11 @@
 #       FROM scratch: its bundled libs, the host's libc/loader, a static busybox (sh, uname),
 #       the CA bundle, and our rule packs at /rules.
 #
+#   ase-v2-<name>:<content-hash>  and  ase-v2-<name>:latest, one per deploy/images/v2-<name>/
+#       test images implementing the A.S.E v2 contract (image_status_check, test_case, poc
+#       scripts, the project under /app), FROM scratch with a static busybox providing every
+#       applet.
+#
 # Side product: the bare host binary `$ASE_CACHE/semgrep/bin/osemgrep` (with its libs), used by
 # the worker's tests and by `bench sast` to compare bare and container scans.
 #
@@ -46,7 +51,7 @@ mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
 # directories left by an interrupted run are garbage and can go.
 exec 9>"$CACHE/build.lock"
 flock 9
-rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/semgrep.tmp.*
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/semgrep.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -184,4 +189,57 @@ build_sast() {
     printf '%s\n' "$tag" "ase-sast:latest"
 }
 
+# --- ase-v2-* (v2 contract test images) ----------------------------------------------------
+
+build_v2_image() {
+    local dir="$1" name deb
+    name="$(basename "$dir")"
+    deb="$(fetch_busybox_deb)"
+    mapfile -t files < <(cd "$dir" && find . -type f | LC_ALL=C sort)
+    [[ ${#files[@]} -gt 0 ]] || die "no files under $dir"
+    local hash
+    hash="$(
+        {
+            printf 'busybox-deb %s\n' "$(sha256sum "$deb" | cut -d' ' -f1)"
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            for f in "${files[@]}"; do
+                printf 'file %s %s %s\n' "$f" "$(stat -c '%a' "$dir/$f")" \
+                    "$(sha256sum "$dir/$f" | cut -d' ' -f1)"
+            done
+        } | sha256sum | cut -c1-16
+    )"
+    local repo="ase-$name" tag="ase-$name:$hash"
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "$tag already built"
+    else
+        local ctx
+        ctx="$(mktemp -d "$CACHE/images/v2-ctx.XXXXXX")"
+        # shellcheck disable=SC2064 # expand now: ctx is local
+        trap "rm -rf '$ctx'" EXIT
+        local root="$ctx/rootfs"
+        mkdir -p "$root/bin" "$root/tmp"
+        chmod 1777 "$root/tmp"
+        dpkg -x "$deb" "$ctx/busybox"
+        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+        # Every applet, so the images' scripts (and the worker's md5sum check) find their tools.
+        local applet
+        while read -r applet; do
+            [[ "$applet" == busybox || -z "$applet" ]] || ln -s busybox "$root/bin/$applet"
+        done < <("$root/bin/busybox" --list)
+        if [[ -d "$dir/app" ]]; then cp -a "$dir/app" "$root/app"; fi
+        cp "$dir/Dockerfile" "$ctx/Dockerfile"
+        log "building $tag"
+        DOCKER_BUILDKIT=0 docker build --quiet \
+            --label "ase.image=$name" --label "ase.content-hash=$hash" \
+            -t "$tag" "$ctx" >&2
+        rm -rf "$ctx"
+        trap - EXIT
+    fi
+    docker tag "$tag" "$repo:latest"
+    printf '%s\n' "$tag" "$repo:latest"
+}
+
 build_sast
+for v2_dir in "$IMAGES_DIR"/v2-*/; do
+    build_v2_image "${v2_dir%/}"
+done

@@ -97,3 +97,45 @@ pub fn is_bad(name: &str) -> bool {
 pub fn is_good(name: &str) -> bool {
     name.starts_with("good") || name.starts_with("Good")
 }
+
+/// The v2 contract test image built by deploy/images/build.sh (`ASE_V2_IMAGE` overrides).
+pub fn v2_image() -> String {
+    std::env::var("ASE_V2_IMAGE").unwrap_or_else(|_| "ase-v2-pathtrav:latest".to_string())
+}
+
+/// A Docker client whose daemon answers and holds `image`, or None (after `unavailable`).
+pub async fn docker_with(image: &str) -> Option<bollard::Docker> {
+    let docker = match bollard::Docker::connect_with_unix_defaults() {
+        Ok(d) => d,
+        Err(e) => {
+            unavailable(&format!("no Docker client: {e}"));
+            return None;
+        }
+    };
+    if let Err(e) = docker.ping().await {
+        unavailable(&format!("Docker daemon does not answer: {e}"));
+        return None;
+    }
+    if let Err(e) = docker.inspect_image(image).await {
+        unavailable(&format!("image {image} missing: {e}"));
+        return None;
+    }
+    Some(docker)
+}
+
+/// Ids of the containers (running or not) carrying label `key=value`.
+pub async fn containers_labelled(docker: &bollard::Docker, key: &str, value: &str) -> Vec<String> {
+    let filters =
+        std::collections::HashMap::from([("label".to_string(), vec![format!("{key}={value}")])]);
+    docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
