@@ -3,5 +3,6 @@
 
 pub mod git;
 pub mod model;
+pub mod pipeline;
 pub mod repo_cache;
 pub mod sast;
