@@ -6,6 +6,7 @@ use crate::model::{
     ApiKey, ModelProvider, OpenAiClient, Predictions, RevisionReadError, RevisionReader,
 };
 use crate::repo_cache::RepoCache;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -82,7 +83,11 @@ impl ProviderFactory {
         api_key: Option<ApiKey>,
     ) -> Result<Arc<RunProvider>, ProviderError> {
         let run = spec.run_name();
-        if let Some(p) = self.lock().get(&run) {
+        // Keyed by the model settings too: a run re-submitted under the same name with other
+        // settings must not get the old provider.
+        let settings = serde_json::to_vec(&(&spec.model, &spec.limits)).expect("spec serialises");
+        let key = format!("{run}/{}", hex::encode(Sha256::digest(settings)));
+        if let Some(p) = self.lock().get(&key) {
             return Ok(p.clone());
         }
         let provider = self.build(&run, spec, api_key)?;
@@ -90,7 +95,7 @@ impl ProviderFactory {
             provider,
             inflight: Semaphore::new(spec.limits.max_inflight_model_calls.max(1)),
         });
-        Ok(self.lock().entry(run).or_insert(built).clone())
+        Ok(self.lock().entry(key).or_insert(built).clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunProvider>>> {

@@ -33,6 +33,8 @@ impl RunSpec {
 /// Where the answers come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "snake_case")]
+// One per run; boxing the endpoint's settings would only add noise at every use.
+#[allow(clippy::large_enum_variant)]
 pub enum ModelSpec {
     /// A live OpenAI-compatible endpoint. The key comes from `config.api_key` on the worker, or
     /// from the lease (which wins).
