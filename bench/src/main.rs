@@ -2,6 +2,9 @@
 //! subcommand prints its key figure as its last line (`name=value`); BENCHMARKS.md records the
 //! numbers with the commands that produced them.
 
+mod disk;
+mod sast;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -14,9 +17,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
+    /// Repo cache disk use for 3 rounds x 10 tasks vs a full copy per unit.
+    Disk(disk::DiskArgs),
+    /// SAST scan in the container vs the bare osemgrep process.
+    Sast(sast::SastArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Disk(a) => disk::run(a),
+        Command::Sast(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(sast::run(a)),
+    }
 }
