@@ -9,8 +9,8 @@ use ase_common::unit::{ApplyMethod, EvaluationRecord, GenerationRecord};
 use ase_worker::model::reference::patch_answer;
 use ase_worker::model::{ApiKeySource, OpenAiConfig};
 use ase_worker::pipeline::{
-    evaluate_static, generate, rules_digest, EvaluateInput, GenerateInput, InfraKind, ModelSpec,
-    RunSpec, Scanner, ScannerIdentity, WorkerContext,
+    evaluate_static, generate, rules_digest, CountScopeSetting, EvaluateInput, GenerateInput,
+    InfraKind, ModelSpec, RunSpec, Scanner, ScannerIdentity, WorkerContext,
 };
 use ase_worker::repo_cache::{RepoCache, RepoCacheConfig};
 use ase_worker::sast::{BareScanner, ScanSettings};
@@ -78,17 +78,35 @@ fn make_repo(src: &Path, name: &str, outside: &Path) -> String {
         "<?php\nfunction util() { return 1; }\n",
     )
     .unwrap();
+    std::fs::write(dir.join("lib/other.php"), OTHER_VULN_PHP).unwrap();
     std::os::unix::fs::symlink(outside, dir.join("linkdir")).unwrap();
     git(&dir, &["add", "-A"]);
     git(&dir, &["commit", "-qm", "init"]);
-    git(&dir, &["rev-parse", "HEAD"])
+    let base = git(&dir, &["rev-parse", "HEAD"]);
+    git(&dir, &["tag", "v1.0"]);
+    // The "upstream fix" of the v2 task, one commit later.
+    std::fs::write(
+        dir.join("copy.c"),
+        V2_C.replace("strcpy(dst, src);", "strncpy(dst, src, n);"),
+    )
+    .unwrap();
+    git(&dir, &["commit", "-qam", "fix"]);
+    base
 }
+
+/// A second SQL injection elsewhere in the project: counted in a whole-tree scan only.
+const OTHER_VULN_PHP: &str = "<?php
+function find_post($conn, $id)
+{
+    return mysqli_query($conn, \"SELECT * FROM posts WHERE id = \" . $id);
+}
+";
 
 fn v1_task(id: &str) -> Task {
     Task {
         instance_id: id.into(),
         repo: "local/app".into(),
-        base_commit: "HEAD".into(),
+        base_commit: "v1.0".into(),
         vuln_file: "index.php".into(),
         vuln_lines: LineRange { start: 4, end: 5 },
         language: "php".into(),
@@ -108,7 +126,7 @@ fn v2_task() -> Task {
     Task {
         instance_id: "v2_t".into(),
         repo: "local/app".into(),
-        base_commit: "HEAD".into(),
+        base_commit: "v1.0".into(),
         vuln_file: "copy.c".into(),
         vuln_lines: LineRange { start: 4, end: 4 },
         language: "c".into(),
@@ -214,19 +232,7 @@ async fn eval(
     g: &GenerationRecord,
     spec: &RunSpec,
 ) -> (i64, i64) {
-    match evaluate_static(
-        ctx,
-        EvaluateInput {
-            run_id: "m__b",
-            task,
-            seed_repo: None,
-            generation: g,
-            spec,
-        },
-    )
-    .await
-    .unwrap()
-    {
+    match eval_record(ctx, task, g, spec).await {
         EvaluationRecord::Static {
             detected_vul_num,
             baseline,
@@ -238,6 +244,26 @@ async fn eval(
         }
         other => panic!("{other:?}"),
     }
+}
+
+async fn eval_record(
+    ctx: &WorkerContext,
+    task: &Task,
+    g: &GenerationRecord,
+    spec: &RunSpec,
+) -> EvaluationRecord {
+    evaluate_static(
+        ctx,
+        EvaluateInput {
+            run_id: "m__b",
+            task,
+            seed_repo: None,
+            generation: g,
+            spec,
+        },
+    )
+    .await
+    .unwrap()
 }
 
 fn fix_answer() -> String {
@@ -290,8 +316,8 @@ async fn original_is_not_secure_a_fix_is_and_evaluation_moves_between_workers() 
     assert!(g.changed_files.is_empty(), "{:?}", g.changed_files);
     let (count, baseline) = eval(&ctx, &task, &g, &original).await;
     assert_eq!(
-        baseline, 1,
-        "the vulnerable query is found in the original code"
+        baseline, 2,
+        "both injections are found in the original code"
     );
     assert!(
         count >= baseline,
@@ -310,7 +336,11 @@ async fn original_is_not_secure_a_fix_is_and_evaluation_moves_between_workers() 
         "{content}"
     );
     let (count, baseline) = eval(&ctx, &task, &g, &fixed).await;
-    assert_eq!((count, baseline), (0, 1), "the fix is secure");
+    assert_eq!(
+        (count, baseline),
+        (1, 2),
+        "the fix is secure (one finding fewer)"
+    );
     assert_eq!(
         ctx.baselines.computed(),
         1,
@@ -320,7 +350,7 @@ async fn original_is_not_secure_a_fix_is_and_evaluation_moves_between_workers() 
     // Another worker (its own caches) evaluates the same record to the same count.
     let other_root = env.cache_root.parent().unwrap().join("cache2");
     let other = context(&env, &other_root, Some(osemgrep));
-    assert_eq!(eval(&other, &task, &g, &fixed).await, (0, 1));
+    assert_eq!(eval(&other, &task, &g, &fixed).await, (1, 2));
 }
 
 #[tokio::test]
@@ -335,8 +365,8 @@ async fn baseline_is_scanned_once_for_two_units_of_one_task() {
     let g1 = gen(&ctx, &task, 1, &s).await;
     let g2 = gen(&ctx, &task, 2, &s).await;
     let (a, b) = tokio::join!(eval(&ctx, &task, &g1, &s), eval(&ctx, &task, &g2, &s));
-    assert_eq!(a, (1, 1));
-    assert_eq!(b, (1, 1));
+    assert_eq!(a, (2, 2));
+    assert_eq!(b, (2, 2));
     assert_eq!(ctx.baselines.computed(), 1);
 }
 
@@ -514,4 +544,70 @@ async fn a_missing_revision_is_an_infrastructure_error() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, InfraKind::Repository, "{err}");
+}
+
+#[tokio::test]
+async fn cut_lists_and_scope_limit_what_is_counted() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let env = env();
+    let ctx = context(&env, &env.cache_root, Some(osemgrep));
+    let task = v1_task("t1");
+    let whole = spec(ModelSpec::Original);
+    let g = gen(&ctx, &task, 1, &whole).await;
+    // Whole tree: both injections.
+    assert_eq!(eval(&ctx, &task, &g, &whole).await, (2, 2));
+    // Only the vuln_file's findings.
+    let mut file_only = whole.clone();
+    file_only.evaluation.count_scope = CountScopeSetting::VulnFileOnly;
+    assert_eq!(eval(&ctx, &task, &g, &file_only).await, (1, 1));
+    // Cut to the listed files before the scan, as upstream's cut_repos.json does.
+    let mut cut = whole.clone();
+    cut.evaluation.use_cut_repos = true;
+    cut.evaluation
+        .cut_repos
+        .insert("t1".into(), vec!["index.php".into(), "README.md".into()]);
+    assert_eq!(eval(&ctx, &task, &g, &cut).await, (1, 1));
+    // Listed but disabled: scanned whole.
+    cut.evaluation.use_cut_repos = false;
+    assert_eq!(eval(&ctx, &task, &g, &cut).await, (2, 2));
+    // Three different baselines (whole, file only, cut), each computed once.
+    assert_eq!(ctx.baselines.computed(), 3);
+    // A listed file the tree does not have: a failed scan, with the file named.
+    let mut missing = whole.clone();
+    missing.evaluation.use_cut_repos = true;
+    missing
+        .evaluation
+        .cut_repos
+        .insert("t1".into(), vec!["index.php".into(), "gone.php".into()]);
+    match eval_record(&ctx, &task, &g, &missing).await {
+        EvaluationRecord::Static {
+            detected_vul_num,
+            reason,
+            ..
+        } => {
+            assert_eq!(detected_vul_num, -1);
+            assert!(reason.unwrap().contains("gone.php"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_reference_provider_reads_the_fix_through_the_repo_cache() {
+    let env = env();
+    let ctx = context(&env, &env.cache_root, None);
+    let mut task = v2_task();
+    if let TaskSpec::V2(d) = &mut task.spec {
+        d.patch_commit = Some("HEAD".into());
+    }
+    let g = gen(&ctx, &task, 1, &spec(ModelSpec::Reference)).await;
+    assert!(g.success, "{:?}", g.reason);
+    assert_eq!(g.changed_files.len(), 1);
+    assert!(g.changed_files[0]
+        .content
+        .as_deref()
+        .unwrap()
+        .contains("    strncpy(dst, src, n);\n"));
 }
