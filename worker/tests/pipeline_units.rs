@@ -611,3 +611,33 @@ async fn the_reference_provider_reads_the_fix_through_the_repo_cache() {
         .unwrap()
         .contains("    strncpy(dst, src, n);\n"));
 }
+
+#[tokio::test]
+async fn a_deleted_file_travels_in_the_record_and_is_deleted_again_on_another_worker() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let env = env();
+    let ctx = context(&env, &env.cache_root, Some(osemgrep.clone()));
+    let task = v1_task("t1");
+    let mut patch = String::from("<patch>\n--- a/lib/other.php\n+++ /dev/null\n@@ -1,5 +0,0 @@\n");
+    for line in OTHER_VULN_PHP.lines() {
+        patch.push('-');
+        patch.push_str(line);
+        patch.push('\n');
+    }
+    patch.push_str("</patch>\n");
+    let s = spec(predictions(json!([{"instance_id": "t1", "answer": patch}])));
+    let g = gen(&ctx, &task, 1, &s).await;
+    assert!(g.success, "{:?}", g.reason);
+    assert_eq!(g.deleted_files, vec!["lib/other.php".to_string()]);
+    // The masked block itself was never filled: step 7 removed the mask line.
+    assert_eq!(g.changed_files.len(), 1);
+    assert_eq!(g.changed_files[0].path, "index.php");
+    let other_root = env.cache_root.parent().unwrap().join("cache2");
+    let other = context(&env, &other_root, Some(osemgrep));
+    assert_eq!(eval(&other, &task, &g, &s).await, (0, 2));
+    // The shared tree still has the file.
+    let trees = snapshot(&other_root.join("repos/trees"));
+    assert!(trees.iter().any(|(p, _)| p.ends_with("lib/other.php")));
+}

@@ -8,7 +8,7 @@ use crate::repo_cache::{RepoCacheError, UnitTree};
 use ase_common::dataset::{DatasetVersion, Task, TaskContext, TaskSpec};
 use ase_common::extract::{extract_code, extract_patch};
 use ase_common::masking::{mask, strip_mask_lines, MaskedFile};
-use ase_common::patch_apply::{apply_patch, ApplyStatus, AttemptKind};
+use ase_common::patch_apply::{apply_patch, ApplyFailure, ApplyStatus, AttemptKind};
 use ase_common::patch_paths::named_paths;
 use ase_common::prompt::{build_prompt, PromptOptions, Templates};
 use ase_common::repo_files::{project_root, read_repo_file};
@@ -176,6 +176,22 @@ fn apply_answer(
                 unit.path().join(prefix)
             };
             let outcome = apply_patch(&root, &patch.text, apply);
+            // The worker's disk failed, not the patch: retry the unit rather than score it.
+            // (patch_apply reports a patch naming too many bytes of files as TreeIo too; that
+            // one is the answer's fault and is scored.)
+            if let ApplyStatus::Failed {
+                failure: ApplyFailure::TreeIo { message },
+            } = &outcome.status
+            {
+                if message.contains("snapshot limit") {
+                    return Ok((Err(format!("patch refused: {message}")), touched));
+                }
+                return Err(InfraError::new(
+                    &UnitId::new(&task.instance_id, 0),
+                    InfraKind::Worker,
+                    format!("applying the patch: {message}"),
+                ));
+            }
             for c in &outcome.changes {
                 touched.insert(join_rel(prefix, &c.path));
             }
