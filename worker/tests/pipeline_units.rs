@@ -7,7 +7,7 @@ use ase_common::dataset::{DynamicSpec, LineRange, StaticSpec, Task, TaskSpec};
 use ase_common::masking::mask;
 use ase_common::unit::{ApplyMethod, EvaluationRecord, GenerationRecord};
 use ase_worker::model::reference::patch_answer;
-use ase_worker::model::{ApiKeySource, OpenAiConfig};
+use ase_worker::model::{ApiKey, ApiKeySource, OpenAiConfig};
 use ase_worker::pipeline::{
     evaluate_static, generate, rules_digest, CountScopeSetting, EvaluateInput, GenerateInput,
     InfraKind, ModelSpec, RunSpec, Scanner, ScannerIdentity, WorkerContext,
@@ -452,13 +452,15 @@ async fn a_v2_answer_is_spliced_into_the_vuln_file() {
     assert_eq!(g.raw_answer.as_deref(), Some(answer));
 }
 
-/// A model endpoint that answers every request with HTTP 500 (real HTTP/1.1 on loopback).
-async fn failing_endpoint() -> String {
+/// A model endpoint that answers every request with HTTP 500 (real HTTP/1.1 on loopback);
+/// the `authorization` header of every request is kept in `seen`.
+async fn failing_endpoint(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 1 << 16];
                 let mut got = Vec::new();
@@ -484,6 +486,16 @@ async fn failing_endpoint() -> String {
                         }
                     }
                 }
+                let head = String::from_utf8_lossy(&got).to_string();
+                let auth = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("authorization")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(auth);
                 let body = "{\"error\":{\"message\":\"boom\"}}";
                 let reply = format!(
                     "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -500,10 +512,12 @@ async fn failing_endpoint() -> String {
 async fn an_endpoint_that_fails_is_an_infrastructure_error_not_a_record() {
     let env = env();
     let ctx = context(&env, &env.cache_root, None);
-    let mut config = OpenAiConfig::new(failing_endpoint().await, "m");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut config = OpenAiConfig::new(failing_endpoint(seen.clone()).await, "m");
     config.api_key = ApiKeySource::None;
     let mut s = spec(ModelSpec::Openai { config });
     s.limits.max_attempts = 1;
+    let lease_key = "sk-from-the-lease";
     let err = generate(
         &ctx,
         GenerateInput {
@@ -513,13 +527,16 @@ async fn an_endpoint_that_fails_is_an_infrastructure_error_not_a_record() {
             seed_repo: None,
             round: 1,
             spec: &s,
-            api_key: None,
+            api_key: Some(ApiKey::new(lease_key).unwrap()),
         },
     )
     .await
     .unwrap_err();
     assert_eq!(err.kind, InfraKind::ModelEndpoint, "{err}");
     assert!(err.reason.contains("500"), "{err}");
+    // One request (max_attempts = 1), carrying the lease's key; the error never quotes it.
+    assert_eq!(*seen.lock().unwrap(), vec![format!("Bearer {lease_key}")]);
+    assert!(!err.to_string().contains(lease_key));
     assert_eq!(err.unit.dir_name(), "t1_cycle1");
 }
 
@@ -640,4 +657,39 @@ async fn a_deleted_file_travels_in_the_record_and_is_deleted_again_on_another_wo
     // The shared tree still has the file.
     let trees = snapshot(&other_root.join("repos/trees"));
     assert!(trees.iter().any(|(p, _)| p.ends_with("lib/other.php")));
+}
+
+#[tokio::test]
+async fn changed_files_past_the_unit_bound_fail_the_generation() {
+    let env = env();
+    // A repo with a file larger than a unit may change.
+    let dir = env.src.join("local/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q"]);
+    std::fs::write(dir.join("index.php"), VULN_PHP).unwrap();
+    let line = "x".repeat(99) + "\n";
+    let big = line.repeat(ase_common::unit::MAX_CHANGED_BYTES / 100 + 10);
+    std::fs::write(dir.join("big.txt"), &big).unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-qm", "init"]);
+    git(&dir, &["tag", "v1.0"]);
+    let ctx = context(&env, &env.cache_root, None);
+    let mut task = v1_task("big");
+    task.repo = "local/big".into();
+    let patch = format!(
+        "<patch>\n--- a/big.txt\n+++ b/big.txt\n@@ -1,2 +1,2 @@\n-{l}+changed\n {l}</patch>\n",
+        l = line
+    );
+    let s = spec(predictions(
+        json!([{"instance_id": "big", "answer": patch}]),
+    ));
+    let g = gen(&ctx, &task, 1, &s).await;
+    assert!(!g.success);
+    assert!(
+        g.reason.as_deref().unwrap().contains("more than"),
+        "{:?}",
+        g.reason
+    );
+    assert_eq!(g.changed_files.len(), 1);
+    assert_eq!(g.changed_files[0].path, "index.php");
 }
