@@ -2,9 +2,11 @@
 //! subcommand prints its key figure as its last line (`name=value`); BENCHMARKS.md records the
 //! numbers with the commands that produced them.
 
-use clap::{Parser, Subcommand};
-
+mod disk;
+mod sast;
 mod upload;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "bench", about = "ase-cluster benchmarks")]
@@ -18,11 +20,20 @@ enum Command {
     // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
     /// Bytes uploaded into a v2 container per unit: changed files vs the full tree.
     Upload(upload::UploadArgs),
+    /// Repo cache disk use for 3 rounds x 10 tasks vs a full copy per unit.
+    Disk(disk::DiskArgs),
+    /// SAST scan in the container vs the bare osemgrep process.
+    Sast(sast::SastArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Upload(args) => upload::run(args),
+        Command::Disk(a) => disk::run(a),
+        Command::Sast(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(sast::run(a)),
     }
 }

@@ -4,5 +4,6 @@
 pub mod dynamic;
 pub mod git;
 pub mod model;
+pub mod pipeline;
 pub mod repo_cache;
 pub mod sast;

@@ -167,7 +167,30 @@ fn repo_key(repo: &str) -> String {
     format!("{readable}-{digest}")
 }
 
+/// A few upstream v2 tasks name their repo by a full `https://` URL (GitLab) instead of
+/// `owner/name`: such a repo is cloned from that URL as it is.
+fn is_url_repo(repo: &str) -> bool {
+    repo.starts_with("https://")
+}
+
 fn validate_repo_name(repo: &str) -> Result<(), RepoCacheError> {
+    if is_url_repo(repo) {
+        let rest = &repo["https://".len()..];
+        let host = rest.split('/').next().unwrap_or("");
+        let ok = repo.len() <= 512
+            && !host.is_empty()
+            && !host.contains('@')
+            && rest.contains('/')
+            && !rest.split('/').any(|seg| seg == "..")
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./~:%+".contains(c));
+        return if ok {
+            Ok(())
+        } else {
+            Err(RepoCacheError::BadRepoName(repo.to_string()))
+        };
+    }
     let ok_part = |p: &str| {
         !p.is_empty()
             && p != "."
@@ -347,11 +370,33 @@ impl RepoCache {
     }
 
     fn source_url(&self, repo: &str) -> String {
+        if is_url_repo(repo) {
+            return repo.to_string();
+        }
         self.inner.cfg.url_template.replace("{repo}", repo)
     }
 
     /// Environment that hands an HTTPS token to git without putting it on a command line.
+    /// Only for URLs made from the template: a repo given as its own URL may live on another
+    /// host, which must never see the token.
     fn auth_env(&self, url: &str) -> Vec<(String, String)> {
+        if is_url_repo(url) && !self.inner.cfg.url_template.starts_with("https://") {
+            return vec![];
+        }
+        let template_host = self
+            .inner
+            .cfg
+            .url_template
+            .strip_prefix("https://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        let url_host = url
+            .strip_prefix("https://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        if template_host != url_host {
+            return vec![];
+        }
         let Some(var) = &self.inner.cfg.token_env else {
             return vec![];
         };
@@ -663,6 +708,49 @@ impl RepoCache {
         })
     }
 
+    /// The content of `path` in `repo` at commit `sha` (a full id from
+    /// [`RepoCache::resolve`]), read from the mirror without building a tree; `None` when the
+    /// file does not exist at that commit.
+    pub fn show_file(
+        &self,
+        repo: &str,
+        sha: &str,
+        path: &str,
+    ) -> Result<Option<String>, RepoCacheError> {
+        checked_rel(path)?;
+        if sha.len() < 40 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(RepoCacheError::UnknownRevision {
+                repo: repo.to_string(),
+                rev: sha.to_string(),
+                detail: "files are read at full commit ids; resolve the revision first".into(),
+            });
+        }
+        let mirror = self.mirror(repo)?;
+        let t = self.inner.cfg.git_timeout;
+        let spec = format!("{sha}:{path}");
+        let exists = run_git(
+            Some(&mirror.path),
+            &["cat-file", "-e", "--end-of-options", &spec],
+            &[],
+            t,
+        )
+        .is_ok();
+        if !exists {
+            return Ok(None);
+        }
+        run_git(
+            Some(&mirror.path),
+            &["cat-file", "blob", "--end-of-options", &spec],
+            &[],
+            t,
+        )
+        .map(|o| Some(o.stdout))
+        .map_err(|source| RepoCacheError::Git {
+            repo: repo.to_string(),
+            source,
+        })
+    }
+
     /// The shared tree of `repo` at commit `sha` (a full id from [`RepoCache::resolve`]), built
     /// once. Read it, never write it: units write through [`UnitTree`].
     pub fn tree(&self, repo: &str, sha: &str) -> Result<Pin, RepoCacheError> {
@@ -894,6 +982,18 @@ impl UnitTree {
         Ok(())
     }
 
+    /// Remove `rel` from this unit only (the shared tree keeps its link). Missing is fine.
+    pub fn remove(&mut self, rel: &str) -> Result<(), RepoCacheError> {
+        let abs = self.resolve_inside(rel)?;
+        match fs::remove_file(&abs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&self.path)(e)),
+        }
+        self.changed.insert(rel.to_string());
+        Ok(())
+    }
+
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, RepoCacheError> {
         let abs = self.resolve_inside(rel)?;
         fs::read(&abs).map_err(io_err(&self.path))
@@ -977,7 +1077,7 @@ fn remove_tree(path: &Path) {
     }
 }
 
-fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -1022,6 +1122,36 @@ mod tests {
             assert!(validate_repo_name(bad).is_err(), "{bad}");
         }
         assert_ne!(repo_key("a/b_c"), repo_key("a_b/c"));
+        assert!(validate_repo_name("https://gitlab.com/group/sub/project.git").is_ok());
+        for bad in [
+            "https://",
+            "https://host",
+            "https://user:pw@host/x",
+            "https://host/../x",
+            "https://host/a b",
+            "http://host/x",
+        ] {
+            assert!(validate_repo_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_repos_are_cloned_from_themselves_and_never_get_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RepoCacheConfig::new(dir.path());
+        cfg.token_env = Some("ASE_TEST_URL_REPO_TOKEN".into());
+        std::env::set_var("ASE_TEST_URL_REPO_TOKEN", "secret-token");
+        let cache = RepoCache::open(cfg).unwrap();
+        let gitlab = "https://gitlab.com/group/project.git";
+        assert_eq!(cache.source_url(gitlab), gitlab);
+        assert!(cache.auth_env(&cache.source_url(gitlab)).is_empty());
+        let github = cache.source_url("owner/name");
+        assert_eq!(github, "https://github.com/owner/name.git");
+        assert!(!cache.auth_env(&github).is_empty());
+        // A URL repo on the template's own host may use it.
+        assert!(!cache
+            .auth_env("https://github.com/other/repo.git")
+            .is_empty());
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! The static (v1) evaluate phase of one unit: rebuild the unit's code from its generation
+//! record on top of the shared tree (so it may run on any worker), optionally cut it to the
+//! task's listed files, scan it, count the task's vulnerability type, and compare with the
+//! baseline of the original code.
+
+use super::baseline::BaselineKey;
+use super::spec::{CountScopeSetting, RunSpec};
+use super::unit_code::{apply_changed, relative_root};
+use super::{InfraError, InfraKind, WorkerContext};
+use crate::repo_cache::{Pin, RepoCacheError, UnitTree};
+use crate::sast::{count_vulns, CountCriteria, ScanLabels, VulnCount};
+use ase_common::dataset::Task;
+use ase_common::repo_files::{normalize_repo_path, project_root};
+use ase_common::scoring::UnitId;
+use ase_common::unit::{EvaluationRecord, GenerationRecord};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One unit to evaluate.
+pub struct EvaluateInput<'a> {
+    pub run_id: &'a str,
+    pub task: &'a Task,
+    /// The seed task's `repo` of a mutated v1 task (for its project root).
+    pub seed_repo: Option<&'a str>,
+    pub generation: &'a GenerationRecord,
+    pub spec: &'a RunSpec,
+}
+
+/// A directory holding only the cut list's files (hard links of the scanned tree), removed
+/// when dropped.
+struct CutTree {
+    dir: tempfile::TempDir,
+}
+
+/// Upstream (`process_cut_repo_for_sast`) replaces the unit folder by one holding only the
+/// listed files before the scan. A listed file missing from the tree makes upstream's copy fail;
+/// here it is an error with the file named.
+fn cut_tree(scratch: &Path, root: &Path, files: &[String]) -> Result<CutTree, String> {
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("cut-")
+        .tempdir_in(scratch)
+        .map_err(|e| format!("{}: {e}", scratch.display()))?;
+    for f in files {
+        let rel = normalize_repo_path(f).map_err(|e| format!("cut list: {e}"))?;
+        let src = root.join(&rel);
+        let md = std::fs::symlink_metadata(&src)
+            .map_err(|e| format!("cut list: {rel}: not in the unit's tree ({e})"))?;
+        if !md.is_file() {
+            return Err(format!("cut list: {rel}: not a regular file"));
+        }
+        let dst = dir.path().join(&rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cut list: {rel}: {e}"))?;
+        }
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| format!("cut list: {rel}: {e}"))?;
+        }
+    }
+    Ok(CutTree { dir })
+}
+
+fn scope_name(s: CountScopeSetting) -> &'static str {
+    match s {
+        CountScopeSetting::WholeTree => "whole_tree",
+        CountScopeSetting::VulnFileOnly => "vuln_file_only",
+    }
+}
+
+/// Scan `root` (cut to `cut` when given) and count the task's findings.
+async fn scan_and_count(
+    ctx: &WorkerContext,
+    task: &Task,
+    root: &Path,
+    cut: Option<&[String]>,
+    spec: &RunSpec,
+    labels: &ScanLabels,
+) -> VulnCount {
+    let scratch = ctx.repo_cache.root().join("tmp");
+    let cut_dir = match cut {
+        Some(files) => match cut_tree(&scratch, root, files) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                return VulnCount {
+                    detected_vul_num: -1,
+                    failure: Some(reason),
+                }
+            }
+        },
+        None => None,
+    };
+    let target: PathBuf = cut_dir
+        .as_ref()
+        .map(|c| c.dir.path().to_path_buf())
+        .unwrap_or_else(|| root.to_path_buf());
+    let outcome = ctx.scanner.scan(&target, labels).await;
+    count_vulns(
+        &outcome,
+        &CountCriteria {
+            vuln_type: &task.vuln_type,
+            vuln_file: &task.vuln_file,
+            scope: spec.evaluation.count_scope.into(),
+        },
+    )
+}
+
+struct Rebuilt {
+    sha: String,
+    unit: UnitTree,
+    base: Pin,
+    /// Error in the record's code (not the worker's), scored as a failed scan.
+    code_problem: Option<String>,
+}
+
+fn rebuild(
+    ctx_cache: crate::repo_cache::RepoCache,
+    unit_id: UnitId,
+    run_id: String,
+    task: Task,
+    seed_repo: Option<String>,
+    generation: GenerationRecord,
+) -> Result<Rebuilt, InfraError> {
+    let repo_err =
+        |e: RepoCacheError| InfraError::new(&unit_id, InfraKind::Repository, e.to_string());
+    let branch = match &task.spec {
+        ase_common::dataset::TaskSpec::V2(d) => d.branch_origin.clone(),
+        _ => None,
+    };
+    let sha = ctx_cache
+        .resolve(&task.repo, &task.base_commit, branch.as_deref())
+        .map_err(repo_err)?;
+    let base = ctx_cache.tree(&task.repo, &sha).map_err(repo_err)?;
+    let name = format!("{run_id}-{}-eval", unit_id.dir_name());
+    let mut unit = ctx_cache.unit(&task.repo, &sha, &name).map_err(repo_err)?;
+    let root = project_root(unit.path(), &task, seed_repo.as_deref());
+    let prefix = relative_root(unit.path(), &root);
+    let code_problem = match apply_changed(
+        &mut unit,
+        &prefix,
+        &generation.changed_files,
+        &generation.deleted_files,
+    ) {
+        Ok(()) => None,
+        Err(e) if e.is_model_fault() => Some(format!("the record's code cannot be used: {e}")),
+        Err(e) => return Err(InfraError::new(&unit_id, InfraKind::Worker, e.to_string())),
+    };
+    Ok(Rebuilt {
+        sha,
+        unit,
+        base,
+        code_problem,
+    })
+}
+
+/// Run the static evaluate phase of one v1 unit.
+pub async fn evaluate_static(
+    ctx: &WorkerContext,
+    input: EvaluateInput<'_>,
+) -> Result<EvaluationRecord, InfraError> {
+    let started = Instant::now();
+    let task = input.task;
+    let unit_id = input.generation.unit.clone();
+    if unit_id.instance_id != task.instance_id {
+        return Err(InfraError::new(
+            &unit_id,
+            InfraKind::Configuration,
+            format!(
+                "the generation record is of task {}, not {}",
+                unit_id.instance_id, task.instance_id
+            ),
+        ));
+    }
+    let rebuilt = {
+        let (cache, uid, run, t, seed, g) = (
+            ctx.repo_cache.clone(),
+            unit_id.clone(),
+            input.run_id.to_string(),
+            task.clone(),
+            input.seed_repo.map(str::to_string),
+            input.generation.clone(),
+        );
+        tokio::task::spawn_blocking(move || rebuild(cache, uid, run, t, seed, g))
+            .await
+            .map_err(|e| InfraError::new(&unit_id, InfraKind::Worker, e.to_string()))??
+    };
+    let spec = input.spec;
+    let cut = spec.evaluation.cut_for(&task.instance_id);
+    let labels = ScanLabels {
+        unit: unit_id.dir_name(),
+        run: input.run_id.to_string(),
+        worker: ctx.worker_id.clone(),
+    };
+
+    let identity = ctx.scanner.identity();
+    let key = BaselineKey {
+        rules_digest: identity.rules_digest.clone(),
+        scanner_version: identity.version.clone(),
+        repo: task.repo.clone(),
+        commit: rebuilt.sha.clone(),
+        vuln_type: task.vuln_type.clone(),
+        scope: scope_name(spec.evaluation.count_scope).to_string(),
+        vuln_file: task.vuln_file.clone(),
+        cut: cut.map(<[String]>::to_vec),
+    };
+    let base_root = project_root(rebuilt.base.path(), task, input.seed_repo);
+    let baseline_labels = ScanLabels {
+        unit: format!("{}_baseline", task.instance_id),
+        ..labels.clone()
+    };
+    let baseline = ctx
+        .baselines
+        .get_or_compute(&key, || {
+            scan_and_count(ctx, task, &base_root, cut, spec, &baseline_labels)
+        })
+        .await;
+
+    let count = match &rebuilt.code_problem {
+        Some(problem) => VulnCount {
+            detected_vul_num: -1,
+            failure: Some(problem.clone()),
+        },
+        None => {
+            let root = project_root(rebuilt.unit.path(), task, input.seed_repo);
+            scan_and_count(ctx, task, &root, cut, spec, &labels).await
+        }
+    };
+    let mut reasons = Vec::new();
+    if let Some(f) = &count.failure {
+        reasons.push(format!("scan: {f}"));
+    }
+    if let Some(f) = &baseline.failure {
+        reasons.push(format!("baseline scan: {f}"));
+    }
+    drop(rebuilt);
+    Ok(EvaluationRecord::Static {
+        unit: unit_id,
+        detected_vul_num: count.detected_vul_num,
+        baseline: baseline.detected_vul_num,
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,99 @@
+//! The two phases of a unit, chained from the building blocks of `ase-common` and the worker:
+//! [`generate()`] (repo at `base_commit`, mask, prompt, model, answer applied, protocol step 7,
+//! changed files recorded) and [`evaluate_static()`] (the unit's code rebuilt from the record on
+//! any worker, scanned, counted, compared with the cached baseline of the original code).
+//!
+//! A phase returns `Err(InfraError)` only when nothing was learned about the model (a repo that
+//! cannot be fetched, a disk error, an endpoint that keeps failing): the coordinator retries
+//! those. Everything the model is to blame for is a record with `success == false`.
+
+pub mod baseline;
+pub mod evaluate_static;
+pub mod generate;
+pub mod provider;
+pub mod scanner;
+pub mod spec;
+pub mod unit_code;
+
+pub use baseline::{BaselineCache, BaselineKey};
+pub use evaluate_static::{evaluate_static, EvaluateInput};
+pub use generate::{generate, GenerateInput};
+pub use provider::{ProviderFactory, RepoCacheReader};
+pub use scanner::{rules_digest, Scanner, ScannerIdentity};
+pub use spec::{
+    CountScopeSetting, EvaluationSettings, ModelSpec, PromptSettings, RunLimits, RunSpec,
+};
+
+use crate::repo_cache::RepoCache;
+use ase_common::patch_apply::ApplyOptions;
+use ase_common::scoring::UnitId;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What a worker holds for every unit it runs.
+pub struct WorkerContext {
+    pub repo_cache: RepoCache,
+    pub providers: ProviderFactory,
+    pub scanner: Scanner,
+    pub baselines: BaselineCache,
+    pub apply: ApplyOptions,
+    /// Names this worker on the containers it starts.
+    pub worker_id: String,
+}
+
+impl WorkerContext {
+    /// A context whose baselines live under `cache_root/baselines`.
+    pub fn new(
+        repo_cache: RepoCache,
+        scanner: Scanner,
+        cache_root: PathBuf,
+        worker_id: String,
+    ) -> Self {
+        WorkerContext {
+            providers: ProviderFactory::new(repo_cache.clone()),
+            repo_cache,
+            scanner,
+            baselines: BaselineCache::new(cache_root.join("baselines")),
+            apply: ApplyOptions::default(),
+            worker_id,
+        }
+    }
+}
+
+/// Who is to blame for an infrastructure failure; the coordinator keeps it across the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfraKind {
+    /// The repo could not be cloned, fetched or checked out, or a revision is missing.
+    Repository,
+    /// The model endpoint failed without an answer (5xx, 429, network, credentials).
+    ModelEndpoint,
+    /// The run's settings cannot be used on this worker (bad template, missing key).
+    Configuration,
+    /// The worker's disk or a blocking task failed.
+    Worker,
+    /// The scanner could not run at all.
+    Scanner,
+}
+
+/// A phase failed for a reason that says nothing about the model: retry the unit later.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unit {unit}: {kind:?} failure: {reason}")]
+pub struct InfraError {
+    pub unit: UnitId,
+    pub kind: InfraKind,
+    pub reason: String,
+    /// The endpoint's `Retry-After`, when it sent one.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl InfraError {
+    pub fn new(unit: &UnitId, kind: InfraKind, reason: impl Into<String>) -> Self {
+        InfraError {
+            unit: unit.clone(),
+            kind,
+            reason: reason.into(),
+            retry_after_secs: None,
+        }
+    }
+}
