@@ -1,0 +1,81 @@
+//! Per-run requests-per-minute limit on model calls: a token bucket refilled continuously,
+//! holding at most one minute's worth of requests.
+
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    per_minute: u32,
+    /// Thousandths of a token, so refills at low rates are not lost to rounding.
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    /// `per_minute == 0` means unlimited. The bucket starts full.
+    pub fn new(per_minute: u32, now_ms: u64) -> Self {
+        Self {
+            per_minute,
+            milli_tokens: u64::from(per_minute) * 1000,
+            last_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        // per_minute tokens per 60_000 ms = per_minute milli-tokens per 60 ms.
+        let gained = elapsed * u64::from(self.per_minute) / 60;
+        if gained > 0 {
+            self.milli_tokens = (self.milli_tokens + gained).min(u64::from(self.per_minute) * 1000);
+            self.last_ms = now_ms;
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        self.refill(now_ms);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole tokens available now.
+    pub fn available(&mut self, now_ms: u64) -> u64 {
+        if self.per_minute == 0 {
+            return u64::MAX;
+        }
+        self.refill(now_ms);
+        self.milli_tokens / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_minute_then_refills_at_the_rate() {
+        let mut b = TokenBucket::new(60, 0);
+        for _ in 0..60 {
+            assert!(b.try_take(0));
+        }
+        assert!(!b.try_take(0));
+        assert!(!b.try_take(999));
+        assert!(b.try_take(1000));
+        assert!(!b.try_take(1000));
+        // Never more than a minute's worth.
+        assert_eq!(b.available(10 * 60_000), 60);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let mut b = TokenBucket::new(0, 0);
+        for _ in 0..10_000 {
+            assert!(b.try_take(0));
+        }
+    }
+}
