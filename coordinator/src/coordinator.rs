@@ -492,92 +492,84 @@ impl Coordinator {
                     run.record.state = RunState::Running;
                     ops.push(Op::Run(run.record.clone()));
                 }
-                let total = run.record.total_units;
-                let finish =
-                    run.record.state == RunState::Running && run.all_finished() && !run.finishing;
-                if finish {
-                    run.finishing = true;
-                }
-                drop(st);
                 self.store.apply(&ops)?;
-                self.commit(ops).await?;
-                if finish {
-                    self.finish_run(seq).await?;
-                }
-                return Ok(Submitted {
+                Submitted {
                     run_id,
                     resumed: true,
-                    total_units: total,
+                    total_units: run.record.total_units,
+                }
+            } else {
+                let seq = self.store.next_id()?;
+                let rounds = header.rounds;
+                let mut units = Vec::with_capacity(inputs.tasks.len() * rounds as usize);
+                for (t, task) in inputs.tasks.iter().enumerate() {
+                    for round in 1..=rounds {
+                        units.push(UnitRecord {
+                            unit: UnitId::new(task.instance_id.clone(), round),
+                            task_index: t as u32,
+                            state: UnitState::GenerateQueued,
+                            attempt: 0,
+                            phase_failures: 0,
+                            lease: None,
+                            generated_by: None,
+                            evaluated_by: None,
+                            model_calls: 0,
+                            failures: Vec::new(),
+                        });
+                    }
+                }
+                let record = RunRecord {
+                    run_id: run_id.clone(),
+                    seq,
+                    header,
+                    dataset_name: req.dataset_name.clone(),
+                    dataset_sha256,
+                    context_name: req.context_name.clone(),
+                    context_sha256: inputs.context_sha256.clone(),
+                    total_units: units.len() as u64,
+                    created_unix_ms: now,
+                    state: RunState::Running,
+                    completed_unix_ms: None,
+                };
+                ops.push(Op::Run(record.clone()));
+                ops.push(Op::RunName {
+                    name: run_id.clone(),
+                    seq,
                 });
-            }
-            let seq = self.store.next_id()?;
-            let rounds = header.rounds;
-            let mut units = Vec::with_capacity(inputs.tasks.len() * rounds as usize);
-            for (t, task) in inputs.tasks.iter().enumerate() {
-                for round in 1..=rounds {
-                    units.push(UnitRecord {
-                        unit: UnitId::new(task.instance_id.clone(), round),
-                        task_index: t as u32,
-                        state: UnitState::GenerateQueued,
-                        attempt: 0,
-                        phase_failures: 0,
-                        lease: None,
-                        generated_by: None,
-                        evaluated_by: None,
-                        model_calls: 0,
-                        failures: Vec::new(),
+                for (input, bytes) in [
+                    (RunInput::Spec, &req.run_spec_json),
+                    (RunInput::Dataset, &req.dataset),
+                    (RunInput::Context, &req.context),
+                ] {
+                    ops.push(Op::RunInput {
+                        seq,
+                        input,
+                        bytes: bytes.clone(),
                     });
                 }
-            }
-            let record = RunRecord {
-                run_id: run_id.clone(),
-                seq,
-                header,
-                dataset_name: req.dataset_name.clone(),
-                dataset_sha256,
-                context_name: req.context_name.clone(),
-                context_sha256: inputs.context_sha256.clone(),
-                total_units: units.len() as u64,
-                created_unix_ms: now,
-                state: RunState::Running,
-                completed_unix_ms: None,
-            };
-            ops.push(Op::Run(record.clone()));
-            ops.push(Op::RunName {
-                name: run_id.clone(),
-                seq,
-            });
-            for (input, bytes) in [
-                (RunInput::Spec, &req.run_spec_json),
-                (RunInput::Dataset, &req.dataset),
-                (RunInput::Context, &req.context),
-            ] {
-                ops.push(Op::RunInput {
-                    seq,
-                    input,
-                    bytes: bytes.clone(),
-                });
-            }
-            for (i, u) in units.iter().enumerate() {
-                ops.push(Op::Unit {
-                    seq,
-                    index: i as u32,
-                    record: u.clone(),
-                });
-            }
-            self.store.apply(&ops)?;
-            let total = units.len() as u64;
-            let mut run = new_run_mem(record, req.run_spec_json, inputs, units, now);
-            run.api_key = req.api_key;
-            st.runs.insert(seq, run);
-            st.run_by_id.insert(run_id.clone(), seq);
-            Submitted {
-                run_id,
-                resumed: false,
-                total_units: total,
+                for (i, u) in units.iter().enumerate() {
+                    ops.push(Op::Unit {
+                        seq,
+                        index: i as u32,
+                        record: u.clone(),
+                    });
+                }
+                self.store.apply(&ops)?;
+                let total = units.len() as u64;
+                let mut run = new_run_mem(record, req.run_spec_json, inputs, units, now);
+                run.api_key = req.api_key;
+                st.runs.insert(seq, run);
+                st.run_by_id.insert(run_id.clone(), seq);
+                Submitted {
+                    run_id,
+                    resumed: false,
+                    total_units: total,
+                }
             }
         };
+        let finished = self.take_finished();
         self.commit(ops).await?;
+        self.finish_runs(finished).await?;
         Ok(submitted)
     }
 
@@ -791,155 +783,164 @@ impl Coordinator {
         }
     }
 
+    /// The locked part of a lease request; `Some` reply when the worker gets no lease at all.
+    #[allow(clippy::type_complexity)]
+    fn grant_locked(
+        &self,
+        req: &LeaseWork,
+        now: u64,
+        ops: &mut Vec<Op>,
+        grants: &mut Vec<LeaseGrant>,
+        grant_units: &mut Vec<(u64, u32)>,
+    ) -> Result<Option<LeaseReply>, CoordinatorError> {
+        let mut early: Option<LeaseReply> = None;
+        let mut st = self.lock();
+        self.sweep_locked(&mut st, now, ops);
+        if !Self::session_ok(&st, &req.worker_id, req.session) {
+            early = Some(LeaseReply {
+                reregister: true,
+                ..LeaseReply::default()
+            });
+        } else if st.workers[&req.worker_id].record.draining {
+            early = Some(LeaseReply {
+                drain: true,
+                ..LeaseReply::default()
+            });
+        }
+        if early.is_some() {
+            self.store.apply(ops)?;
+            return Ok(early);
+        }
+        let w = &st.workers[&req.worker_id];
+        let mut free = [
+            req.max_generate
+                .min(w.caps.generate_slots.saturating_sub(w.running[0])),
+            req.max_evaluate
+                .min(w.caps.eval_slots.saturating_sub(w.running[1])),
+        ];
+        let cached = w.cached.clone();
+        let cached_by_anyone: HashSet<String> = st
+            .workers
+            .values()
+            .filter(|o| {
+                o.live_session
+                    && now.saturating_sub(o.last_heartbeat_ms)
+                        <= u64::from(self.config.lease_ttl_ms)
+            })
+            .flat_map(|o| o.cached.iter().cloned())
+            .collect();
+        let seqs: Vec<u64> = st.runs.keys().copied().collect();
+        // Evaluate first: it finishes units that already cost a model call.
+        for phase in [Phase::Evaluate, Phase::Generate] {
+            for &seq in &seqs {
+                while free[pi(phase)] > 0 {
+                    let run = st.runs.get_mut(&seq).expect("listed");
+                    if run.record.state != RunState::Running {
+                        break;
+                    }
+                    if phase == Phase::Generate {
+                        let limit = run.record.header.limits.max_inflight_model_calls;
+                        if limit > 0 && run.inflight_generate >= limit {
+                            break;
+                        }
+                        if run.bucket.available(now) == 0 {
+                            break;
+                        }
+                    }
+                    let Some((_, index)) =
+                        run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
+                    else {
+                        break;
+                    };
+                    if run.units[index as usize].state != UnitState::queued(phase) {
+                        continue;
+                    }
+                    if phase == Phase::Generate {
+                        run.bucket.try_take(now);
+                        run.inflight_generate += 1;
+                    }
+                    let lease_id = self.store.next_id()?;
+                    let unit = &mut run.units[index as usize];
+                    unit.attempt += 1;
+                    unit.state = UnitState::leased(phase);
+                    unit.lease = Some(lease_id);
+                    let deadline_ms = match phase {
+                        Phase::Generate => self.config.generate_deadline_ms,
+                        Phase::Evaluate => self.config.evaluate_deadline_ms,
+                    };
+                    let record = LeaseRecord {
+                        lease_id,
+                        run_seq: seq,
+                        unit_index: index,
+                        phase,
+                        worker_id: req.worker_id.clone(),
+                        fence: Fence {
+                            session: req.session,
+                            attempt: unit.attempt,
+                        },
+                        granted_unix_ms: now,
+                        expires_unix_ms: now + u64::from(self.config.lease_ttl_ms),
+                        deadline_unix_ms: now + deadline_ms,
+                    };
+                    ops.push(Op::Unit {
+                        seq,
+                        index,
+                        record: unit.clone(),
+                    });
+                    ops.push(Op::Lease(record.clone()));
+                    let t = unit.task_index as usize;
+                    grants.push(LeaseGrant {
+                        lease: LeaseRef {
+                            lease_id,
+                            fence: record.fence,
+                        },
+                        run_id: run.record.run_id.clone(),
+                        instance_id: unit.unit.instance_id.clone(),
+                        round: unit.unit.round,
+                        phase,
+                        expires_unix_ms: record.expires_unix_ms,
+                        task_json: run.task_json[t].clone(),
+                        context_json: run.context_json[t].clone(),
+                        run_spec_json: run.spec_json.clone(),
+                        generation_json: None,
+                        api_key: run.api_key.clone(),
+                        seed_repo: run.seed_repo[t].clone(),
+                    });
+                    grant_units.push((seq, index));
+                    free[pi(phase)] -= 1;
+                    let w = st.workers.get_mut(&req.worker_id).expect("session checked");
+                    w.leases.insert(lease_id);
+                    w.running[pi(phase)] += 1;
+                    st.leases.insert(
+                        lease_id,
+                        LeaseMem {
+                            record,
+                            recovered: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.store.apply(ops)?;
+        Ok(None)
+    }
+
     async fn lease_once(&self, req: &LeaseWork) -> Result<LeaseReply, CoordinatorError> {
         let now = self.clock.now_ms();
         let mut ops = Vec::new();
         let mut grants = Vec::new();
-        {
-            let mut st = self.lock();
-            self.sweep_locked(&mut st, now, &mut ops);
-            if !Self::session_ok(&st, &req.worker_id, req.session) {
-                self.store.apply(&ops)?;
-                drop(st);
-                self.commit(ops).await?;
-                return Ok(LeaseReply {
-                    reregister: true,
-                    ..LeaseReply::default()
-                });
-            }
-            let w = &st.workers[&req.worker_id];
-            if w.record.draining {
-                self.store.apply(&ops)?;
-                drop(st);
-                self.commit(ops).await?;
-                return Ok(LeaseReply {
-                    drain: true,
-                    ..LeaseReply::default()
-                });
-            }
-            let mut free = [
-                req.max_generate
-                    .min(w.caps.generate_slots.saturating_sub(w.running[0])),
-                req.max_evaluate
-                    .min(w.caps.eval_slots.saturating_sub(w.running[1])),
-            ];
-            let cached = w.cached.clone();
-            let cached_by_anyone: HashSet<String> = st
-                .workers
-                .values()
-                .filter(|o| {
-                    o.live_session
-                        && now.saturating_sub(o.last_heartbeat_ms)
-                            <= u64::from(self.config.lease_ttl_ms)
-                })
-                .flat_map(|o| o.cached.iter().cloned())
-                .collect();
-            let seqs: Vec<u64> = st.runs.keys().copied().collect();
-            // Evaluate first: it finishes units that already cost a model call.
-            for phase in [Phase::Evaluate, Phase::Generate] {
-                for &seq in &seqs {
-                    while free[pi(phase)] > 0 {
-                        let run = st.runs.get_mut(&seq).expect("listed");
-                        if run.record.state != RunState::Running {
-                            break;
-                        }
-                        if phase == Phase::Generate {
-                            let limit = run.record.header.limits.max_inflight_model_calls;
-                            if limit > 0 && run.inflight_generate >= limit {
-                                break;
-                            }
-                            if run.bucket.available(now) == 0 {
-                                break;
-                            }
-                        }
-                        let Some((_, index)) =
-                            run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
-                        else {
-                            break;
-                        };
-                        if run.units[index as usize].state != UnitState::queued(phase) {
-                            continue;
-                        }
-                        if phase == Phase::Generate {
-                            run.bucket.try_take(now);
-                            run.inflight_generate += 1;
-                        }
-                        let lease_id = self.store.next_id()?;
-                        let unit = &mut run.units[index as usize];
-                        unit.attempt += 1;
-                        unit.state = UnitState::leased(phase);
-                        unit.lease = Some(lease_id);
-                        let deadline_ms = match phase {
-                            Phase::Generate => self.config.generate_deadline_ms,
-                            Phase::Evaluate => self.config.evaluate_deadline_ms,
-                        };
-                        let record = LeaseRecord {
-                            lease_id,
-                            run_seq: seq,
-                            unit_index: index,
-                            phase,
-                            worker_id: req.worker_id.clone(),
-                            fence: Fence {
-                                session: req.session,
-                                attempt: unit.attempt,
-                            },
-                            granted_unix_ms: now,
-                            expires_unix_ms: now + u64::from(self.config.lease_ttl_ms),
-                            deadline_unix_ms: now + deadline_ms,
-                        };
-                        ops.push(Op::Unit {
-                            seq,
-                            index,
-                            record: unit.clone(),
-                        });
-                        ops.push(Op::Lease(record.clone()));
-                        let t = unit.task_index as usize;
-                        grants.push(LeaseGrant {
-                            lease: LeaseRef {
-                                lease_id,
-                                fence: record.fence,
-                            },
-                            run_id: run.record.run_id.clone(),
-                            instance_id: unit.unit.instance_id.clone(),
-                            round: unit.unit.round,
-                            phase,
-                            expires_unix_ms: record.expires_unix_ms,
-                            task_json: run.task_json[t].clone(),
-                            context_json: run.context_json[t].clone(),
-                            run_spec_json: run.spec_json.clone(),
-                            generation_json: None,
-                            api_key: run.api_key.clone(),
-                            seed_repo: run.seed_repo[t].clone(),
-                        });
-                        free[pi(phase)] -= 1;
-                        let w = st.workers.get_mut(&req.worker_id).expect("session checked");
-                        w.leases.insert(lease_id);
-                        w.running[pi(phase)] += 1;
-                        st.leases.insert(
-                            lease_id,
-                            LeaseMem {
-                                record,
-                                recovered: false,
-                            },
-                        );
-                    }
-                }
-            }
-            self.store.apply(&ops)?;
-        }
+        let mut grant_units = Vec::new();
+        let early = self.grant_locked(req, now, &mut ops, &mut grants, &mut grant_units)?;
         let finished = self.take_finished();
         self.commit(ops).await?;
         self.finish_runs(finished).await?;
-        for g in grants.iter_mut().filter(|g| g.phase == Phase::Evaluate) {
-            let (seq, index) = {
-                let st = self.lock();
-                let l = &st.leases.get(&g.lease.lease_id);
-                match l {
-                    Some(l) => (l.record.run_seq, l.record.unit_index),
-                    None => continue,
-                }
-            };
-            g.generation_json = self.store.generation(seq, index)?;
+        if let Some(reply) = early {
+            return Ok(reply);
+        }
+        for (g, (seq, index)) in grants.iter_mut().zip(&grant_units) {
+            if g.phase == Phase::Evaluate {
+                g.generation_json = self.store.generation(*seq, *index)?;
+            }
         }
         Ok(LeaseReply {
             leases: grants,

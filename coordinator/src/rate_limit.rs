@@ -1,11 +1,14 @@
 //! Per-run requests-per-minute limit on model calls: a token bucket refilled continuously,
 //! holding at most one minute's worth of requests.
 
+const TOKEN: u64 = 60_000;
+
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     per_minute: u32,
-    /// Thousandths of a token, so refills at low rates are not lost to rounding.
-    milli_tokens: u64,
+    /// Tokens in units of 1/60_000: one millisecond at `per_minute` adds exactly
+    /// `per_minute` units, so no refill is lost to rounding.
+    units: u64,
     last_ms: u64,
 }
 
@@ -14,19 +17,16 @@ impl TokenBucket {
     pub fn new(per_minute: u32, now_ms: u64) -> Self {
         Self {
             per_minute,
-            milli_tokens: u64::from(per_minute) * 1000,
+            units: u64::from(per_minute) * TOKEN,
             last_ms: now_ms,
         }
     }
 
     fn refill(&mut self, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.last_ms);
-        // per_minute tokens per 60_000 ms = per_minute milli-tokens per 60 ms.
-        let gained = elapsed * u64::from(self.per_minute) / 60;
-        if gained > 0 {
-            self.milli_tokens = (self.milli_tokens + gained).min(u64::from(self.per_minute) * 1000);
-            self.last_ms = now_ms;
-        }
+        let capacity = u64::from(self.per_minute) * TOKEN;
+        self.units = (self.units + elapsed * u64::from(self.per_minute)).min(capacity);
+        self.last_ms = self.last_ms.max(now_ms);
     }
 
     /// Takes one token if there is one.
@@ -35,8 +35,8 @@ impl TokenBucket {
             return true;
         }
         self.refill(now_ms);
-        if self.milli_tokens >= 1000 {
-            self.milli_tokens -= 1000;
+        if self.units >= TOKEN {
+            self.units -= TOKEN;
             true
         } else {
             false
@@ -49,7 +49,7 @@ impl TokenBucket {
             return u64::MAX;
         }
         self.refill(now_ms);
-        self.milli_tokens / 1000
+        self.units / TOKEN
     }
 }
 
@@ -67,6 +67,11 @@ mod tests {
         assert!(!b.try_take(999));
         assert!(b.try_take(1000));
         assert!(!b.try_take(1000));
+        // Partial refills add up.
+        let mut slow = TokenBucket::new(2, 0);
+        assert!(slow.try_take(0) && slow.try_take(0));
+        assert!(!slow.try_take(29_000));
+        assert!(slow.try_take(30_000));
         // Never more than a minute's worth.
         assert_eq!(b.available(10 * 60_000), 60);
     }

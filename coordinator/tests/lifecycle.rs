@@ -303,3 +303,46 @@ async fn completed_run_outputs_are_written_to_the_output_dir() {
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["units"][0]["status"], "not_secure");
 }
+
+/// The gRPC services run these futures on a multi-threaded runtime: they must be `Send`.
+#[test]
+fn every_operation_future_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let r = Registration {
+        worker_id: "w".into(),
+        session: 1,
+        heartbeat_interval_ms: 0,
+        lease_ttl_ms: 0,
+    };
+    send(&c.submit_run(SubmitRun::default()));
+    send(&c.register("w", caps(1, 1, &[])));
+    send(&c.heartbeat(Heartbeat::default()));
+    send(&c.lease_work(lease_req(&r, 1, 1)));
+    let lease = LeaseRef {
+        lease_id: 1,
+        fence: Fence {
+            session: 1,
+            attempt: 1,
+        },
+    };
+    send(&c.complete(Completion {
+        worker_id: "w".into(),
+        lease,
+        phase: Phase::Generate,
+        result_json: vec![],
+    }));
+    send(&c.fail(Failure {
+        worker_id: "w".into(),
+        lease,
+        kind: FailureKind::Released,
+        reason: String::new(),
+    }));
+    send(&c.cancel_run("x"));
+    send(&c.drain_worker("w"));
+    send(&c.sweep());
+    fn sync_send<T: Send + Sync>(_: &T) {}
+    sync_send(&c);
+}
