@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod dispatch_local;
+
 #[derive(Parser)]
 #[command(name = "bench", about = "ase-cluster benchmarks")]
 struct Cli {
@@ -14,9 +16,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
+    /// Coordinator dispatch in one process with durable commits; last line `units_per_sec=`.
+    DispatchLocal(dispatch_local::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::DispatchLocal(args) => dispatch_local::run(args),
+    }
 }
