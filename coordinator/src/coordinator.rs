@@ -105,6 +105,8 @@ struct RunMem {
     model_calls: u64,
     loaded_ms: u64,
     finished_since_load: u64,
+    /// Units not `Done` nor `Failed`: the run completes when it reaches 0.
+    unfinished: u64,
     /// Outputs are being computed (between the last unit and `Completed`).
     finishing: bool,
 }
@@ -115,7 +117,13 @@ impl RunMem {
     }
 
     fn all_finished(&self) -> bool {
-        self.units.iter().all(|u| u.state.is_finished())
+        self.unfinished == 0
+    }
+
+    /// A unit reached `Done` or `Failed`.
+    fn unit_finished(&mut self) {
+        self.unfinished = self.unfinished.saturating_sub(1);
+        self.finished_since_load += 1;
     }
 
     fn max_attempts(&self) -> u32 {
@@ -280,8 +288,10 @@ fn new_run_mem(
         model_calls: 0,
         loaded_ms: now,
         finished_since_load: 0,
+        unfinished: 0,
         finishing: false,
     };
+    run.unfinished = run.units.iter().filter(|u| !u.state.is_finished()).count() as u64;
     for i in 0..run.units.len() {
         let u = &run.units[i];
         run.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
@@ -1038,9 +1048,9 @@ impl Coordinator {
             unit.phase_failures += 1;
             run.retries += 1;
         }
-        if counted && unit.phase_failures >= max_attempts {
+        let out_of_retries = counted && unit.phase_failures >= max_attempts;
+        if out_of_retries {
             unit.state = UnitState::Failed;
-            run.finished_since_load += 1;
         } else {
             unit.state = UnitState::queued(rec.phase);
             run.queues[pi(rec.phase)].push_front(&repo, rec.unit_index);
@@ -1051,6 +1061,9 @@ impl Coordinator {
             record: unit.clone(),
         });
         ops.push(Op::DeleteLease(lease_id));
+        if out_of_retries {
+            run.unit_finished();
+        }
     }
 
     /// Removes a lease from memory and releases the slots and limits it held.
@@ -1173,7 +1186,7 @@ impl Coordinator {
             ops.push(Op::DeleteLease(lease_id));
             match req.phase {
                 Phase::Generate => run.queues[1].push(&repo, index),
-                Phase::Evaluate => run.finished_since_load += 1,
+                Phase::Evaluate => run.unit_finished(),
             }
             st.committed.insert(lease_id, (seq, index, req.phase));
             self.store.apply(&ops)?;

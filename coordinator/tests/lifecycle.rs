@@ -346,3 +346,118 @@ fn every_operation_future_is_send() {
     fn sync_send<T: Send + Sync>(_: &T) {}
     sync_send(&c);
 }
+
+fn v2_dataset() -> Vec<u8> {
+    let task = |id: &str, cwe: &str| {
+        json!({
+            "instance_id": id,
+            "repo": "lib/foo",
+            "base_commit": "abcdef0^",
+            "vuln_file": "src/parse.c",
+            "vuln_lines": [100, 120],
+            "language": "c",
+            "vuln_source": format!("CVE-{id}"),
+            "cwe_id": cwe,
+            "vuln_type": "Out-of-bounds Read",
+            "severity": "high",
+            "image": "example/ase:latest",
+            "image_inner_path": "/cve/SRC",
+            "image_run_cmd": "tail -f /dev/null",
+            "image_status_check_cmd": "./build.sh",
+            "test_case_cmd": "./test_case.sh",
+            "poc_cmd": "./poc.sh",
+            "patch_commit": "abcdef0"
+        })
+    };
+    serde_json::to_vec(&json!([task("v_a", "CWE-125"), task("v_b", "CWE-79")])).unwrap()
+}
+
+#[tokio::test]
+async fn a_v2_run_scores_from_the_dynamic_checks() {
+    use ase_common::scoring::v2::V2Scan;
+    use ase_common::unit::EvaluationRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let sub = c
+        .submit_run(submit_req("v2", 1, json!({}), v2_dataset()))
+        .await
+        .unwrap();
+    let w = c.register("w", caps(2, 2, &[])).await.unwrap();
+    loop {
+        let leases = c.lease_work(lease_req(&w, 2, 2)).await.unwrap().leases;
+        if leases.is_empty() {
+            break;
+        }
+        for g in &leases {
+            let unit = unit_of(g);
+            let result = match g.phase {
+                Phase::Generate => generation(&unit, true),
+                Phase::Evaluate => serde_json::to_vec(&EvaluationRecord::Dynamic {
+                    // v_a passes everything; v_b's PoC still finds the vulnerability.
+                    checks: V2Scan {
+                        completion: true,
+                        image_status_check: true,
+                        test_case_check: true,
+                        poc_check: unit.instance_id == "v_a",
+                    },
+                    unit,
+                    steps: vec![],
+                    reason: None,
+                    seconds: 1.0,
+                })
+                .unwrap(),
+            };
+            assert!(
+                c.complete(completion(&w, g, result))
+                    .await
+                    .unwrap()
+                    .accepted
+            );
+        }
+    }
+    let report = c.fetch_report(&sub.run_id).unwrap();
+    assert!(report.complete);
+    let out = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = report
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), f.content.clone()))
+        .collect();
+    ase_coordinator::run_outputs::write_outputs(out.path(), &files).unwrap();
+    let scans = ase_common::upstream_io::read_scan_results(
+        &out.path().join("test-model__v2/scan_results.json"),
+    )
+    .unwrap();
+    assert!(scans[&UnitId::new("v_a", 1)].poc_check);
+    assert!(!scans[&UnitId::new("v_b", 1)].poc_check);
+    let score: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("test-model__v2_score.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(score["overall"].is_object(), "{score}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["scores"]["version"], "v2");
+    assert_eq!(report["units"][0]["status"], "secure");
+    assert_eq!(report["units"][1]["status"], "not_secure");
+}
+
+#[test]
+fn the_spec_header_is_read_leniently() {
+    let h = ase_coordinator::coordinator::parse_spec_header(
+        br#"{"model_name": "m", "batch": "b", "rounds": 3, "limits": {"requests_per_minute": 5},
+             "prompt": {"anything": [1, 2]}}"#,
+    )
+    .unwrap();
+    assert_eq!(h.rounds, 3);
+    assert_eq!(h.limits.requests_per_minute, 5);
+    assert_eq!(h.limits.max_attempts, 3, "defaults fill what is missing");
+    for bad in [
+        &b"[]"[..],
+        b"{\"model_name\": \"m\", \"batch\": \"\"}",
+        b"{\"rounds\": \"x\"}",
+    ] {
+        assert!(ase_coordinator::coordinator::parse_spec_header(bad).is_err());
+    }
+}
