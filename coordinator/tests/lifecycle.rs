@@ -461,3 +461,31 @@ fn the_spec_header_is_read_leniently() {
         assert!(ase_coordinator::coordinator::parse_spec_header(bad).is_err());
     }
 }
+
+#[tokio::test]
+async fn concurrent_transitions_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let before = c.store().flush_count();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.register(&format!("w{i}"), caps(1, 1, &[])).await })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let flushes = c.store().flush_count() - before;
+    // One flush for the first caller, one for everybody who queued behind it.
+    assert!(
+        flushes <= 2,
+        "20 durable registrations took {flushes} flushes"
+    );
+    assert_eq!(c.list_workers().len(), 20);
+    assert!(c.list_workers().iter().all(|w| w.alive));
+    // Workers that stop heartbeating are reported dead after the TTL.
+    clock.advance_ms(u64::from(TTL_MS) + 1);
+    assert!(c.list_workers().iter().all(|w| !w.alive));
+}
