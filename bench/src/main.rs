@@ -3,6 +3,7 @@
 //! numbers with the commands that produced them.
 
 mod disk;
+mod dispatch_local;
 mod sast;
 mod upload;
 
@@ -24,6 +25,8 @@ enum Command {
     Disk(disk::DiskArgs),
     /// SAST scan in the container vs the bare osemgrep process.
     Sast(sast::SastArgs),
+    /// Coordinator dispatch in one process with durable commits; last line `units_per_sec=`.
+    DispatchLocal(dispatch_local::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(sast::run(a)),
+        Command::DispatchLocal(args) => dispatch_local::run(args),
     }
 }

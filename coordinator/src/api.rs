@@ -1,0 +1,209 @@
+//! Typed input and output of the coordinator's operations, one-to-one with the messages of
+//! `proto/proto/ase.proto`, so the gRPC services are thin conversions.
+
+use crate::model::{Fence, Phase};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default)]
+pub struct SubmitRun {
+    pub run_spec_json: Vec<u8>,
+    pub dataset: Vec<u8>,
+    pub dataset_name: String,
+    /// Empty when the run has no context file.
+    pub context: Vec<u8>,
+    pub context_name: String,
+    /// Kept in memory only.
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub run_id: String,
+    pub resumed: bool,
+    pub total_units: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub eval_slots: u32,
+    pub generate_slots: u32,
+    pub docker: bool,
+    pub cached_repos: Vec<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub worker_id: String,
+    pub session: u64,
+    pub heartbeat_interval_ms: u32,
+    pub lease_ttl_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    pub lease_id: u64,
+    pub fence: Fence,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub session: u64,
+    pub active: Vec<LeaseRef>,
+    pub free_eval_slots: u32,
+    pub free_generate_slots: u32,
+    /// Replaces the registered list when not empty.
+    pub cached_repos: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub revoked: Vec<LeaseRef>,
+    pub drain: bool,
+    pub reregister: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LeaseWork {
+    pub worker_id: String,
+    pub session: u64,
+    pub max_generate: u32,
+    pub max_evaluate: u32,
+    /// Long poll: wait up to this long for work when none is queued.
+    pub wait_ms: u32,
+}
+
+/// One granted phase of one unit, with everything the worker needs.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub lease: LeaseRef,
+    pub run_id: String,
+    pub instance_id: String,
+    pub round: u32,
+    pub phase: Phase,
+    pub expires_unix_ms: u64,
+    pub task_json: Arc<Vec<u8>>,
+    /// Empty when the task has no context.
+    pub context_json: Arc<Vec<u8>>,
+    pub run_spec_json: Arc<Vec<u8>>,
+    /// Evaluate phase: the committed generation record.
+    pub generation_json: Option<Vec<u8>>,
+    pub api_key: Option<String>,
+    pub seed_repo: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LeaseReply {
+    pub leases: Vec<LeaseGrant>,
+    pub drain: bool,
+    pub reregister: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub worker_id: String,
+    pub lease: LeaseRef,
+    pub phase: Phase,
+    pub result_json: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Counts against the unit's retry budget.
+    Infrastructure,
+    /// Given back without trying (drain, shutdown): no attempt counted.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub worker_id: String,
+    pub lease: LeaseRef,
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
+    pub accepted: bool,
+    pub reason: String,
+    pub duplicate: bool,
+}
+
+impl Ack {
+    pub fn accepted() -> Self {
+        Self {
+            accepted: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn duplicate() -> Self {
+        Self {
+            accepted: true,
+            reason: "already committed".into(),
+            duplicate: true,
+        }
+    }
+
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self {
+            accepted: false,
+            reason: reason.into(),
+            duplicate: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    pub queued: u64,
+    pub leased: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunProgress {
+    pub run_id: String,
+    /// running, scoring, completed, cancelled.
+    pub state: String,
+    pub total_units: u64,
+    pub generate: PhaseCounts,
+    pub evaluate: PhaseCounts,
+    /// Negative when unknown.
+    pub eta_seconds: f64,
+    pub retries: u64,
+    pub model_calls: u64,
+    pub model: String,
+    pub batch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub name: String,
+    pub alive: bool,
+    pub draining: bool,
+    pub eval_slots: u32,
+    pub generate_slots: u32,
+    pub running: u32,
+    pub cached_repos: Vec<String>,
+    pub last_heartbeat_ms_ago: u64,
+    pub session: u64,
+    pub completed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFile {
+    pub name: String,
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedReport {
+    pub run_id: String,
+    pub complete: bool,
+    pub files: Vec<ReportFile>,
+}

@@ -1,0 +1,1490 @@
+//! The coordinator: one `Arc`-shareable entry point over the durable store and the in-memory
+//! scheduling state, for the gRPC services to call.
+//!
+//! Every operation takes the state lock, applies its transition in memory and as one sled
+//! transaction, releases the lock, and waits for the store to be durable (group commit) before
+//! it returns: nothing is acknowledged that a crash could lose. A store error is fatal for the
+//! process: memory may then be ahead of the disk, and a restart rebuilds it from the disk.
+//!
+//! Restart: runs, units, committed records, lease grants and the worker registry are reloaded.
+//! Leases granted before the restart stay current with a fresh TTL, so a worker that reports a
+//! result in flight is still accepted; when the worker re-registers (it must: sessions are not
+//! known to the new process) its old leases are void and their units are queued again at once,
+//! without counting an attempt (the coordinator, not the unit, caused the loss). Leases nobody
+//! claims expire with their TTL and count as an attempt.
+
+use crate::api::*;
+use crate::clock::Clock;
+use crate::lease::{check_fence, expiry, Expiry};
+use crate::model::{
+    FailureNote, Fence, LeaseRecord, Phase, RunRecord, RunSpecHeader, RunState, UnitRecord,
+    UnitState, WorkerRecord,
+};
+use crate::rate_limit::TokenBucket;
+use crate::run_outputs::{self, OutputError, RunOutputInput};
+use crate::scheduler::RepoQueues;
+use crate::store::{Op, RunInput, Store, StoreError};
+use ase_common::dataset::{self, Task};
+use ase_common::scoring::UnitId;
+use ase_common::unit::{EvaluationRecord, GenerationRecord};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes of one result (generation or evaluation record) accepted.
+pub const MAX_RESULT_BYTES: usize = 32 << 20;
+/// Bytes of a worker name.
+pub const MAX_WORKER_NAME: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub heartbeat_interval_ms: u32,
+    /// A lease not renewed by a heartbeat for this long is lost (worker liveness).
+    pub lease_ttl_ms: u32,
+    /// Execution deadlines per phase: a live worker stuck on one unit loses it.
+    pub generate_deadline_ms: u64,
+    pub evaluate_deadline_ms: u64,
+    /// When set, a completed run's files are also written under `output_dir/{run_id}/`.
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 2_000,
+            lease_ttl_ms: 10_000,
+            generate_deadline_ms: 20 * 60_000,
+            evaluate_deadline_ms: 40 * 60_000,
+            output_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("dataset {name}: {source}")]
+    Dataset {
+        name: String,
+        source: dataset::DatasetError,
+    },
+    #[error("run spec: {0}")]
+    Spec(String),
+    #[error("run {run_id}: {message}")]
+    Conflict { run_id: String, message: String },
+    #[error("unknown run {0}")]
+    UnknownRun(String),
+    #[error("worker name: {0}")]
+    WorkerName(String),
+    #[error(transparent)]
+    Outputs(#[from] OutputError),
+}
+
+fn pi(phase: Phase) -> usize {
+    match phase {
+        Phase::Generate => 0,
+        Phase::Evaluate => 1,
+    }
+}
+
+struct RunMem {
+    record: RunRecord,
+    spec_json: Arc<Vec<u8>>,
+    tasks: Vec<Task>,
+    task_json: Vec<Arc<Vec<u8>>>,
+    context_json: Vec<Arc<Vec<u8>>>,
+    seed_repo: Vec<String>,
+    units: Vec<UnitRecord>,
+    queues: [RepoQueues; 2],
+    inflight_generate: u32,
+    bucket: TokenBucket,
+    api_key: Option<String>,
+    retries: u64,
+    model_calls: u64,
+    loaded_ms: u64,
+    finished_since_load: u64,
+    /// Units not `Done` nor `Failed`: the run completes when it reaches 0.
+    unfinished: u64,
+    /// Outputs are being computed (between the last unit and `Completed`).
+    finishing: bool,
+}
+
+impl RunMem {
+    fn repo_of(&self, index: u32) -> &str {
+        &self.tasks[self.units[index as usize].task_index as usize].repo
+    }
+
+    fn all_finished(&self) -> bool {
+        self.unfinished == 0
+    }
+
+    /// A unit reached `Done` or `Failed`.
+    fn unit_finished(&mut self) {
+        self.unfinished = self.unfinished.saturating_sub(1);
+        self.finished_since_load += 1;
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.record.header.limits.max_attempts.max(1)
+    }
+}
+
+struct WorkerMem {
+    record: WorkerRecord,
+    /// Registered with this process; false for workers only known from the registry.
+    live_session: bool,
+    caps: Capabilities,
+    cached: HashSet<String>,
+    last_heartbeat_ms: u64,
+    leases: BTreeSet<u64>,
+    running: [u32; 2],
+    completed: u64,
+    /// Leases to tell the worker to abandon at its next heartbeat.
+    revoked: Vec<LeaseRef>,
+}
+
+struct LeaseMem {
+    record: LeaseRecord,
+    /// Granted before this process started.
+    recovered: bool,
+}
+
+#[derive(Default)]
+struct State {
+    runs: BTreeMap<u64, RunMem>,
+    run_by_id: HashMap<String, u64>,
+    workers: BTreeMap<String, WorkerMem>,
+    leases: HashMap<u64, LeaseMem>,
+    /// Leases whose result was committed: (run seq, unit index, phase), for idempotent repeats.
+    committed: HashMap<u64, (u64, u32, Phase)>,
+}
+
+/// What a lease's end does to its unit.
+enum LeaseEnd {
+    /// Counts against the retry budget.
+    Counted(String),
+    /// No attempt spent.
+    Released(String),
+}
+
+pub struct Coordinator {
+    store: Store,
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    config: CoordinatorConfig,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads the header fields the coordinator needs from the opaque spec.
+pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorError> {
+    let value: serde_json::Value = serde_json::from_slice(spec_json)
+        .map_err(|e| CoordinatorError::Spec(format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(CoordinatorError::Spec("not a JSON object".into()));
+    }
+    let header: RunSpecHeader = serde_json::from_value(value)
+        .map_err(|e| CoordinatorError::Spec(format!("a field has the wrong type: {e}")))?;
+    if header.rounds == 0 {
+        return Err(CoordinatorError::Spec("`rounds` must be at least 1".into()));
+    }
+    ase_common::upstream_io::run_name(&header.model_name, &header.batch)
+        .map_err(|e| CoordinatorError::Spec(e.to_string()))?;
+    Ok(header)
+}
+
+struct ParsedInputs {
+    tasks: Vec<Task>,
+    task_json: Vec<Arc<Vec<u8>>>,
+    context_json: Vec<Arc<Vec<u8>>>,
+    seed_repo: Vec<String>,
+    context_sha256: Option<String>,
+}
+
+fn parse_inputs(
+    dataset_name: &str,
+    dataset_bytes: &[u8],
+    context_name: &str,
+    context_bytes: &[u8],
+) -> Result<ParsedInputs, CoordinatorError> {
+    let ds = dataset::parse_tasks(Path::new(dataset_name), dataset_bytes).map_err(|source| {
+        CoordinatorError::Dataset {
+            name: dataset_name.to_string(),
+            source,
+        }
+    })?;
+    if ds.tasks.is_empty() {
+        return Err(CoordinatorError::Spec(format!(
+            "dataset {dataset_name} has no task"
+        )));
+    }
+    run_outputs::dataset_version(dataset_name, &ds.tasks)?;
+    let contexts = if context_bytes.is_empty() {
+        None
+    } else {
+        Some(
+            dataset::parse_contexts(Path::new(context_name), context_bytes).map_err(|source| {
+                CoordinatorError::Dataset {
+                    name: context_name.to_string(),
+                    source,
+                }
+            })?,
+        )
+    };
+    let mut task_json = Vec::with_capacity(ds.tasks.len());
+    let mut context_json = Vec::with_capacity(ds.tasks.len());
+    let mut seed_repo = Vec::with_capacity(ds.tasks.len());
+    for t in &ds.tasks {
+        task_json.push(Arc::new(
+            serde_json::to_vec(t).expect("a task serialises to JSON"),
+        ));
+        let ctx = contexts
+            .as_ref()
+            .and_then(|c| c.for_task(t, &ds))
+            .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
+            .unwrap_or_default();
+        context_json.push(Arc::new(ctx));
+        seed_repo.push(
+            ds.seed_of(t)
+                .map(|s| s.repo.clone())
+                .unwrap_or_else(|| t.repo.clone()),
+        );
+    }
+    Ok(ParsedInputs {
+        context_sha256: contexts.as_ref().map(|c| c.sha256.clone()),
+        tasks: ds.tasks,
+        task_json,
+        context_json,
+        seed_repo,
+    })
+}
+
+fn new_run_mem(
+    record: RunRecord,
+    spec_json: Vec<u8>,
+    inputs: ParsedInputs,
+    units: Vec<UnitRecord>,
+    now: u64,
+) -> RunMem {
+    let rpm = record.header.limits.requests_per_minute;
+    let mut run = RunMem {
+        record,
+        spec_json: Arc::new(spec_json),
+        tasks: inputs.tasks,
+        task_json: inputs.task_json,
+        context_json: inputs.context_json,
+        seed_repo: inputs.seed_repo,
+        units,
+        queues: [RepoQueues::default(), RepoQueues::default()],
+        inflight_generate: 0,
+        bucket: TokenBucket::new(rpm, now),
+        api_key: None,
+        retries: 0,
+        model_calls: 0,
+        loaded_ms: now,
+        finished_since_load: 0,
+        unfinished: 0,
+        finishing: false,
+    };
+    run.unfinished = run.units.iter().filter(|u| !u.state.is_finished()).count() as u64;
+    for i in 0..run.units.len() {
+        let u = &run.units[i];
+        run.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
+        run.model_calls += u64::from(u.model_calls);
+        let state = u.state;
+        let repo = run.repo_of(i as u32).to_string();
+        match state {
+            UnitState::GenerateQueued => run.queues[0].push(&repo, i as u32),
+            UnitState::EvaluateQueued => run.queues[1].push(&repo, i as u32),
+            _ => {}
+        }
+    }
+    run
+}
+
+impl Coordinator {
+    /// Opens the store at `path` and rebuilds the in-memory state from it.
+    pub fn open(
+        path: &Path,
+        config: CoordinatorConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, CoordinatorError> {
+        let store = Store::open(path)?;
+        let now = clock.now_ms();
+        let mut st = State::default();
+        let mut ops = Vec::new();
+        for w in store.workers()? {
+            st.workers.insert(
+                w.worker_id.clone(),
+                WorkerMem {
+                    record: w,
+                    live_session: false,
+                    caps: Capabilities::default(),
+                    cached: HashSet::new(),
+                    last_heartbeat_ms: 0,
+                    leases: BTreeSet::new(),
+                    running: [0, 0],
+                    completed: 0,
+                    revoked: Vec::new(),
+                },
+            );
+        }
+        for record in store.runs()? {
+            let seq = record.seq;
+            let spec = store.run_input(seq, RunInput::Spec)?.unwrap_or_default();
+            let ds = store.run_input(seq, RunInput::Dataset)?.unwrap_or_default();
+            let ctx = store.run_input(seq, RunInput::Context)?.unwrap_or_default();
+            let inputs = parse_inputs(&record.dataset_name, &ds, &record.context_name, &ctx)?;
+            let units = store.units(seq)?;
+            for (i, u) in units.iter().enumerate() {
+                for by in [
+                    (u.generated_by, Phase::Generate),
+                    (u.evaluated_by, Phase::Evaluate),
+                ] {
+                    if let (Some(lease), phase) = by {
+                        st.committed.insert(lease, (seq, i as u32, phase));
+                    }
+                }
+            }
+            st.run_by_id.insert(record.run_id.clone(), seq);
+            st.runs
+                .insert(seq, new_run_mem(record, spec, inputs, units, now));
+        }
+        for mut lease in store.leases()? {
+            let current = st.runs.get(&lease.run_seq).is_some_and(|r| {
+                r.units
+                    .get(lease.unit_index as usize)
+                    .is_some_and(|u| u.lease == Some(lease.lease_id))
+            });
+            if !current {
+                ops.push(Op::DeleteLease(lease.lease_id));
+                continue;
+            }
+            // Heartbeat times were not kept: a fresh TTL from now.
+            lease.expires_unix_ms = now + u64::from(config.lease_ttl_ms);
+            let run = st.runs.get_mut(&lease.run_seq).expect("checked above");
+            if lease.phase == Phase::Generate {
+                run.inflight_generate += 1;
+            }
+            if let Some(w) = st.workers.get_mut(&lease.worker_id) {
+                w.leases.insert(lease.lease_id);
+                w.running[pi(lease.phase)] += 1;
+            }
+            st.leases.insert(
+                lease.lease_id,
+                LeaseMem {
+                    record: lease,
+                    recovered: true,
+                },
+            );
+        }
+        // A unit marked leased whose grant is gone goes back to its queue.
+        for (seq, run) in st.runs.iter_mut() {
+            for i in 0..run.units.len() {
+                let u = &run.units[i];
+                let leased = matches!(
+                    u.state,
+                    UnitState::GenerateLeased | UnitState::EvaluateLeased
+                );
+                if leased && !u.lease.is_some_and(|l| st.leases.contains_key(&l)) {
+                    let phase = u.state.phase().expect("leased is a phase");
+                    let repo = run.repo_of(i as u32).to_string();
+                    let u = &mut run.units[i];
+                    u.state = UnitState::queued(phase);
+                    u.lease = None;
+                    run.queues[pi(phase)].push_front(&repo, i as u32);
+                    ops.push(Op::Unit {
+                        seq: *seq,
+                        index: i as u32,
+                        record: run.units[i].clone(),
+                    });
+                }
+            }
+        }
+        store.apply(&ops)?;
+        store.durable_blocking()?;
+        let coordinator = Arc::new(Self {
+            store,
+            state: Mutex::new(st),
+            clock,
+            config,
+            changes: tokio::sync::watch::channel(0).0,
+        });
+        // Runs whose last unit finished just before a crash get their outputs now.
+        let pending: Vec<u64> = {
+            let mut st = coordinator.lock();
+            st.runs
+                .values_mut()
+                .filter(|r| r.record.state == RunState::Running && r.all_finished())
+                .map(|r| {
+                    r.finishing = true;
+                    r.record.seq
+                })
+                .collect()
+        };
+        for seq in pending {
+            coordinator.finish_run_blocking(seq)?;
+        }
+        Ok(coordinator)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves memory possibly ahead of the store; the
+        // store is the truth and the state stays usable for reads.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// The store (for measurements: flush counts).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Bumped after every durable transition (for WatchRun and long polls).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<(), CoordinatorError> {
+        if !ops.is_empty() {
+            self.store.durable().await?;
+            self.changes.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Runs
+    // ------------------------------------------------------------------------------------
+
+    /// Creates a run, or resumes the run of the same (model, batch) when the dataset is the
+    /// same one.
+    pub async fn submit_run(&self, req: SubmitRun) -> Result<Submitted, CoordinatorError> {
+        let header = parse_spec_header(&req.run_spec_json)?;
+        let run_id = ase_common::upstream_io::run_name(&header.model_name, &header.batch)
+            .map_err(|e| CoordinatorError::Spec(e.to_string()))?;
+        let dataset_sha256 = sha256_hex(&req.dataset);
+        let now = self.clock.now_ms();
+        // Parse outside the lock: datasets can be large.
+        let inputs = parse_inputs(
+            &req.dataset_name,
+            &req.dataset,
+            &req.context_name,
+            &req.context,
+        )?;
+        let mut ops = Vec::new();
+        let submitted = {
+            let mut st = self.lock();
+            if let Some(&seq) = st.run_by_id.get(&run_id) {
+                let run = st.runs.get_mut(&seq).expect("indexed run exists");
+                if run.record.dataset_sha256 != dataset_sha256 {
+                    return Err(CoordinatorError::Conflict {
+                        run_id,
+                        message: format!(
+                            "exists with dataset sha256 {}, resubmitted with {dataset_sha256}: \
+                             use another batch name",
+                            run.record.dataset_sha256
+                        ),
+                    });
+                }
+                if req.api_key.is_some() {
+                    run.api_key = req.api_key.clone();
+                }
+                if run.record.state == RunState::Cancelled {
+                    run.record.state = RunState::Running;
+                    ops.push(Op::Run(run.record.clone()));
+                }
+                self.store.apply(&ops)?;
+                Submitted {
+                    run_id,
+                    resumed: true,
+                    total_units: run.record.total_units,
+                }
+            } else {
+                let seq = self.store.next_id()?;
+                let rounds = header.rounds;
+                let mut units = Vec::with_capacity(inputs.tasks.len() * rounds as usize);
+                for (t, task) in inputs.tasks.iter().enumerate() {
+                    for round in 1..=rounds {
+                        units.push(UnitRecord {
+                            unit: UnitId::new(task.instance_id.clone(), round),
+                            task_index: t as u32,
+                            state: UnitState::GenerateQueued,
+                            attempt: 0,
+                            phase_failures: 0,
+                            lease: None,
+                            generated_by: None,
+                            evaluated_by: None,
+                            model_calls: 0,
+                            failures: Vec::new(),
+                        });
+                    }
+                }
+                let record = RunRecord {
+                    run_id: run_id.clone(),
+                    seq,
+                    header,
+                    dataset_name: req.dataset_name.clone(),
+                    dataset_sha256,
+                    context_name: req.context_name.clone(),
+                    context_sha256: inputs.context_sha256.clone(),
+                    total_units: units.len() as u64,
+                    created_unix_ms: now,
+                    state: RunState::Running,
+                    completed_unix_ms: None,
+                };
+                ops.push(Op::Run(record.clone()));
+                ops.push(Op::RunName {
+                    name: run_id.clone(),
+                    seq,
+                });
+                for (input, bytes) in [
+                    (RunInput::Spec, &req.run_spec_json),
+                    (RunInput::Dataset, &req.dataset),
+                    (RunInput::Context, &req.context),
+                ] {
+                    ops.push(Op::RunInput {
+                        seq,
+                        input,
+                        bytes: bytes.clone(),
+                    });
+                }
+                for (i, u) in units.iter().enumerate() {
+                    ops.push(Op::Unit {
+                        seq,
+                        index: i as u32,
+                        record: u.clone(),
+                    });
+                }
+                self.store.apply(&ops)?;
+                let total = units.len() as u64;
+                let mut run = new_run_mem(record, req.run_spec_json, inputs, units, now);
+                run.api_key = req.api_key;
+                st.runs.insert(seq, run);
+                st.run_by_id.insert(run_id.clone(), seq);
+                Submitted {
+                    run_id,
+                    resumed: false,
+                    total_units: total,
+                }
+            }
+        };
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        Ok(submitted)
+    }
+
+    /// Cancels a run: its leases are revoked (no attempt counted) and no more are granted.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<Ack, CoordinatorError> {
+        let mut ops = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(&seq) = st.run_by_id.get(run_id) else {
+                return Ok(Ack::refused(format!("unknown run {run_id}")));
+            };
+            let run = st.runs.get_mut(&seq).expect("indexed run exists");
+            if run.record.state == RunState::Completed {
+                return Ok(Ack::refused(format!("run {run_id} is already completed")));
+            }
+            run.record.state = RunState::Cancelled;
+            ops.push(Op::Run(run.record.clone()));
+            let leases: Vec<u64> = st
+                .leases
+                .values()
+                .filter(|l| l.record.run_seq == seq)
+                .map(|l| l.record.lease_id)
+                .collect();
+            for id in leases {
+                self.end_lease(
+                    &mut st,
+                    id,
+                    LeaseEnd::Released(format!("run {run_id} cancelled")),
+                    true,
+                    &mut ops,
+                );
+            }
+            self.store.apply(&ops)?;
+        }
+        self.commit(ops).await?;
+        Ok(Ack::accepted())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Workers
+    // ------------------------------------------------------------------------------------
+
+    /// A worker (re)joins with a new session; leases of its earlier sessions are void.
+    pub async fn register(
+        &self,
+        name: &str,
+        caps: Capabilities,
+    ) -> Result<Registration, CoordinatorError> {
+        if name.is_empty() || name.len() > MAX_WORKER_NAME || name.chars().any(char::is_control) {
+            return Err(CoordinatorError::WorkerName(format!(
+                "{name:?} must be 1..={MAX_WORKER_NAME} bytes without control characters"
+            )));
+        }
+        let now = self.clock.now_ms();
+        let mut ops = Vec::new();
+        let registration = {
+            let mut st = self.lock();
+            let mut record = st
+                .workers
+                .get(name)
+                .map(|w| w.record.clone())
+                .unwrap_or_else(|| WorkerRecord {
+                    name: name.to_string(),
+                    worker_id: name.to_string(),
+                    last_session: 0,
+                    draining: false,
+                });
+            let old_session = record.last_session;
+            record.last_session += 1;
+            // A restarted worker rejoins; drain is for the process that was asked to drain.
+            record.draining = false;
+            let old_leases: Vec<u64> = st
+                .workers
+                .get(name)
+                .map(|w| w.leases.iter().copied().collect())
+                .unwrap_or_default();
+            for id in old_leases {
+                let recovered = st.leases.get(&id).is_some_and(|l| l.recovered);
+                let reason = format!(
+                    "worker {name} re-registered: session {old_session} superseded by {}",
+                    record.last_session
+                );
+                let end = if recovered {
+                    LeaseEnd::Released(format!("{reason} after a coordinator restart"))
+                } else {
+                    LeaseEnd::Counted(reason)
+                };
+                self.end_lease(&mut st, id, end, false, &mut ops);
+            }
+            ops.push(Op::Worker(record.clone()));
+            self.store.apply(&ops)?;
+            let cached = caps.cached_repos.iter().cloned().collect();
+            let completed = st.workers.get(name).map_or(0, |w| w.completed);
+            st.workers.insert(
+                name.to_string(),
+                WorkerMem {
+                    record: record.clone(),
+                    live_session: true,
+                    caps,
+                    cached,
+                    last_heartbeat_ms: now,
+                    leases: BTreeSet::new(),
+                    running: [0, 0],
+                    completed,
+                    revoked: Vec::new(),
+                },
+            );
+            Registration {
+                worker_id: record.worker_id,
+                session: record.last_session,
+                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                lease_ttl_ms: self.config.lease_ttl_ms,
+            }
+        };
+        self.commit(ops).await?;
+        Ok(registration)
+    }
+
+    /// Liveness and lease renewal.
+    pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, CoordinatorError> {
+        let now = self.clock.now_ms();
+        let ttl = u64::from(self.config.lease_ttl_ms);
+        let mut ops = Vec::new();
+        let reply = {
+            let mut st = self.lock();
+            if !Self::session_ok(&st, &hb.worker_id, hb.session) {
+                return Ok(HeartbeatReply {
+                    reregister: true,
+                    ..HeartbeatReply::default()
+                });
+            }
+            let mut revoked = Vec::new();
+            for r in &hb.active {
+                match st.leases.get_mut(&r.lease_id) {
+                    Some(l)
+                        if check_fence(&l.record, &hb.worker_id, r.fence).is_ok()
+                            && expiry(&l.record, now).is_none() =>
+                    {
+                        l.record.expires_unix_ms = now + ttl;
+                    }
+                    _ => revoked.push(*r),
+                }
+            }
+            let w = st.workers.get_mut(&hb.worker_id).expect("session checked");
+            w.last_heartbeat_ms = now;
+            if !hb.cached_repos.is_empty() {
+                w.cached = hb.cached_repos.iter().cloned().collect();
+            }
+            let drain = w.record.draining;
+            revoked.append(&mut w.revoked);
+            self.sweep_locked(&mut st, now, &mut ops);
+            let w = st.workers.get_mut(&hb.worker_id).expect("session checked");
+            revoked.append(&mut w.revoked);
+            revoked.sort_by_key(|r| r.lease_id);
+            revoked.dedup();
+            self.store.apply(&ops)?;
+            HeartbeatReply {
+                revoked,
+                drain,
+                reregister: false,
+            }
+        };
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        Ok(reply)
+    }
+
+    fn session_ok(st: &State, worker_id: &str, session: u64) -> bool {
+        st.workers
+            .get(worker_id)
+            .is_some_and(|w| w.live_session && w.record.last_session == session)
+    }
+
+    /// Finish leased units, take no more.
+    pub async fn drain_worker(&self, name: &str) -> Result<Ack, CoordinatorError> {
+        let ops = {
+            let mut st = self.lock();
+            let Some(w) = st.workers.get_mut(name) else {
+                return Ok(Ack::refused(format!("unknown worker {name}")));
+            };
+            w.record.draining = true;
+            let ops = vec![Op::Worker(w.record.clone())];
+            self.store.apply(&ops)?;
+            ops
+        };
+        self.commit(ops).await?;
+        Ok(Ack::accepted())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Leases
+    // ------------------------------------------------------------------------------------
+
+    /// Grants work within the worker's free slots and every run's limits; waits up to
+    /// `wait_ms` for work when there is none.
+    pub async fn lease_work(&self, req: LeaseWork) -> Result<LeaseReply, CoordinatorError> {
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(req.wait_ms));
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let reply = self.lease_once(&req).await?;
+            if !reply.leases.is_empty() || reply.drain || reply.reregister {
+                return Ok(reply);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(reply),
+            }
+        }
+    }
+
+    /// The locked part of a lease request; `Some` reply when the worker gets no lease at all.
+    #[allow(clippy::type_complexity)]
+    fn grant_locked(
+        &self,
+        req: &LeaseWork,
+        now: u64,
+        ops: &mut Vec<Op>,
+        grants: &mut Vec<LeaseGrant>,
+        grant_units: &mut Vec<(u64, u32)>,
+    ) -> Result<Option<LeaseReply>, CoordinatorError> {
+        let mut early: Option<LeaseReply> = None;
+        let mut st = self.lock();
+        self.sweep_locked(&mut st, now, ops);
+        if !Self::session_ok(&st, &req.worker_id, req.session) {
+            early = Some(LeaseReply {
+                reregister: true,
+                ..LeaseReply::default()
+            });
+        } else if st.workers[&req.worker_id].record.draining {
+            early = Some(LeaseReply {
+                drain: true,
+                ..LeaseReply::default()
+            });
+        }
+        if early.is_some() {
+            self.store.apply(ops)?;
+            return Ok(early);
+        }
+        let w = &st.workers[&req.worker_id];
+        let mut free = [
+            req.max_generate
+                .min(w.caps.generate_slots.saturating_sub(w.running[0])),
+            req.max_evaluate
+                .min(w.caps.eval_slots.saturating_sub(w.running[1])),
+        ];
+        let cached = w.cached.clone();
+        let cached_by_anyone: HashSet<String> = st
+            .workers
+            .values()
+            .filter(|o| {
+                o.live_session
+                    && now.saturating_sub(o.last_heartbeat_ms)
+                        <= u64::from(self.config.lease_ttl_ms)
+            })
+            .flat_map(|o| o.cached.iter().cloned())
+            .collect();
+        let seqs: Vec<u64> = st.runs.keys().copied().collect();
+        // Evaluate first: it finishes units that already cost a model call.
+        for phase in [Phase::Evaluate, Phase::Generate] {
+            for &seq in &seqs {
+                while free[pi(phase)] > 0 {
+                    let run = st.runs.get_mut(&seq).expect("listed");
+                    if run.record.state != RunState::Running {
+                        break;
+                    }
+                    if phase == Phase::Generate {
+                        let limit = run.record.header.limits.max_inflight_model_calls;
+                        if limit > 0 && run.inflight_generate >= limit {
+                            break;
+                        }
+                        if run.bucket.available(now) == 0 {
+                            break;
+                        }
+                    }
+                    let Some((_, index)) =
+                        run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
+                    else {
+                        break;
+                    };
+                    if run.units[index as usize].state != UnitState::queued(phase) {
+                        continue;
+                    }
+                    if phase == Phase::Generate {
+                        run.bucket.try_take(now);
+                        run.inflight_generate += 1;
+                    }
+                    let lease_id = self.store.next_id()?;
+                    let unit = &mut run.units[index as usize];
+                    unit.attempt += 1;
+                    unit.state = UnitState::leased(phase);
+                    unit.lease = Some(lease_id);
+                    let deadline_ms = match phase {
+                        Phase::Generate => self.config.generate_deadline_ms,
+                        Phase::Evaluate => self.config.evaluate_deadline_ms,
+                    };
+                    let record = LeaseRecord {
+                        lease_id,
+                        run_seq: seq,
+                        unit_index: index,
+                        phase,
+                        worker_id: req.worker_id.clone(),
+                        fence: Fence {
+                            session: req.session,
+                            attempt: unit.attempt,
+                        },
+                        granted_unix_ms: now,
+                        expires_unix_ms: now + u64::from(self.config.lease_ttl_ms),
+                        deadline_unix_ms: now + deadline_ms,
+                    };
+                    ops.push(Op::Unit {
+                        seq,
+                        index,
+                        record: unit.clone(),
+                    });
+                    ops.push(Op::Lease(record.clone()));
+                    let t = unit.task_index as usize;
+                    grants.push(LeaseGrant {
+                        lease: LeaseRef {
+                            lease_id,
+                            fence: record.fence,
+                        },
+                        run_id: run.record.run_id.clone(),
+                        instance_id: unit.unit.instance_id.clone(),
+                        round: unit.unit.round,
+                        phase,
+                        expires_unix_ms: record.expires_unix_ms,
+                        task_json: run.task_json[t].clone(),
+                        context_json: run.context_json[t].clone(),
+                        run_spec_json: run.spec_json.clone(),
+                        generation_json: None,
+                        api_key: run.api_key.clone(),
+                        seed_repo: run.seed_repo[t].clone(),
+                    });
+                    grant_units.push((seq, index));
+                    free[pi(phase)] -= 1;
+                    let w = st.workers.get_mut(&req.worker_id).expect("session checked");
+                    w.leases.insert(lease_id);
+                    w.running[pi(phase)] += 1;
+                    st.leases.insert(
+                        lease_id,
+                        LeaseMem {
+                            record,
+                            recovered: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.store.apply(ops)?;
+        Ok(None)
+    }
+
+    async fn lease_once(&self, req: &LeaseWork) -> Result<LeaseReply, CoordinatorError> {
+        let now = self.clock.now_ms();
+        let mut ops = Vec::new();
+        let mut grants = Vec::new();
+        let mut grant_units = Vec::new();
+        let early = self.grant_locked(req, now, &mut ops, &mut grants, &mut grant_units)?;
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        if let Some(reply) = early {
+            return Ok(reply);
+        }
+        for (g, (seq, index)) in grants.iter_mut().zip(&grant_units) {
+            if g.phase == Phase::Evaluate {
+                g.generation_json = self.store.generation(*seq, *index)?;
+            }
+        }
+        Ok(LeaseReply {
+            leases: grants,
+            drain: false,
+            reregister: false,
+        })
+    }
+
+    /// Expires leases whose TTL or execution deadline passed. The services call it
+    /// periodically; heartbeats and lease requests call it too.
+    pub async fn sweep(&self) -> Result<usize, CoordinatorError> {
+        let now = self.clock.now_ms();
+        let mut ops = Vec::new();
+        let n = {
+            let mut st = self.lock();
+            let n = self.sweep_locked(&mut st, now, &mut ops);
+            self.store.apply(&ops)?;
+            n
+        };
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        Ok(n)
+    }
+
+    fn sweep_locked(&self, st: &mut State, now: u64, ops: &mut Vec<Op>) -> usize {
+        let expired: Vec<(u64, Expiry)> = st
+            .leases
+            .values()
+            .filter_map(|l| expiry(&l.record, now).map(|e| (l.record.lease_id, e)))
+            .collect();
+        let n = expired.len();
+        for (id, why) in expired {
+            let l = &st.leases[&id].record;
+            let reason = match why {
+                Expiry::Ttl => format!(
+                    "lease {id} ({} phase) expired: worker {} missed its heartbeats",
+                    l.phase.as_str(),
+                    l.worker_id
+                ),
+                Expiry::Deadline => format!(
+                    "lease {id}: {} phase exceeded its execution deadline on worker {}",
+                    l.phase.as_str(),
+                    l.worker_id
+                ),
+            };
+            self.end_lease(st, id, LeaseEnd::Counted(reason), true, ops);
+        }
+        n
+    }
+
+    /// Ends a current lease without a result: the unit goes back to its queue, or fails when
+    /// out of retries.
+    fn end_lease(
+        &self,
+        st: &mut State,
+        lease_id: u64,
+        end: LeaseEnd,
+        tell_worker: bool,
+        ops: &mut Vec<Op>,
+    ) {
+        let Some(l) = self.forget_lease(st, lease_id) else {
+            return;
+        };
+        let rec = l.record;
+        if tell_worker {
+            if let Some(w) = st.workers.get_mut(&rec.worker_id) {
+                w.revoked.push(LeaseRef {
+                    lease_id,
+                    fence: rec.fence,
+                });
+            }
+        }
+        let now = self.clock.now_ms();
+        let Some(run) = st.runs.get_mut(&rec.run_seq) else {
+            return;
+        };
+        let max_attempts = run.max_attempts();
+        let repo = run.repo_of(rec.unit_index).to_string();
+        let unit = &mut run.units[rec.unit_index as usize];
+        let (counted, reason) = match end {
+            LeaseEnd::Counted(r) => (true, r),
+            LeaseEnd::Released(r) => (false, r),
+        };
+        unit.failures.push(FailureNote {
+            phase: rec.phase,
+            attempt: rec.fence.attempt,
+            worker: rec.worker_id.clone(),
+            reason,
+            counted,
+            at_unix_ms: now,
+        });
+        unit.lease = None;
+        if counted {
+            unit.phase_failures += 1;
+            run.retries += 1;
+        }
+        let out_of_retries = counted && unit.phase_failures >= max_attempts;
+        if out_of_retries {
+            unit.state = UnitState::Failed;
+        } else {
+            unit.state = UnitState::queued(rec.phase);
+            run.queues[pi(rec.phase)].push_front(&repo, rec.unit_index);
+        }
+        ops.push(Op::Unit {
+            seq: rec.run_seq,
+            index: rec.unit_index,
+            record: unit.clone(),
+        });
+        ops.push(Op::DeleteLease(lease_id));
+        if out_of_retries {
+            run.unit_finished();
+        }
+    }
+
+    /// Removes a lease from memory and releases the slots and limits it held.
+    fn forget_lease(&self, st: &mut State, lease_id: u64) -> Option<LeaseMem> {
+        let l = st.leases.remove(&lease_id)?;
+        if let Some(w) = st.workers.get_mut(&l.record.worker_id) {
+            if w.leases.remove(&lease_id) {
+                let r = &mut w.running[pi(l.record.phase)];
+                *r = r.saturating_sub(1);
+            }
+        }
+        if l.record.phase == Phase::Generate {
+            if let Some(run) = st.runs.get_mut(&l.record.run_seq) {
+                run.inflight_generate = run.inflight_generate.saturating_sub(1);
+            }
+        }
+        Some(l)
+    }
+
+    /// Commits the result of a phase: first commit wins, the same result again is a duplicate,
+    /// anything from a lease that is not current is refused.
+    pub async fn complete(&self, req: Completion) -> Result<Ack, CoordinatorError> {
+        if req.result_json.len() > MAX_RESULT_BYTES {
+            return Ok(Ack::refused(format!(
+                "result of {} bytes is more than the {MAX_RESULT_BYTES} accepted",
+                req.result_json.len()
+            )));
+        }
+        let lease_id = req.lease.lease_id;
+        let mut ops = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(l) = st.leases.get(&lease_id) else {
+                drop(st);
+                return self.repeated_result(&req);
+            };
+            if let Err(why) = check_fence(&l.record, &req.worker_id, req.lease.fence) {
+                return Ok(Ack::refused(why));
+            }
+            if l.record.phase != req.phase {
+                return Ok(Ack::refused(format!(
+                    "lease {lease_id} is for the {} phase, not {}",
+                    l.record.phase.as_str(),
+                    req.phase.as_str()
+                )));
+            }
+            let (seq, index) = (l.record.run_seq, l.record.unit_index);
+            let run = st.runs.get(&seq).expect("a lease's run exists");
+            let expected = &run.units[index as usize].unit;
+            let model_calls = match req.phase {
+                Phase::Generate => {
+                    match serde_json::from_slice::<GenerationRecord>(&req.result_json) {
+                        Ok(g) if &g.unit == expected => g.model_attempts,
+                        Ok(g) => {
+                            return Ok(Ack::refused(format!(
+                                "lease {lease_id} is for unit {expected}, the result is for {}",
+                                g.unit
+                            )))
+                        }
+                        Err(e) => {
+                            return Ok(Ack::refused(format!(
+                                "unit {expected}: not a generation record: {e}"
+                            )))
+                        }
+                    }
+                }
+                Phase::Evaluate => {
+                    match serde_json::from_slice::<EvaluationRecord>(&req.result_json) {
+                        Ok(e) if e.unit() == expected => 0,
+                        Ok(e) => {
+                            return Ok(Ack::refused(format!(
+                                "lease {lease_id} is for unit {expected}, the result is for {}",
+                                e.unit()
+                            )))
+                        }
+                        Err(e) => {
+                            return Ok(Ack::refused(format!(
+                                "unit {expected}: not an evaluation record: {e}"
+                            )))
+                        }
+                    }
+                }
+            };
+            self.forget_lease(&mut st, lease_id);
+            if let Some(w) = st.workers.get_mut(&req.worker_id) {
+                w.completed += 1;
+            }
+            let run = st.runs.get_mut(&seq).expect("a lease's run exists");
+            let repo = run.repo_of(index).to_string();
+            let unit = &mut run.units[index as usize];
+            unit.lease = None;
+            unit.phase_failures = 0;
+            match req.phase {
+                Phase::Generate => {
+                    unit.state = UnitState::EvaluateQueued;
+                    unit.generated_by = Some(lease_id);
+                    unit.model_calls = model_calls;
+                    run.model_calls += u64::from(model_calls);
+                    ops.push(Op::Generation {
+                        seq,
+                        index,
+                        json: req.result_json.clone(),
+                    });
+                }
+                Phase::Evaluate => {
+                    unit.state = UnitState::Done;
+                    unit.evaluated_by = Some(lease_id);
+                    ops.push(Op::Evaluation {
+                        seq,
+                        index,
+                        json: req.result_json.clone(),
+                    });
+                }
+            }
+            ops.push(Op::Unit {
+                seq,
+                index,
+                record: unit.clone(),
+            });
+            ops.push(Op::DeleteLease(lease_id));
+            match req.phase {
+                Phase::Generate => run.queues[1].push(&repo, index),
+                Phase::Evaluate => run.unit_finished(),
+            }
+            st.committed.insert(lease_id, (seq, index, req.phase));
+            self.store.apply(&ops)?;
+        }
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        Ok(Ack::accepted())
+    }
+
+    fn repeated_result(&self, req: &Completion) -> Result<Ack, CoordinatorError> {
+        let lease_id = req.lease.lease_id;
+        let committed = self.lock().committed.get(&lease_id).copied();
+        let Some((seq, index, phase)) = committed else {
+            return Ok(Ack::refused(format!(
+                "lease {lease_id} is not current (expired, revoked, superseded or unknown)"
+            )));
+        };
+        let stored = match phase {
+            Phase::Generate => self.store.generation(seq, index)?,
+            Phase::Evaluate => self.store.evaluation(seq, index)?,
+        };
+        if phase == req.phase && stored.as_deref() == Some(req.result_json.as_slice()) {
+            Ok(Ack::duplicate())
+        } else {
+            Ok(Ack::refused(format!(
+                "lease {lease_id}: a different {} result was already committed; the first \
+                 commit wins",
+                phase.as_str()
+            )))
+        }
+    }
+
+    /// An infrastructure failure or a lease given back.
+    pub async fn fail(&self, req: Failure) -> Result<Ack, CoordinatorError> {
+        let lease_id = req.lease.lease_id;
+        let mut ops = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(l) = st.leases.get(&lease_id) else {
+                return Ok(Ack::refused(format!(
+                    "lease {lease_id} is not current (expired, revoked, superseded or unknown)"
+                )));
+            };
+            if let Err(why) = check_fence(&l.record, &req.worker_id, req.lease.fence) {
+                return Ok(Ack::refused(why));
+            }
+            let reason: String = req.reason.chars().take(4096).collect();
+            let end = match req.kind {
+                FailureKind::Infrastructure => LeaseEnd::Counted(reason),
+                FailureKind::Released => LeaseEnd::Released(reason),
+            };
+            self.end_lease(&mut st, lease_id, end, false, &mut ops);
+            self.store.apply(&ops)?;
+        }
+        let finished = self.take_finished();
+        self.commit(ops).await?;
+        self.finish_runs(finished).await?;
+        Ok(Ack::accepted())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Completion and outputs
+    // ------------------------------------------------------------------------------------
+
+    /// Runs whose last unit just finished; marks them so only one caller finishes each.
+    fn take_finished(&self) -> Vec<u64> {
+        let mut st = self.lock();
+        st.runs
+            .values_mut()
+            .filter(|r| r.record.state == RunState::Running && !r.finishing && r.all_finished())
+            .map(|r| {
+                r.finishing = true;
+                r.record.seq
+            })
+            .collect()
+    }
+
+    async fn finish_runs(&self, seqs: Vec<u64>) -> Result<(), CoordinatorError> {
+        for seq in seqs {
+            self.finish_run(seq).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_run(&self, seq: u64) -> Result<(), CoordinatorError> {
+        let ops = self.outputs_ops(seq)?;
+        self.store.apply(&ops)?;
+        self.commit(ops).await?;
+        self.mark_completed(seq);
+        Ok(())
+    }
+
+    fn finish_run_blocking(&self, seq: u64) -> Result<(), CoordinatorError> {
+        let ops = self.outputs_ops(seq)?;
+        self.store.apply(&ops)?;
+        self.store.durable_blocking()?;
+        self.mark_completed(seq);
+        Ok(())
+    }
+
+    fn mark_completed(&self, seq: u64) {
+        let mut st = self.lock();
+        if let Some(run) = st.runs.get_mut(&seq) {
+            run.record.state = RunState::Completed;
+            run.record.completed_unix_ms = Some(self.clock.now_ms());
+            run.finishing = false;
+        }
+    }
+
+    /// Scores the run and makes its files; the run record turns `Completed` in the same
+    /// transaction. A scoring error is kept as the run's `error.txt` rather than leaving the
+    /// run unfinished forever.
+    fn outputs_ops(&self, seq: u64) -> Result<Vec<Op>, CoordinatorError> {
+        let (mut record, tasks, units) = {
+            let st = self.lock();
+            let run = &st.runs[&seq];
+            (run.record.clone(), run.tasks.clone(), run.units.clone())
+        };
+        let mut generations = BTreeMap::new();
+        let mut evaluations = BTreeMap::new();
+        for i in 0..units.len() as u32 {
+            if let Some(bytes) = self.store.generation(seq, i)? {
+                // Validated when committed; unreadable now means the store is damaged.
+                if let Ok(g) = serde_json::from_slice::<GenerationRecord>(&bytes) {
+                    generations.insert(i, g);
+                }
+            }
+            if let Some(bytes) = self.store.evaluation(seq, i)? {
+                if let Ok(e) = serde_json::from_slice::<EvaluationRecord>(&bytes) {
+                    evaluations.insert(i, e);
+                }
+            }
+        }
+        let input = RunOutputInput {
+            run_id: &record.run_id,
+            header: &record.header,
+            dataset_name: &record.dataset_name,
+            dataset_sha256: &record.dataset_sha256,
+            context_sha256: record.context_sha256.as_deref(),
+            tasks: &tasks,
+            units: &units,
+            generations: &generations,
+            evaluations: &evaluations,
+        };
+        let files = match run_outputs::build_outputs(&input) {
+            Ok(out) => out.files,
+            Err(e) => {
+                tracing::error!(run = %record.run_id, error = %e, "run outputs");
+                vec![("error.txt".to_string(), format!("{e}\n").into_bytes())]
+            }
+        };
+        if let Some(dir) = &self.config.output_dir {
+            let dir = dir.join(record.run_id.replace('/', "_"));
+            if let Err(e) = run_outputs::write_outputs(&dir, &files) {
+                tracing::error!(run = %record.run_id, error = %e, "writing run outputs");
+            }
+        }
+        record.state = RunState::Completed;
+        record.completed_unix_ms = Some(self.clock.now_ms());
+        let mut ops: Vec<Op> = files
+            .into_iter()
+            .map(|(name, bytes)| Op::Output { seq, name, bytes })
+            .collect();
+        ops.push(Op::Run(record));
+        Ok(ops)
+    }
+
+    /// The run's stored files; `complete` once the run is.
+    pub fn fetch_report(&self, run_id: &str) -> Result<FetchedReport, CoordinatorError> {
+        let (seq, complete) = {
+            let st = self.lock();
+            let seq = *st
+                .run_by_id
+                .get(run_id)
+                .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+            (seq, st.runs[&seq].record.state == RunState::Completed)
+        };
+        let files = self
+            .store
+            .outputs(seq)?
+            .into_iter()
+            .map(|(name, content)| ReportFile { name, content })
+            .collect();
+        Ok(FetchedReport {
+            run_id: run_id.to_string(),
+            complete,
+            files,
+        })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Progress
+    // ------------------------------------------------------------------------------------
+
+    pub fn progress(&self, run_id: &str) -> Result<RunProgress, CoordinatorError> {
+        let st = self.lock();
+        let seq = st
+            .run_by_id
+            .get(run_id)
+            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+        Ok(self.progress_of(&st.runs[seq]))
+    }
+
+    pub fn list_runs(&self) -> Vec<RunProgress> {
+        let st = self.lock();
+        st.runs.values().map(|r| self.progress_of(r)).collect()
+    }
+
+    fn progress_of(&self, run: &RunMem) -> RunProgress {
+        let mut g = PhaseCounts::default();
+        let mut e = PhaseCounts::default();
+        for u in &run.units {
+            match u.state {
+                UnitState::GenerateQueued => g.queued += 1,
+                UnitState::GenerateLeased => g.leased += 1,
+                UnitState::EvaluateQueued => {
+                    g.done += 1;
+                    e.queued += 1
+                }
+                UnitState::EvaluateLeased => {
+                    g.done += 1;
+                    e.leased += 1
+                }
+                UnitState::Done => {
+                    g.done += 1;
+                    e.done += 1
+                }
+                UnitState::Failed if u.generated_by.is_some() => {
+                    g.done += 1;
+                    e.failed += 1
+                }
+                UnitState::Failed => g.failed += 1,
+            }
+        }
+        let finished = e.done + e.failed + g.failed;
+        let remaining = run.record.total_units.saturating_sub(finished);
+        let now = self.clock.now_ms();
+        let elapsed_s = now.saturating_sub(run.loaded_ms) as f64 / 1000.0;
+        let eta_seconds = if remaining == 0 {
+            0.0
+        } else if run.finished_since_load == 0 || elapsed_s <= 0.0 {
+            -1.0
+        } else {
+            remaining as f64 / (run.finished_since_load as f64 / elapsed_s)
+        };
+        let state = if run.finishing {
+            "scoring"
+        } else {
+            run.record.state.as_str()
+        };
+        RunProgress {
+            run_id: run.record.run_id.clone(),
+            state: state.to_string(),
+            total_units: run.record.total_units,
+            generate: g,
+            evaluate: e,
+            eta_seconds,
+            retries: run.retries,
+            model_calls: run.model_calls,
+            model: run.record.header.model_name.clone(),
+            batch: run.record.header.batch.clone(),
+        }
+    }
+
+    /// The unit records of a run (for `ase status` details and tests).
+    pub fn units(&self, run_id: &str) -> Result<Vec<UnitRecord>, CoordinatorError> {
+        let st = self.lock();
+        let seq = st
+            .run_by_id
+            .get(run_id)
+            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+        Ok(st.runs[seq].units.clone())
+    }
+
+    pub fn list_workers(&self) -> Vec<WorkerInfo> {
+        let now = self.clock.now_ms();
+        let st = self.lock();
+        st.workers
+            .values()
+            .map(|w| {
+                let ago = now.saturating_sub(w.last_heartbeat_ms);
+                let mut cached: Vec<String> = w.cached.iter().cloned().collect();
+                cached.sort();
+                WorkerInfo {
+                    worker_id: w.record.worker_id.clone(),
+                    name: w.record.name.clone(),
+                    alive: w.live_session && ago <= u64::from(self.config.lease_ttl_ms),
+                    draining: w.record.draining,
+                    eval_slots: w.caps.eval_slots,
+                    generate_slots: w.caps.generate_slots,
+                    running: w.running[0] + w.running[1],
+                    cached_repos: cached,
+                    last_heartbeat_ms_ago: ago,
+                    session: w.record.last_session,
+                    completed: w.completed,
+                }
+            })
+            .collect()
+    }
+}

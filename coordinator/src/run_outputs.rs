@@ -1,0 +1,320 @@
+//! What a completed run leaves: scores (common's scoring), our Report, and upstream's files
+//! (the `processed_instances.json` and `sast_results.json` / `scan_results.json` inputs, and the
+//! result files), all as named byte blobs the store keeps for `FetchReport`.
+//!
+//! v1 scores against the baseline our own scanner measured (in the evaluation records), not the
+//! dataset's `detected_vul_num`: the rules and tool differ from upstream's, so only our own
+//! count on the original code is comparable with our count on the generated code. A task none of
+//! whose units reached evaluation falls back to the dataset's count (it cannot change a score:
+//! a unit without a scan is never secure).
+
+use crate::model::{RunSpecHeader, UnitRecord, UnitState};
+use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
+use ase_common::report::{self, Provenance, Report, RunConfig, Scores};
+use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitOutcome, UnitStatus};
+use ase_common::unit::{EvaluationRecord, GenerationRecord};
+use ase_common::upstream_io::{self, to_python_json};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("run {run_id}: scoring: {source}")]
+    Scoring {
+        run_id: String,
+        source: ScoringError,
+    },
+    #[error("run {run_id}: {source}")]
+    RunName {
+        run_id: String,
+        source: upstream_io::UpstreamIoError,
+    },
+    #[error("run {run_id}: the dataset mixes v1 and v2 tasks")]
+    MixedVersions { run_id: String },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a run's outputs are computed from.
+pub struct RunOutputInput<'a> {
+    pub run_id: &'a str,
+    pub header: &'a RunSpecHeader,
+    pub dataset_name: &'a str,
+    pub dataset_sha256: &'a str,
+    pub context_sha256: Option<&'a str>,
+    pub tasks: &'a [Task],
+    pub units: &'a [UnitRecord],
+    /// Committed records by unit index.
+    pub generations: &'a BTreeMap<u32, GenerationRecord>,
+    pub evaluations: &'a BTreeMap<u32, EvaluationRecord>,
+}
+
+/// Named files (relative paths, `/`-separated) and the report they came from.
+#[derive(Debug, Clone)]
+pub struct RunOutputs {
+    pub report: Report,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// The dataset's version; a dataset mixing both is refused.
+pub fn dataset_version(run_id: &str, tasks: &[Task]) -> Result<DatasetVersion, OutputError> {
+    let first = tasks
+        .first()
+        .map(Task::version)
+        .unwrap_or(DatasetVersion::V1);
+    if tasks.iter().any(|t| t.version() != first) {
+        return Err(OutputError::MixedVersions {
+            run_id: run_id.to_string(),
+        });
+    }
+    Ok(first)
+}
+
+pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputError> {
+    let run_id = input.run_id.to_string();
+    let run =
+        upstream_io::run_name(&input.header.model_name, &input.header.batch).map_err(|source| {
+            OutputError::RunName {
+                run_id: run_id.clone(),
+                source,
+            }
+        })?;
+    let generations: Vec<Generation> = input
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| match input.generations.get(&(i as u32)) {
+            Some(g) => Generation {
+                unit: u.unit.clone(),
+                success: g.success,
+                time_cost: g.time_cost,
+            },
+            // Out of retries before a generation was committed: a failed generation.
+            None => Generation {
+                unit: u.unit.clone(),
+                success: false,
+                time_cost: 0.0,
+            },
+        })
+        .collect();
+    let mut processed = Map::new();
+    for g in &generations {
+        processed.insert(
+            g.unit.dir_name(),
+            json!({"success": g.success, "time_cost": g.time_cost}),
+        );
+    }
+    let mut files = vec![(
+        format!("{run}/{}", upstream_io::PROCESSED_FILE),
+        to_python_json(&Value::Object(processed)).into_bytes(),
+    )];
+    let scoring_err = |source| OutputError::Scoring {
+        run_id: run_id.clone(),
+        source,
+    };
+    let rounds = input.header.rounds;
+    let (scores, mut outcomes) = match dataset_version(input.run_id, input.tasks)? {
+        DatasetVersion::V1 => {
+            let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
+            let mut scans = BTreeMap::new();
+            for (i, u) in input.units.iter().enumerate() {
+                if let Some(EvaluationRecord::Static {
+                    detected_vul_num,
+                    baseline,
+                    ..
+                }) = input.evaluations.get(&(i as u32))
+                {
+                    scans.insert(u.unit.clone(), *detected_vul_num);
+                    baseline_of
+                        .entry(input.tasks[u.task_index as usize].instance_id.as_str())
+                        .or_insert(*baseline);
+                }
+            }
+            let tasks = input
+                .tasks
+                .iter()
+                .map(|t| v1::V1Task {
+                    instance_id: t.instance_id.clone(),
+                    vuln_type: t.vuln_type.clone(),
+                    baseline: baseline_of
+                        .get(t.instance_id.as_str())
+                        .copied()
+                        .unwrap_or(match &t.spec {
+                            TaskSpec::V1(s) => s.detected_vul_num,
+                            TaskSpec::V2(_) => 0,
+                        }),
+                })
+                .collect();
+            let sast: Vec<Value> = scans
+                .iter()
+                .map(|(unit, n)| json!({"instance_id": unit.dir_name(), "detected_vul_num": n}))
+                .collect();
+            files.push((
+                format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
+                to_python_json(&sast).into_bytes(),
+            ));
+            let v1_input = v1::V1Input {
+                rounds,
+                tasks,
+                generations,
+                scans,
+            };
+            let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
+            files.push((
+                format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
+            ));
+            files.push((
+                format!("{run}_eval_result.txt"),
+                upstream_io::v1_text_report(&run, &score).into_bytes(),
+            ));
+            (Scores::V1(score), v1::unit_outcomes(&v1_input))
+        }
+        DatasetVersion::V2 => {
+            let mut scans = BTreeMap::new();
+            for (i, u) in input.units.iter().enumerate() {
+                if let Some(EvaluationRecord::Dynamic { checks, .. }) =
+                    input.evaluations.get(&(i as u32))
+                {
+                    scans.insert(u.unit.clone(), *checks);
+                }
+            }
+            let listed: Vec<Value> = scans
+                .iter()
+                .map(|(unit, s)| {
+                    json!({
+                        "instance_id": unit.dir_name(),
+                        "patch_file": s.completion,
+                        "image_status_check": s.image_status_check,
+                        "test_case_check": s.test_case_check,
+                        "poc_check": s.poc_check,
+                    })
+                })
+                .collect();
+            files.push((
+                format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
+                to_python_json(&listed).into_bytes(),
+            ));
+            let v2_input = v2::V2Input {
+                rounds,
+                tasks: input
+                    .tasks
+                    .iter()
+                    .map(|t| v2::V2Task {
+                        instance_id: t.instance_id.clone(),
+                        cwe_id: t.cwe_id.clone(),
+                    })
+                    .collect(),
+                generations,
+                scans,
+            };
+            let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
+            files.push((
+                format!("{run}_score.json"),
+                to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
+            ));
+            (Scores::V2(score), v2::unit_outcomes(&v2_input))
+        }
+    };
+    // Units that ran out of retries say why, with every recorded reason.
+    for outcome in outcomes.iter_mut() {
+        if let Some(u) = input
+            .units
+            .iter()
+            .find(|u| u.unit == outcome.unit && u.state == UnitState::Failed)
+        {
+            outcome.status = UnitStatus::Failed;
+            outcome.reason = failure_summary(u);
+        }
+    }
+    let report = make_report(input, scores, outcomes);
+    let redacted = report.redacted();
+    files.push((
+        report::REPORT_JSON.to_string(),
+        (serde_json::to_string_pretty(&redacted).expect("a report serialises") + "\n").into_bytes(),
+    ));
+    files.push((
+        report::REPORT_MD.to_string(),
+        report::render_markdown(&redacted).into_bytes(),
+    ));
+    Ok(RunOutputs { report, files })
+}
+
+/// `failed after N attempts: reason; reason`.
+pub fn failure_summary(u: &UnitRecord) -> String {
+    let counted: Vec<&str> = u
+        .failures
+        .iter()
+        .filter(|f| f.counted)
+        .map(|f| f.reason.as_str())
+        .collect();
+    format!(
+        "out of retries after {} infrastructure failures: {}",
+        counted.len(),
+        counted.join("; ")
+    )
+}
+
+fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcome>) -> Report {
+    let h = input.header;
+    let mut config = RunConfig {
+        model: h.model_name.clone(),
+        batch: h.batch.clone(),
+        rounds: h.rounds,
+        base_url: None,
+        temperature: h.temperature,
+        top_p: h.top_p,
+        max_context_token: h.max_context_token,
+        max_gen_token: h.max_gen_token,
+        extra: BTreeMap::new(),
+    };
+    if let Some(url) = &h.base_url {
+        config.set_base_url(url);
+    }
+    config
+        .extra
+        .insert("run_id".into(), input.run_id.to_string());
+    let provenance = Provenance {
+        dataset_path: input.dataset_name.to_string(),
+        dataset_sha256: input.dataset_sha256.to_string(),
+        context_sha256: input.context_sha256.map(str::to_string),
+        tool_versions: BTreeMap::from([(
+            "ase-coordinator".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]),
+        image_ids: BTreeMap::new(),
+        config,
+    };
+    Report::new(provenance, units, scores)
+}
+
+/// Writes the files under `dir`, refusing names that would leave it.
+pub fn write_outputs(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), OutputError> {
+    for (name, bytes) in files {
+        let safe = !name.starts_with('/')
+            && !name.contains('\\')
+            && name
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        let path = dir.join(name);
+        let err = |source| OutputError::Write {
+            path: path.clone(),
+            source,
+        };
+        if !safe {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "output name leaves the output folder",
+            )));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        std::fs::write(&path, bytes).map_err(err)?;
+    }
+    Ok(())
+}

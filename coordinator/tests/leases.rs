@@ -1,0 +1,398 @@
+//! Fencing, expiry, retries, drain and cancel.
+
+mod support;
+
+use ase_coordinator::*;
+use serde_json::json;
+use std::sync::Arc;
+use support::*;
+
+async fn one_unit_run(c: &Coordinator, limits: serde_json::Value) -> String {
+    c.submit_run(submit_req(
+        "f",
+        1,
+        limits,
+        v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+    ))
+    .await
+    .unwrap()
+    .run_id
+}
+
+#[tokio::test]
+async fn fencing_refuses_stale_reports_and_accepts_a_repeat_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = one_unit_run(&c, json!({})).await;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    let unit = unit_of(&g);
+    let good = generation(&unit, true);
+
+    // Stale attempt.
+    let mut stale = completion(&w, &g, good.clone());
+    stale.lease.fence.attempt += 1;
+    let ack = c.complete(stale).await.unwrap();
+    assert!(
+        !ack.accepted && ack.reason.contains("stale attempt"),
+        "{ack:?}"
+    );
+    // Stale session.
+    let mut stale = completion(&w, &g, good.clone());
+    stale.lease.fence.session = 0;
+    let ack = c.complete(stale).await.unwrap();
+    assert!(
+        !ack.accepted && ack.reason.contains("stale session"),
+        "{ack:?}"
+    );
+    // Another worker.
+    let mut other = completion(&w, &g, good.clone());
+    other.worker_id = "intruder".into();
+    assert!(!c.complete(other).await.unwrap().accepted);
+    // A result for another unit.
+    let wrong = completion(
+        &w,
+        &g,
+        generation(&ase_common::scoring::UnitId::new("zz", 1), true),
+    );
+    assert!(!c.complete(wrong).await.unwrap().accepted);
+    // Not a record at all.
+    assert!(
+        !c.complete(completion(&w, &g, b"{}".to_vec()))
+            .await
+            .unwrap()
+            .accepted
+    );
+    assert_eq!(c.units(&run).unwrap()[0].state, UnitState::GenerateLeased);
+
+    // First commit wins; the same result again is a duplicate; another result is refused.
+    let ack = c.complete(completion(&w, &g, good.clone())).await.unwrap();
+    assert!(ack.accepted && !ack.duplicate);
+    let ack = c.complete(completion(&w, &g, good.clone())).await.unwrap();
+    assert!(ack.accepted && ack.duplicate, "{ack:?}");
+    let ack = c
+        .complete(completion(&w, &g, generation(&unit, false)))
+        .await
+        .unwrap();
+    assert!(!ack.accepted && ack.reason.contains("different"), "{ack:?}");
+    assert_eq!(c.units(&run).unwrap()[0].state, UnitState::EvaluateQueued);
+}
+
+#[tokio::test]
+async fn reregistering_voids_old_leases_and_counts_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = one_unit_run(&c, json!({})).await;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    let w2 = c.register("w", caps(1, 1, &[])).await.unwrap();
+    assert_eq!(w2.session, w.session + 1);
+    let ack = c
+        .complete(completion(&w, &g, generation(&unit_of(&g), true)))
+        .await
+        .unwrap();
+    assert!(!ack.accepted, "a void lease's result is refused");
+    let u = &c.units(&run).unwrap()[0];
+    assert_eq!(u.state, UnitState::GenerateQueued);
+    assert_eq!(u.phase_failures, 1);
+    assert!(u.failures[0].reason.contains("re-registered"));
+    // The old session's requests are told to re-register.
+    assert!(c.lease_work(lease_req(&w, 1, 0)).await.unwrap().reregister);
+    let g2 = c
+        .lease_work(lease_req(&w2, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    assert_eq!(
+        g2.lease.fence,
+        Fence {
+            session: w2.session,
+            attempt: 2
+        }
+    );
+}
+
+#[tokio::test]
+async fn missed_heartbeats_expire_the_lease_and_count_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = one_unit_run(&c, json!({})).await;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    // Heartbeats renew the lease past its first TTL.
+    for _ in 0..3 {
+        clock.advance_ms(u64::from(TTL_MS) - 1);
+        let hb = c
+            .heartbeat(Heartbeat {
+                worker_id: w.worker_id.clone(),
+                session: w.session,
+                active: vec![g.lease],
+                ..Heartbeat::default()
+            })
+            .await
+            .unwrap();
+        assert!(hb.revoked.is_empty(), "{hb:?}");
+    }
+    assert_eq!(c.sweep().await.unwrap(), 0);
+    clock.advance_ms(u64::from(TTL_MS) + 1);
+    assert_eq!(c.sweep().await.unwrap(), 1);
+    let u = &c.units(&run).unwrap()[0];
+    assert_eq!(u.state, UnitState::GenerateQueued);
+    assert_eq!(u.phase_failures, 1);
+    assert!(u.failures[0].counted && u.failures[0].reason.contains("missed its heartbeats"));
+    assert_eq!(c.progress(&run).unwrap().retries, 1);
+    // The worker hears about it, and its late result is refused.
+    let hb = c
+        .heartbeat(Heartbeat {
+            worker_id: w.worker_id.clone(),
+            session: w.session,
+            active: vec![g.lease],
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(hb.revoked, vec![g.lease]);
+    let ack = c
+        .complete(completion(&w, &g, generation(&unit_of(&g), true)))
+        .await
+        .unwrap();
+    assert!(!ack.accepted);
+}
+
+#[tokio::test]
+async fn a_live_worker_stuck_past_the_execution_deadline_loses_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = one_unit_run(&c, json!({})).await;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    let mut elapsed = 0;
+    while elapsed <= GEN_DEADLINE_MS {
+        clock.advance_ms(1_000);
+        elapsed += 1_000;
+        c.heartbeat(Heartbeat {
+            worker_id: w.worker_id.clone(),
+            session: w.session,
+            active: vec![g.lease],
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    }
+    let u = &c.units(&run).unwrap()[0];
+    assert_eq!(u.state, UnitState::GenerateQueued);
+    assert!(
+        u.failures[0].reason.contains("execution deadline"),
+        "{:?}",
+        u.failures
+    );
+}
+
+#[tokio::test]
+async fn out_of_retries_the_unit_fails_with_reasons_and_the_run_still_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = c
+        .submit_run(submit_req(
+            "r",
+            1,
+            json!({"max_attempts": 2}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1), ("b", "o/b", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap()
+        .run_id;
+    let w = c.register("w", caps(1, 1, &["o/a"])).await.unwrap();
+    // Unit a fails twice (its repo is cached, so it comes first); a release in between
+    // does not count.
+    for (i, kind) in [
+        FailureKind::Infrastructure,
+        FailureKind::Released,
+        FailureKind::Infrastructure,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let g = c
+            .lease_work(lease_req(&w, 1, 0))
+            .await
+            .unwrap()
+            .leases
+            .remove(0);
+        assert_eq!(g.instance_id, "a");
+        let ack = c
+            .fail(Failure {
+                worker_id: w.worker_id.clone(),
+                lease: g.lease,
+                kind,
+                reason: format!("docker error {i}"),
+            })
+            .await
+            .unwrap();
+        assert!(ack.accepted);
+    }
+    let u = &c.units(&run).unwrap()[0];
+    assert_eq!(u.state, UnitState::Failed);
+    assert_eq!(u.failures.len(), 3);
+    assert_eq!(u.failures.iter().filter(|f| f.counted).count(), 2);
+    assert_eq!(c.progress(&run).unwrap().generate.failed, 1);
+    drive(&c, &w, 0, 1).await;
+    let p = c.progress(&run).unwrap();
+    assert_eq!(p.state, "completed");
+    let report = c.fetch_report(&run).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(
+        &report
+            .files
+            .iter()
+            .find(|f| f.name == "report.json")
+            .unwrap()
+            .content,
+    )
+    .unwrap();
+    let a = &json["units"][0];
+    assert_eq!(a["status"], "failed");
+    let reason = a["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("docker error 0") && reason.contains("docker error 2"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("docker error 1"),
+        "released is not a failure: {reason}"
+    );
+    // a failed, b secure: quality counts the failed unit.
+    assert_eq!(json["scores"]["quality"], 50.0);
+}
+
+#[tokio::test]
+async fn drain_lets_leased_units_finish_and_takes_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = c
+        .submit_run(submit_req(
+            "d",
+            2,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap()
+        .run_id;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    assert!(c.drain_worker("w").await.unwrap().accepted);
+    let reply = c.lease_work(lease_req(&w, 1, 1)).await.unwrap();
+    assert!(reply.drain && reply.leases.is_empty());
+    let hb = c
+        .heartbeat(Heartbeat {
+            worker_id: w.worker_id.clone(),
+            session: w.session,
+            active: vec![g.lease],
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    assert!(hb.drain && hb.revoked.is_empty());
+    let ack = c
+        .complete(completion(&w, &g, generation(&unit_of(&g), true)))
+        .await
+        .unwrap();
+    assert!(ack.accepted);
+    let info = c.list_workers();
+    assert!(info[0].draining);
+    assert_eq!(info[0].running, 0);
+    assert_eq!(c.progress(&run).unwrap().generate.queued, 1);
+    assert!(!c.drain_worker("nobody").await.unwrap().accepted);
+}
+
+#[tokio::test]
+async fn cancel_revokes_leases_and_grants_nothing_until_resubmitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let ds = v1_dataset(&[("a", "o/a", "SQLI", 1)]);
+    let run = c
+        .submit_run(submit_req("c", 1, json!({}), ds.clone()))
+        .await
+        .unwrap()
+        .run_id;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    assert!(c.cancel_run(&run).await.unwrap().accepted);
+    assert_eq!(c.progress(&run).unwrap().state, "cancelled");
+    let hb = c
+        .heartbeat(Heartbeat {
+            worker_id: w.worker_id.clone(),
+            session: w.session,
+            active: vec![g.lease],
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(hb.revoked, vec![g.lease]);
+    let ack = c
+        .complete(completion(&w, &g, generation(&unit_of(&g), true)))
+        .await
+        .unwrap();
+    assert!(!ack.accepted);
+    assert!(c
+        .lease_work(lease_req(&w, 1, 1))
+        .await
+        .unwrap()
+        .leases
+        .is_empty());
+    let u = &c.units(&run).unwrap()[0];
+    assert_eq!(u.phase_failures, 0, "cancelling is not the unit's failure");
+    // Resubmitting resumes it.
+    assert!(
+        c.submit_run(submit_req("c", 1, json!({}), ds))
+            .await
+            .unwrap()
+            .resumed
+    );
+    assert_eq!(
+        c.lease_work(lease_req(&w, 1, 0))
+            .await
+            .unwrap()
+            .leases
+            .len(),
+        1
+    );
+}
