@@ -1,5 +1,6 @@
 //! `ase`: the command line of ase-cluster.
 
+mod certs_cmd;
 mod prompt_cmd;
 mod score_cmd;
 mod validate_cmd;
@@ -26,6 +27,8 @@ enum Command {
     Prompt(prompt_cmd::Args),
     /// Re-score an upstream-style output folder and write upstream's result files beside it.
     Score(score_cmd::Args),
+    /// Create the cluster's mutual-TLS certificates.
+    Certs(certs_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,11 +39,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    ase_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(a) => validate_cmd::run(a),
         Command::Prompt(a) => prompt_cmd::run(a),
         Command::Score(a) => score_cmd::run(a),
+        Command::Certs(a) => certs_cmd::run(a),
     };
     match result {
         Ok(code) => code,
