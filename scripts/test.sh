@@ -14,4 +14,6 @@ if [ -x deploy/images/build.sh ]; then
   fi
 fi
 
+# The cross-process tests start the `ase` binary itself: build it first.
+cargo build -p ase
 cargo test --workspace --all-targets "$@"
