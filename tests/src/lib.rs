@@ -68,7 +68,7 @@ pub fn ase_has_subcommand(subcommand: &str) -> bool {
         .expect("run ase help");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .any(|l| l.trim_start().split_whitespace().next() == Some(subcommand))
+        .any(|l| l.split_whitespace().next() == Some(subcommand))
 }
 
 /// `ase certs init --out DIR --worker NAME...`: the cluster's certificates for the given worker
