@@ -1,6 +1,7 @@
 //! `ase`: the command line of ase-cluster.
 
 mod certs_cmd;
+mod coordinator_cmd;
 mod prompt_cmd;
 mod score_cmd;
 mod validate_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Score(score_cmd::Args),
     /// Create the cluster's mutual-TLS certificates.
     Certs(certs_cmd::Args),
+    /// Serve the cluster's coordinator (gRPC for workers and clients, metrics).
+    Coordinator(coordinator_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Prompt(a) => prompt_cmd::run(a),
         Command::Score(a) => score_cmd::run(a),
         Command::Certs(a) => certs_cmd::run(a),
+        Command::Coordinator(a) => coordinator_cmd::run(a),
     };
     match result {
         Ok(code) => code,
