@@ -4,6 +4,7 @@ mod certs_cmd;
 mod prompt_cmd;
 mod score_cmd;
 mod validate_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Score(score_cmd::Args),
     /// Create the cluster's mutual-TLS certificates.
     Certs(certs_cmd::Args),
+    /// Run a worker: register with the coordinator, lease units, run them, report.
+    Worker(worker_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Prompt(a) => prompt_cmd::run(a),
         Command::Score(a) => score_cmd::run(a),
         Command::Certs(a) => certs_cmd::run(a),
+        Command::Worker(a) => worker_cmd::run(a),
     };
     match result {
         Ok(code) => code,
