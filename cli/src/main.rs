@@ -1,9 +1,11 @@
 //! `ase`: the command line of ase-cluster.
 
 mod certs_cmd;
+mod coordinator_cmd;
 mod prompt_cmd;
 mod score_cmd;
 mod validate_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +31,10 @@ enum Command {
     Score(score_cmd::Args),
     /// Create the cluster's mutual-TLS certificates.
     Certs(certs_cmd::Args),
+    /// Serve the cluster's coordinator (gRPC for workers and clients, metrics).
+    Coordinator(coordinator_cmd::Args),
+    /// Run a worker: register with the coordinator, lease units, run them, report.
+    Worker(worker_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Prompt(a) => prompt_cmd::run(a),
         Command::Score(a) => score_cmd::run(a),
         Command::Certs(a) => certs_cmd::run(a),
+        Command::Coordinator(a) => coordinator_cmd::run(a),
+        Command::Worker(a) => worker_cmd::run(a),
     };
     match result {
         Ok(code) => code,
