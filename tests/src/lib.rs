@@ -314,28 +314,27 @@ pub fn reported_units(report_dir: &Path, run_id: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// The units a scan result was reported for, from `{run}/sast_results.json` (upstream's
-/// `{unit: count}` map) or an equivalent list.
-pub fn scanned_units(report_dir: &Path, run_id: &str) -> Vec<String> {
+/// The units of `{run}/sast_results.json` (upstream's list of
+/// `{"instance_id": UNIT, "detected_vul_num": N}`) with their counts.
+pub fn scanned_units(report_dir: &Path, run_id: &str) -> Vec<(String, i64)> {
     let path = report_dir
         .join(run_id)
         .join(ase_common::upstream_io::SAST_RESULTS_FILE);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    match v {
-        serde_json::Value::Object(m) => m.keys().cloned().collect(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .filter_map(|i| {
-                i.get("instance_id")
-                    .or_else(|| i.get("unit"))
-                    .and_then(|x| x.as_str())
-                    .map(str::to_string)
-            })
-            .collect(),
-        other => panic!("{}: unexpected {other}", path.display()),
-    }
+    let items = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: not a list", path.display()));
+    items
+        .iter()
+        .map(|i| {
+            (
+                i["instance_id"].as_str().unwrap_or_default().to_string(),
+                i["detected_vul_num"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
 }
 
 /// Polls `cond` every 100 ms until it holds or `timeout` passes; panics with `what` then.
@@ -374,4 +373,203 @@ pub fn slow_osemgrep(dir: &Path, osemgrep: &Path, marks: &Path, delay_ms: u64) -
 /// Files in `dir` (0 when it does not exist).
 pub fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A coordinator on loopback with its certificates, the project, its run files and the model
+/// server: the common ground of the local cluster tests. Workers are started by the test.
+pub struct LocalCluster {
+    pub tmp: tempfile::TempDir,
+    pub project: Project,
+    pub model: FakeModel,
+    pub listen: std::net::SocketAddr,
+    pub data: PathBuf,
+    pub coordinator: Proc,
+    pub access: CoordinatorAccess,
+    pub files: RunFiles,
+    pub osemgrep: PathBuf,
+    pub rounds: u32,
+    pub opts: CoordinatorOptions,
+    restarts: u32,
+}
+
+impl LocalCluster {
+    /// None (after saying why) when osemgrep is missing outside CI.
+    pub fn start(
+        workers: &[&str],
+        n_tasks: usize,
+        rounds: u32,
+        behaviour: ModelBehaviour,
+    ) -> Option<LocalCluster> {
+        let osemgrep = support::osemgrep_or_skip()?;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+        let project = Project::create(tmp.path(), n_tasks);
+        let model = FakeModel::start("127.0.0.1:0".parse().unwrap(), &project.tasks, behaviour);
+        let certs = certs_init(&tmp.path().join("certs"), workers, &[]);
+        let files = write_run_files(&tmp.path().join("run"), &project, &model.base_url(), rounds);
+        let listen = free_loopback_addr();
+        let data = tmp.path().join("coordinator-data");
+        let opts = CoordinatorOptions::default();
+        let coordinator = start_coordinator(
+            listen,
+            &data,
+            &certs,
+            &opts,
+            tmp.path().join("logs/coordinator-0.log"),
+        );
+        let access = CoordinatorAccess {
+            url: format!("https://localhost:{}", listen.port()),
+            tls_dir: certs,
+        };
+        Some(LocalCluster {
+            tmp,
+            project,
+            model,
+            listen,
+            data,
+            coordinator,
+            access,
+            files,
+            osemgrep,
+            rounds,
+            opts,
+            restarts: 0,
+        })
+    }
+
+    pub fn worker_options(
+        &self,
+        name: &str,
+        generate_slots: u32,
+        eval_slots: u32,
+    ) -> WorkerOptions {
+        WorkerOptions {
+            name: name.into(),
+            generate_slots,
+            eval_slots,
+            osemgrep: self.osemgrep.clone(),
+            repo_url_template: self.project.url_template(),
+        }
+    }
+
+    /// Starts a worker with its own cache and log and waits for it to register.
+    pub fn start_worker(&self, opts: &WorkerOptions) -> Proc {
+        start_worker(
+            &self.access,
+            &self.tmp.path().join(format!("cache-{}", opts.name)),
+            opts,
+            self.log_path(&format!("worker-{}", opts.name)),
+        )
+    }
+
+    pub fn log_path(&self, stem: &str) -> PathBuf {
+        let dir = self.tmp.path().join("logs");
+        let mut i = 0;
+        loop {
+            let p = dir.join(format!("{stem}-{i}.log"));
+            if !p.exists() {
+                return p;
+            }
+            i += 1;
+        }
+    }
+
+    /// `kill -9` the coordinator and start it again on the same address and data directory.
+    pub fn restart_coordinator_after_kill(&mut self) {
+        self.coordinator.kill9();
+        self.restarts += 1;
+        self.coordinator = start_coordinator(
+            self.listen,
+            &self.data,
+            &self.access.tls_dir,
+            &self.opts,
+            self.log_path("coordinator"),
+        );
+    }
+
+    /// `ase submit --watch`: returns the process (it ends when the run completes).
+    pub fn submit_watch(&self) -> Proc {
+        submit(&self.access, &self.files, true, self.log_path("submit"))
+    }
+
+    /// Waits for `ase submit --watch` to end successfully and checks the run id it printed.
+    pub fn wait_run_completed(&self, submit: &mut Proc, timeout: Duration) {
+        let status = submit.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "run not completed within {timeout:?}; submit log:\n{}\ncoordinator log:\n{}",
+                submit.log_text(),
+                self.coordinator.log_text()
+            )
+        });
+        assert!(
+            status.success(),
+            "ase submit --watch: {status}; stderr:\n{}",
+            submit.log_text()
+        );
+        let first = submit.stdout_text();
+        assert_eq!(
+            first.lines().next().map(str::trim),
+            Some(self.files.run_id.as_str()),
+            "submit prints the run id first"
+        );
+    }
+
+    /// Fetches the report into a new directory and checks that it holds every unit of the
+    /// run exactly once, with a successful generation and a scan each.
+    pub fn assert_report_has_every_unit_once(&self) -> PathBuf {
+        let out = self.tmp.path().join(format!("report-{}", self.restarts));
+        fetch_report(&self.access, &self.files.run_id, &out);
+        let expected = self.project.unit_names(self.rounds);
+        let processed = reported_units(&out, &self.files.run_id);
+        let mut names: Vec<String> = processed.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        assert_eq!(names, expected, "processed units");
+        let failed: Vec<&String> = processed
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(failed.is_empty(), "failed generations: {failed:?}");
+        let scanned = scanned_units(&out, &self.files.run_id);
+        let mut scanned_names: Vec<String> = scanned.iter().map(|(n, _)| n.clone()).collect();
+        scanned_names.sort();
+        assert_eq!(scanned_names, expected, "scanned units");
+        // Each module has one injection; the model's fix removes the unit's own one.
+        let fixed = self.project.tasks.len() as i64 - 1;
+        assert!(
+            scanned.iter().all(|(_, n)| *n == fixed),
+            "every unit scans {fixed} findings: {scanned:?}"
+        );
+        out
+    }
+
+    /// Every task's model calls, checked against the run's rounds: exactly `rounds` each
+    /// (`extra_allowed` == 0), or at least `rounds` each and at most `extra_allowed` more in
+    /// total.
+    pub fn assert_model_calls(&self, extra_allowed: u32) {
+        let calls = self.model.calls();
+        let units = self.project.tasks.len() as u32 * self.rounds;
+        for t in &self.project.tasks {
+            let n = calls.get(&t.instance_id).copied().unwrap_or(0);
+            if extra_allowed == 0 {
+                assert_eq!(
+                    n, self.rounds,
+                    "model calls of {}: {calls:?}",
+                    t.instance_id
+                );
+            } else {
+                assert!(
+                    n >= self.rounds,
+                    "model calls of {}: {calls:?}",
+                    t.instance_id
+                );
+            }
+        }
+        let total = self.model.total_calls();
+        assert!(
+            total <= units + extra_allowed,
+            "{total} model calls for {units} units (at most {extra_allowed} repeated): {calls:?}"
+        );
+        assert!(self.model.unrecognised().is_empty(), "unrecognised prompts");
+    }
 }
