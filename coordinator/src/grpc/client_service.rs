@@ -82,21 +82,23 @@ async fn next_progress(
     }
     if !st.first {
         tokio::time::sleep(MIN_UPDATE_GAP).await;
-        // Changes during the gap are folded into this update.
-        st.changes.borrow_and_update();
-        let wait = st.interval.saturating_sub(MIN_UPDATE_GAP);
-        let stopping = tokio::select! {
-            _ = st.changes.changed() => false,
-            _ = tokio::time::sleep(wait) => false,
-            _ = st.shutdown.wait_for(|stop| *stop) => true,
-        };
-        if stopping {
-            st.done = true;
-            return Some((
-                Err(Status::unavailable("the coordinator is shutting down")),
-                st,
-            ));
+        // A change during the gap is answered at once; several make one update.
+        if !st.changes.has_changed().unwrap_or(false) {
+            let wait = st.interval.saturating_sub(MIN_UPDATE_GAP);
+            let stopping = tokio::select! {
+                _ = st.changes.changed() => false,
+                _ = tokio::time::sleep(wait) => false,
+                _ = st.shutdown.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                st.done = true;
+                return Some((
+                    Err(Status::unavailable("the coordinator is shutting down")),
+                    st,
+                ));
+            }
         }
+        st.changes.borrow_and_update();
     }
     st.first = false;
     match st.coordinator.progress(&st.run_id) {
