@@ -1,12 +1,9 @@
 //! Shared by the agent tests: the real coordinator (`ase_coordinator::Coordinator` on sled)
-//! behind a tonic `WorkerApi` server on loopback, a local git repo, a dataset, run specs, and a
+//! behind its real gRPC server on loopback, a local git repo, a dataset, run specs, and a
 //! double of the model API that speaks HTTP/1.1 and OpenAI's chat completions.
 #![allow(dead_code)]
 
-use ase_coordinator as coord;
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
-use ase_proto::v1;
-use ase_proto::{WorkerApi, WorkerApiServer};
 use ase_worker::agent::{Agent, AgentConfig, AgentStats};
 use ase_worker::pipeline::{rules_digest, Scanner, ScannerIdentity, WorkerContext};
 use ase_worker::repo_cache::{RepoCache, RepoCacheConfig};
@@ -20,217 +17,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::{Request, Response, Status};
 
 // ------------------------------------------------------------------------------------------
 // The coordinator over gRPC
 // ------------------------------------------------------------------------------------------
-
-struct WorkerService {
-    coord: Arc<Coordinator>,
-}
-
-fn internal(e: coord::CoordinatorError) -> Status {
-    match e {
-        coord::CoordinatorError::WorkerName(m) => Status::invalid_argument(m),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-fn lease_ref(r: Option<v1::LeaseRef>) -> Result<coord::LeaseRef, Status> {
-    let r = r.ok_or_else(|| Status::invalid_argument("no lease"))?;
-    let fence = r
-        .fence
-        .ok_or_else(|| Status::invalid_argument("no fence"))?;
-    Ok(coord::LeaseRef {
-        lease_id: r
-            .lease_id
-            .parse()
-            .map_err(|_| Status::invalid_argument("lease id"))?,
-        fence: coord::Fence {
-            session: fence.session,
-            attempt: fence.attempt,
-        },
-    })
-}
-
-fn to_proto_ref(r: coord::LeaseRef) -> v1::LeaseRef {
-    v1::LeaseRef {
-        lease_id: r.lease_id.to_string(),
-        fence: Some(v1::Fence {
-            session: r.fence.session,
-            attempt: r.fence.attempt,
-        }),
-    }
-}
-
-fn phase(p: i32) -> Result<coord::Phase, Status> {
-    match v1::Phase::try_from(p) {
-        Ok(v1::Phase::Generate) => Ok(coord::Phase::Generate),
-        Ok(v1::Phase::Evaluate) => Ok(coord::Phase::Evaluate),
-        _ => Err(Status::invalid_argument("phase")),
-    }
-}
-
-fn ack(a: coord::Ack) -> Response<v1::Ack> {
-    Response::new(v1::Ack {
-        accepted: a.accepted,
-        reason: a.reason,
-        duplicate: a.duplicate,
-    })
-}
-
-#[tonic::async_trait]
-impl WorkerApi for WorkerService {
-    async fn register(
-        &self,
-        req: Request<v1::RegisterRequest>,
-    ) -> Result<Response<v1::RegisterResponse>, Status> {
-        let r = req.into_inner();
-        let c = r.capabilities.unwrap_or_default();
-        let reg = self
-            .coord
-            .register(
-                &r.worker_name,
-                coord::Capabilities {
-                    eval_slots: c.eval_slots,
-                    generate_slots: c.generate_slots,
-                    docker: c.docker,
-                    cached_repos: c.cached_repos,
-                    version: c.version,
-                },
-            )
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(v1::RegisterResponse {
-            worker_id: reg.worker_id,
-            session: reg.session,
-            heartbeat_interval_ms: reg.heartbeat_interval_ms,
-            lease_ttl_ms: reg.lease_ttl_ms,
-        }))
-    }
-
-    async fn heartbeat(
-        &self,
-        req: Request<v1::HeartbeatRequest>,
-    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
-        let active = r
-            .active
-            .into_iter()
-            .map(|a| lease_ref(Some(a)))
-            .collect::<Result<_, _>>()?;
-        let reply = self
-            .coord
-            .heartbeat(coord::Heartbeat {
-                worker_id: r.worker_id,
-                session: r.session,
-                active,
-                free_eval_slots: r.free_eval_slots,
-                free_generate_slots: r.free_generate_slots,
-                cached_repos: r.cached_repos,
-            })
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(v1::HeartbeatResponse {
-            revoked: reply.revoked.into_iter().map(to_proto_ref).collect(),
-            drain: reply.drain,
-            reregister: reply.reregister,
-        }))
-    }
-
-    async fn lease_work(
-        &self,
-        req: Request<v1::LeaseRequest>,
-    ) -> Result<Response<v1::LeaseResponse>, Status> {
-        let r = req.into_inner();
-        let reply = self
-            .coord
-            .lease_work(coord::LeaseWork {
-                worker_id: r.worker_id,
-                session: r.session,
-                max_generate: r.max_generate,
-                max_evaluate: r.max_evaluate,
-                wait_ms: r.wait_ms,
-            })
-            .await
-            .map_err(internal)?;
-        let leases = reply
-            .leases
-            .into_iter()
-            .map(|g| v1::Lease {
-                lease_id: g.lease.lease_id.to_string(),
-                fence: Some(v1::Fence {
-                    session: g.lease.fence.session,
-                    attempt: g.lease.fence.attempt,
-                }),
-                run_id: g.run_id,
-                instance_id: g.instance_id,
-                round: g.round,
-                phase: match g.phase {
-                    coord::Phase::Generate => v1::Phase::Generate as i32,
-                    coord::Phase::Evaluate => v1::Phase::Evaluate as i32,
-                },
-                expires_unix_ms: g.expires_unix_ms,
-                task_json: g.task_json.to_vec(),
-                context_json: g.context_json.to_vec(),
-                run_spec_json: g.run_spec_json.to_vec(),
-                generation_json: g.generation_json.unwrap_or_default(),
-                api_key: g.api_key.unwrap_or_default(),
-                seed_repo: g.seed_repo,
-            })
-            .collect();
-        Ok(Response::new(v1::LeaseResponse {
-            leases,
-            drain: reply.drain,
-            reregister: reply.reregister,
-        }))
-    }
-
-    async fn report_progress(
-        &self,
-        _req: Request<v1::ProgressReport>,
-    ) -> Result<Response<v1::Ack>, Status> {
-        Ok(ack(coord::Ack::accepted()))
-    }
-
-    async fn complete_unit(
-        &self,
-        req: Request<v1::CompleteRequest>,
-    ) -> Result<Response<v1::Ack>, Status> {
-        let r = req.into_inner();
-        let a = self
-            .coord
-            .complete(coord::Completion {
-                worker_id: r.worker_id,
-                lease: lease_ref(r.lease)?,
-                phase: phase(r.phase)?,
-                result_json: r.result_json,
-            })
-            .await
-            .map_err(internal)?;
-        Ok(ack(a))
-    }
-
-    async fn fail_unit(&self, req: Request<v1::FailRequest>) -> Result<Response<v1::Ack>, Status> {
-        let r = req.into_inner();
-        let kind = match v1::FailureKind::try_from(r.kind) {
-            Ok(v1::FailureKind::Released) => coord::FailureKind::Released,
-            _ => coord::FailureKind::Infrastructure,
-        };
-        let a = self
-            .coord
-            .fail(coord::Failure {
-                worker_id: r.worker_id,
-                lease: lease_ref(r.lease)?,
-                kind,
-                reason: r.reason,
-            })
-            .await
-            .map_err(internal)?;
-        Ok(ack(a))
-    }
-}
 
 pub fn coordinator_config() -> CoordinatorConfig {
     CoordinatorConfig {
@@ -242,13 +32,13 @@ pub fn coordinator_config() -> CoordinatorConfig {
     }
 }
 
-/// The coordinator serving WorkerApi on a loopback address, with its lease sweeper.
+/// The coordinator (`ase_coordinator::server::Server`: WorkerApi and ClientApi, sweep ticker)
+/// serving plaintext on a loopback address.
 pub struct Server {
     pub addr: SocketAddr,
     pub coord: Arc<Coordinator>,
     stop: Option<oneshot::Sender<()>>,
     serve: JoinHandle<()>,
-    sweeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -269,35 +59,35 @@ impl Server {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        let listener = listener.expect("bind the coordinator's address");
+        let listener = listener.expect("the coordinator's address is free again");
         let addr = listener.local_addr().unwrap();
+        drop(listener);
+        // The real server: the gRPC services of ase-coordinator, its sweep ticker.
+        let server = ase_coordinator::server::Server::bind(
+            coord.clone(),
+            ase_coordinator::server::ServeOptions {
+                listen: addr,
+                security: ase_proto::endpoint::TransportSecurity::Plaintext,
+                metrics_listen: None,
+                sweep_interval: Duration::from_millis(150),
+            },
+        )
+        .await
+        .unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let service = WorkerApiServer::new(WorkerService {
-            coord: coord.clone(),
-        });
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let serve = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
+            server
+                .serve(async {
                     let _ = stop_rx.await;
                 })
                 .await
                 .unwrap();
-        });
-        let c = coord.clone();
-        let sweeper = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                let _ = c.sweep().await;
-            }
         });
         Server {
             addr,
             coord,
             stop: Some(stop_tx),
             serve,
-            sweeper,
         }
     }
 
@@ -310,8 +100,6 @@ impl Server {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.sweeper.abort();
-        let _ = (&mut self.sweeper).await;
         // In-flight long polls end within their wait.
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.serve).await;
         self.serve.abort();
@@ -417,7 +205,7 @@ pub fn openai_model(base_url: &str) -> serde_json::Value {
 pub async fn submit(server: &Server, spec: Vec<u8>, dataset: Vec<u8>) -> String {
     server
         .coord
-        .submit_run(coord::SubmitRun {
+        .submit_run(ase_coordinator::SubmitRun {
             run_spec_json: spec,
             dataset,
             dataset_name: "tasks.json".into(),
