@@ -55,9 +55,22 @@ pub(crate) async fn run(
         };
         let bound = shared.config.lease_wait + shared.config.rpc_timeout;
         let mut client = shared.client();
+        let call = tokio::time::timeout(bound, client.lease_work(request));
+        tokio::pin!(call);
         let reply = tokio::select! {
-            r = tokio::time::timeout(bound, client.lease_work(request)) => r,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            r = &mut call => r,
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                // The coordinator may be granting right now: wait a little for its answer and
+                // give back what it granted, rather than leave leases to expire.
+                if let Ok(Ok(Ok(reply))) = tokio::time::timeout(shared.config.shutdown_grace, call).await {
+                    let releases = reply.into_inner().leases.into_iter().map(|l| {
+                        let lease = LeaseRef { lease_id: l.lease_id, fence: l.fence };
+                        super::release(&shared, session.worker_id.clone(), lease)
+                    });
+                    futures_util::future::join_all(releases).await;
+                }
+                return Ok(());
+            }
         };
         let reply = match reply {
             Ok(Ok(r)) => r.into_inner(),

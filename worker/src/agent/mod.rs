@@ -324,30 +324,34 @@ async fn release_after_grace(shared: &Arc<Shared>) {
     };
     let releases = left.into_iter().map(|unit| {
         unit.abort.abort();
-        let shared = shared.clone();
-        let worker_id = session.worker_id.clone();
-        async move {
-            let request = FailRequest {
-                worker_id,
-                lease: Some(unit.lease.clone()),
-                kind: FailureKind::Released as i32,
-                reason: format!("worker {} is shutting down", shared.config.name),
-            };
-            let reply =
-                tokio::time::timeout(shared.config.rpc_timeout.min(Duration::from_secs(5)), shared.client().fail_unit(request))
-                    .await;
-            match reply {
-                Ok(Ok(ack)) if ack.get_ref().accepted => {
-                    shared.stats.released.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(lease = %unit.lease.lease_id, "lease given back at shutdown");
-                }
-                Ok(Ok(ack)) => {
-                    tracing::info!(lease = %unit.lease.lease_id, reason = %ack.get_ref().reason, "release refused")
-                }
-                Ok(Err(e)) => tracing::warn!(lease = %unit.lease.lease_id, error = %e, "release failed; the lease will expire"),
-                Err(_) => tracing::warn!(lease = %unit.lease.lease_id, "release timed out; the lease will expire"),
-            }
-        }
+        release(shared, session.worker_id.clone(), unit.lease)
     });
     futures_util::future::join_all(releases).await;
+}
+
+/// Gives a lease back without trying it (FailUnit released: no attempt counted), once; a lease
+/// whose release gets lost expires on the coordinator.
+async fn release(shared: &Arc<Shared>, worker_id: String, lease: LeaseRef) {
+    let request = FailRequest {
+        worker_id,
+        lease: Some(lease.clone()),
+        kind: FailureKind::Released as i32,
+        reason: format!("worker {} is shutting down", shared.config.name),
+    };
+    let bound = shared.config.rpc_timeout.min(Duration::from_secs(5));
+    match tokio::time::timeout(bound, shared.client().fail_unit(request)).await {
+        Ok(Ok(ack)) if ack.get_ref().accepted => {
+            shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(lease = %lease.lease_id, "lease given back at shutdown");
+        }
+        Ok(Ok(ack)) => {
+            tracing::info!(lease = %lease.lease_id, reason = %ack.get_ref().reason, "release refused")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(lease = %lease.lease_id, error = %e, "release failed; the lease will expire")
+        }
+        Err(_) => {
+            tracing::warn!(lease = %lease.lease_id, "release timed out; the lease will expire")
+        }
+    }
 }
