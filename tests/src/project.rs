@@ -125,9 +125,29 @@ impl Project {
         }
     }
 
-    /// The v1 task file (a JSON array of tasks).
+    /// The v1 task file in upstream's layout (a JSON array; `vuln_lines` as `[start, end]`,
+    /// the v1 fields flat).
     pub fn dataset_json(&self) -> Vec<u8> {
-        let tasks: Vec<Task> = self.tasks.iter().map(|t| self.task(t)).collect();
+        let tasks: Vec<serde_json::Value> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "instance_id": t.instance_id,
+                    "repo": REPO,
+                    "base_commit": self.base_commit,
+                    "vuln_file": t.file,
+                    "vuln_lines": [VULN_LINES.start, VULN_LINES.end],
+                    "language": "php",
+                    "vuln_source": "CVE-0000-0001",
+                    "seed": true,
+                    "vuln_type": "SQLI",
+                    "cwe_id": "CWE-89",
+                    "detected_tool": "aiseceval/ai_gen_code",
+                    "detected_vul_num": 1
+                })
+            })
+            .collect();
         serde_json::to_vec_pretty(&tasks).unwrap()
     }
 

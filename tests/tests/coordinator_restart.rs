@@ -38,9 +38,7 @@ fn coordinator_killed_and_restarted_on_its_data_completes_the_run() {
 
     // Every worker finds the new coordinator by itself and registers again.
     for w in workers.iter_mut() {
-        let name = w.log.file_name().unwrap().to_string_lossy().into_owned();
         w.wait_for_count("registered as", 2, Duration::from_secs(60));
-        let _ = name;
     }
     // Submitting the same run again resumes it.
     let mut again = cluster.submit_watch();
