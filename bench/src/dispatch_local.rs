@@ -27,7 +27,7 @@ pub struct Args {
     db: Option<std::path::PathBuf>,
 }
 
-fn dataset(n: usize) -> Vec<u8> {
+pub(crate) fn dataset(n: usize) -> Vec<u8> {
     let items: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             serde_json::json!({
@@ -49,7 +49,7 @@ fn dataset(n: usize) -> Vec<u8> {
     serde_json::to_vec(&items).expect("JSON")
 }
 
-fn generation(unit: UnitId) -> Vec<u8> {
+pub(crate) fn generation(unit: UnitId) -> Vec<u8> {
     serde_json::to_vec(&GenerationRecord {
         unit,
         success: true,
@@ -68,7 +68,7 @@ fn generation(unit: UnitId) -> Vec<u8> {
     .expect("JSON")
 }
 
-fn evaluation(unit: UnitId) -> Vec<u8> {
+pub(crate) fn evaluation(unit: UnitId) -> Vec<u8> {
     serde_json::to_vec(&EvaluationRecord::Static {
         unit,
         detected_vul_num: 0,

@@ -5,6 +5,7 @@
 mod disk;
 mod dispatch_local;
 mod sast;
+mod scaling;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Sast(sast::SastArgs),
     /// Coordinator dispatch in one process with durable commits; last line `units_per_sec=`.
     DispatchLocal(dispatch_local::Args),
+    /// Dispatch efficiency T1/(W*TW) of simulated workers taking --unit-ms per unit.
+    Scaling(scaling::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(sast::run(a)),
         Command::DispatchLocal(args) => dispatch_local::run(args),
+        Command::Scaling(args) => scaling::run(args),
     }
 }

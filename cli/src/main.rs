@@ -1,9 +1,18 @@
 //! `ase`: the command line of ase-cluster.
 
+mod cancel_cmd;
 mod certs_cmd;
+mod connect;
+mod coordinator_cmd;
+mod drain_cmd;
+mod progress_fmt;
 mod prompt_cmd;
+mod report_cmd;
 mod score_cmd;
+mod status_cmd;
+mod submit_cmd;
 mod validate_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +38,20 @@ enum Command {
     Score(score_cmd::Args),
     /// Create the cluster's mutual-TLS certificates.
     Certs(certs_cmd::Args),
+    /// Serve the cluster's coordinator (gRPC for workers and clients, metrics).
+    Coordinator(coordinator_cmd::Args),
+    /// Run a worker: register with the coordinator, lease units, run them, report.
+    Worker(worker_cmd::Args),
+    /// Submit a run to the coordinator (prints its id); --watch follows it to the end.
+    Submit(submit_cmd::Args),
+    /// Show runs and workers of the coordinator.
+    Status(status_cmd::Args),
+    /// Fetch a completed run's files into a directory.
+    Report(report_cmd::Args),
+    /// Let a worker finish its units and take no new ones.
+    Drain(drain_cmd::Args),
+    /// Cancel a run.
+    Cancel(cancel_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +69,13 @@ fn main() -> ExitCode {
         Command::Prompt(a) => prompt_cmd::run(a),
         Command::Score(a) => score_cmd::run(a),
         Command::Certs(a) => certs_cmd::run(a),
+        Command::Coordinator(a) => coordinator_cmd::run(a),
+        Command::Worker(a) => worker_cmd::run(a),
+        Command::Submit(a) => submit_cmd::run(a),
+        Command::Status(a) => status_cmd::run(a),
+        Command::Report(a) => report_cmd::run(a),
+        Command::Drain(a) => drain_cmd::run(a),
+        Command::Cancel(a) => cancel_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! The ase-cluster worker: everything that touches a machine's disk, network and Docker daemon
 //! on behalf of a unit (repo cache, model calls, SAST scans, evaluation containers).
 
+pub mod agent;
 pub mod dynamic;
 pub mod git;
 pub mod model;

@@ -1,0 +1,57 @@
+//! One-line renderings of run progress and worker state for `ase submit --watch` and
+//! `ase status`.
+
+use ase_proto::v1::{PhaseCounts, RunProgress, WorkerInfo};
+
+fn counts(c: Option<PhaseCounts>) -> String {
+    let c = c.unwrap_or_default();
+    format!(
+        "queued {} leased {} done {} failed {}",
+        c.queued, c.leased, c.done, c.failed
+    )
+}
+
+fn eta(seconds: f64) -> String {
+    if seconds < 0.0 || !seconds.is_finite() {
+        "unknown".into()
+    } else {
+        let s = seconds.round() as u64;
+        format!("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60)
+    }
+}
+
+pub fn run_line(p: &RunProgress) -> String {
+    format!(
+        "run {} [{}] units {} | generate: {} | evaluate: {} | retries {} | model calls {} | eta {}",
+        p.run_id,
+        p.state,
+        p.total_units,
+        counts(p.generate),
+        counts(p.evaluate),
+        p.retries,
+        p.model_calls,
+        eta(p.eta_seconds)
+    )
+}
+
+pub fn worker_line(w: &WorkerInfo) -> String {
+    let liveness = if w.alive { "alive" } else { "dead" };
+    let drain = if w.draining { " draining" } else { "" };
+    format!(
+        "worker {} [{liveness}{drain}] session {} running {}/{} (generate {} + eval {}) completed {} \
+         last heartbeat {} ms ago cached repos: {}",
+        w.name,
+        w.session,
+        w.running,
+        w.generate_slots + w.eval_slots,
+        w.generate_slots,
+        w.eval_slots,
+        w.completed,
+        w.last_heartbeat_ms_ago,
+        if w.cached_repos.is_empty() {
+            "-".to_string()
+        } else {
+            w.cached_repos.join(",")
+        }
+    )
+}

@@ -1,0 +1,58 @@
+//! `ase report`: fetch a completed run's files (upstream's result files, report.json) into a
+//! directory.
+
+use crate::connect::{runtime, status_error, ConnectArgs};
+use anyhow::Context;
+use ase_proto::v1::RunRef;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[arg(long)]
+    run: String,
+    /// Directory the files are written into (created when missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// A file name from the coordinator, checked to stay inside the output directory.
+fn safe_relative(name: &str) -> anyhow::Result<PathBuf> {
+    let path = Path::new(name);
+    let ok = !name.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    anyhow::ensure!(
+        ok,
+        "the report names a file {name:?} outside the output directory"
+    );
+    Ok(path.to_path_buf())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = runtime()?.block_on(async {
+        let mut client = args.connect.client().await?;
+        client
+            .fetch_report(RunRef {
+                run_id: args.run.clone(),
+            })
+            .await
+            .map_err(|s| status_error(&format!("fetching the report of run {}", args.run), s))
+    })?;
+    let report = report.into_inner();
+    if !report.complete {
+        eprintln!("run {} is not complete yet: no report", args.run);
+        return Ok(ExitCode::from(1));
+    }
+    for file in &report.files {
+        let path = args.out.join(safe_relative(&file.name)?);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.content)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

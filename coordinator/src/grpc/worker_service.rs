@@ -1,0 +1,311 @@
+//! `WorkerApi`: registration, heartbeats, long-poll leasing and results, each call bound to the
+//! certificate of the worker that makes it.
+
+use super::{
+    ack_to_proto, lease_ref_from_proto, lease_ref_to_proto, phase_from_proto, phase_to_proto,
+    status_of, truncate,
+};
+use crate::api;
+use crate::metrics::Metrics;
+use crate::Coordinator;
+use ase_proto::identity::PeerIdentity;
+use ase_proto::tonic::{Request, Response, Status};
+use ase_proto::v1;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Longest long poll a worker may ask for; a longer `wait_ms` is cut to this.
+pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+/// Bytes of a progress message kept for the log.
+const MAX_PROGRESS_CHARS: usize = 512;
+
+pub struct WorkerService {
+    coordinator: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
+    /// Loopback-only plaintext mode: no certificates, no identity checks.
+    plaintext: bool,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl WorkerService {
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        metrics: Arc<Metrics>,
+        plaintext: bool,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            coordinator,
+            metrics,
+            plaintext,
+            shutdown,
+        }
+    }
+
+    /// The worker named in a request must be the worker of the caller's certificate.
+    fn check_caller<T>(&self, req: &Request<T>, worker: &str) -> Result<(), Status> {
+        match req.extensions().get::<PeerIdentity>() {
+            Some(identity) => identity.check_worker_name(worker),
+            None if self.plaintext => Ok(()),
+            None => Err(Status::unauthenticated(
+                "a worker certificate of the cluster is required",
+            )),
+        }
+    }
+}
+
+fn grant_to_proto(g: api::LeaseGrant) -> v1::Lease {
+    let lease = lease_ref_to_proto(&g.lease);
+    v1::Lease {
+        lease_id: lease.lease_id,
+        fence: lease.fence,
+        run_id: g.run_id,
+        instance_id: g.instance_id,
+        round: g.round,
+        phase: phase_to_proto(g.phase) as i32,
+        expires_unix_ms: g.expires_unix_ms,
+        task_json: g.task_json.as_ref().clone(),
+        context_json: g.context_json.as_ref().clone(),
+        run_spec_json: g.run_spec_json.as_ref().clone(),
+        generation_json: g.generation_json.unwrap_or_default(),
+        api_key: g.api_key.unwrap_or_default(),
+        seed_repo: g.seed_repo,
+    }
+}
+
+#[ase_proto::tonic::async_trait]
+impl ase_proto::WorkerApi for WorkerService {
+    async fn register(
+        &self,
+        req: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let span =
+            tracing::info_span!("register", worker = %truncate(&req.get_ref().worker_name, 64));
+        async {
+            self.check_caller(&req, &req.get_ref().worker_name)?;
+            let req = req.into_inner();
+            let caps = req.capabilities.unwrap_or_default();
+            let caps = api::Capabilities {
+                eval_slots: caps.eval_slots,
+                generate_slots: caps.generate_slots,
+                docker: caps.docker,
+                cached_repos: caps.cached_repos,
+                version: caps.version,
+            };
+            let r = self
+                .coordinator
+                .register(&req.worker_name, caps)
+                .await
+                .map_err(|e| status_of(&e))?;
+            tracing::info!(session = r.session, "worker registered");
+            Ok(Response::new(v1::RegisterResponse {
+                worker_id: r.worker_id,
+                session: r.session,
+                heartbeat_interval_ms: r.heartbeat_interval_ms,
+                lease_ttl_ms: r.lease_ttl_ms,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let span =
+            tracing::debug_span!("heartbeat", worker = %truncate(&req.get_ref().worker_id, 64));
+        async {
+            self.check_caller(&req, &req.get_ref().worker_id)?;
+            let req = req.into_inner();
+            let active = req
+                .active
+                .iter()
+                .map(|l| lease_ref_from_proto(Some(l), "active"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let reply = self
+                .coordinator
+                .heartbeat(api::Heartbeat {
+                    worker_id: req.worker_id,
+                    session: req.session,
+                    active,
+                    free_eval_slots: req.free_eval_slots,
+                    free_generate_slots: req.free_generate_slots,
+                    cached_repos: req.cached_repos,
+                })
+                .await
+                .map_err(|e| status_of(&e))?;
+            if !reply.revoked.is_empty() {
+                tracing::info!(revoked = reply.revoked.len(), "leases revoked");
+            }
+            Ok(Response::new(v1::HeartbeatResponse {
+                revoked: reply.revoked.iter().map(lease_ref_to_proto).collect(),
+                drain: reply.drain,
+                reregister: reply.reregister,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn lease_work(
+        &self,
+        req: Request<v1::LeaseRequest>,
+    ) -> Result<Response<v1::LeaseResponse>, Status> {
+        let span =
+            tracing::debug_span!("lease_work", worker = %truncate(&req.get_ref().worker_id, 64));
+        async {
+            self.check_caller(&req, &req.get_ref().worker_id)?;
+            let started = Instant::now();
+            let req = req.into_inner();
+            let wait_ms = u64::from(req.wait_ms).min(MAX_LEASE_WAIT.as_millis() as u64) as u32;
+            let work = api::LeaseWork {
+                worker_id: req.worker_id,
+                session: req.session,
+                max_generate: req.max_generate,
+                max_evaluate: req.max_evaluate,
+                wait_ms,
+            };
+            let mut shutdown = self.shutdown.clone();
+            // A long poll must not hold up a graceful stop: it then returns empty.
+            let reply = tokio::select! {
+                r = self.coordinator.lease_work(work) => r.map_err(|e| status_of(&e))?,
+                _ = shutdown.wait_for(|stop| *stop) => api::LeaseReply::default(),
+            };
+            if !reply.leases.is_empty() {
+                self.metrics.observe_lease_grant(started.elapsed());
+                for g in &reply.leases {
+                    tracing::info!(
+                        run = %g.run_id,
+                        unit = %format!("{}#{}", g.instance_id, g.round),
+                        phase = g.phase.as_str(),
+                        lease = g.lease.lease_id,
+                        "lease granted"
+                    );
+                }
+            }
+            Ok(Response::new(v1::LeaseResponse {
+                leases: reply.leases.into_iter().map(grant_to_proto).collect(),
+                drain: reply.drain,
+                reregister: reply.reregister,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn report_progress(
+        &self,
+        req: Request<v1::ProgressReport>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        self.check_caller(&req, &req.get_ref().worker_id)?;
+        let req = req.into_inner();
+        let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
+        tracing::debug!(
+            worker = %truncate(&req.worker_id, 64),
+            lease = lease.lease_id,
+            step = %truncate(&req.step, 32),
+            message = %truncate(&req.message, MAX_PROGRESS_CHARS),
+            "progress"
+        );
+        Ok(Response::new(v1::Ack {
+            accepted: true,
+            reason: String::new(),
+            duplicate: false,
+        }))
+    }
+
+    async fn complete_unit(
+        &self,
+        req: Request<v1::CompleteRequest>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let lease_field = req
+            .get_ref()
+            .lease
+            .as_ref()
+            .map(|l| truncate(&l.lease_id, 24))
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "complete_unit",
+            worker = %truncate(&req.get_ref().worker_id, 64),
+            lease = %lease_field,
+            phase = tracing::field::Empty,
+            bytes = req.get_ref().result_json.len(),
+        );
+        async {
+            self.check_caller(&req, &req.get_ref().worker_id)?;
+            let req = req.into_inner();
+            let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
+            let phase = phase_from_proto(req.phase, "phase")?;
+            tracing::Span::current().record("phase", phase.as_str());
+            let ack = self
+                .coordinator
+                .complete(api::Completion {
+                    worker_id: req.worker_id,
+                    lease,
+                    phase,
+                    result_json: req.result_json,
+                })
+                .await
+                .map_err(|e| status_of(&e))?;
+            self.metrics.record_completion(phase, &ack);
+            if ack.accepted {
+                tracing::info!(duplicate = ack.duplicate, "result committed");
+            } else {
+                tracing::warn!(reason = %ack.reason, "result refused");
+            }
+            Ok(Response::new(ack_to_proto(ack)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn fail_unit(&self, req: Request<v1::FailRequest>) -> Result<Response<v1::Ack>, Status> {
+        let lease_field = req
+            .get_ref()
+            .lease
+            .as_ref()
+            .map(|l| truncate(&l.lease_id, 24))
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "fail_unit",
+            worker = %truncate(&req.get_ref().worker_id, 64),
+            lease = %lease_field,
+        );
+        async {
+            self.check_caller(&req, &req.get_ref().worker_id)?;
+            let req = req.into_inner();
+            let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
+            let kind = match v1::FailureKind::try_from(req.kind) {
+                Ok(v1::FailureKind::Infrastructure) => api::FailureKind::Infrastructure,
+                Ok(v1::FailureKind::Released) => api::FailureKind::Released,
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "kind {} is neither infrastructure nor released",
+                        req.kind
+                    )))
+                }
+            };
+            let ack = self
+                .coordinator
+                .fail(api::Failure {
+                    worker_id: req.worker_id,
+                    lease,
+                    kind,
+                    reason: req.reason.clone(),
+                })
+                .await
+                .map_err(|e| status_of(&e))?;
+            self.metrics.record_failure(kind, &ack);
+            if ack.accepted {
+                tracing::warn!(reason = %truncate(&req.reason, 512), kind = ?kind, "unit failed");
+            } else {
+                tracing::warn!(reason = %ack.reason, "failure report refused");
+            }
+            Ok(Response::new(ack_to_proto(ack)))
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,353 @@
+//! Prometheus metrics in the text exposition format, served on `GET /metrics` by a minimal
+//! HTTP/1 listener. Counters of RPC outcomes live here; unit, run and worker gauges are read
+//! from the coordinator at scrape time, so they cannot drift from its state.
+
+use crate::api::{Ack, FailureKind};
+use crate::model::Phase;
+use crate::Coordinator;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Upper bounds (seconds) of the lease grant latency histogram.
+pub const LEASE_GRANT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bytes of an HTTP request head read before answering.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters the gRPC services update.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    lease_grant_buckets: [AtomicU64; LEASE_GRANT_BUCKETS.len()],
+    lease_grant_count: AtomicU64,
+    lease_grant_sum_us: AtomicU64,
+    /// Index: 0 generate, 1 evaluate.
+    commits: [AtomicU64; 2],
+    duplicate_results: AtomicU64,
+    refused_results: AtomicU64,
+    infrastructure_failures: AtomicU64,
+    released_leases: AtomicU64,
+}
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Generate => 0,
+        Phase::Evaluate => 1,
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A LeaseWork call that granted at least one lease took `elapsed` (long-poll wait included).
+    pub fn observe_lease_grant(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in LEASE_GRANT_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.lease_grant_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.lease_grant_count.fetch_add(1, Ordering::Relaxed);
+        self.lease_grant_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_completion(&self, phase: Phase, ack: &Ack) {
+        let counter = if !ack.accepted {
+            &self.refused_results
+        } else if ack.duplicate {
+            &self.duplicate_results
+        } else {
+            &self.commits[phase_index(phase)]
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_failure(&self, kind: FailureKind, ack: &Ack) {
+        if !ack.accepted {
+            self.refused_results.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match kind {
+            FailureKind::Infrastructure => &self.infrastructure_failures,
+            FailureKind::Released => &self.released_leases,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text: these counters and the coordinator's current state.
+    pub fn render(&self, coordinator: &Coordinator) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "ase_units",
+            "gauge",
+            "Units by run, phase and state.",
+        );
+        let runs = coordinator.list_runs();
+        for run in &runs {
+            let run_label = escape(&run.run_id);
+            for (phase, counts) in [("generate", run.generate), ("evaluate", run.evaluate)] {
+                for (state, n) in [
+                    ("queued", counts.queued),
+                    ("leased", counts.leased),
+                    ("done", counts.done),
+                    ("failed", counts.failed),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "ase_units{{run=\"{run_label}\",phase=\"{phase}\",state=\"{state}\"}} {n}"
+                    );
+                }
+            }
+        }
+        header(
+            &mut out,
+            "ase_run_info",
+            "gauge",
+            "1 per run, labelled with its state.",
+        );
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "ase_run_info{{run=\"{}\",state=\"{}\"}} 1",
+                escape(&run.run_id),
+                escape(&run.state)
+            );
+        }
+        header(
+            &mut out,
+            "ase_run_model_calls_total",
+            "counter",
+            "Model requests of committed generations.",
+        );
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "ase_run_model_calls_total{{run=\"{}\"}} {}",
+                escape(&run.run_id),
+                run.model_calls
+            );
+        }
+        header(
+            &mut out,
+            "ase_run_retries_total",
+            "counter",
+            "Phase attempts lost to infrastructure failures or expiry.",
+        );
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "ase_run_retries_total{{run=\"{}\"}} {}",
+                escape(&run.run_id),
+                run.retries
+            );
+        }
+
+        let workers = coordinator.list_workers();
+        let alive = workers.iter().filter(|w| w.alive).count();
+        let draining = workers.iter().filter(|w| w.alive && w.draining).count();
+        header(
+            &mut out,
+            "ase_workers_alive",
+            "gauge",
+            "Workers with a live session and a recent heartbeat.",
+        );
+        let _ = writeln!(out, "ase_workers_alive {alive}");
+        header(
+            &mut out,
+            "ase_workers_draining",
+            "gauge",
+            "Alive workers asked to drain.",
+        );
+        let _ = writeln!(out, "ase_workers_draining {draining}");
+        header(
+            &mut out,
+            "ase_workers_known",
+            "gauge",
+            "Workers ever registered.",
+        );
+        let _ = writeln!(out, "ase_workers_known {}", workers.len());
+
+        header(
+            &mut out,
+            "ase_commits_total",
+            "counter",
+            "Phase results committed (first commit of a lease).",
+        );
+        for (phase, i) in [("generate", 0), ("evaluate", 1)] {
+            let _ = writeln!(
+                out,
+                "ase_commits_total{{phase=\"{phase}\"}} {}",
+                load(&self.commits[i])
+            );
+        }
+        header(
+            &mut out,
+            "ase_duplicate_results_total",
+            "counter",
+            "Results repeated for an already committed lease.",
+        );
+        let _ = writeln!(
+            out,
+            "ase_duplicate_results_total {}",
+            load(&self.duplicate_results)
+        );
+        header(
+            &mut out,
+            "ase_refused_reports_total",
+            "counter",
+            "Results and failures refused (stale fence, unknown lease, bad record).",
+        );
+        let _ = writeln!(
+            out,
+            "ase_refused_reports_total {}",
+            load(&self.refused_results)
+        );
+        header(
+            &mut out,
+            "ase_unit_failures_total",
+            "counter",
+            "Failure reports accepted from workers, by kind.",
+        );
+        let _ = writeln!(
+            out,
+            "ase_unit_failures_total{{kind=\"infrastructure\"}} {}",
+            load(&self.infrastructure_failures)
+        );
+        let _ = writeln!(
+            out,
+            "ase_unit_failures_total{{kind=\"released\"}} {}",
+            load(&self.released_leases)
+        );
+
+        header(
+            &mut out,
+            "ase_lease_grant_seconds",
+            "histogram",
+            "Time from a LeaseWork request to its grant, long-poll wait included.",
+        );
+        for (i, bound) in LEASE_GRANT_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ase_lease_grant_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(&self.lease_grant_buckets[i])
+            );
+        }
+        let count = load(&self.lease_grant_count);
+        let _ = writeln!(out, "ase_lease_grant_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "ase_lease_grant_seconds_sum {}",
+            load(&self.lease_grant_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(out, "ase_lease_grant_seconds_count {count}");
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value as the exposition format wants it.
+fn escape(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` turns true.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    coordinator: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let coordinator = coordinator.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let answered =
+                tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &coordinator, &metrics)).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                tracing::debug!(%peer, "metrics request failed or timed out");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    coordinator: &Coordinator,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_REQUEST_HEAD {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => {
+            let body = metrics.render(coordinator);
+            respond(&mut stream, "200 OK", &body).await
+        }
+        ("GET", _) => respond(&mut stream, "404 Not Found", "only /metrics is served\n").await,
+        _ => respond(&mut stream, "405 Method Not Allowed", "").await,
+    }
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,220 @@
+//! The coordinator's network side: `WorkerApi` and `ClientApi` (each behind its role check) and
+//! tonic-health on one gRPC listener, mutual TLS or loopback-only plaintext
+//! (`ase_proto::endpoint`); the lease-expiry sweep ticker; the Prometheus listener; graceful
+//! stop.
+//!
+//! [`Server::bind`] binds both listeners first, so that a caller asking for port 0 learns the
+//! real addresses before anything is served; [`Server::serve`] then runs until its shutdown
+//! future resolves.
+
+use crate::grpc::{ClientService, WorkerService};
+use crate::metrics::{serve_metrics, Metrics};
+use crate::Coordinator;
+use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
+use ase_proto::identity::{PeerRole, RequireRole};
+use ase_proto::tonic::transport::server::TcpIncoming;
+use ase_proto::{ClientApiServer, WorkerApiServer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Largest gRPC message either way: datasets, result records (the coordinator accepts
+/// `MAX_RESULT_BYTES` of them) and reports travel whole.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub security: TransportSecurity,
+    /// Where `GET /metrics` is served; none: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often expired leases are swept (about half the heartbeat interval).
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] ase_proto::tonic::transport::Error),
+    #[error("flushing the store at shutdown: {0}")]
+    Flush(#[from] crate::store::StoreError),
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    coordinator: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
+    options: ServeOptions,
+    grpc: TcpListener,
+    grpc_addr: SocketAddr,
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+}
+
+impl Server {
+    /// Checks the bind rule (plaintext only on loopback) and binds the listeners.
+    pub async fn bind(
+        coordinator: Arc<Coordinator>,
+        options: ServeOptions,
+    ) -> Result<Self, ServeError> {
+        endpoint::check_bind(options.listen, options.security.is_plaintext())?;
+        let grpc = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "the gRPC listener",
+                addr: options.listen,
+                source,
+            })?;
+        let grpc_addr = grpc.local_addr().map_err(|source| ServeError::Bind {
+            what: "the gRPC listener",
+            addr: options.listen,
+            source,
+        })?;
+        let metrics_listener = match options.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let bind_err = |source| ServeError::Bind {
+                    what: "the metrics listener",
+                    addr,
+                    source,
+                };
+                let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let local = l.local_addr().map_err(bind_err)?;
+                Some((l, local))
+            }
+        };
+        Ok(Self {
+            coordinator,
+            metrics: Metrics::new(),
+            options,
+            grpc,
+            grpc_addr,
+            metrics_listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully: long polls and WatchRun
+    /// streams end, in-flight calls finish, and the store is flushed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let Server {
+            coordinator,
+            metrics,
+            options,
+            grpc,
+            grpc_addr,
+            metrics_listener,
+        } = self;
+        let plaintext = options.security.is_plaintext();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+        let (health, health_service) = ase_proto::tonic_health::server::health_reporter();
+        health.set_serving::<WorkerApiServer<WorkerService>>().await;
+        health.set_serving::<ClientApiServer<ClientService>>().await;
+
+        let worker_api = WorkerApiServer::new(WorkerService::new(
+            coordinator.clone(),
+            metrics.clone(),
+            plaintext,
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let client_api =
+            ClientApiServer::new(ClientService::new(coordinator.clone(), stop_rx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let worker_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
+            worker_api,
+            RequireRole::new(PeerRole::Worker, plaintext),
+        );
+        let client_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
+            client_api,
+            RequireRole::new(PeerRole::Client, plaintext),
+        );
+
+        let sweeper = tokio::spawn(sweep_loop(
+            coordinator.clone(),
+            options.sweep_interval,
+            stop_rx.clone(),
+        ));
+        let metrics_task = metrics_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "metrics listening");
+            tokio::spawn(serve_metrics(
+                listener,
+                coordinator.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            ))
+        });
+
+        let incoming = TcpIncoming::from(grpc)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(endpoint::KEEPALIVE_INTERVAL));
+        tracing::info!(addr = %grpc_addr, plaintext, "serving");
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        };
+        let served = endpoint::server_builder(options.listen, &options.security)?
+            .add_service(health_service)
+            .add_service(worker_api)
+            .add_service(client_api)
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await;
+        let _ = sweeper.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        let flushed = {
+            let c = coordinator.clone();
+            tokio::task::spawn_blocking(move || c.store().durable_blocking())
+                .await
+                .unwrap_or(Ok(()))
+        };
+        served?;
+        flushed?;
+        Ok(())
+    }
+}
+
+async fn sweep_loop(
+    coordinator: Arc<Coordinator>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match coordinator.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "leases expired"),
+            Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
+    }
+}

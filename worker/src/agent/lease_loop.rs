@@ -1,0 +1,341 @@
+//! Asks for as many units as there are free slots (generate and evaluate slots apart), runs
+//! each lease on its own task, and reports the result until the coordinator gives a definite
+//! answer: accepted, or refused (a stale fence: the result is dropped).
+
+use super::connection::{sleep_or_stop, Backoff};
+use super::{AgentError, RunningUnit, Shared};
+use crate::dynamic::UnitLabels;
+use crate::model::{ApiKey, ApiKeySource};
+use crate::pipeline::{
+    evaluate_static, generate, EvaluateInput, GenerateInput, ModelSpec, RunSpec,
+};
+use ase_common::dataset::{Task, TaskContext, TaskSpec};
+use ase_common::unit::GenerationRecord;
+use ase_proto::v1::{
+    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let slot_freed = shared.slot_freed.notified();
+        let (free_generate, free_eval) = shared.free_slots();
+        if shared.draining.load(Ordering::SeqCst) || (free_generate == 0 && free_eval == 0) {
+            // Drain lasts as long as this process; a slot frees when a unit ends.
+            tokio::select! {
+                _ = slot_freed => {}
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+            continue;
+        }
+        let Some(session) = shared.registrar.current() else {
+            return Ok(());
+        };
+        let request = LeaseRequest {
+            worker_id: session.worker_id.clone(),
+            session: session.session,
+            max_generate: free_generate,
+            max_evaluate: free_eval,
+            wait_ms: shared
+                .config
+                .lease_wait
+                .as_millis()
+                .min(u128::from(u32::MAX)) as u32,
+        };
+        let bound = shared.config.lease_wait + shared.config.rpc_timeout;
+        let mut client = shared.client();
+        let call = tokio::time::timeout(bound, client.lease_work(request));
+        tokio::pin!(call);
+        let reply = tokio::select! {
+            r = &mut call => r,
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                // The coordinator may be granting right now: wait a little for its answer and
+                // give back what it granted, rather than leave leases to expire.
+                if let Ok(Ok(Ok(reply))) = tokio::time::timeout(shared.config.shutdown_grace, call).await {
+                    let releases = reply.into_inner().leases.into_iter().map(|l| {
+                        let lease = LeaseRef { lease_id: l.lease_id, fence: l.fence };
+                        super::release(&shared, session.worker_id.clone(), lease)
+                    });
+                    futures_util::future::join_all(releases).await;
+                }
+                return Ok(());
+            }
+        };
+        let reply = match reply {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %status, retry_in_ms = delay.as_millis() as u64, "LeaseWork failed");
+                if sleep_or_stop(delay, &mut stop).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("LeaseWork unanswered");
+                continue;
+            }
+        };
+        backoff.reset();
+        if reply.reregister {
+            tracing::info!(
+                session = session.session,
+                "the coordinator does not know this session"
+            );
+            if shared
+                .registrar
+                .reregister(Some(session.epoch), &shared, &mut stop)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+            continue;
+        }
+        if reply.drain && !shared.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!("draining: finishing running units, taking no new ones");
+        }
+        for lease in reply.leases {
+            shared.stats.leases.fetch_add(1, Ordering::Relaxed);
+            spawn_unit(&shared, lease, session.worker_id.clone());
+        }
+    }
+}
+
+/// Removes the unit from the running set however its task ends (finished or aborted).
+struct SlotGuard {
+    shared: Arc<Shared>,
+    lease_id: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.shared.units().remove(&self.lease_id);
+        self.shared.slot_freed.notify_waiters();
+    }
+}
+
+fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
+    let phase = lease.phase();
+    let lease_ref = LeaseRef {
+        lease_id: lease.lease_id.clone(),
+        fence: lease.fence,
+    };
+    let span = tracing::info_span!(
+        "unit",
+        run = %lease.run_id,
+        unit = %format!("{}_cycle{}", lease.instance_id, lease.round),
+        phase = phase.as_str_name(),
+        lease = %lease.lease_id,
+    );
+    // Held while spawning, so the task cannot end (and remove itself) before it is listed.
+    let mut units = shared.units();
+    let guard = SlotGuard {
+        shared: shared.clone(),
+        lease_id: lease.lease_id.clone(),
+    };
+    let task_shared = shared.clone();
+    let handle = tokio::spawn(
+        async move {
+            let _guard = guard;
+            let outcome = execute(&task_shared, &lease).await;
+            report(&task_shared, &lease, worker_id, outcome).await;
+        }
+        .instrument(span),
+    );
+    units.insert(
+        lease_ref.lease_id.clone(),
+        RunningUnit {
+            lease: lease_ref,
+            phase,
+            abort: handle.abort_handle(),
+        },
+    );
+}
+
+/// A phase's result as JSON, or why the unit could not be run (an infrastructure failure).
+type Outcome = Result<Vec<u8>, String>;
+
+fn parse<T: serde::de::DeserializeOwned>(
+    lease: &Lease,
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "lease {} (unit {}_cycle{}): {what} is not valid: {e}",
+            lease.lease_id, lease.instance_id, lease.round
+        )
+    })
+}
+
+/// The key of this unit's model calls: the lease's, else the run spec's own source (resolved
+/// by the provider), else the worker's fallback when that source gives nothing.
+fn api_key(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<Option<ApiKey>, String> {
+    if !lease.api_key.is_empty() {
+        return ApiKey::new(lease.api_key.clone())
+            .map(Some)
+            .map_err(|e| format!("the lease's API key: {e}"));
+    }
+    let ModelSpec::Openai { config } = &spec.model else {
+        return Ok(None);
+    };
+    match &config.api_key {
+        ApiKeySource::None => Ok(None),
+        source => match source.resolve() {
+            Ok(Some(_)) => Ok(None),
+            _ => Ok(shared.config.fallback_api_key.clone()),
+        },
+    }
+}
+
+async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
+    let task: Task = parse(lease, "task_json", &lease.task_json)?;
+    let spec: RunSpec = parse(lease, "run_spec_json", &lease.run_spec_json)?;
+    let seed_repo = (!lease.seed_repo.is_empty()).then(|| lease.seed_repo.clone());
+    match lease.phase() {
+        Phase::Generate => {
+            let context: Option<TaskContext> = if lease.context_json.is_empty() {
+                None
+            } else {
+                Some(parse(lease, "context_json", &lease.context_json)?)
+            };
+            let api_key = api_key(shared, lease, &spec)?;
+            let record = generate(
+                &shared.ctx,
+                GenerateInput {
+                    run_id: lease.run_id.clone(),
+                    task,
+                    context,
+                    seed_repo,
+                    round: lease.round,
+                    spec: &spec,
+                    api_key,
+                },
+            )
+            .instrument(tracing::info_span!("phase", name = "generate"))
+            .await
+            .map_err(|e| e.to_string())?;
+            serde_json::to_vec(&record).map_err(|e| e.to_string())
+        }
+        Phase::Evaluate => {
+            let generation: GenerationRecord =
+                parse(lease, "generation_json", &lease.generation_json)?;
+            let record = match &task.spec {
+                TaskSpec::V1(_) => evaluate_static(
+                    &shared.ctx,
+                    EvaluateInput {
+                        run_id: &lease.run_id,
+                        task: &task,
+                        seed_repo: seed_repo.as_deref(),
+                        generation: &generation,
+                        spec: &spec,
+                    },
+                )
+                .instrument(tracing::info_span!("phase", name = "evaluate_static"))
+                .await
+                .map_err(|e| e.to_string())?,
+                TaskSpec::V2(_) => {
+                    let Some(dynamic) = &shared.dynamic else {
+                        return Err(format!(
+                            "task {}: v2 evaluation needs Docker and worker {} has none",
+                            task.instance_id, shared.config.name
+                        ));
+                    };
+                    let labels = UnitLabels {
+                        run: lease.run_id.clone(),
+                        unit: generation.unit.dir_name(),
+                        worker: shared.ctx.worker_id.clone(),
+                    };
+                    dynamic
+                        .evaluate(&task, &generation, &labels)
+                        .instrument(tracing::info_span!("phase", name = "evaluate_dynamic"))
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            serde_json::to_vec(&record).map_err(|e| e.to_string())
+        }
+        Phase::Unspecified => Err(format!("lease {} names no phase", lease.lease_id)),
+    }
+}
+
+/// Sends the unit's result (CompleteUnit) or its failure (FailUnit, infrastructure), retrying
+/// transport errors with back-off until the coordinator answers.
+async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome: Outcome) {
+    let lease_ref = LeaseRef {
+        lease_id: lease.lease_id.clone(),
+        fence: lease.fence,
+    };
+    let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
+    let failed = outcome.is_err();
+    if let Err(reason) = &outcome {
+        tracing::warn!(%reason, "infrastructure failure");
+    }
+    loop {
+        let mut client = shared.client();
+        let call = async {
+            match &outcome {
+                Ok(json) => {
+                    client
+                        .complete_unit(CompleteRequest {
+                            worker_id: worker_id.clone(),
+                            lease: Some(lease_ref.clone()),
+                            phase: lease.phase,
+                            result_json: json.clone(),
+                        })
+                        .await
+                }
+                Err(reason) => {
+                    client
+                        .fail_unit(FailRequest {
+                            worker_id: worker_id.clone(),
+                            lease: Some(lease_ref.clone()),
+                            kind: FailureKind::Infrastructure as i32,
+                            reason: reason.clone(),
+                        })
+                        .await
+                }
+            }
+        };
+        let error = match tokio::time::timeout(shared.config.rpc_timeout, call).await {
+            Ok(Ok(ack)) => {
+                let ack = ack.into_inner();
+                if ack.accepted {
+                    let counter = if failed {
+                        &shared.stats.failed
+                    } else {
+                        &shared.stats.completed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(duplicate = ack.duplicate, failed, "reported");
+                } else {
+                    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(reason = %ack.reason, "report refused (stale lease): dropped");
+                }
+                return;
+            }
+            Ok(Err(status)) if super::is_definite(&status) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %status, "report rejected: dropped");
+                return;
+            }
+            Ok(Err(status)) => status.to_string(),
+            Err(_) => format!("no answer within {:?}", shared.config.rpc_timeout),
+        };
+        let delay: Duration = backoff.next_delay();
+        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "report failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
