@@ -385,3 +385,64 @@ fn a_cancelled_run_makes_submit_watch_exit_1() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn the_client_commands_speak_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(ASE)
+        .args(["certs", "init", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut child = Command::new(ASE)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--tls-dir")
+        .arg(&certs)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "no `listening on`"
+        );
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            break addr.rsplit(':').next().unwrap().to_string();
+        }
+    };
+    let uri = format!("https://localhost:{port}");
+    let status = |client: &str| {
+        Command::new(ASE)
+            .args([
+                "status",
+                "--coordinator",
+                &uri,
+                "--client",
+                client,
+                "--tls-dir",
+            ])
+            .arg(&certs)
+            .output()
+            .unwrap()
+    };
+    let out = status("admin");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no runs, no workers"));
+    let out = status("nobody");
+    assert!(
+        !out.status.success(),
+        "a missing client certificate is an error"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("client-nobody"),
+        "{out:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
