@@ -9,20 +9,17 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    KillContainerOptions, RemoveContainerOptions, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::KillContainerOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::output::OutputCapture;
 use super::UnitLabels;
 
-pub const ROLE_LABEL: &str = "ase.role";
+pub use crate::container_labels::{
+    remove_options, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
+};
 pub const ROLE_DYNAMIC: &str = "dynamic";
-pub const RUN_LABEL: &str = "ase.run";
-pub const UNIT_LABEL: &str = "ase.unit";
-pub const WORKER_LABEL: &str = "ase.worker";
 
 /// Bytes per output frame asked of the daemon (bollard's default is 8 KiB).
 const FRAME_CAPACITY: usize = 64 << 10;
@@ -56,13 +53,6 @@ pub fn container_body(
         }),
         ..Default::default()
     }
-}
-
-pub fn remove_options() -> RemoveContainerOptions {
-    RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build()
 }
 
 /// Removes the container on every path: explicitly at the end of an evaluation, or from

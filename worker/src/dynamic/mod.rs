@@ -43,22 +43,19 @@ mod container;
 pub mod output;
 pub mod upload;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ase_common::dataset::{DynamicSpec, Task, TaskSpec};
 use ase_common::scoring::v2::V2Scan;
 use ase_common::unit::{EvaluationRecord, GenerationRecord, StepLog, MAX_STEP_OUTPUT_BYTES};
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, UploadToContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptions, UploadToContainerOptionsBuilder};
 use bollard::Docker;
 
 pub use container::{
     container_body, split_command, ROLE_DYNAMIC, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
-use container::{exec, kill_and_restart, remove_options, ContainerGuard, ExecOutcome};
+use container::{exec, kill_and_restart, ContainerGuard, ExecOutcome};
 use output::OutputCapture;
 use upload::{md5_hex, prepare, tar_bytes};
 
@@ -534,26 +531,5 @@ fn step_log(step: &str, passed: bool, out: Result<ExecOutcome, String>) -> StepL
 /// Removes the dynamic-evaluation containers a previous life of worker `worker` left behind
 /// (labels `ase.role=dynamic` and `ase.worker=<worker>`). Returns how many were removed.
 pub async fn reap_orphans(docker: &Docker, worker: &str) -> Result<usize, DockerError> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{ROLE_LABEL}={ROLE_DYNAMIC}"),
-            format!("{WORKER_LABEL}={worker}"),
-        ],
-    )]);
-    let found = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
-    let mut removed = 0;
-    for c in found {
-        if let Some(id) = c.id {
-            docker.remove_container(&id, Some(remove_options())).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    crate::container_labels::reap_labelled(docker, ROLE_DYNAMIC, worker).await
 }

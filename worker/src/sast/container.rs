@@ -12,8 +12,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptionsBuilder, WaitContainerOptions,
+    CreateContainerOptions, KillContainerOptions, LogsOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -25,14 +24,10 @@ use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutco
 pub const CONTAINER_SRC: &str = "/src";
 /// Where build.sh puts the rule packs inside the image.
 pub const IMAGE_RULES: &str = "/rules";
-/// Label marking containers this module created, for reaping orphans.
-pub const ROLE_LABEL: &str = "ase.role";
+use crate::container_labels::remove_options;
+pub use crate::container_labels::{ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL};
+/// Role label value of the containers this module creates.
 pub const ROLE_SAST: &str = "sast";
-pub const UNIT_LABEL: &str = "ase.unit";
-pub const RUN_LABEL: &str = "ase.run";
-/// The worker that started the container; orphans are reaped per worker, so one worker
-/// starting up never removes another's running scans on a shared daemon.
-pub const WORKER_LABEL: &str = "ase.worker";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerLimits {
@@ -254,36 +249,7 @@ fn runtime_failure(step: &str, e: &DockerError) -> ScanOutcome {
 /// `ase.role=sast` and `ase.worker=<worker>`); call it when the worker starts, before scanning.
 /// Returns how many were removed.
 pub async fn reap_orphans(docker: &Docker, worker: &str) -> Result<usize, DockerError> {
-    // Several label filters are ANDed by the daemon.
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{ROLE_LABEL}={ROLE_SAST}"),
-            format!("{WORKER_LABEL}={worker}"),
-        ],
-    )]);
-    let found = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
-    let mut removed = 0;
-    for c in found {
-        if let Some(id) = c.id {
-            docker.remove_container(&id, Some(remove_options())).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-fn remove_options() -> bollard::query_parameters::RemoveContainerOptions {
-    RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build()
+    crate::container_labels::reap_labelled(docker, ROLE_SAST, worker).await
 }
 
 /// Removes the container even when the scan future is dropped mid-way (cancellation).
