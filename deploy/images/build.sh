@@ -3,7 +3,9 @@
 #
 # Usage:
 #   deploy/images/build.sh            # build what is missing, print the tags
+#   deploy/images/build.sh node       # only the named images (sast, v2, node)
 #   ASE_CACHE=/some/dir deploy/images/build.sh
+#   ASE_BIN=target/debug/ase deploy/images/build.sh node
 #
 # Images produced (one tag per line on stdout, nothing else goes to stdout):
 #   ase-sast:<content-hash>  and  ase-sast:latest
@@ -22,6 +24,12 @@
 #       from Debian's .debs (apt-get download + dpkg -x), a static busybox, and the contract
 #       scripts (build = byte-compile, tests = the project's unit tests, PoC = an exploit)
 #       under /ase. `:1` is the stable tag the demo's v2 task file names; every build moves it.
+#
+#   ase-node:<content-hash>  and  ase-node:latest
+#       one image for every cluster role (coordinator, worker, client): the `ase` binary
+#       (ASE_BIN, else the debug build `cargo build -p ase` makes; debug info stripped in the
+#       image), git with its helpers and templates, GNU patch, semgrep-core as `osemgrep`, our
+#       rule packs at /rules, a static busybox; FROM scratch with the host's libs and loader.
 #
 # Side product: the bare host binary `$ASE_CACHE/semgrep/bin/osemgrep` (with its libs), used by
 # the worker's tests and by `bench sast` to compare bare and container scans.
@@ -47,7 +55,7 @@ CACHE="${ASE_CACHE:-$HOME/.cache/ase-cluster}"
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker pip unzip sha256sum dpkg apt-get ldd flock; do
+for tool in docker pip unzip sha256sum dpkg apt-get ldd flock strip; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
 done
 docker info >/dev/null 2>&1 || die "the Docker daemon does not answer (docker info failed)"
@@ -58,8 +66,8 @@ mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
 # directories left by an interrupted run are garbage and can go.
 exec 9>"$CACHE/build.lock"
 flock 9
-rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/demo-ctx.* \
-    "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/node-ctx.* \
+    "$CACHE"/images/demo-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -354,10 +362,158 @@ build_demo_image() {
     printf '%s\n' "$tag" "$repo:$DEMO_STABLE_TAG"
 }
 
-build_sast
-for demo_dir in "$IMAGES_DIR"/demo-*/; do
-    build_demo_image "${demo_dir%/}"
-done
-for v2_dir in "$IMAGES_DIR"/v2-*/; do
-    build_v2_image "${v2_dir%/}"
+# --- ase-node (every cluster role) ---------------------------------------------------------
+
+# The `ase` binary of the image: ASE_BIN, else the workspace's debug build (scripts/test.sh
+# builds it anyway; cargo answers in a second when it is up to date).
+node_ase_binary() {
+    if [[ -n "${ASE_BIN:-}" ]]; then
+        [[ -x "$ASE_BIN" ]] || die "ASE_BIN=$ASE_BIN is not an executable file"
+        readlink -f "$ASE_BIN"
+        return
+    fi
+    command -v cargo >/dev/null 2>&1 || die "no ASE_BIN and no cargo to build the ase binary"
+    log "cargo build -p ase (set ASE_BIN to use a binary already built)"
+    (cd "$REPO_ROOT" && cargo build --quiet -p ase >&2) || die "cargo build -p ase failed"
+    local target="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+    [[ -x "$target/debug/ase" ]] || die "cargo build -p ase produced no $target/debug/ase"
+    readlink -f "$target/debug/ase"
+}
+
+# Every shared library the given binaries load from the host (semgrep's bundled ones excepted).
+node_host_libs() {
+    local own="$CACHE/semgrep/bin/libs/"
+    # With several files ldd heads each list with `FILE:`; those lines are not libraries.
+    ldd "$@" | awk -v own="$own" '
+        $1 ~ /:$/ { next }
+        $2 == "=>" && $3 ~ /^\// && index($3, own) != 1 { print $3 }
+        $1 ~ /^\// { print $1 }' | sort -u
+}
+
+# The hash of a directory's files (content, mode) and symlinks (target).
+tree_digest() {
+    (cd "$1" && find . \( -type f -o -type l \) -printf '%y %m %p %l\n' | LC_ALL=C sort &&
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum) | sha256sum | cut -d' ' -f1
+}
+
+build_node() {
+    local wheel deb ase git_bin git_exec git_templates patch_bin ca="/etc/ssl/certs/ca-certificates.crt"
+    wheel="$(fetch_semgrep_wheel)"
+    extract_semgrep "$wheel"
+    deb="$(fetch_busybox_deb)"
+    ase="$(node_ase_binary)"
+    # Debian's git keeps its helpers in /usr/lib/git-core; a git of another prefix is copied to
+    # the same paths, since its exec path and template dir are compiled in.
+    if [[ -x /usr/bin/git ]]; then git_bin=/usr/bin/git; else git_bin="$(command -v git)" || die "git not found"; fi
+    git_exec="$("$git_bin" --exec-path)"
+    [[ -d "$git_exec" ]] || die "git exec path $git_exec is not a directory"
+    git_templates="$(dirname "$git_exec")/../share/git-core/templates"
+    git_templates="$(readlink -f "$git_templates" || true)"
+    patch_bin="$(command -v patch)" || die "GNU patch not found"
+    [[ -f "$ca" ]] || die "CA bundle $ca not found on the host"
+    mapfile -t libs < <(node_host_libs "$ase" "$git_bin" "$patch_bin" "$CACHE/semgrep/bin/semgrep-core")
+    [[ ${#libs[@]} -gt 0 ]] || die "ldd found no host libraries for the node image"
+    mapfile -t rules < <(rule_files)
+    [[ ${#rules[@]} -gt 0 ]] || die "no rule files under $REPO_ROOT/rules"
+
+    local hash
+    hash="$(
+        {
+            printf 'semgrep-wheel %s %s\n' "$SEMGREP_VERSION" "$SEMGREP_WHEEL_SHA256"
+            printf 'busybox-deb %s\n' "$(sha256sum "$deb" | cut -d' ' -f1)"
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            printf 'dockerfile %s\n' "$(sha256sum "$IMAGES_DIR/node/Dockerfile" | cut -d' ' -f1)"
+            printf 'ase %s\n' "$(sha256sum "$ase" | cut -d' ' -f1)"
+            printf 'git %s %s\n' "$git_bin" "$(sha256sum "$git_bin" | cut -d' ' -f1)"
+            printf 'git-exec %s %s\n' "$git_exec" "$(tree_digest "$git_exec")"
+            if [[ -d "$git_templates" ]]; then
+                printf 'git-templates %s %s\n' "$git_templates" "$(tree_digest "$git_templates")"
+            fi
+            printf 'patch %s\n' "$(sha256sum "$patch_bin" | cut -d' ' -f1)"
+            printf 'ca %s\n' "$(sha256sum "$ca" | cut -d' ' -f1)"
+            for lib in "${libs[@]}"; do
+                printf 'lib %s %s\n' "$lib" "$(sha256sum "$(readlink -f "$lib")" | cut -d' ' -f1)"
+            done
+            for rule in "${rules[@]}"; do
+                printf 'rule %s %s\n' "$rule" "$(sha256sum "$REPO_ROOT/$rule" | cut -d' ' -f1)"
+            done
+        } | sha256sum | cut -c1-16
+    )"
+    local tag="ase-node:$hash"
+
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "$tag already built"
+    else
+        log "assembling the build context for $tag"
+        local ctx
+        ctx="$(mktemp -d "$CACHE/images/node-ctx.XXXXXX")"
+        # shellcheck disable=SC2064 # expand now: ctx is local
+        trap "rm -rf '$ctx'" EXIT
+        local root="$ctx/rootfs"
+        mkdir -p "$root/usr/local/bin" "$root/usr/bin" "$root/bin" "$root/etc/ssl/certs" \
+            "$root/tmp" "$root/semgrep" "$root/rules" "$root/data" "$root/cache" "$root/certs"
+        chmod 1777 "$root/tmp"
+        # Debug info is most of a debug build's size and nothing a node needs.
+        strip --strip-debug -o "$root/usr/local/bin/ase" "$ase"
+        cp "$git_bin" "$root/usr/bin/git"
+        mkdir -p "$root$(dirname "$git_exec")"
+        cp -a "$git_exec" "$root$git_exec"
+        if [[ -d "$git_templates" ]]; then
+            mkdir -p "$root$(dirname "$git_templates")"
+            cp -a "$git_templates" "$root$git_templates"
+        fi
+        cp "$patch_bin" "$root/usr/bin/patch"
+        cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
+        for lib in "${libs[@]}"; do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+        dpkg -x "$deb" "$ctx/busybox"
+        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+        local applet
+        while read -r applet; do
+            # git and patch are the real ones (PATH puts /usr/bin first; no shadowing here).
+            case "$applet" in busybox | "" | git | patch) ;; *) ln -s busybox "$root/bin/$applet" ;; esac
+        done < <("$root/bin/busybox" --list)
+        cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
+        # git and glibc look the user up; Docker supplies /etc/hosts and /etc/resolv.conf.
+        printf 'root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+        printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+        printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
+        for rule in "${rules[@]}"; do
+            mkdir -p "$root/$(dirname "$rule")"
+            cp "$REPO_ROOT/$rule" "$root/$rule"
+        done
+        cp "$IMAGES_DIR/node/Dockerfile" "$ctx/Dockerfile"
+        log "building $tag"
+        DOCKER_BUILDKIT=0 docker build --quiet \
+            --label "ase.image=node" --label "ase.content-hash=$hash" \
+            --label "ase.semgrep-version=$SEMGREP_VERSION" \
+            -t "$tag" "$ctx" >&2
+        rm -rf "$ctx"
+        trap - EXIT
+    fi
+    docker tag "$tag" "ase-node:latest"
+    printf '%s\n' "$tag" "ase-node:latest"
+}
+
+# Which images: the arguments (sast, v2, demo, node), all of them by default.
+wanted=("$@")
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node)
+for image in "${wanted[@]}"; do
+    case "$image" in
+    sast) build_sast ;;
+    v2)
+        for v2_dir in "$IMAGES_DIR"/v2-*/; do
+            build_v2_image "${v2_dir%/}"
+        done
+        ;;
+    demo)
+        for demo_dir in "$IMAGES_DIR"/demo-*/; do
+            build_demo_image "${demo_dir%/}"
+        done
+        ;;
+    node) build_node ;;
+    *) die "unknown image '$image' (sast, v2, demo, node)" ;;
+    esac
 done

@@ -9,6 +9,8 @@
 #[path = "../../worker/tests/support/mod.rs"]
 pub mod support;
 
+pub mod client;
+pub mod docker_cluster;
 pub mod model_server;
 pub mod process;
 pub mod project;
