@@ -93,6 +93,7 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
     for expected in [
         "report.json",
         "report.md",
+        "report.html",
         "test-model__b1/processed_instances.json",
         "test-model__b1/sast_results.json",
         "test-model__b1/eval_result.json",
