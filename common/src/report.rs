@@ -568,6 +568,106 @@ mod tests {
         assert!(md.contains("| t\\|1_cycle1 | secure |"), "{md}");
         assert!(md.contains("1 secure, 0 not secure, 1 failed."));
         assert!(!md.contains("sk-secret"));
+
+        let html = std::fs::read_to_string(&files.html).unwrap();
+        assert!(!html.contains("sk-secret") && !html.contains("zzz"));
+        assert!(
+            html.contains("data-key=\"/scores/all/overall_score\">45.1<"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn breakdown_counts_units_per_group_in_task_order() {
+        use crate::scoring::OutcomeKind as K;
+        let info = |id: &str, vt: &str, cwe: &str, lang: &str| TaskInfo {
+            instance_id: id.into(),
+            vuln_type: vt.into(),
+            cwe_id: cwe.into(),
+            language: lang.into(),
+        };
+        let units = vec![
+            UnitOutcome::new(UnitId::new("b", 1), K::Secure, ""),
+            UnitOutcome::new(UnitId::new("b", 2), K::Vulnerable, ""),
+            UnitOutcome::new(UnitId::new("a", 1), K::NotApplied, ""),
+            UnitOutcome::new(UnitId::new("c", 1), K::Secure, ""),
+            UnitOutcome::new(UnitId::new("ghost", 1), K::Error, ""),
+        ];
+        let r = sample().clone();
+        let r = Report::new(r.provenance, units, r.scores).with_tasks([
+            info("a", "XSS", "CWE-79", "php"),
+            info("b", "SQLI", "CWE-89", "go"),
+            // Listed twice (upstream's data_v2 does): counted once.
+            info("a", "XSS", "CWE-79", "php"),
+            info("c", "XSS", "CWE-79", "go"),
+        ]);
+        assert_eq!(r.tasks.len(), 3);
+        let b = &r.breakdown;
+        let groups = |g: &[GroupTally]| -> Vec<(String, u32, u32, u32, u32, u32, f64)> {
+            g.iter()
+                .map(|t| {
+                    (
+                        t.group.clone(),
+                        t.tasks,
+                        t.units,
+                        t.secure,
+                        t.not_secure,
+                        t.failed,
+                        t.secure_pct,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            groups(&b.by_type),
+            [
+                ("XSS".into(), 2, 2, 1, 0, 1, 50.0),
+                ("SQLI".into(), 1, 2, 1, 1, 0, 50.0),
+                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
+            ]
+        );
+        assert_eq!(
+            groups(&b.by_language),
+            [
+                ("php".into(), 1, 1, 0, 0, 1, 0.0),
+                ("go".into(), 2, 3, 2, 1, 0, 66.67),
+                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
+            ]
+        );
+        assert_eq!(b.by_cwe[0].group, "CWE-79");
+        assert_eq!(
+            b.outcomes.iter().map(|(k, n)| (*k, *n)).collect::<Vec<_>>(),
+            [
+                (K::Secure, 2),
+                (K::Vulnerable, 1),
+                (K::NotApplied, 1),
+                (K::Error, 1)
+            ]
+        );
+        // The same tables in Markdown.
+        let md = render_markdown(&r);
+        assert!(md.contains("| go | 2 | 3 | 2 | 1 | 0 | 66.67 |"), "{md}");
+        assert!(md.contains("| failed to apply | 1 |"), "{md}");
+        assert!(
+            md.contains("| a_cycle1 | failed | failed to apply |"),
+            "{md}"
+        );
+        // Old reports without tasks still read (their breakdown is empty).
+        let mut v = serde_json::to_value(&r).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("tasks");
+        o.remove("breakdown");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert!(back.tasks.is_empty() && back.breakdown.by_type.is_empty());
+    }
+
+    #[test]
+    fn unix_ms_become_rfc3339() {
+        assert_eq!(
+            rfc3339_from_unix_ms(1_764_064_800_000).as_deref(),
+            Some("2025-11-25T10:00:00Z")
+        );
+        assert_eq!(rfc3339_from_unix_ms(u64::MAX), None);
     }
 
     #[test]

@@ -160,7 +160,7 @@ dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margi
 .cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:8.5rem}.card .label{font-size:.8rem;color:#555;text-transform:uppercase;letter-spacing:.03em}.card .big{font-size:1.8rem;font-weight:700}
 table{border-collapse:collapse;background:#fff;font-size:.88rem;margin:.3rem 0}th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tbody th{white-space:nowrap}td.kind{white-space:nowrap}
-.matrix td.cell{text-align:center;font-size:.8rem;white-space:nowrap}.matrix th.task{white-space:normal;font-weight:normal;font-family:ui-monospace,monospace;font-size:.8rem;word-break:break-all;max-width:28rem}
+.matrix td.cell{text-align:center;vertical-align:middle;font-size:.8rem;white-space:nowrap}.matrix th.task{white-space:normal;font-weight:normal;font-family:ui-monospace,monospace;font-size:.8rem;word-break:break-all;max-width:28rem}
 .note{color:#666;font-style:italic;font-size:.85rem}.na{color:#888}.reason{word-break:break-word;max-width:48rem}.mono{font-family:ui-monospace,monospace;font-size:.82rem}
 .charts{display:flex;flex-wrap:wrap;gap:1.5rem}figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem}figcaption{font-weight:600;font-size:.9rem;margin-bottom:.3rem}
 .legend{display:flex;flex-wrap:wrap;gap:.3rem .9rem;font-size:.82rem;margin-top:.4rem}.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-.1rem}
