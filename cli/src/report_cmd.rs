@@ -1,5 +1,5 @@
-//! `ase report`: fetch a completed run's files (upstream's result files, report.json) into a
-//! directory.
+//! `ase report`: fetch a completed run's files (upstream's result files, report.json, report.md,
+//! report.html) into a directory.
 
 use crate::connect::{runtime, status_error, ConnectArgs};
 use anyhow::Context;
