@@ -143,8 +143,10 @@ fn the_demo_scores_what_expected_scores_json_says() {
         &tmp.path().join("cache-w1"),
         &WorkerOptions {
             name: "w1".into(),
-            generate_slots: 2,
-            eval_slots: 2,
+            // Slots mostly wait (on leases, containers), so more than the cores: a worker
+            // takes as many leases per request as it has free slots.
+            generate_slots: 4,
+            eval_slots: 6,
             osemgrep,
             repo_url_template: world.repo_url_template.clone(),
         },
