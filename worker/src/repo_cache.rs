@@ -231,7 +231,10 @@ const MIRROR_MARKER: &str = "ase-mirror-complete";
 impl RepoCache {
     /// Open (creating if needed) the cache at `cfg.root`: take the root's lock, sweep what a
     /// crashed process left under construction, and index the complete entries.
-    pub fn open(cfg: RepoCacheConfig) -> Result<Self, RepoCacheError> {
+    pub fn open(mut cfg: RepoCacheConfig) -> Result<Self, RepoCacheError> {
+        // git runs with other working directories (a mirror, a tree): a relative root would
+        // name different places to it and to us.
+        cfg.root = std::path::absolute(&cfg.root).map_err(io_err(&cfg.root))?;
         let root = cfg.root.clone();
         for sub in ["mirrors", "trees", "units", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(io_err(&root))?;

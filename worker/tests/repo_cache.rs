@@ -348,3 +348,26 @@ fn a_clone_killed_halfway_is_redone() {
         8 << 20
     );
 }
+
+#[test]
+fn a_relative_root_works_like_an_absolute_one() {
+    // `ase worker --cache cache` once failed every unit: git saw the relative path from
+    // another working directory.
+    let src = make_source();
+    let root = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let ups = cwd.components().count() - 1;
+    let relative: PathBuf = std::iter::repeat_n("..", ups)
+        .collect::<PathBuf>()
+        .join(root.path().strip_prefix("/").unwrap())
+        .join("cache");
+    assert!(relative.is_relative());
+    let cache = RepoCache::open(config(&relative, &src)).unwrap();
+    assert!(cache.root().is_absolute(), "{}", cache.root().display());
+    let sha = cache.resolve("acme/shop", "main", None).unwrap();
+    let unit = cache.unit("acme/shop", &sha, "rel_cycle1").unwrap();
+    assert_eq!(
+        unit.read("src/db.php").unwrap(),
+        b"<?php\n$q = 'SELECT 2';\n"
+    );
+}
