@@ -8,10 +8,10 @@
 //!
 //! Every key is documented here and in `examples/ase.toml`.
 
+use ase_worker::model::{ApiKeySource, OpenAiConfig};
 use ase_worker::pipeline::spec::{
     CountScopeSetting, EvaluationSettings, ModelSpec, PromptSettings, RunLimits, RunSpec,
 };
-use ase_worker::model::{ApiKeySource, OpenAiConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -460,10 +460,7 @@ impl AseConfig {
                 return Err(invalid(key("rounds"), "must be at least 1".into()));
             }
             if r.max_context_token == 0 {
-                return Err(invalid(
-                    key("max_context_token"),
-                    "must be positive".into(),
-                ));
+                return Err(invalid(key("max_context_token"), "must be positive".into()));
             }
             for (k, p) in [
                 ("dataset", Some(&r.dataset)),
@@ -885,7 +882,8 @@ model = { provider = "reference" }
         assert_eq!(c.cache_dir(&data), data.join("cache"));
         assert_eq!(c.output_dir(&data), data.join("results"));
         let mut c = AseConfig::default();
-        c.apply_env(&env_of(&[("ASE_DATA_DIR", "/d")]), "t").unwrap();
+        c.apply_env(&env_of(&[("ASE_DATA_DIR", "/d")]), "t")
+            .unwrap();
         assert_eq!(c.data_dir(&xdg), PathBuf::from("/d"));
     }
 
@@ -991,10 +989,7 @@ model = { provider = "reference" }
                 Box::new(|c| c.runs[1].dataset = PathBuf::from("/nonexistent/t.json")),
                 "runs[1].dataset",
             ),
-            (
-                Box::new(|c| c.runs[1].batch = "b1".into() ),
-                "",
-            ),
+            (Box::new(|c| c.runs[1].batch = "b1".into()), ""),
             (
                 Box::new(|c| {
                     c.runs[0].model = ModelSettings::Openai {
@@ -1175,7 +1170,8 @@ mod example_tests {
         for k in keys {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);
-                l.starts_with(&format!("{k} =")) || l.starts_with(&format!("[{k}"))
+                l.starts_with(&format!("{k} ="))
+                    || l.starts_with(&format!("[{k}"))
                     || l.starts_with(&format!("[[{k}"))
                     || l.starts_with(&format!("[runs.{k}"))
                     || l.contains(&format!("{k} = "))

@@ -21,6 +21,8 @@ enum Mode {
     Bars {
         multi: MultiProgress,
         runs: BTreeMap<String, RunBars>,
+        /// A line under the bars (e.g. the workers' state).
+        footer: Option<ProgressBar>,
     },
     Lines {
         last: BTreeMap<String, String>,
@@ -73,6 +75,7 @@ impl ProgressView {
             Mode::Bars {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 runs: BTreeMap::new(),
+                footer: None,
             }
         } else {
             Mode::Lines {
@@ -96,15 +99,22 @@ impl ProgressView {
                     }
                 }
             }
-            Mode::Bars { multi, runs: bars } => {
+            Mode::Bars {
+                multi,
+                runs: bars,
+                footer,
+            } => {
                 for p in runs {
                     let b = bars.entry(p.run_id.clone()).or_insert_with(|| {
                         let bar = |name: &str| {
-                            let b = multi.add(
-                                ProgressBar::new(p.total_units)
-                                    .with_style(style())
-                                    .with_prefix(format!("{} {name}", p.run_id)),
-                            );
+                            let b = ProgressBar::new(p.total_units)
+                                .with_style(style())
+                                .with_prefix(format!("{} {name}", p.run_id));
+                            // New runs go above the footer line.
+                            let b = match footer.as_ref() {
+                                Some(f) => multi.insert_before(f, b),
+                                None => multi.add(b),
+                            };
                             b.enable_steady_tick(Duration::from_millis(250));
                             b
                         };
@@ -129,6 +139,31 @@ impl ProgressView {
         }
     }
 
+    /// Sets the line under the bars (line mode: prints it when it changes).
+    pub fn set_footer(&mut self, msg: String) {
+        match &mut self.mode {
+            Mode::Bars { multi, footer, .. } => {
+                let f = footer.get_or_insert_with(|| {
+                    let f = multi.add(
+                        ProgressBar::new_spinner().with_style(
+                            ProgressStyle::with_template("{spinner} {msg}")
+                                .expect("a valid progress template"),
+                        ),
+                    );
+                    f.enable_steady_tick(Duration::from_millis(250));
+                    f
+                });
+                f.set_message(msg);
+            }
+            Mode::Lines { last } => {
+                if last.get("") != Some(&msg) {
+                    eprintln!("{msg}");
+                    last.insert(String::new(), msg);
+                }
+            }
+        }
+    }
+
     /// A message that must not be torn by the bars.
     pub fn println(&self, msg: &str) {
         match &self.mode {
@@ -141,12 +176,14 @@ impl ProgressView {
 
     /// Leaves the bars as they are on screen and stops redrawing them.
     pub fn finish(&mut self) {
-        if let Mode::Bars { runs, .. } = &mut self.mode {
-            for b in runs.values() {
-                for bar in [&b.generate, &b.evaluate] {
-                    if !bar.is_finished() {
-                        bar.abandon();
-                    }
+        if let Mode::Bars { runs, footer, .. } = &mut self.mode {
+            let bars = runs
+                .values()
+                .flat_map(|b| [&b.generate, &b.evaluate])
+                .chain(footer.as_ref());
+            for bar in bars {
+                if !bar.is_finished() {
+                    bar.abandon();
                 }
             }
         }

@@ -278,12 +278,13 @@ async fn fetch_report(cluster: &mut Embedded, run_id: &str, output: &Path) -> an
 }
 
 /// The score rows of the runs whose report was written (a cancelled run has none).
-fn write_reports_and_rows(output: &Path, prepared: &[PreparedRun]) -> anyhow::Result<Vec<ScoreRow>> {
+fn write_reports_and_rows(
+    output: &Path,
+    prepared: &[PreparedRun],
+) -> anyhow::Result<Vec<ScoreRow>> {
     let mut rows = Vec::new();
     for p in prepared {
-        let report = output
-            .join(&p.run_id)
-            .join(ase_common::report::REPORT_JSON);
+        let report = output.join(&p.run_id).join(ase_common::report::REPORT_JSON);
         if report.is_file() {
             rows.push(score_table::row_from_report(&p.run_id, &report)?);
         } else {

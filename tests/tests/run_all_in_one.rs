@@ -27,7 +27,12 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(n_tasks: usize, rounds: u32, generate_slots: u32, model_delay: Duration) -> Option<Setup> {
+    fn new(
+        n_tasks: usize,
+        rounds: u32,
+        generate_slots: u32,
+        model_delay: Duration,
+    ) -> Option<Setup> {
         let osemgrep = support::osemgrep_or_skip()?;
         let tmp = tempfile::tempdir().unwrap();
         let project = Project::create(tmp.path(), n_tasks);
@@ -138,10 +143,9 @@ request_timeout_secs = 60.0
         assert_eq!(scanned_names, expected, "scanned units");
         let fixed = self.project.tasks.len() as i64 - 1;
         assert!(scanned.iter().all(|(_, n)| *n == fixed), "{scanned:?}");
-        let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.report_dir().join("report.json")).unwrap(),
-        )
-        .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.report_dir().join("report.json")).unwrap())
+                .unwrap();
         assert_eq!(
             report["units"].as_array().map(Vec::len),
             Some(expected.len()),
@@ -155,9 +159,17 @@ request_timeout_secs = 60.0
         for t in &self.project.tasks {
             let n = calls.get(&t.instance_id).copied().unwrap_or(0);
             if extra == 0 {
-                assert_eq!(n, self.rounds, "model calls of {}: {calls:?}", t.instance_id);
+                assert_eq!(
+                    n, self.rounds,
+                    "model calls of {}: {calls:?}",
+                    t.instance_id
+                );
             } else {
-                assert!(n >= self.rounds, "model calls of {}: {calls:?}", t.instance_id);
+                assert!(
+                    n >= self.rounds,
+                    "model calls of {}: {calls:?}",
+                    t.instance_id
+                );
             }
         }
         let units = self.project.tasks.len() as u32 * self.rounds;
@@ -204,7 +216,10 @@ fn ase_run_completes_a_configured_run_and_a_second_run_resumes_it_without_model_
     let mut first = s.launch();
     s.wait_success(&mut first);
     let log = first.log_text();
-    assert!(log.contains(&format!("submitted run {RUN_ID} (6 units)")), "{log}");
+    assert!(
+        log.contains(&format!("submitted run {RUN_ID} (6 units)")),
+        "{log}"
+    );
     // Not a terminal: the plain progress lines, not bars.
     assert!(log.contains(&format!("run {RUN_ID} [")), "{log}");
     s.assert_report_has_every_unit_once();
@@ -228,8 +243,15 @@ fn ase_run_completes_a_configured_run_and_a_second_run_resumes_it_without_model_
     let mut second = s.launch();
     s.wait_success(&mut second);
     let log = second.log_text();
-    assert!(log.contains(&format!("resumed run {RUN_ID} (6 units)")), "{log}");
-    assert_eq!(s.model.total_calls(), calls, "a completed run calls nothing");
+    assert!(
+        log.contains(&format!("resumed run {RUN_ID} (6 units)")),
+        "{log}"
+    );
+    assert_eq!(
+        s.model.total_calls(),
+        calls,
+        "a completed run calls nothing"
+    );
     assert_eq!(s.score_row(&second.stdout_text()), row, "same scores");
     s.assert_report_has_every_unit_once();
 }
@@ -246,7 +268,9 @@ fn an_interrupted_ase_run_resumes_where_it_stopped_with_one_model_call_per_unit(
     };
     let units = 12;
     let mut first = s.launch();
-    wait_until("a few model calls", RUN_TIMEOUT, || s.model.total_calls() >= 3);
+    wait_until("a few model calls", RUN_TIMEOUT, || {
+        s.model.total_calls() >= 3
+    });
     sigterm(&first);
     let status = first
         .wait_exit(Duration::from_secs(60))
@@ -260,8 +284,14 @@ fn an_interrupted_ase_run_resumes_where_it_stopped_with_one_model_call_per_unit(
         first.log_text()
     );
     let before = s.model.total_calls();
-    assert!(before < units, "interrupted mid-run, not after it ({before} calls)");
-    assert!(first.stdout_text().is_empty(), "no score table for an unfinished run");
+    assert!(
+        before < units,
+        "interrupted mid-run, not after it ({before} calls)"
+    );
+    assert!(
+        first.stdout_text().is_empty(),
+        "no score table for an unfinished run"
+    );
 
     let mut second = s.launch();
     s.wait_success(&mut second);
@@ -284,12 +314,18 @@ fn a_killed_ase_run_resumes_and_repeats_at_most_the_calls_in_flight() {
         return;
     };
     let mut first = s.launch();
-    wait_until("a few model calls", RUN_TIMEOUT, || s.model.total_calls() >= 3);
+    wait_until("a few model calls", RUN_TIMEOUT, || {
+        s.model.total_calls() >= 3
+    });
     first.kill9();
     assert!(s.model.total_calls() < 8, "killed mid-run");
     let mut second = s.launch();
     s.wait_success(&mut second);
-    assert!(second.log_text().contains("resumed run"), "{}", second.log_text());
+    assert!(
+        second.log_text().contains("resumed run"),
+        "{}",
+        second.log_text()
+    );
     s.assert_model_calls(generate_slots);
     s.assert_report_has_every_unit_once();
 }
@@ -328,8 +364,14 @@ fn config_check_prints_the_effective_config_without_the_key_and_names_bad_keys()
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(!out.contains(secret) && !err.contains(secret), "{out}\n{err}");
-    assert!(out.contains("api_key = \"<set from ASE_TEST_SECRET_KEY>\""), "{out}");
+    assert!(
+        !out.contains(secret) && !err.contains(secret),
+        "{out}\n{err}"
+    );
+    assert!(
+        out.contains("api_key = \"<set from ASE_TEST_SECRET_KEY>\""),
+        "{out}"
+    );
     assert!(out.contains("data = \"/srv/ase-data\""), "{out}");
     assert!(out.contains("tls_dir = \"/srv/ase-data/certs\""), "{out}");
     assert!(out.contains("eval_slots = 7"), "{out}");
@@ -337,18 +379,27 @@ fn config_check_prints_the_effective_config_without_the_key_and_names_bad_keys()
 
     let o = config_check(&good, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("api_key = \"<unset: ASE_TEST_SECRET_KEY is empty>\""), "{out}");
+    assert!(
+        out.contains("api_key = \"<unset: ASE_TEST_SECRET_KEY is empty>\""),
+        "{out}"
+    );
 
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "[worker]\ngenerate_slots = 0\n").unwrap();
     let o = config_check(&bad, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("{}: key `worker.generate_slots`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}: key `worker.generate_slots`", bad.display())),
+        "{err}"
+    );
 
     std::fs::write(&bad, "[worker]\ngenerate_slot = 2\n").unwrap();
     let o = config_check(&bad, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&bad.display().to_string()) && err.contains("generate_slot"), "{err}");
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("generate_slot"),
+        "{err}"
+    );
 }
