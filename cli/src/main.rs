@@ -7,6 +7,7 @@ mod config_cmd;
 mod connect;
 mod coordinator_cmd;
 mod demo_campaign;
+mod demo_cmd;
 mod drain_cmd;
 mod embedded;
 mod progress_fmt;
@@ -66,6 +67,8 @@ enum Command {
     Run(run_cmd::Args),
     /// Check a config file and print the effective config without secrets.
     Config(config_cmd::Args),
+    /// The demo dataset: `ase demo materialise --out DIR`.
+    Demo(demo_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cancel_cmd::run(a),
         Command::Run(a) => run_cmd::run(a),
         Command::Config(a) => config_cmd::run(a),
+        Command::Demo(a) => demo_cmd::run(a),
     };
     match result {
         Ok(code) => code,
