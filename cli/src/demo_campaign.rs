@@ -97,7 +97,11 @@ pub fn configure(config: &mut AseConfig, data: &Path) -> anyhow::Result<()> {
         ));
     }
     debug_assert_eq!(
-        config.runs.iter().map(RunSettings::run_id).collect::<Vec<_>>(),
+        config
+            .runs
+            .iter()
+            .map(RunSettings::run_id)
+            .collect::<Vec<_>>(),
         run_ids()
     );
     Ok(())
