@@ -478,9 +478,16 @@ fn the_coordinator_and_a_worker_take_their_settings_from_the_config_file() {
         tmp.path().join("worker.log"),
     );
     worker.wait_for_count("registered as w1", 1, Duration::from_secs(30));
-    assert!(data.join("cache/repos").is_dir(), "the cache is under <data>/cache");
+    assert!(
+        data.join("cache/repos").is_dir(),
+        "the cache is under <data>/cache"
+    );
     let o = Command::new(ase_bin())
-        .args(["status", "--coordinator", &format!("https://localhost:{port}")])
+        .args([
+            "status",
+            "--coordinator",
+            &format!("https://localhost:{port}"),
+        ])
         .arg("--tls-dir")
         .arg(&certs)
         .output()

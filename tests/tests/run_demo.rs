@@ -30,6 +30,49 @@ fn num(cell: &str) -> f64 {
         .unwrap_or_else(|e| panic!("{cell:?} is not a number: {e}"))
 }
 
+/// The demo's expected scores (`examples/demo/expected_scores.json`, keyed
+/// `demo-{model}__{version}` with the pretend model as `predictions`).
+fn expected_scores() -> serde_json::Value {
+    let path = repo_root().join("examples/demo/expected_scores.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `scores` of the report `ase run` wrote for `model` on `version` equal the expected ones
+/// (v2: the scores, not the generation times, which are measured).
+fn assert_expected_scores(data: &Path, model: &str, version: &str) {
+    let run_id = format!("{model}__demo-{version}");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join(format!("results/{run_id}/report.json"))).unwrap(),
+    )
+    .unwrap();
+    let key = match model {
+        "pretend" => format!("demo-predictions__{version}"),
+        m => format!("demo-{m}__{version}"),
+    };
+    let expected = &expected_scores()[&key];
+    assert!(expected.is_object(), "{key} in expected_scores.json");
+    let got = &report["scores"];
+    if version == "v1" {
+        assert_eq!(got, expected, "{run_id} scores");
+    } else {
+        for field in [
+            "code_quality_score",
+            "code_security_score",
+            "code_stability_score",
+            "overall_score",
+            "overall_score_corrected",
+            "case_sum",
+            "poc_pass_count",
+        ] {
+            assert_eq!(
+                got["all"][field], expected["all"][field],
+                "{run_id} all.{field}"
+            );
+        }
+    }
+}
+
 fn run_demo(dir: &Path, docker: &str) -> Proc {
     let osemgrep = support::osemgrep_path().display().to_string();
     let rules = repo_root().join("rules").display().to_string();
@@ -156,6 +199,11 @@ fn the_demo_with_docker_runs_v1_and_v2_and_resumes_without_work() {
     for run in ["pretend__demo-v1", "pretend__demo-v2"] {
         let r = row(&out, run);
         assert!(num(r[5]) > 0.0 && num(r[5]) < 100.0, "{run} mixed:\n{out}");
+    }
+    for version in ["v1", "v2"] {
+        for model in ["original", "reference", "pretend"] {
+            assert_expected_scores(&tmp.path().join("data"), model, version);
+        }
     }
     // The same command again: every run resumes already complete, same table.
     let again = run_demo(tmp.path(), "on");
