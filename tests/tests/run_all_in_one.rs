@@ -418,8 +418,9 @@ fn the_coordinator_and_a_worker_take_their_settings_from_the_config_file() {
         format!(
             "[coordinator]\ndata = \"data\"\nlisten = \"127.0.0.1:0\"\nheartbeat_ms = 300\n\
              lease_ttl_ms = 2000\n[worker]\nname = \"w1\"\ngenerate_slots = 3\neval_slots = 1\n\
-             docker = \"off\"\nosemgrep = {:?}\n",
-            support::osemgrep_path().display().to_string()
+             docker = \"off\"\nosemgrep = {:?}\nrules = {:?}\n",
+            support::osemgrep_path().display().to_string(),
+            repo_root().join("rules").display().to_string()
         ),
     )
     .unwrap();
