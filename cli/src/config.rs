@@ -974,7 +974,8 @@ model = { provider = "reference" }
         let dir = tempfile::tempdir().unwrap();
         let path = write_full(dir.path());
         let base = load_file(&path).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut AseConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut AseConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|c| c.coordinator.lease_ttl_ms = 100),
                 "coordinator.lease_ttl_ms",

@@ -14,16 +14,20 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The config file: its `[coordinator]` table (and ASE_* variables) gives what the flags
+    /// below do not (`ase run` and the cluster share one file).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// gRPC address; port 0 picks a free port (printed as `listening on ADDR`).
-    #[arg(long)]
-    listen: SocketAddr,
+    #[arg(long, required_unless_present = "config")]
+    listen: Option<SocketAddr>,
     /// Directory of the durable store (sled).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    data: Option<PathBuf>,
     /// Directory written by `ase certs init` (uses ca.pem and coordinator.{pem,key}).
     #[arg(
         long,
-        required_unless_present = "plaintext",
+        required_unless_present_any = ["plaintext", "config"],
         conflicts_with = "plaintext"
     )]
     tls_dir: Option<PathBuf>,
@@ -36,21 +40,54 @@ pub struct Args {
     /// Also write every completed run's files under DIR/{run_id}/.
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    /// Heartbeat interval workers are told to keep.
-    #[arg(long, default_value_t = 2_000)]
-    heartbeat_ms: u32,
-    /// A lease not renewed by a heartbeat for this long is lost.
-    #[arg(long, default_value_t = 10_000)]
-    lease_ttl_ms: u32,
+    /// Heartbeat interval workers are told to keep [default: 2000, or the config's].
+    #[arg(long)]
+    heartbeat_ms: Option<u32>,
+    /// A lease not renewed by a heartbeat for this long is lost [default: 10000, or the
+    /// config's].
+    #[arg(long)]
+    lease_ttl_ms: Option<u32>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.heartbeat_ms > 0, "--heartbeat-ms must be positive");
+/// Fills what the flags left out from the config file's `[coordinator]` table.
+fn apply_config(args: &mut Args) -> anyhow::Result<()> {
+    let Some(path) = &args.config else {
+        return Ok(());
+    };
+    let mut config = crate::config::load_file(path)?;
+    let source = path.display().to_string();
+    config.apply_env(&crate::config::process_env, &source)?;
+    config.validate(&source)?;
+    let data = config.data_dir(&crate::config::process_env);
+    let c = &config.coordinator;
+    args.listen.get_or_insert(c.listen);
+    args.heartbeat_ms.get_or_insert(c.heartbeat_ms);
+    args.lease_ttl_ms.get_or_insert(c.lease_ttl_ms);
+    if !args.plaintext && args.tls_dir.is_none() {
+        args.tls_dir = Some(config.tls_dir(&data));
+    }
+    args.data.get_or_insert_with(|| data.join("store"));
+    if args.metrics_listen.is_none() {
+        args.metrics_listen = c.metrics_listen;
+    }
+    if args.output_dir.is_none() {
+        args.output_dir = config.output_dir.clone();
+    }
+    Ok(())
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    apply_config(&mut args)?;
+    let (Some(listen), Some(data)) = (args.listen, args.data.clone()) else {
+        anyhow::bail!("--listen and --data are required without --config");
+    };
+    let defaults = crate::config::CoordinatorSettings::default();
+    let heartbeat_ms = args.heartbeat_ms.unwrap_or(defaults.heartbeat_ms);
+    let lease_ttl_ms = args.lease_ttl_ms.unwrap_or(defaults.lease_ttl_ms);
+    anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be positive");
     anyhow::ensure!(
-        args.lease_ttl_ms > args.heartbeat_ms,
-        "--lease-ttl-ms ({}) must be longer than --heartbeat-ms ({})",
-        args.lease_ttl_ms,
-        args.heartbeat_ms
+        lease_ttl_ms > heartbeat_ms,
+        "--lease-ttl-ms ({lease_ttl_ms}) must be longer than --heartbeat-ms ({heartbeat_ms})"
     );
     let security = match &args.tls_dir {
         Some(dir) => TransportSecurity::MutualTls(
@@ -61,8 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => TransportSecurity::Plaintext,
     };
     let config = CoordinatorConfig {
-        heartbeat_interval_ms: args.heartbeat_ms,
-        lease_ttl_ms: args.lease_ttl_ms,
+        heartbeat_interval_ms: heartbeat_ms,
+        lease_ttl_ms,
         output_dir: args.output_dir.clone(),
         ..CoordinatorConfig::default()
     };
@@ -71,15 +108,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let coordinator = Coordinator::open(&args.data, config, Arc::new(SystemClock))
-            .with_context(|| format!("opening the store under {}", args.data.display()))?;
+        let coordinator = Coordinator::open(&data, config, Arc::new(SystemClock))
+            .with_context(|| format!("opening the store under {}", data.display()))?;
         let server = Server::bind(
             coordinator,
             ServeOptions {
-                listen: args.listen,
+                listen,
                 security,
                 metrics_listen: args.metrics_listen,
-                sweep_interval: Duration::from_millis(u64::from(args.heartbeat_ms / 2).max(1)),
+                sweep_interval: Duration::from_millis(u64::from(heartbeat_ms / 2).max(1)),
             },
         )
         .await?;

@@ -11,7 +11,7 @@ fn counts(c: Option<PhaseCounts>) -> String {
     )
 }
 
-fn eta(seconds: f64) -> String {
+pub fn eta(seconds: f64) -> String {
     if seconds < 0.0 || !seconds.is_finite() {
         "unknown".into()
     } else {

@@ -3,6 +3,7 @@
 
 use crate::connect::{runtime, status_error, ConnectArgs};
 use crate::progress_fmt::{run_line, worker_line};
+use crate::progress_view::{bars_wanted, ProgressView};
 use ase_proto::v1::{ListRunsRequest, ListWorkersRequest};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let mut client = args.connect.client().await?;
+        // On a terminal --watch draws bars per run and phase; elsewhere it prints text blocks.
+        let mut view = (args.watch && bars_wanted()).then(|| ProgressView::with_bars(true));
         loop {
             let runs = client
                 .list_runs(ListRunsRequest {})
@@ -41,6 +44,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect();
             if let Some(id) = &args.run {
                 anyhow::ensure!(!shown.is_empty(), "unknown run {id}");
+            }
+            if let Some(view) = &mut view {
+                let shown: Vec<_> = shown.iter().map(|r| (*r).clone()).collect();
+                view.update(&shown);
+                let alive = workers.iter().filter(|w| w.alive).count();
+                let running: u32 = workers.iter().map(|w| w.running).sum();
+                let slots: u32 = workers
+                    .iter()
+                    .filter(|w| w.alive)
+                    .map(|w| w.generate_slots + w.eval_slots)
+                    .sum();
+                view.set_footer(format!(
+                    "workers: {alive} alive of {}, {running}/{slots} slots busy",
+                    workers.len()
+                ));
+                if args.run.is_some()
+                    && shown
+                        .iter()
+                        .all(|r| r.state == "completed" || r.state == "cancelled")
+                {
+                    view.finish();
+                    return Ok(ExitCode::SUCCESS);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
             let mut out = String::new();
             for r in &shown {

@@ -2,7 +2,7 @@
 //! `--watch` follow it until it ends.
 
 use crate::connect::{runtime, status_error, ConnectArgs};
-use crate::progress_fmt::run_line;
+use crate::progress_view::ProgressView;
 use anyhow::Context;
 use ase_proto::v1::{SubmitRunRequest, WatchRunRequest};
 use ase_worker::pipeline::spec::RunSpec;
@@ -105,14 +105,16 @@ pub async fn watch(
         .map_err(|s| status_error(&format!("watching run {run_id}"), s))?
         .into_inner();
     let mut last_state = String::new();
+    let mut view = ProgressView::new();
     while let Some(p) = stream
         .message()
         .await
         .map_err(|s| status_error(&format!("watching run {run_id}"), s))?
     {
-        eprintln!("{}", run_line(&p));
+        view.update(std::slice::from_ref(&p));
         last_state = p.state;
     }
+    view.finish();
     match last_state.as_str() {
         "completed" => Ok(ExitCode::SUCCESS),
         "cancelled" => {

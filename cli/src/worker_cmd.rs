@@ -2,7 +2,7 @@
 //! to Docker (unless `--no-docker`), and runs the agent (ase_worker::agent) until SIGTERM or
 //! ctrl-c; prints `registered as NAME session S` on stderr each time it registers.
 
-use crate::config::{DockerUse, ScannerKind};
+use crate::config::{AseConfig, DockerUse, ScannerKind};
 use crate::worker_setup::{self, WorkerSetup};
 use anyhow::{bail, Context};
 use ase_proto::endpoint::TransportSecurity;
@@ -15,17 +15,21 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The config file: its `[worker]` table (and ASE_* variables) gives what the flags below
+    /// do not; `<data>/certs` is the default TLS folder.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The coordinator: https://HOST:PORT (http:// on loopback with --plaintext).
     #[arg(long)]
     coordinator: String,
     /// The worker's name: NAME of its certificate `worker-NAME.pem`.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "config")]
+    name: Option<String>,
     /// Directory written by `ase certs init`.
     #[arg(
         long,
         conflicts_with = "plaintext",
-        required_unless_present = "plaintext"
+        required_unless_present_any = ["plaintext", "config"]
     )]
     tls_dir: Option<PathBuf>,
     /// Name expected in the coordinator's certificate (default: the URI's host).
@@ -35,20 +39,24 @@ pub struct Args {
     #[arg(long)]
     plaintext: bool,
     /// Repo cache, baselines and unit trees.
+    #[arg(long, required_unless_present = "config")]
+    cache: Option<PathBuf>,
+    /// Units generating at once [default: 4].
     #[arg(long)]
-    cache: PathBuf,
-    #[arg(long, default_value_t = 4)]
-    generate_slots: u32,
-    #[arg(long, default_value_t = 2)]
-    eval_slots: u32,
-    #[arg(long, value_enum, default_value_t = ScannerKind::Bare)]
-    scanner: ScannerKind,
-    /// The osemgrep binary of the bare scanner.
-    #[arg(long, default_value = "osemgrep")]
-    osemgrep: PathBuf,
-    /// Rule packs of the bare scanner.
-    #[arg(long, default_value = "rules")]
-    rules: PathBuf,
+    generate_slots: Option<u32>,
+    /// Units evaluating at once [default: 2].
+    #[arg(long)]
+    eval_slots: Option<u32>,
+    /// [default: bare]
+    #[arg(long, value_enum)]
+    scanner: Option<ScannerKind>,
+    /// The osemgrep binary of the bare scanner [default: ~/.cache/ase-cluster/semgrep/bin/osemgrep
+    /// when present, else osemgrep on PATH].
+    #[arg(long)]
+    osemgrep: Option<PathBuf>,
+    /// Rule packs of the bare scanner [default: rules/ here or in the source tree].
+    #[arg(long)]
+    rules: Option<PathBuf>,
     /// The SAST image of the container scanner.
     #[arg(long)]
     sast_image: Option<String>,
@@ -63,6 +71,69 @@ pub struct Args {
     repo_url_template: Option<String>,
 }
 
+/// The worker's settings: each flag, else the config file's value, else the default.
+struct Resolved {
+    setup: WorkerSetup,
+    generate_slots: u32,
+    eval_slots: u32,
+    tls_dir: Option<PathBuf>,
+}
+
+fn resolve(args: &Args) -> anyhow::Result<Resolved> {
+    let env = &crate::config::process_env;
+    let (config, from_file) = match &args.config {
+        Some(path) => {
+            let mut c = crate::config::load_file(path)?;
+            let source = path.display().to_string();
+            c.apply_env(env, &source)?;
+            c.validate(&source)?;
+            (c, true)
+        }
+        None => (AseConfig::default(), false),
+    };
+    let w = &config.worker;
+    let data = config.data_dir(env);
+    let name = args.name.clone().unwrap_or_else(|| w.name.clone());
+    let cache = match &args.cache {
+        Some(c) => c.clone(),
+        None => config.cache_dir(&data),
+    };
+    let docker = if args.no_docker {
+        DockerUse::Off
+    } else if from_file {
+        w.docker
+    } else {
+        DockerUse::On
+    };
+    let tls_dir = match (&args.tls_dir, args.plaintext) {
+        (Some(d), _) => Some(d.clone()),
+        (None, false) if from_file => Some(config.tls_dir(&data)),
+        _ => None,
+    };
+    Ok(Resolved {
+        setup: WorkerSetup {
+            name,
+            cache,
+            cache_max_bytes: args.cache_max_bytes.or(w.cache_max_bytes),
+            repo_url_template: args
+                .repo_url_template
+                .clone()
+                .or_else(|| w.repo_url_template.clone()),
+            scanner: args.scanner.unwrap_or(w.scanner),
+            osemgrep: args
+                .osemgrep
+                .clone()
+                .unwrap_or_else(|| w.osemgrep_or_default(env)),
+            rules: args.rules.clone().unwrap_or_else(|| w.rules_or_default()),
+            sast_image: args.sast_image.clone().or_else(|| w.sast_image.clone()),
+            docker,
+        },
+        generate_slots: args.generate_slots.unwrap_or(w.generate_slots),
+        eval_slots: args.eval_slots.unwrap_or(w.eval_slots),
+        tls_dir,
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,11 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_async(args))
 }
 
-fn security(args: &Args) -> anyhow::Result<TransportSecurity> {
-    match (&args.tls_dir, args.plaintext) {
+fn security(args: &Args, resolved: &Resolved) -> anyhow::Result<TransportSecurity> {
+    match (&resolved.tls_dir, args.plaintext) {
         (_, true) => Ok(TransportSecurity::Plaintext),
         (Some(dir), false) => {
-            let stem = format!("worker-{}", args.name);
+            let stem = format!("worker-{}", resolved.setup.name);
             let material = TlsFiles::in_dir(dir, &stem)
                 .load()
                 .with_context(|| format!("TLS material {stem} in {}", dir.display()))?;
@@ -86,27 +157,17 @@ fn security(args: &Args) -> anyhow::Result<TransportSecurity> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let security = security(&args)?;
-    let parts = worker_setup::build(&WorkerSetup {
-        name: args.name.clone(),
-        cache: args.cache.clone(),
-        cache_max_bytes: args.cache_max_bytes,
-        repo_url_template: args.repo_url_template.clone(),
-        scanner: args.scanner,
-        osemgrep: args.osemgrep.clone(),
-        rules: args.rules.clone(),
-        sast_image: args.sast_image.clone(),
-        docker: if args.no_docker {
-            DockerUse::Off
-        } else {
-            DockerUse::On
-        },
-    })
-    .await?;
-    let mut config = AgentConfig::new(args.coordinator.clone(), security, args.name.clone());
+    let resolved = resolve(&args)?;
+    let security = security(&args, &resolved)?;
+    let parts = worker_setup::build(&resolved.setup).await?;
+    let mut config = AgentConfig::new(
+        args.coordinator.clone(),
+        security,
+        resolved.setup.name.clone(),
+    );
     config.tls_domain = args.tls_domain.clone();
-    config.generate_slots = args.generate_slots;
-    config.eval_slots = args.eval_slots;
+    config.generate_slots = resolved.generate_slots;
+    config.eval_slots = resolved.eval_slots;
     config.fallback_api_key = match std::env::var("ASE_API_KEY") {
         Ok(k) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
         Err(_) => None,

@@ -403,3 +403,110 @@ fn config_check_prints_the_effective_config_without_the_key_and_names_bad_keys()
         "{err}"
     );
 }
+
+/// `ase coordinator --config` and `ase worker --config`: the `[coordinator]` table gives the
+/// address, the data folder (store under `<data>/store`) and the certificates (`<data>/certs`);
+/// the `[worker]` table the worker's name, slots, scanner and Docker use.
+#[test]
+fn the_coordinator_and_a_worker_take_their_settings_from_the_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let certs = ase_cluster_tests::certs_init(&data.join("certs"), &["w1"], &[]);
+    let config = tmp.path().join("ase.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[coordinator]\ndata = \"data\"\nlisten = \"127.0.0.1:0\"\nheartbeat_ms = 300\n\
+             lease_ttl_ms = 2000\n[worker]\nname = \"w1\"\ngenerate_slots = 3\neval_slots = 1\n\
+             docker = \"off\"\nosemgrep = {:?}\nrules = {:?}\n",
+            support::osemgrep_path().display().to_string(),
+            repo_root().join("rules").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut coordinator = Proc::spawn(
+        "coordinator",
+        &ase_bin(),
+        &[
+            "coordinator".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        &[],
+        tmp.path().join("coordinator.log"),
+    );
+    coordinator.wait_for_count("listening on", 1, Duration::from_secs(30));
+    let log = coordinator.log_text();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = addr.rsplit(':').next().unwrap();
+    assert!(
+        data.join("store").is_dir(),
+        "the store is under <data>/store"
+    );
+    let o = Command::new(ase_bin())
+        .args([
+            "status",
+            "--coordinator",
+            &format!("https://localhost:{port}"),
+        ])
+        .arg("--tls-dir")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ase status over mutual TLS: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no runs, no workers"));
+
+    let mut worker = Proc::spawn(
+        "worker",
+        &ase_bin(),
+        &[
+            "worker".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--coordinator".into(),
+            format!("https://localhost:{port}"),
+        ],
+        &[],
+        tmp.path().join("worker.log"),
+    );
+    worker.wait_for_count("registered as w1", 1, Duration::from_secs(30));
+    assert!(
+        data.join("cache/repos").is_dir(),
+        "the cache is under <data>/cache"
+    );
+    let o = Command::new(ase_bin())
+        .args([
+            "status",
+            "--coordinator",
+            &format!("https://localhost:{port}"),
+        ])
+        .arg("--tls-dir")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("worker w1 [alive]"), "{out}");
+    assert!(out.contains("(generate 3 + eval 1)"), "{out}");
+    worker.terminate(Duration::from_secs(10));
+    // Plaintext is refused: the config's TLS folder is in force.
+    let o = Command::new(ase_bin())
+        .args([
+            "status",
+            "--plaintext",
+            "--coordinator",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "plaintext must be refused");
+    coordinator.terminate(Duration::from_secs(10));
+}
