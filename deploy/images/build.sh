@@ -380,6 +380,12 @@ build_node() {
         trap - EXIT
     fi
     docker tag "$tag" "ase-node:latest"
+    # Every ase build makes a new ~350 MB image: drop the older ones (an image a container
+    # still uses stays, `docker rmi` refuses it).
+    local old
+    while read -r old; do
+        [[ "$old" == "$tag" || "$old" == "ase-node:latest" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done < <(docker image ls --filter label=ase.image=node --format '{{.Repository}}:{{.Tag}}')
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
