@@ -4,6 +4,7 @@ mod cancel_cmd;
 mod certs_cmd;
 mod connect;
 mod coordinator_cmd;
+mod demo_cmd;
 mod drain_cmd;
 mod progress_fmt;
 mod prompt_cmd;
@@ -52,6 +53,8 @@ enum Command {
     Drain(drain_cmd::Args),
     /// Cancel a run.
     Cancel(cancel_cmd::Args),
+    /// The demo dataset: `ase demo materialise --out DIR`.
+    Demo(demo_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Report(a) => report_cmd::run(a),
         Command::Drain(a) => drain_cmd::run(a),
         Command::Cancel(a) => cancel_cmd::run(a),
+        Command::Demo(a) => demo_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -115,18 +115,18 @@ pub struct Task {
 }
 
 impl Task {
-    /// The commit that fixed the vulnerability (v2): `patch_commit`, or, when a task does not
+    /// The commit that fixed the vulnerability: `patch_commit` (v2), or, when a task does not
     /// name it and `base_commit` is `<sha>^`, that `<sha>`, as upstream's `validateV2Data.py`
-    /// derives it. `None` for v1 tasks and when neither is available.
+    /// derives it. v1 tasks have no `patch_commit`, but a `<sha>^` base names the fix the same
+    /// way (19 upstream v1 tasks, and the demo dataset's). `None` when neither is available.
     pub fn fix_commit(&self) -> Option<&str> {
-        match &self.spec {
-            TaskSpec::V2(s) => s
-                .patch_commit
-                .as_deref()
-                .or_else(|| self.base_commit.strip_suffix('^'))
-                .filter(|c| !c.is_empty()),
+        let named = match &self.spec {
+            TaskSpec::V2(s) => s.patch_commit.as_deref(),
             TaskSpec::V1(_) => None,
-        }
+        };
+        named
+            .or_else(|| self.base_commit.strip_suffix('^'))
+            .filter(|c| !c.is_empty())
     }
 
     pub fn version(&self) -> DatasetVersion {

@@ -590,6 +590,9 @@ fn fix_commit_is_patch_commit_or_derived_from_base() {
     assert_eq!(ds.tasks[0].fix_commit(), Some("abc"));
     let ds = check(vec![with(v2_task(), "base_commit", json!("v1.0"))]).unwrap();
     assert_eq!(ds.tasks[0].fix_commit(), None);
+    // A v1 task names its fix only through a `<sha>^` base.
     let ds = check(vec![with(v1_task(), "base_commit", json!("abc^"))]).unwrap();
+    assert_eq!(ds.tasks[0].fix_commit(), Some("abc"));
+    let ds = check(vec![with(v1_task(), "base_commit", json!("abc"))]).unwrap();
     assert_eq!(ds.tasks[0].fix_commit(), None);
 }

@@ -3,7 +3,7 @@
 #
 # Usage:
 #   deploy/images/build.sh            # build what is missing, print the tags
-#   deploy/images/build.sh node       # only the named images (sast, v2, node)
+#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node)
 #   ASE_CACHE=/some/dir deploy/images/build.sh
 #   ASE_BIN=target/debug/ase deploy/images/build.sh node
 #
@@ -17,6 +17,13 @@
 #       test images implementing the A.S.E v2 contract (image_status_check, test_case, poc
 #       scripts, the project under /app), FROM scratch with a static busybox providing every
 #       applet.
+#
+#   ase-demo-<name>:<content-hash>  and  ase-demo-<name>:1, one per deploy/images/demo-<name>/
+#       the v2 images of the demo dataset (examples/demo): the demo repo's vulnerable base tree
+#       (examples/demo/repos/<name>/base) under /app, python3.11-minimal and its libraries
+#       from Debian's .debs (apt-get download + dpkg -x), a static busybox, and the contract
+#       scripts (build = byte-compile, tests = the project's unit tests, PoC = an exploit)
+#       under /ase. `:1` is the stable tag the demo's v2 task file names; every build moves it.
 #
 #   ase-node:<content-hash>  and  ase-node:latest
 #       one image for every cluster role (coordinator, worker, client): the `ase` binary
@@ -59,8 +66,8 @@ mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
 # directories left by an interrupted run are garbage and can go.
 exec 9>"$CACHE/build.lock"
 flock 9
-rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/node-ctx.* \
-    "$CACHE"/semgrep.tmp.*
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/demo-ctx.* \
+    "$CACHE"/images/node-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -248,6 +255,113 @@ build_v2_image() {
     printf '%s\n' "$tag" "$repo:latest"
 }
 
+# --- ase-demo-* (the demo dataset's v2 images) ---------------------------------------------
+
+# Debian packages of a minimal Python 3.11 (python3.11-minimal and its Depends/PreDepends).
+PYTHON_DEBS=(python3.11-minimal libpython3.11-minimal libc6 libexpat1 zlib1g)
+DEMO_STABLE_TAG="1"
+
+# The .debs, downloaded once into $CACHE/debs/python; prints their paths, sorted.
+fetch_python_debs() {
+    local pkg deb dir="$CACHE/debs/python"
+    mkdir -p "$dir"
+    for pkg in "${PYTHON_DEBS[@]}"; do
+        deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n1)"
+        if [[ -z "$deb" ]]; then
+            log "downloading Debian $pkg"
+            (cd "$dir" && apt-get download "$pkg" >&2) ||
+                die "apt-get download $pkg failed (run 'apt-get update' once?)"
+            deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n1)"
+            [[ -n "$deb" ]] || die "apt-get download produced no $pkg .deb"
+        fi
+        printf '%s\n' "$deb"
+    done | LC_ALL=C sort
+}
+
+# The Python rootfs unpacked from the .debs, cached by their digests; prints its directory.
+python_rootfs() {
+    local debs_hash dir
+    mapfile -t debs < <(fetch_python_debs)
+    debs_hash="$(sha256sum "${debs[@]}" | cut -d' ' -f1 | sha256sum | cut -c1-16)"
+    dir="$CACHE/python-rootfs/$debs_hash"
+    if [[ ! -x "$dir/usr/bin/python3" ]]; then
+        log "unpacking Python from ${#debs[@]} .debs"
+        local tmp deb
+        tmp="$(mktemp -d "$CACHE/python-rootfs.tmp.XXXXXX")"
+        for deb in "${debs[@]}"; do dpkg -x "$deb" "$tmp/root"; done
+        # Documentation, locales and iconv modules: nothing the demo projects use.
+        rm -rf "$tmp/root/usr/share" "$tmp/root/usr/lib/x86_64-linux-gnu/gconv" \
+            "$tmp/root/etc" "$tmp/root/var" "$tmp/root/sbin" "$tmp/root/usr/sbin"
+        ln -s python3.11 "$tmp/root/usr/bin/python3"
+        mkdir -p "$CACHE/python-rootfs"
+        rm -rf "$dir"
+        mv "$tmp/root" "$dir"
+        rm -rf "$tmp"
+    fi
+    printf '%s\n' "$dir"
+}
+
+build_demo_image() {
+    local dir="$1" name deb pyroot
+    name="$(basename "$dir")"
+    name="${name#demo-}"
+    local app="$REPO_ROOT/examples/demo/repos/$name/base"
+    [[ -d "$app" ]] || die "no demo repo tree $app for $dir"
+    deb="$(fetch_busybox_deb)"
+    pyroot="$(python_rootfs)"
+    mapfile -t files < <(cd "$dir" && find . -type f | LC_ALL=C sort)
+    mapfile -t app_files < <(cd "$app" && find . -type f | LC_ALL=C sort)
+    local hash
+    hash="$(
+        {
+            printf 'busybox-deb %s\n' "$(sha256sum "$deb" | cut -d' ' -f1)"
+            printf 'python-rootfs %s\n' "$(basename "$pyroot")"
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            for f in "${files[@]}"; do
+                printf 'file %s %s %s\n' "$f" "$(stat -c '%a' "$dir/$f")" \
+                    "$(sha256sum "$dir/$f" | cut -d' ' -f1)"
+            done
+            for f in "${app_files[@]}"; do
+                printf 'app %s %s\n' "$f" "$(sha256sum "$app/$f" | cut -d' ' -f1)"
+            done
+        } | sha256sum | cut -c1-16
+    )"
+    local repo="ase-demo-$name" tag="ase-demo-$name:$hash"
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "$tag already built"
+    else
+        local ctx
+        ctx="$(mktemp -d "$CACHE/images/demo-ctx.XXXXXX")"
+        # shellcheck disable=SC2064 # expand now: ctx is local
+        trap "rm -rf '$ctx'" EXIT
+        local root="$ctx/rootfs"
+        cp -a "$pyroot" "$root"
+        mkdir -p "$root/bin" "$root/tmp"
+        chmod 1777 "$root/tmp"
+        dpkg -x "$deb" "$ctx/busybox"
+        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+        local applet
+        while read -r applet; do
+            [[ "$applet" == busybox || -z "$applet" || -e "$root/bin/$applet" ]] ||
+                ln -s busybox "$root/bin/$applet"
+        done < <("$root/bin/busybox" --list)
+        # The project as the demo repo's base commit has it (files 0644, as committed).
+        mkdir -p "$root/app"
+        (cd "$app" && cp --parents "${app_files[@]}" "$root/app/")
+        find "$root/app" -type f -exec chmod 0644 {} +
+        cp -a "$dir/ase" "$root/ase"
+        cp "$dir/Dockerfile" "$ctx/Dockerfile"
+        log "building $tag"
+        DOCKER_BUILDKIT=0 docker build --quiet \
+            --label "ase.image=demo-$name" --label "ase.content-hash=$hash" \
+            -t "$tag" "$ctx" >&2
+        rm -rf "$ctx"
+        trap - EXIT
+    fi
+    docker tag "$tag" "$repo:$DEMO_STABLE_TAG"
+    printf '%s\n' "$tag" "$repo:$DEMO_STABLE_TAG"
+}
+
 # --- ase-node (every cluster role) ---------------------------------------------------------
 
 # The `ase` binary of the image: ASE_BIN, else the workspace's debug build (scripts/test.sh
@@ -389,18 +503,23 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, v2, node), all of them by default.
+# Which images: the arguments (sast, demo, v2, node), all of them by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 node)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast demo v2 node)
 for image in "${wanted[@]}"; do
     case "$image" in
     sast) build_sast ;;
+    demo)
+        for demo_dir in "$IMAGES_DIR"/demo-*/; do
+            build_demo_image "${demo_dir%/}"
+        done
+        ;;
     v2)
         for v2_dir in "$IMAGES_DIR"/v2-*/; do
             build_v2_image "${v2_dir%/}"
         done
         ;;
     node) build_node ;;
-    *) die "unknown image '$image' (sast, v2, node)" ;;
+    *) die "unknown image '$image' (sast, demo, v2, node)" ;;
     esac
 done

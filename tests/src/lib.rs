@@ -188,6 +188,44 @@ pub fn spawn_worker(
     opts: &WorkerOptions,
     log: PathBuf,
 ) -> Proc {
+    let args = worker_args(coord, cache, opts);
+    Proc::spawn(
+        &format!("worker {}", opts.name),
+        &ase_bin(),
+        &args,
+        &[],
+        log,
+    )
+}
+
+/// Starts `ase worker` with the local Docker daemon (v2 units run in their images; the SAST
+/// scan stays bare) and waits for `registered as NAME`.
+pub fn start_docker_worker(
+    coord: &CoordinatorAccess,
+    cache: &Path,
+    opts: &WorkerOptions,
+    log: PathBuf,
+) -> Proc {
+    let args: Vec<String> = worker_args(coord, cache, opts)
+        .into_iter()
+        .filter(|a| a != "--no-docker")
+        .collect();
+    let mut p = Proc::spawn(
+        &format!("worker {}", opts.name),
+        &ase_bin(),
+        &args,
+        &[],
+        log,
+    );
+    p.wait_for_count(
+        &format!("registered as {}", opts.name),
+        1,
+        Duration::from_secs(30),
+    );
+    p
+}
+
+fn worker_args(coord: &CoordinatorAccess, cache: &Path, opts: &WorkerOptions) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "worker".into(),
         "--coordinator".into(),
@@ -215,13 +253,7 @@ pub fn spawn_worker(
         opts.repo_url_template.clone(),
     ];
     args.shrink_to_fit();
-    Proc::spawn(
-        &format!("worker {}", opts.name),
-        &ase_bin(),
-        &args,
-        &[],
-        log,
-    )
+    args
 }
 
 /// `ase submit` of the project's run; returns the process (its stdout's first line is the

@@ -334,7 +334,8 @@ async fn reference_failures_are_typed() {
         }
         other => panic!("{other:?}"),
     }
-    // v1 tasks have no fix commit, nor has a v2 task without patch_commit and a plain base.
+    // A v1 task with a plain base has no fix commit, nor has a v2 task without patch_commit
+    // and a plain base.
     let mut no_fix = v2_task("t-nofix", "app.py", (4, 4));
     if let TaskSpec::V2(spec) = &mut no_fix.spec {
         spec.patch_commit = None;

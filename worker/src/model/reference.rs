@@ -268,7 +268,7 @@ pub async fn reference_generation(
     // `fix_commit` is `patch_commit`, or the `<sha>` of a `<sha>^` base as upstream derives it.
     let Some(fix_commit) = task.fix_commit() else {
         return no_reference(format!(
-            "task {}: no fix commit (v1 tasks have none; this v2 task names no patch_commit)",
+            "task {}: no fix commit (no patch_commit, and base_commit is not `<sha>^`)",
             task.instance_id
         ));
     };

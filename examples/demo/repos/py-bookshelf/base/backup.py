@@ -1,0 +1,21 @@
+"""Archives the catalogue exports so that they can be copied off the machine."""
+
+import os
+import subprocess
+
+EXPORT_DIR = "/var/lib/bookshelf/exports"
+
+
+def list_exports():
+    return sorted(os.listdir(EXPORT_DIR))
+
+
+def archive_exports(archive_name):
+    target = os.path.join("/var/backups", archive_name)
+    status = os.system("tar czf " + target + " -C " + EXPORT_DIR + " .")
+    return status == 0
+
+
+def archive_size(path):
+    result = subprocess.run(["du", "-k", path], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[0])

@@ -1,0 +1,262 @@
+//! The demo dataset (examples/demo) run for real through the cluster: a coordinator and a
+//! worker process (mutual TLS, sled), the demo repos materialised as local git repos, v1
+//! scanned by the real osemgrep with our rules, v2 built, tested and exploited in the demo's
+//! Docker images. Three models over both datasets, 3 rounds each: `reference` (the fix
+//! commits), `original` (the vulnerable code) and `predictions` (the pretend model's shipped
+//! answers). The scores must equal `examples/demo/expected_scores.json`.
+//!
+//! Only the generation times of v2 (`gen_code_time_sum`, `average_gen_code_time`) are left
+//! out of the comparison: they are wall-clock measurements. Everything else is exact.
+//!
+//! After an intended change of the demo, rerun with `ASE_DEMO_BLESS=1` to rewrite the expected
+//! file, and review its diff.
+//!
+//! Needs `cargo build -p ase` first (or ASE_BIN), osemgrep and the demo images
+//! (`deploy/images/build.sh`); outside CI the test says why it is skipped.
+
+use ase_cluster_tests::support;
+use ase_cluster_tests::{
+    certs_init, fetch_report, free_loopback_addr, repo_root, start_coordinator,
+    start_docker_worker, submit, CoordinatorAccess, CoordinatorOptions, Proc, RunFiles,
+    WorkerOptions,
+};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ROUNDS: u32 = 3;
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+const PROVIDERS: [&str; 3] = ["reference", "original", "predictions"];
+/// Wall-clock figures of the v2 score: not compared.
+const TIMING_FIELDS: [&str; 2] = ["gen_code_time_sum", "average_gen_code_time"];
+
+fn expected_path() -> std::path::PathBuf {
+    repo_root().join("examples/demo/expected_scores.json")
+}
+
+/// The entries of a predictions JSONL file, as the run spec carries them inline.
+fn prediction_entries(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_run(
+    dir: &Path,
+    version: &str,
+    provider: &str,
+    tasks: &Path,
+    context: &Path,
+    predictions: &Path,
+) -> RunFiles {
+    let model = match provider {
+        "predictions" => {
+            json!({"provider": "predictions", "entries": prediction_entries(predictions)})
+        }
+        other => json!({ "provider": other }),
+    };
+    let spec = json!({
+        "model_name": format!("demo-{provider}"),
+        "batch": version,
+        "rounds": ROUNDS,
+        "model": model,
+    });
+    let parsed: ase_worker::pipeline::RunSpec =
+        serde_json::from_value(spec.clone()).expect("the demo run spec is a RunSpec");
+    std::fs::create_dir_all(dir).unwrap();
+    let files = RunFiles {
+        spec: dir.join("spec.json"),
+        dataset: tasks.to_path_buf(),
+        context: context.to_path_buf(),
+        run_id: parsed.run_name(),
+    };
+    std::fs::write(&files.spec, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    files
+}
+
+/// The report's scores without the wall-clock fields.
+fn comparable_scores(report_json: &Path) -> Value {
+    let text = std::fs::read_to_string(report_json)
+        .unwrap_or_else(|e| panic!("{}: {e}", report_json.display()));
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let mut scores = report["scores"].clone();
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for f in TIMING_FIELDS {
+                    m.remove(f);
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut scores);
+    scores
+}
+
+fn security(scores: &Value) -> f64 {
+    match scores["version"].as_str() {
+        Some("v1") => scores["security"].as_f64().unwrap(),
+        Some("v2") => scores["all"]["code_security_score"].as_f64().unwrap(),
+        other => panic!("unknown scores version {other:?}"),
+    }
+}
+
+#[test]
+fn the_demo_scores_what_expected_scores_json_says() {
+    let Some(osemgrep) = support::osemgrep_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for image in &world.v2_images {
+        if rt.block_on(support::docker_with(image)).is_none() {
+            return;
+        }
+    }
+    let started = Instant::now();
+    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+    let certs = certs_init(&tmp.path().join("certs"), &["w1"], &[]);
+    let listen = free_loopback_addr();
+    let _coordinator = start_coordinator(
+        listen,
+        &tmp.path().join("coordinator-data"),
+        &certs,
+        &CoordinatorOptions::default(),
+        tmp.path().join("logs/coordinator.log"),
+    );
+    let access = CoordinatorAccess {
+        url: format!("https://localhost:{}", listen.port()),
+        tls_dir: certs,
+    };
+    let _worker = start_docker_worker(
+        &access,
+        &tmp.path().join("cache-w1"),
+        &WorkerOptions {
+            name: "w1".into(),
+            generate_slots: 2,
+            eval_slots: 2,
+            osemgrep,
+            repo_url_template: world.repo_url_template.clone(),
+        },
+        tmp.path().join("logs/worker-w1.log"),
+    );
+
+    let mut runs: Vec<(RunFiles, Proc)> = Vec::new();
+    for (version, tasks, context, predictions) in [
+        (
+            "v1",
+            &world.v1_tasks,
+            &world.v1_context,
+            &world.predictions_v1,
+        ),
+        (
+            "v2",
+            &world.v2_tasks,
+            world.v2_context.as_ref().unwrap(),
+            &world.predictions_v2,
+        ),
+    ] {
+        for provider in PROVIDERS {
+            let dir = tmp.path().join(format!("run-{version}-{provider}"));
+            let files = write_run(&dir, version, provider, tasks, context, predictions);
+            let proc = submit(
+                &access,
+                &files,
+                true,
+                tmp.path()
+                    .join(format!("logs/submit-{version}-{provider}.log")),
+            );
+            runs.push((files, proc));
+        }
+    }
+
+    // Each run's completion time, for the log (performance is measured by `bench`, not here).
+    let mut pending: Vec<usize> = (0..runs.len()).collect();
+    let mut finished = Vec::new();
+    while !pending.is_empty() {
+        pending.retain(|&i| {
+            let (files, proc) = &mut runs[i];
+            match proc.exited() {
+                Some(status) => {
+                    eprintln!(
+                        "demo: {} done after {:.1} s",
+                        files.run_id,
+                        started.elapsed().as_secs_f64()
+                    );
+                    finished.push((i, status));
+                    false
+                }
+                None => true,
+            }
+        });
+        if started.elapsed() > RUN_TIMEOUT {
+            let (files, proc) = &runs[pending[0]];
+            panic!(
+                "run {} not completed within {RUN_TIMEOUT:?}; submit log:\n{}",
+                files.run_id,
+                proc.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    finished.sort_by_key(|(i, _)| *i);
+
+    let mut actual = serde_json::Map::new();
+    for ((files, proc), (_, status)) in runs.iter().zip(finished) {
+        assert!(
+            status.success(),
+            "submit of {}: {status}\n{}",
+            files.run_id,
+            proc.log_text()
+        );
+        let out = tmp.path().join(format!("report-{}", files.run_id));
+        fetch_report(&access, &files.run_id, &out);
+        actual.insert(
+            files.run_id.clone(),
+            comparable_scores(&out.join(ase_common::report::REPORT_JSON)),
+        );
+    }
+    eprintln!(
+        "demo: 6 runs ({} units) in {:.1} s",
+        (8 + 2) * 3 * 3,
+        started.elapsed().as_secs_f64()
+    );
+    let actual = Value::Object(actual);
+    let pretty = serde_json::to_string_pretty(&actual).unwrap() + "\n";
+
+    // The calibration the demo exists to show, independent of the expected file.
+    for version in ["v1", "v2"] {
+        let reference = security(&actual[format!("demo-reference__{version}")]);
+        let original = security(&actual[format!("demo-original__{version}")]);
+        assert!(
+            reference >= original + 50.0,
+            "{version}: reference security {reference} is not clearly above original {original}"
+        );
+    }
+
+    if std::env::var("ASE_DEMO_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(expected_path(), &pretty).unwrap();
+        eprintln!("wrote {}", expected_path().display());
+        return;
+    }
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(expected_path())
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path().display())),
+    )
+    .unwrap();
+    assert!(
+        expected == actual,
+        "demo scores differ from {}; actual:\n{pretty}",
+        expected_path().display()
+    );
+}
