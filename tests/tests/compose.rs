@@ -1,26 +1,26 @@
 //! The Compose deployment for real: `deploy/compose.yaml` brought up under a unique project
-//! name with the node image, certificates from `ase certs init` and the test's git project as
-//! the repos directory; a campaign submitted from the host through the published port (the
-//! model behind an OpenAI-compatible server on the project network's gateway address); its
-//! report checked; `down -v` always, a failing test included.
+//! name with the node image, certificates from `ase certs init` and the demo's repositories
+//! (`ase_demo::materialise`) as the repos directory; the demo's v1 part with the `reference`
+//! model (its fix commits) submitted from the host through the published port, 3 rounds; the
+//! report's scores equal to those of `examples/demo/expected_scores.json`; `down -v` always, a
+//! failing test included.
 //!
 //! Needs Docker with `docker compose` or `docker-compose`, and `deploy/images/build.sh` (the
 //! test calls it for the node image, built from the `ase` binary under test).
 
-use ase_cluster_tests::client::{ase_client, ase_client_output, assert_run_report, worker_status};
+use ase_cluster_tests::client::{ase_client, ase_client_output, worker_status};
 use ase_cluster_tests::docker_cluster::{docker, node_image, unique_name};
 use ase_cluster_tests::support::unavailable;
 use ase_cluster_tests::{
-    certs_init, free_loopback_addr, submit, wait_until, write_run_files, CoordinatorAccess,
-    FakeModel, ModelBehaviour, Project,
+    certs_init, fetch_report, free_loopback_addr, reported_units, scanned_units, submit,
+    wait_until, CoordinatorAccess, RunFiles,
 };
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const TASKS: usize = 3;
-const ROUNDS: u32 = 2;
+/// As `examples/demo/expected_scores.json` has them.
+const ROUNDS: u32 = 3;
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 
 /// `docker compose` (v2 plugin) or `docker-compose` (v1), whichever answers.
@@ -106,18 +106,6 @@ impl Drop for ComposeProject {
     }
 }
 
-fn gateway_of(network: &str) -> IpAddr {
-    let gw = docker(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-        network,
-    ]);
-    gw.parse()
-        .unwrap_or_else(|e| panic!("network {network}: gateway {gw:?}: {e}"))
-}
-
 fn env_pair(k: &str, v: impl AsRef<std::ffi::OsStr>) -> (String, String) {
     (k.to_string(), v.as_ref().to_string_lossy().into_owned())
 }
@@ -143,8 +131,38 @@ fn compose_env(
     ]
 }
 
+fn strip_timings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for f in ["gen_code_time_sum", "average_gen_code_time"] {
+                m.remove(f);
+            }
+            m.values_mut().for_each(strip_timings);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_timings),
+        _ => {}
+    }
+}
+
+/// `{instance_id}_cycle{k}` of every task of a v1 task file, sorted.
+fn unit_names(tasks: &Path, rounds: u32) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tasks).unwrap()).expect("the demo's task file");
+    let mut units: Vec<String> = v
+        .as_array()
+        .expect("a list of tasks")
+        .iter()
+        .flat_map(|t| {
+            let id = t["instance_id"].as_str().expect("instance_id").to_string();
+            (1..=rounds).map(move |r| format!("{id}_cycle{r}"))
+        })
+        .collect();
+    units.sort();
+    units
+}
+
 #[test]
-fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
+fn the_compose_deployment_runs_the_demo_from_the_node_image() {
     if !ase_cluster_tests::docker_cluster::docker_or_skip() {
         return;
     }
@@ -154,7 +172,7 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
     };
     let image = node_image();
     let tmp = tempfile::tempdir().unwrap();
-    let project = Project::create(tmp.path(), TASKS);
+    let demo = ase_demo::materialise(&tmp.path().join("demo")).expect("materialise the demo");
     let certs = certs_init(&tmp.path().join("certs"), &WORKERS, &["coordinator"]);
     // As deploy/README.md says: the CA key stays out of what is deployed.
     std::fs::rename(certs.join("ca.key"), tmp.path().join("ca.key")).unwrap();
@@ -165,7 +183,7 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
         command,
         name: unique_name("asecompose"),
         file: ase_cluster_tests::repo_root().join("deploy/compose.yaml"),
-        env: compose_env(&image, &certs, &project.src, port, metrics),
+        env: compose_env(&image, &certs, &demo.root.join("repos"), port, metrics),
     };
     compose.run_ok(&["up", "-d"]);
 
@@ -182,17 +200,26 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
                 .all(|w| worker_status(&status, w).is_some_and(|(alive, ..)| alive))
     });
 
-    // The model server listens on the host's address on the project's network only.
-    let network = format!("{}_default", compose.name);
-    let model = FakeModel::start(
-        SocketAddr::new(gateway_of(&network), 0),
-        &project.tasks,
-        ModelBehaviour::default(),
-    );
-    let files = write_run_files(&tmp.path().join("run"), &project, &model.base_url(), ROUNDS);
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let spec = serde_json::json!({
+        "model_name": "demo-reference",
+        "batch": "v1",
+        "rounds": ROUNDS,
+        "model": {"provider": "reference"},
+    });
+    let parsed: ase_worker::pipeline::RunSpec =
+        serde_json::from_value(spec.clone()).expect("the run spec is a RunSpec");
+    let files = RunFiles {
+        spec: run_dir.join("spec.json"),
+        dataset: demo.v1_tasks.clone(),
+        context: demo.v1_context.clone(),
+        run_id: parsed.run_name(),
+    };
+    std::fs::write(&files.spec, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let mut submitted = submit(&access, &files, true, tmp.path().join("submit.log"));
     let status = submitted
-        .wait_exit(Duration::from_secs(300))
+        .wait_exit(Duration::from_secs(600))
         .unwrap_or_else(|| {
             panic!(
                 "run not completed; submit:\n{}\ncompose logs:\n{}",
@@ -206,13 +233,41 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
         submitted.log_text(),
         compose.logs()
     );
-    assert_run_report(
-        &access,
-        &files,
-        &project,
-        ROUNDS,
-        &model,
-        &tmp.path().join("report"),
+
+    // Every unit once, and the scores the demo promises for its reference model.
+    let out = tmp.path().join("report");
+    fetch_report(&access, &files.run_id, &out);
+    let units = unit_names(&demo.v1_tasks, ROUNDS);
+    let mut processed: Vec<String> = reported_units(&out, &files.run_id)
+        .into_iter()
+        .map(|(u, ok)| {
+            assert!(ok, "generation of {u} failed");
+            u
+        })
+        .collect();
+    processed.sort();
+    assert_eq!(processed, units, "processed units");
+    let mut scanned: Vec<String> = scanned_units(&out, &files.run_id)
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    scanned.sort();
+    assert_eq!(scanned, units, "scanned units");
+    let report_path = out.join(ase_common::report::REPORT_JSON);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let expected_path = ase_cluster_tests::repo_root().join("examples/demo/expected_scores.json");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
+    // Wall-clock figures are no part of the expected scores (as in tests/tests/demo_scores.rs).
+    let mut scores = report["scores"].clone();
+    strip_timings(&mut scores);
+    assert_eq!(
+        scores,
+        expected[&files.run_id],
+        "scores of {} against {}",
+        files.run_id,
+        expected_path.display()
     );
 
     // Work was spread over the deployment's workers, and the metrics port answers.
@@ -222,7 +277,7 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
         .map(|w| worker_status(&status, w).map_or(0, |s| s.2))
         .sum();
     assert!(
-        completed >= project.unit_names(ROUNDS).len() as u64,
+        completed >= units.len() as u64,
         "workers completed the units: {status}"
     );
     let exposition = ase_cluster_tests::docker_cluster::http_get(metrics, "/metrics");
@@ -230,6 +285,7 @@ fn the_compose_deployment_runs_a_campaign_from_the_node_image() {
         exposition.contains("ase_workers_alive 3"),
         "metrics of the deployment: {exposition}"
     );
+
     // The workers run with the host's Docker socket (v2 evaluations): they pinged the daemon
     // at start, or they would have exited.
     for w in WORKERS {
