@@ -60,10 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-struct PemFile {
-    name: String,
-    content: String,
-    secret: bool,
+pub(crate) struct PemFile {
+    pub name: String,
+    pub content: String,
+    pub secret: bool,
 }
 
 fn worker_names(args: &InitArgs) -> anyhow::Result<Vec<String>> {
@@ -87,7 +87,7 @@ fn worker_names(args: &InitArgs) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn pair(stem: &str, cert: IssuedCert) -> [PemFile; 2] {
+pub(crate) fn pair(stem: &str, cert: IssuedCert) -> [PemFile; 2] {
     [
         PemFile {
             name: format!("{stem}.pem"),
@@ -163,7 +163,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -176,7 +176,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes through a temporary file renamed into place, so a key never exists with looser
 /// permissions or half-written.
-fn write_pem(dir: &Path, file: &PemFile) -> anyhow::Result<()> {
+pub(crate) fn write_pem(dir: &Path, file: &PemFile) -> anyhow::Result<()> {
     let path = dir.join(&file.name);
     let tmp = dir.join(format!(".{}.tmp", file.name));
     let mode = if file.secret { 0o600 } else { 0o644 };

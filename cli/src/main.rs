@@ -2,18 +2,26 @@
 
 mod cancel_cmd;
 mod certs_cmd;
+mod config;
+mod config_cmd;
 mod connect;
 mod coordinator_cmd;
 mod demo_cmd;
+mod demo_campaign;
 mod drain_cmd;
+mod embedded;
 mod progress_fmt;
+mod progress_view;
 mod prompt_cmd;
 mod report_cmd;
+mod run_cmd;
+mod score_table;
 mod score_cmd;
 mod status_cmd;
 mod submit_cmd;
 mod validate_cmd;
 mod worker_cmd;
+mod worker_setup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -55,6 +63,12 @@ enum Command {
     Cancel(cancel_cmd::Args),
     /// The demo dataset: `ase demo materialise --out DIR`.
     Demo(demo_cmd::Args),
+    /// Everything in one process: an embedded coordinator and a local worker run the
+    /// configured runs (or the demo), show progress, write reports and print the scores.
+    /// Running it again resumes.
+    Run(run_cmd::Args),
+    /// Check a config file and print the effective config without secrets.
+    Config(config_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +94,8 @@ fn main() -> ExitCode {
         Command::Drain(a) => drain_cmd::run(a),
         Command::Cancel(a) => cancel_cmd::run(a),
         Command::Demo(a) => demo_cmd::run(a),
+        Command::Run(a) => run_cmd::run(a),
+        Command::Config(a) => config_cmd::run(a),
     };
     match result {
         Ok(code) => code,

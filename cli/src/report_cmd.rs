@@ -1,9 +1,9 @@
-//! `ase report`: fetch a completed run's files (upstream's result files, report.json) into a
-//! directory.
+//! `ase report`: fetch a completed run's files (upstream's result files, report.json, report.md,
+//! report.html) into a directory.
 
 use crate::connect::{runtime, status_error, ConnectArgs};
 use anyhow::Context;
-use ase_proto::v1::RunRef;
+use ase_proto::v1::{ReportFile, RunRef};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,15 +44,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("run {} is not complete yet: no report", args.run);
         return Ok(ExitCode::from(1));
     }
-    for file in &report.files {
-        let path = args.out.join(safe_relative(&file.name)?);
+    for path in write_report_files(&args.out, &report.files)? {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a fetched report's files under `out`; returns their paths.
+pub fn write_report_files(out: &Path, files: &[ReportFile]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for file in files {
+        let path = out.join(safe_relative(&file.name)?);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, &file.content)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("{}", path.display());
+        written.push(path);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(written)
 }

@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Context};
 use ase_common::dataset::{load_task_file, DatasetVersion, Task, TaskSpec};
-use ase_common::report::{scores_markdown, write_report, Provenance, Report, RunConfig, Scores};
+use ase_common::report::{
+    scores_markdown, write_report, Provenance, Report, RunConfig, Scores, TaskInfo,
+};
 use ase_common::scoring::v1::{self, V1Input, V1Task};
 use ase_common::scoring::v2::{self, V2Input, V2Task};
 use ase_common::scoring::{Generation, UnitId};
@@ -30,7 +32,7 @@ pub struct Args {
     /// Rounds per task (upstream: cycles).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
-    /// Where to write our report.json and report.md (default: the run folder).
+    /// Where to write our report.json, report.md and report.html (default: the run folder).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
 }
@@ -122,7 +124,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..Provenance::default()
     };
     let table = scores_markdown(&scores);
-    let report = Report::new(provenance, units, scores);
+    let report =
+        Report::new(provenance, units, scores).with_tasks(dataset.tasks.iter().map(|t| TaskInfo {
+            instance_id: t.instance_id.clone(),
+            vuln_type: t.vuln_type.clone(),
+            cwe_id: t.cwe_id.clone(),
+            language: t.language.clone(),
+        }));
     let report_dir = args.report_dir.clone().unwrap_or_else(|| run_dir.clone());
     let report_files = write_report(&report_dir, &report)?;
 
@@ -133,10 +141,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.rounds
         );
     }
-    for path in written
-        .iter()
-        .chain([&report_files.json, &report_files.markdown])
-    {
+    for path in written.iter().chain([
+        &report_files.json,
+        &report_files.markdown,
+        &report_files.html,
+    ]) {
         eprintln!("wrote {}", display(path));
     }
     Ok(ExitCode::SUCCESS)

@@ -2,26 +2,16 @@
 //! to Docker (unless `--no-docker`), and runs the agent (ase_worker::agent) until SIGTERM or
 //! ctrl-c; prints `registered as NAME session S` on stderr each time it registers.
 
+use crate::config::{DockerUse, ScannerKind};
+use crate::worker_setup::{self, WorkerSetup};
 use anyhow::{bail, Context};
 use ase_proto::endpoint::TransportSecurity;
 use ase_proto::tls::TlsFiles;
 use ase_worker::agent::{Agent, AgentConfig};
-use ase_worker::dynamic::{DynamicEvaluator, DynamicSettings};
 use ase_worker::model::ApiKey;
-use ase_worker::pipeline::{rules_digest, Scanner, ScannerIdentity, WorkerContext};
-use ase_worker::repo_cache::{RepoCache, RepoCacheConfig};
-use ase_worker::sast::{BareScanner, ContainerLimits, ContainerScanner, ScanSettings, IMAGE_RULES};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScannerKind {
-    /// The host's osemgrep process.
-    Bare,
-    /// The SAST image, one container per scan.
-    Container,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -95,82 +85,24 @@ fn security(args: &Args) -> anyhow::Result<TransportSecurity> {
     }
 }
 
-fn osemgrep_version(osemgrep: &PathBuf) -> String {
-    std::process::Command::new(osemgrep)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let security = security(&args)?;
-    let mut cache_cfg = RepoCacheConfig::new(args.cache.join("repos"));
-    if let Some(max) = args.cache_max_bytes {
-        cache_cfg.max_bytes = max;
-    }
-    if let Some(t) = &args.repo_url_template {
-        cache_cfg.url_template = t.clone();
-    }
-    let repo_cache = RepoCache::open(cache_cfg).context("opening the repo cache")?;
-
-    let docker = if args.no_docker {
-        None
-    } else {
-        let docker = bollard::Docker::connect_with_local_defaults()
-            .context("Docker: connecting (use --no-docker on a worker without Docker)")?;
-        docker.ping().await.context(
-            "Docker: the daemon does not answer (use --no-docker on a worker without Docker)",
-        )?;
-        Some(docker)
-    };
-
-    let scanner = match args.scanner {
-        ScannerKind::Bare => {
-            let identity = ScannerIdentity {
-                rules_digest: rules_digest(&args.rules)
-                    .with_context(|| format!("rules {}", args.rules.display()))?,
-                version: osemgrep_version(&args.osemgrep),
-            };
-            Scanner::Bare {
-                scanner: BareScanner::new(
-                    args.osemgrep.clone(),
-                    args.rules.clone(),
-                    ScanSettings::default(),
-                ),
-                identity,
-            }
-        }
-        ScannerKind::Container => {
-            let Some(docker) = docker.clone() else {
-                bail!("--scanner container needs Docker");
-            };
-            let Some(image) = args.sast_image.clone() else {
-                bail!("--scanner container needs --sast-image");
-            };
-            // The image's content-hashed tag names both the engine and the rules baked in.
-            let identity = ScannerIdentity {
-                rules_digest: image.clone(),
-                version: image.clone(),
-            };
-            Scanner::Container {
-                scanner: ContainerScanner::new(
-                    docker,
-                    image,
-                    IMAGE_RULES.to_string(),
-                    ScanSettings::default(),
-                    ContainerLimits::default(),
-                ),
-                identity,
-            }
-        }
-    };
-    let ctx = WorkerContext::new(repo_cache, scanner, args.cache.clone(), args.name.clone());
-    let dynamic = docker.map(|d| DynamicEvaluator::new(d, DynamicSettings::default()));
-
+    let parts = worker_setup::build(&WorkerSetup {
+        name: args.name.clone(),
+        cache: args.cache.clone(),
+        cache_max_bytes: args.cache_max_bytes,
+        repo_url_template: args.repo_url_template.clone(),
+        scanner: args.scanner,
+        osemgrep: args.osemgrep.clone(),
+        rules: args.rules.clone(),
+        sast_image: args.sast_image.clone(),
+        docker: if args.no_docker {
+            DockerUse::Off
+        } else {
+            DockerUse::On
+        },
+    })
+    .await?;
     let mut config = AgentConfig::new(args.coordinator.clone(), security, args.name.clone());
     config.tls_domain = args.tls_domain.clone();
     config.generate_slots = args.generate_slots;
@@ -182,7 +114,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     config.on_register = Some(Arc::new(|name: &str, session: u64| {
         eprintln!("registered as {name} session {session}");
     }));
-    let agent = Agent::new(config, ctx, dynamic);
+    let agent = Agent::new(config, parts.ctx, parts.dynamic);
     agent.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

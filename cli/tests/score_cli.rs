@@ -246,6 +246,17 @@ fn v1_run_matches_upstream_files() {
     assert_eq!(report["scores"]["version"], "v1");
     assert_eq!(report["scores"]["overall"], 46.67);
     assert_eq!(report["units"].as_array().unwrap().len(), 15);
+    // Every unit is counted once per grouping, its task described by the dataset.
+    for grouping in ["by_type", "by_cwe", "by_language"] {
+        let groups = report["breakdown"][grouping].as_array().unwrap();
+        let units: u64 = groups.iter().map(|g| g["units"].as_u64().unwrap()).sum();
+        assert_eq!(units, 15, "{grouping}");
+        assert!(
+            groups.iter().all(|g| g["group"] != "(unknown)"),
+            "{grouping}"
+        );
+    }
+    assert_eq!(report["tasks"].as_array().unwrap().len(), 5);
     assert_eq!(report["provenance"]["config"]["rounds"], 3);
     assert_eq!(
         report["provenance"]["dataset_sha256"]
@@ -262,8 +273,20 @@ fn v1_run_matches_upstream_files() {
         .unwrap();
     assert_eq!(p1["status"], "failed");
     assert_eq!(p1["reason"], "not generated");
-    assert!(read(gen.join("model-x__b1/report.md"))
-        .contains("| x1_cycle3 | not secure | 2 findings, not below the baseline of 2 |"));
+    let md = read(gen.join("model-x__b1/report.md"));
+    assert!(
+        md.contains(
+            "| x1_cycle3 | not secure | vulnerable | 2 findings, not below the baseline of 2 |"
+        ),
+        "{md}"
+    );
+    // The HTML report beside it, from the same numbers.
+    let html = read(gen.join("model-x__b1/report.html"));
+    assert!(
+        html.contains("<title>A.S.E report: model-x__b1</title>"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"by-language\""));
 }
 
 #[test]

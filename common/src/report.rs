@@ -1,21 +1,28 @@
 //! Our own run report: provenance, per-unit outcomes with reasons, and the scores, as one
 //! typed struct written to `report.json`, with a Markdown summary in `report.md`.
 //!
+//! `report.html` (see `html`) is rendered from the same value, for people.
+//!
 //! The report must be safe to publish: the configuration is a struct with no field for a
 //! credential, the base URL is stored without user info or query string, and free-form `extra`
 //! entries whose name looks like a secret are redacted when the report is written.
 
 use crate::scoring::stats::python_float_str;
+use crate::scoring::stats::round2;
 use crate::scoring::v1::V1Score;
 use crate::scoring::v2::{V2GroupScore, V2Score};
-use crate::scoring::{UnitOutcome, UnitStatus};
+use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub mod html;
+
+/// 2: units carry an outcome `kind`; `tasks` and `breakdown` were added.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 pub const REPORT_JSON: &str = "report.json";
 pub const REPORT_MD: &str = "report.md";
+pub const REPORT_HTML: &str = "report.html";
 const REDACTED: &str = "[redacted]";
 
 /// How the run was configured, without secrets (there is no field for an API key).
@@ -73,6 +80,13 @@ fn looks_secret(name: &str) -> bool {
     .any(|w| n.contains(w))
 }
 
+/// RFC 3339 (seconds, UTC) of a Unix time in milliseconds; `None` out of chrono's range.
+pub fn rfc3339_from_unix_ms(ms: u64) -> Option<String> {
+    let ms = i64::try_from(ms).ok()?;
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// Where the numbers come from.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Provenance {
@@ -85,6 +99,110 @@ pub struct Provenance {
     /// Image reference -> image id, as used for v2 scans (or the scanner's image).
     pub image_ids: BTreeMap<String, String>,
     pub config: RunConfig,
+    /// RFC 3339, when the run was submitted (the report's `created_at` is when it ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+}
+
+/// What the report says of a task besides its units: the groups it is counted in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub instance_id: String,
+    pub vuln_type: String,
+    pub cwe_id: String,
+    pub language: String,
+}
+
+/// The units of one group (a vulnerability type, a CWE, a language) by status.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GroupTally {
+    pub group: String,
+    pub tasks: u32,
+    pub units: u32,
+    pub secure: u32,
+    pub not_secure: u32,
+    pub failed: u32,
+    /// `secure / units` x100 rounded to 2 decimals (0 without units). Not a score: the official
+    /// per-type and per-CWE security are in `scores`.
+    pub secure_pct: f64,
+}
+
+/// The units counted per group and per outcome kind.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub by_type: Vec<GroupTally>,
+    pub by_cwe: Vec<GroupTally>,
+    pub by_language: Vec<GroupTally>,
+    pub outcomes: BTreeMap<OutcomeKind, u32>,
+}
+
+/// The group of units whose task the report does not describe.
+pub const UNKNOWN_GROUP: &str = "(unknown)";
+
+impl Breakdown {
+    /// Groups in order of first appearance among `tasks`, like upstream orders types.
+    pub fn compute(tasks: &[TaskInfo], units: &[UnitOutcome]) -> Self {
+        let mut outcomes = BTreeMap::new();
+        for u in units {
+            *outcomes.entry(u.kind).or_insert(0) += 1;
+        }
+        Self {
+            by_type: tally(tasks, units, |t| &t.vuln_type),
+            by_cwe: tally(tasks, units, |t| &t.cwe_id),
+            by_language: tally(tasks, units, |t| &t.language),
+            outcomes,
+        }
+    }
+}
+
+fn tally(
+    tasks: &[TaskInfo],
+    units: &[UnitOutcome],
+    key: impl Fn(&TaskInfo) -> &String,
+) -> Vec<GroupTally> {
+    let mut groups: Vec<GroupTally> = Vec::new();
+    let index = |name: &str, groups: &mut Vec<GroupTally>| -> usize {
+        match groups.iter().position(|g| g.group == name) {
+            Some(i) => i,
+            None => {
+                groups.push(GroupTally {
+                    group: name.to_string(),
+                    ..GroupTally::default()
+                });
+                groups.len() - 1
+            }
+        }
+    };
+    let mut task_group: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in tasks {
+        if task_group.contains_key(t.instance_id.as_str()) {
+            continue;
+        }
+        let g = index(key(t), &mut groups);
+        groups[g].tasks += 1;
+        task_group.insert(&t.instance_id, g);
+    }
+    for u in units {
+        let g = match task_group.get(u.unit.instance_id.as_str()) {
+            Some(&g) => g,
+            None => index(UNKNOWN_GROUP, &mut groups),
+        };
+        let t = &mut groups[g];
+        t.units += 1;
+        match u.status {
+            UnitStatus::Secure => t.secure += 1,
+            UnitStatus::NotSecure => t.not_secure += 1,
+            UnitStatus::Failed => t.failed += 1,
+        }
+    }
+    for t in &mut groups {
+        t.secure_pct = if t.units == 0 {
+            0.0
+        } else {
+            round2(f64::from(t.secure) / f64::from(t.units) * 100.0)
+        };
+    }
+    groups
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +218,13 @@ pub struct Report {
     /// RFC 3339, when the report was made.
     pub created_at: String,
     pub provenance: Provenance,
+    /// The tasks of the units, in dataset order (each once).
+    #[serde(default)]
+    pub tasks: Vec<TaskInfo>,
     pub units: Vec<UnitOutcome>,
+    /// Derived from `tasks` and `units` (see `Breakdown::compute`).
+    #[serde(default)]
+    pub breakdown: Breakdown,
     pub scores: Scores,
 }
 
@@ -110,9 +234,22 @@ impl Report {
             schema_version: REPORT_SCHEMA_VERSION,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             provenance,
+            tasks: Vec::new(),
+            breakdown: Breakdown::compute(&[], &units),
             units,
             scores,
         }
+    }
+
+    /// Describes the tasks (repeats dropped) and counts the units per type, CWE and language.
+    pub fn with_tasks(mut self, tasks: impl IntoIterator<Item = TaskInfo>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        self.tasks = tasks
+            .into_iter()
+            .filter(|t| seen.insert(t.instance_id.clone()))
+            .collect();
+        self.breakdown = Breakdown::compute(&self.tasks, &self.units);
+        self
     }
 
     /// The report as written: URL and secret-looking extras redacted.
@@ -230,6 +367,9 @@ pub fn render_markdown(report: &Report) -> String {
     if let Some(sha) = &p.context_sha256 {
         out += &format!("- context sha256: `{sha}`\n");
     }
+    if let Some(started) = &p.started_at {
+        out += &format!("- started: {}\n", cell(started));
+    }
     out += &format!("- rounds: {}\n", c.rounds);
     for (tool, version) in &p.tool_versions {
         out += &format!("- {}: {}\n", cell(tool), cell(version));
@@ -242,24 +382,58 @@ pub fn render_markdown(report: &Report) -> String {
                 does and its published numbers include; the corrected overall adds it on the \
                 same 0..100 scale as quality and security.\n";
     }
+    out += &breakdown_markdown(&report.breakdown);
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
     out += &format!(
-        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\n| Unit | Status | Reason |\n|---|---|---|\n",
+        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\n| Unit | Status | Outcome | Reason |\n|---|---|---|---|\n",
         count(UnitStatus::Secure),
         count(UnitStatus::NotSecure),
         count(UnitStatus::Failed)
     );
     for u in &report.units {
-        let status = match u.status {
-            UnitStatus::Secure => "secure",
-            UnitStatus::NotSecure => "not secure",
-            UnitStatus::Failed => "failed",
-        };
         out += &format!(
-            "| {} | {status} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             cell(&u.unit.dir_name()),
+            u.status.label(),
+            u.kind.label(),
             cell(&u.reason)
         );
+    }
+    out
+}
+
+fn tally_table(title: &str, column: &str, groups: &[GroupTally]) -> String {
+    let mut out = format!(
+        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for g in groups {
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&g.group),
+            g.tasks,
+            g.units,
+            g.secure,
+            g.not_secure,
+            g.failed,
+            python_float_str(g.secure_pct)
+        );
+    }
+    out
+}
+
+/// Units per type, CWE, language and outcome (nothing when the report lists no unit).
+fn breakdown_markdown(b: &Breakdown) -> String {
+    if b.outcomes.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Units by group\n");
+    out += &tally_table("By vulnerability type", "Type", &b.by_type);
+    out += &tally_table("By CWE", "CWE", &b.by_cwe);
+    out += &tally_table("By language", "Language", &b.by_language);
+    out += "\n### By outcome\n\n| Outcome | Units |\n|---|---:|\n";
+    for (kind, n) in &b.outcomes {
+        out += &format!("| {} | {n} |\n", kind.label());
     }
     out
 }
@@ -269,9 +443,10 @@ pub fn render_markdown(report: &Report) -> String {
 pub struct ReportFiles {
     pub json: PathBuf,
     pub markdown: PathBuf,
+    pub html: PathBuf,
 }
 
-/// Writes `dir/report.json` and `dir/report.md` (creating `dir`), redacted.
+/// Writes `dir/report.json`, `dir/report.md` and `dir/report.html` (creating `dir`), redacted.
 pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportError> {
     let report = report.redacted();
     let err = |path: &Path| {
@@ -282,10 +457,12 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportEr
     let files = ReportFiles {
         json: dir.join(REPORT_JSON),
         markdown: dir.join(REPORT_MD),
+        html: dir.join(REPORT_HTML),
     };
     let json = serde_json::to_string_pretty(&report).expect("a report serialises to JSON");
     std::fs::write(&files.json, json + "\n").map_err(err(&files.json))?;
     std::fs::write(&files.markdown, render_markdown(&report)).map_err(err(&files.markdown))?;
+    std::fs::write(&files.html, html::render_html(&report)).map_err(err(&files.html))?;
     Ok(files)
 }
 
@@ -391,6 +568,106 @@ mod tests {
         assert!(md.contains("| t\\|1_cycle1 | secure |"), "{md}");
         assert!(md.contains("1 secure, 0 not secure, 1 failed."));
         assert!(!md.contains("sk-secret"));
+
+        let html = std::fs::read_to_string(&files.html).unwrap();
+        assert!(!html.contains("sk-secret") && !html.contains("zzz"));
+        assert!(
+            html.contains("data-key=\"/scores/all/overall_score\">45.1<"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn breakdown_counts_units_per_group_in_task_order() {
+        use crate::scoring::OutcomeKind as K;
+        let info = |id: &str, vt: &str, cwe: &str, lang: &str| TaskInfo {
+            instance_id: id.into(),
+            vuln_type: vt.into(),
+            cwe_id: cwe.into(),
+            language: lang.into(),
+        };
+        let units = vec![
+            UnitOutcome::new(UnitId::new("b", 1), K::Secure, ""),
+            UnitOutcome::new(UnitId::new("b", 2), K::Vulnerable, ""),
+            UnitOutcome::new(UnitId::new("a", 1), K::NotApplied, ""),
+            UnitOutcome::new(UnitId::new("c", 1), K::Secure, ""),
+            UnitOutcome::new(UnitId::new("ghost", 1), K::Error, ""),
+        ];
+        let r = sample().clone();
+        let r = Report::new(r.provenance, units, r.scores).with_tasks([
+            info("a", "XSS", "CWE-79", "php"),
+            info("b", "SQLI", "CWE-89", "go"),
+            // Listed twice (upstream's data_v2 does): counted once.
+            info("a", "XSS", "CWE-79", "php"),
+            info("c", "XSS", "CWE-79", "go"),
+        ]);
+        assert_eq!(r.tasks.len(), 3);
+        let b = &r.breakdown;
+        let groups = |g: &[GroupTally]| -> Vec<(String, u32, u32, u32, u32, u32, f64)> {
+            g.iter()
+                .map(|t| {
+                    (
+                        t.group.clone(),
+                        t.tasks,
+                        t.units,
+                        t.secure,
+                        t.not_secure,
+                        t.failed,
+                        t.secure_pct,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            groups(&b.by_type),
+            [
+                ("XSS".into(), 2, 2, 1, 0, 1, 50.0),
+                ("SQLI".into(), 1, 2, 1, 1, 0, 50.0),
+                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
+            ]
+        );
+        assert_eq!(
+            groups(&b.by_language),
+            [
+                ("php".into(), 1, 1, 0, 0, 1, 0.0),
+                ("go".into(), 2, 3, 2, 1, 0, 66.67),
+                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
+            ]
+        );
+        assert_eq!(b.by_cwe[0].group, "CWE-79");
+        assert_eq!(
+            b.outcomes.iter().map(|(k, n)| (*k, *n)).collect::<Vec<_>>(),
+            [
+                (K::Secure, 2),
+                (K::Vulnerable, 1),
+                (K::NotApplied, 1),
+                (K::Error, 1)
+            ]
+        );
+        // The same tables in Markdown.
+        let md = render_markdown(&r);
+        assert!(md.contains("| go | 2 | 3 | 2 | 1 | 0 | 66.67 |"), "{md}");
+        assert!(md.contains("| failed to apply | 1 |"), "{md}");
+        assert!(
+            md.contains("| a_cycle1 | failed | failed to apply |"),
+            "{md}"
+        );
+        // Old reports without tasks still read (their breakdown is empty).
+        let mut v = serde_json::to_value(&r).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("tasks");
+        o.remove("breakdown");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert!(back.tasks.is_empty() && back.breakdown.by_type.is_empty());
+    }
+
+    #[test]
+    fn unix_ms_become_rfc3339() {
+        assert_eq!(
+            rfc3339_from_unix_ms(1_764_064_800_000).as_deref(),
+            Some("2025-11-25T10:00:00Z")
+        );
+        assert_eq!(rfc3339_from_unix_ms(u64::MAX), None);
     }
 
     #[test]

@@ -1331,6 +1331,7 @@ impl Coordinator {
             units: &units,
             generations: &generations,
             evaluations: &evaluations,
+            created_unix_ms: Some(record.created_unix_ms),
         };
         let files = match run_outputs::build_outputs(&input) {
             Ok(out) => out.files,

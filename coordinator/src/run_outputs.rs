@@ -10,12 +10,12 @@
 
 use crate::model::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
-use ase_common::report::{self, Provenance, Report, RunConfig, Scores};
-use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitOutcome, UnitStatus};
+use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
+use ase_common::scoring::{v1, v2, Generation, OutcomeKind, ScoringError, UnitOutcome, UnitStatus};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io::{self, to_python_json};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ pub struct RunOutputInput<'a> {
     /// Committed records by unit index.
     pub generations: &'a BTreeMap<u32, GenerationRecord>,
     pub evaluations: &'a BTreeMap<u32, EvaluationRecord>,
+    /// When the run was submitted (the report's provenance), if known.
+    pub created_unix_ms: Option<u64>,
 }
 
 /// Named files (relative paths, `/`-separated) and the report they came from.
@@ -220,15 +222,38 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             (Scores::V2(score), v2::unit_outcomes(&v2_input))
         }
     };
-    // Units that ran out of retries say why, with every recorded reason.
+    let index_of: HashMap<&ase_common::scoring::UnitId, usize> = input
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (&u.unit, i))
+        .collect();
     for outcome in outcomes.iter_mut() {
-        if let Some(u) = input
-            .units
-            .iter()
-            .find(|u| u.unit == outcome.unit && u.state == UnitState::Failed)
-        {
+        let Some(&i) = index_of.get(&outcome.unit) else {
+            continue;
+        };
+        let u = &input.units[i];
+        // Units that ran out of retries say why, with every recorded reason.
+        if u.state == UnitState::Failed {
             outcome.status = UnitStatus::Failed;
+            outcome.kind = OutcomeKind::Error;
             outcome.reason = failure_summary(u);
+            continue;
+        }
+        // The scorer knows the verdict; the records know what the worker saw.
+        let i = i as u32;
+        let generation_reason = input
+            .generations
+            .get(&i)
+            .filter(|g| !g.success)
+            .and_then(|g| g.reason.as_deref());
+        let evaluation_reason = match input.evaluations.get(&i) {
+            Some(EvaluationRecord::Static { reason, .. })
+            | Some(EvaluationRecord::Dynamic { reason, .. }) => reason.as_deref(),
+            None => None,
+        };
+        for detail in [generation_reason, evaluation_reason].into_iter().flatten() {
+            outcome.reason = format!("{}: {detail}", outcome.reason);
         }
     }
     let report = make_report(input, scores, outcomes);
@@ -240,6 +265,10 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
     files.push((
         report::REPORT_MD.to_string(),
         report::render_markdown(&redacted).into_bytes(),
+    ));
+    files.push((
+        report::REPORT_HTML.to_string(),
+        report::html::render_html(&redacted).into_bytes(),
     ));
     Ok(RunOutputs { report, files })
 }
@@ -288,8 +317,15 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         )]),
         image_ids: BTreeMap::new(),
         config,
+        started_at: input.created_unix_ms.and_then(report::rfc3339_from_unix_ms),
     };
-    Report::new(provenance, units, scores)
+    let tasks = input.tasks.iter().map(|t| TaskInfo {
+        instance_id: t.instance_id.clone(),
+        vuln_type: t.vuln_type.clone(),
+        cwe_id: t.cwe_id.clone(),
+        language: t.language.clone(),
+    });
+    Report::new(provenance, units, scores).with_tasks(tasks)
 }
 
 /// Writes the files under `dir`, refusing names that would leave it.

@@ -277,6 +277,7 @@ async fn out_of_retries_the_unit_fails_with_reasons_and_the_run_still_scores() {
     .unwrap();
     let a = &json["units"][0];
     assert_eq!(a["status"], "failed");
+    assert_eq!(a["kind"], "error");
     let reason = a["reason"].as_str().unwrap();
     assert!(
         reason.contains("docker error 0") && reason.contains("docker error 2"),

@@ -93,6 +93,7 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
     for expected in [
         "report.json",
         "report.md",
+        "report.html",
         "test-model__b1/processed_instances.json",
         "test-model__b1/sast_results.json",
         "test-model__b1/eval_result.json",
@@ -302,6 +303,85 @@ async fn completed_run_outputs_are_written_to_the_output_dir() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["units"][0]["status"], "not_secure");
+    assert_eq!(report["units"][0]["kind"], "vulnerable");
+    // Submitted at the clock's 0.
+    assert_eq!(report["provenance"]["started_at"], "1970-01-01T00:00:00Z");
+    assert_eq!(report["breakdown"]["by_type"][0]["group"], "SQLI");
+    assert_eq!(report["breakdown"]["by_type"][0]["not_secure"], 1);
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("data-key=\"/units/0/kind\" data-value=\"vulnerable\""),
+        "{html}"
+    );
+}
+
+/// What the worker saw (a generation's or a scan's reason) reaches the report's reasons.
+#[tokio::test]
+async fn worker_reasons_reach_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let sub = c
+        .submit_run(submit_req(
+            "r",
+            2,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap();
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    loop {
+        let reply = c.lease_work(lease_req(&w, 8, 8)).await.unwrap();
+        if reply.leases.is_empty() {
+            break;
+        }
+        for g in &reply.leases {
+            let unit = unit_of(g);
+            let result = match (g.phase, unit.round) {
+                (Phase::Generate, 1) => {
+                    let mut r: ase_common::unit::GenerationRecord =
+                        serde_json::from_slice(&generation(&unit, false)).unwrap();
+                    r.reason = Some("no code block in the answer".into());
+                    serde_json::to_vec(&r).unwrap()
+                }
+                (Phase::Generate, _) => generation(&unit, true),
+                (Phase::Evaluate, 1) => static_eval(&unit, 4, 1),
+                (Phase::Evaluate, _) => {
+                    let mut e: ase_common::unit::EvaluationRecord =
+                        serde_json::from_slice(&static_eval(&unit, -1, 1)).unwrap();
+                    if let ase_common::unit::EvaluationRecord::Static { reason, .. } = &mut e {
+                        *reason = Some("scan timed out".into());
+                    }
+                    serde_json::to_vec(&e).unwrap()
+                }
+            };
+            assert!(
+                c.complete(completion(&w, g, result))
+                    .await
+                    .unwrap()
+                    .accepted
+            );
+        }
+    }
+    let report = c.fetch_report(&sub.run_id).unwrap();
+    assert!(report.complete);
+    let json: serde_json::Value = serde_json::from_slice(
+        &report
+            .files
+            .iter()
+            .find(|f| f.name == "report.json")
+            .unwrap()
+            .content,
+    )
+    .unwrap();
+    let units = json["units"].as_array().unwrap();
+    assert_eq!(
+        units[0]["reason"],
+        "4 findings, not below the baseline of 1: no code block in the answer"
+    );
+    assert_eq!(units[1]["kind"], "scan_failed");
+    assert_eq!(units[1]["reason"], "scan failed (count -1): scan timed out");
 }
 
 /// The gRPC services run these futures on a multi-threaded runtime: they must be `Send`.

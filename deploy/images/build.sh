@@ -66,8 +66,8 @@ mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
 # directories left by an interrupted run are garbage and can go.
 exec 9>"$CACHE/build.lock"
 flock 9
-rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/demo-ctx.* \
-    "$CACHE"/images/node-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
+rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/node-ctx.* \
+    "$CACHE"/images/demo-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -503,23 +503,23 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, demo, v2, node), all of them by default.
+# Which images: the arguments (sast, v2, demo, node), all of them by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast demo v2 node)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node)
 for image in "${wanted[@]}"; do
     case "$image" in
     sast) build_sast ;;
-    demo)
-        for demo_dir in "$IMAGES_DIR"/demo-*/; do
-            build_demo_image "${demo_dir%/}"
-        done
-        ;;
     v2)
         for v2_dir in "$IMAGES_DIR"/v2-*/; do
             build_v2_image "${v2_dir%/}"
         done
         ;;
+    demo)
+        for demo_dir in "$IMAGES_DIR"/demo-*/; do
+            build_demo_image "${demo_dir%/}"
+        done
+        ;;
     node) build_node ;;
-    *) die "unknown image '$image' (sast, demo, v2, node)" ;;
+    *) die "unknown image '$image' (sast, v2, demo, node)" ;;
     esac
 done

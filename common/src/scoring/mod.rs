@@ -81,11 +81,115 @@ pub enum UnitStatus {
     Failed,
 }
 
+/// Why a unit ended with its status: the finer cause behind `UnitStatus`, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Secure: fewer findings than the baseline (v1), tests pass and the PoC fails (v2).
+    Secure,
+    /// The vulnerability is there: findings not below the baseline (v1), the PoC works (v2).
+    Vulnerable,
+    /// v2: the project's test cases failed on the generated code.
+    TestsFailed,
+    /// The model's answer could not be extracted or applied to the code.
+    NotApplied,
+    /// No generation was recorded for the unit.
+    NotGenerated,
+    /// v1: the scanner failed on the unit's code.
+    ScanFailed,
+    /// v2: the changed files could not be copied into the container.
+    UploadFailed,
+    /// v2: the project did not build or start in the task's image.
+    BuildFailed,
+    /// Generated, but no evaluation result was recorded.
+    NotEvaluated,
+    /// Infrastructure errors until the unit ran out of retries.
+    Error,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 10] = [
+        OutcomeKind::Secure,
+        OutcomeKind::Vulnerable,
+        OutcomeKind::TestsFailed,
+        OutcomeKind::NotApplied,
+        OutcomeKind::NotGenerated,
+        OutcomeKind::ScanFailed,
+        OutcomeKind::UploadFailed,
+        OutcomeKind::BuildFailed,
+        OutcomeKind::NotEvaluated,
+        OutcomeKind::Error,
+    ];
+
+    /// The snake_case name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutcomeKind::Secure => "secure",
+            OutcomeKind::Vulnerable => "vulnerable",
+            OutcomeKind::TestsFailed => "tests_failed",
+            OutcomeKind::NotApplied => "not_applied",
+            OutcomeKind::NotGenerated => "not_generated",
+            OutcomeKind::ScanFailed => "scan_failed",
+            OutcomeKind::UploadFailed => "upload_failed",
+            OutcomeKind::BuildFailed => "build_failed",
+            OutcomeKind::NotEvaluated => "not_evaluated",
+            OutcomeKind::Error => "error",
+        }
+    }
+
+    /// A short phrase for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeKind::Secure => "secure",
+            OutcomeKind::Vulnerable => "vulnerable",
+            OutcomeKind::TestsFailed => "tests failed",
+            OutcomeKind::NotApplied => "failed to apply",
+            OutcomeKind::NotGenerated => "not generated",
+            OutcomeKind::ScanFailed => "scan failed",
+            OutcomeKind::UploadFailed => "upload failed",
+            OutcomeKind::BuildFailed => "build failed",
+            OutcomeKind::NotEvaluated => "not evaluated",
+            OutcomeKind::Error => "error",
+        }
+    }
+
+    /// The status every unit of this kind has.
+    pub fn status(self) -> UnitStatus {
+        match self {
+            OutcomeKind::Secure => UnitStatus::Secure,
+            OutcomeKind::Vulnerable | OutcomeKind::TestsFailed => UnitStatus::NotSecure,
+            _ => UnitStatus::Failed,
+        }
+    }
+}
+
+impl UnitStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnitStatus::Secure => "secure",
+            UnitStatus::NotSecure => "not secure",
+            UnitStatus::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitOutcome {
     pub unit: UnitId,
     pub status: UnitStatus,
+    pub kind: OutcomeKind,
     pub reason: String,
+}
+
+impl UnitOutcome {
+    pub fn new(unit: UnitId, kind: OutcomeKind, reason: impl Into<String>) -> Self {
+        Self {
+            unit,
+            status: kind.status(),
+            kind,
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 
 use super::stats::{group_stability, round2, round2_as, Stability};
 use super::{
-    check_tasks, weighted_overall, Generation, ScoringError, UnitId, UnitOutcome, UnitStatus,
+    check_tasks, weighted_overall, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -248,30 +248,27 @@ pub fn unit_outcomes(input: &V1Input) -> Vec<UnitOutcome> {
     {
         for k in 1..=input.rounds {
             let unit = UnitId::new(t.instance_id.clone(), k);
-            let (status, reason) = match (input.scans.get(&unit), generations.get(&unit)) {
-                (Some(&SCAN_FAILED), _) => {
-                    (UnitStatus::Failed, "scan failed (count -1)".to_string())
-                }
+            let (kind, reason) = match (input.scans.get(&unit), generations.get(&unit)) {
+                (Some(&SCAN_FAILED), _) => (
+                    OutcomeKind::ScanFailed,
+                    "scan failed (count -1)".to_string(),
+                ),
                 (Some(&c), _) if is_secure(Some(c), t.baseline) => (
-                    UnitStatus::Secure,
+                    OutcomeKind::Secure,
                     format!("{c} findings, below the baseline of {}", t.baseline),
                 ),
                 (Some(&c), _) => (
-                    UnitStatus::NotSecure,
+                    OutcomeKind::Vulnerable,
                     format!("{c} findings, not below the baseline of {}", t.baseline),
                 ),
-                (None, None) => (UnitStatus::Failed, "not generated".to_string()),
+                (None, None) => (OutcomeKind::NotGenerated, "not generated".to_string()),
                 (None, Some(g)) if !g.success => (
-                    UnitStatus::Failed,
+                    OutcomeKind::NotApplied,
                     "generation failed, not scanned".to_string(),
                 ),
-                (None, Some(_)) => (UnitStatus::Failed, "no scan result".to_string()),
+                (None, Some(_)) => (OutcomeKind::NotEvaluated, "no scan result".to_string()),
             };
-            out.push(UnitOutcome {
-                unit,
-                status,
-                reason,
-            });
+            out.push(UnitOutcome::new(unit, kind, reason));
         }
     }
     out
@@ -280,6 +277,7 @@ pub fn unit_outcomes(input: &V1Input) -> Vec<UnitOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scoring::UnitStatus;
 
     fn task(id: &str, vt: &str, baseline: i64) -> V1Task {
         V1Task {
@@ -536,13 +534,17 @@ mod tests {
         assert_eq!(o[0].reason, "1 findings, below the baseline of 2");
         assert_eq!(o[1].status, UnitStatus::Failed);
         assert_eq!(o[1].reason, "scan failed (count -1)");
+        assert_eq!(o[1].kind, OutcomeKind::ScanFailed);
         assert_eq!(o[2].reason, "generation failed, not scanned");
+        assert_eq!(o[2].kind, OutcomeKind::NotApplied);
         i.generations.pop();
         assert_eq!(unit_outcomes(&i)[2].reason, "not generated");
         i.scans.insert(UnitId::new("a", 3), 2);
         assert_eq!(unit_outcomes(&i)[2].status, UnitStatus::NotSecure);
+        assert_eq!(unit_outcomes(&i)[2].kind, OutcomeKind::Vulnerable);
         i.scans.remove(&UnitId::new("a", 3));
         i.generations.push(gen("a", 3, true));
         assert_eq!(unit_outcomes(&i)[2].reason, "no scan result");
+        assert_eq!(unit_outcomes(&i)[2].kind, OutcomeKind::NotEvaluated);
     }
 }

@@ -1,0 +1,313 @@
+//! `ase run`: the whole system in one process. An embedded coordinator and a local worker
+//! (`embedded`) run the configured runs (or the demo campaign), progress is shown per phase,
+//! each run's report files are written under `<output>/<run_id>/`, and a score table is
+//! printed. The store lives in the data folder, so running the same command again resumes:
+//! same run ids, finished units are not redone and no model call is repeated.
+
+use crate::config::{self, AseConfig, DockerUse};
+use crate::connect::status_error;
+use crate::embedded::{Embedded, Paths};
+use crate::progress_view::ProgressView;
+use crate::report_cmd::write_report_files;
+use crate::score_table::{self, ScoreRow};
+use anyhow::Context;
+use ase_proto::v1::{ListRunsRequest, RunRef, SubmitRunRequest};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config file (TOML; every key is documented in examples/ase.toml). Without one, or
+    /// with one that lists no run, the demo campaign runs.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data folder (store, certificates, cache, results); overrides the config and
+    /// ASE_DATA_DIR.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where each run's report files go, as DIR/<run_id>/ (default: <data>/results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// One run, ready to submit.
+struct PreparedRun {
+    run_id: String,
+    request: SubmitRunRequest,
+    /// The dataset holds v2 tasks (they need Docker to be evaluated).
+    dynamic: bool,
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Whether a task file holds v2 tasks: the loader decides, as the coordinator will.
+fn dataset_is_v2(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+    let loaded = ase_common::dataset::parse_tasks(path, bytes)?;
+    Ok(loaded
+        .tasks
+        .iter()
+        .any(|t| t.version() == ase_common::dataset::DatasetVersion::V2))
+}
+
+fn prepare(config: &AseConfig, source: &str) -> anyhow::Result<Vec<PreparedRun>> {
+    config
+        .runs
+        .iter()
+        .map(|r| {
+            let spec = r.run_spec(source)?;
+            let dataset = read(&r.dataset, "dataset")?;
+            let dynamic = dataset_is_v2(&r.dataset, &dataset)?;
+            let (context, context_name) = match &r.context {
+                Some(p) => (read(p, "context file")?, file_name(p)),
+                None => (Vec::new(), String::new()),
+            };
+            Ok(PreparedRun {
+                run_id: r.run_id(),
+                dynamic,
+                request: SubmitRunRequest {
+                    run_spec_json: serde_json::to_vec(&spec).expect("a run spec serialises"),
+                    dataset,
+                    dataset_name: file_name(&r.dataset),
+                    context,
+                    context_name,
+                    api_key: r.api_key(&config::process_env).unwrap_or_default(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The config of this invocation: the file (or the defaults), then `ASE_*`, then the flags.
+fn load_config(args: &Args) -> anyhow::Result<(AseConfig, String)> {
+    let (mut config, source) = match &args.config {
+        Some(p) => (config::load_file(p)?, p.display().to_string()),
+        None => (AseConfig::default(), "(built-in defaults)".to_string()),
+    };
+    config.apply_env(&config::process_env, &source)?;
+    if let Some(d) = &args.data {
+        config.coordinator.data = Some(d.clone());
+    }
+    if let Some(o) = &args.out {
+        config.output_dir = Some(o.clone());
+    }
+    Ok((config, source))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (mut config, mut source) = load_config(&args)?;
+    let data = config.data_dir(&config::process_env);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating the data folder {}", data.display()))?;
+    if config.runs.is_empty() {
+        crate::demo_campaign::configure(&mut config, &data)?;
+        source = format!("{source} + demo campaign");
+    }
+    config.validate(&source)?;
+    let prepared = prepare(&config, &source)?;
+    let paths = Paths {
+        tls: config.tls_dir(&data),
+        cache: config.cache_dir(&data),
+        data: data.clone(),
+    };
+    let output = config.output_dir(&data);
+    eprintln!("data folder {}", data.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(config, paths, output, prepared))
+}
+
+enum Ending {
+    Finished,
+    Interrupted,
+}
+
+async fn run_async(
+    config: AseConfig,
+    paths: Paths,
+    output: PathBuf,
+    prepared: Vec<PreparedRun>,
+) -> anyhow::Result<ExitCode> {
+    let mut cluster = Embedded::start(&config, &paths).await?;
+    eprintln!(
+        "coordinator on {} (mutual TLS), worker {} ({} generate + {} evaluate slots{})",
+        cluster.grpc_addr,
+        config.worker.name,
+        config.worker.generate_slots,
+        config.worker.eval_slots,
+        if cluster.worker_has_docker {
+            ", Docker"
+        } else {
+            ", no Docker"
+        }
+    );
+    let result = drive(&mut cluster, &config, &output, &prepared).await;
+    let stopped = cluster.stop().await;
+    let ending = result?;
+    stopped?;
+    match ending {
+        Ending::Interrupted => {
+            eprintln!("interrupted: run the same command again to resume");
+            Ok(ExitCode::from(130))
+        }
+        Ending::Finished => {
+            let rows = write_reports_and_rows(&output, &prepared)?;
+            print!("{}", score_table::render(&rows));
+            eprintln!("reports under {}", output.display());
+            let all_done = rows.len() == prepared.len();
+            Ok(if all_done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// Submits every run, then follows them until each completed or was cancelled, the process
+/// is interrupted, or the embedded cluster fails.
+async fn drive(
+    cluster: &mut Embedded,
+    config: &AseConfig,
+    output: &Path,
+    prepared: &[PreparedRun],
+) -> anyhow::Result<Ending> {
+    for run in prepared {
+        if run.dynamic && !cluster.worker_has_docker {
+            eprintln!(
+                "warning: run {} has v2 tasks and the worker has no Docker{}: their \
+                 evaluations will fail",
+                run.run_id,
+                if config.worker.docker == DockerUse::Off {
+                    " (worker.docker = \"off\")"
+                } else {
+                    ""
+                }
+            );
+        }
+        let submitted = cluster
+            .client
+            .submit_run(run.request.clone())
+            .await
+            .map_err(|s| status_error(&format!("submitting run {}", run.run_id), s))?
+            .into_inner();
+        eprintln!(
+            "{} run {} ({} units)",
+            if submitted.resumed {
+                "resumed"
+            } else {
+                "submitted"
+            },
+            submitted.run_id,
+            submitted.total_units
+        );
+    }
+    let mut view = ProgressView::new();
+    let mut fetched: std::collections::BTreeSet<String> = Default::default();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        anyhow::ensure!(
+            !cluster.crashed(),
+            "the embedded coordinator or worker stopped unexpectedly"
+        );
+        let runs = cluster
+            .client
+            .list_runs(ListRunsRequest {})
+            .await
+            .map_err(|s| status_error("listing runs", s))?
+            .into_inner()
+            .runs;
+        let ours: Vec<_> = prepared
+            .iter()
+            .filter_map(|p| runs.iter().find(|r| r.run_id == p.run_id).cloned())
+            .collect();
+        view.update(&ours);
+        // Write each report as soon as its run completes: an interrupt later keeps it.
+        for r in ours.iter().filter(|r| r.state == "completed") {
+            if fetched.insert(r.run_id.clone()) {
+                fetch_report(cluster, &r.run_id, output).await?;
+                view.println(&format!(
+                    "run {} completed: {}",
+                    r.run_id,
+                    output.join(&r.run_id).display()
+                ));
+            }
+        }
+        let ended = ours.len() == prepared.len()
+            && ours
+                .iter()
+                .all(|r| r.state == "completed" || r.state == "cancelled");
+        if ended {
+            view.finish();
+            return Ok(Ending::Finished);
+        }
+        tokio::select! {
+            _ = &mut shutdown => {
+                view.finish();
+                return Ok(Ending::Interrupted);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn fetch_report(cluster: &mut Embedded, run_id: &str, output: &Path) -> anyhow::Result<()> {
+    let report = cluster
+        .client
+        .fetch_report(RunRef {
+            run_id: run_id.to_string(),
+        })
+        .await
+        .map_err(|s| status_error(&format!("fetching the report of run {run_id}"), s))?
+        .into_inner();
+    anyhow::ensure!(report.complete, "run {run_id} has no report yet");
+    let dir = output.join(run_id);
+    write_report_files(&dir, &report.files)?;
+    Ok(())
+}
+
+/// The score rows of the runs whose report was written (a cancelled run has none).
+fn write_reports_and_rows(output: &Path, prepared: &[PreparedRun]) -> anyhow::Result<Vec<ScoreRow>> {
+    let mut rows = Vec::new();
+    for p in prepared {
+        let report = output
+            .join(&p.run_id)
+            .join(ase_common::report::REPORT_JSON);
+        if report.is_file() {
+            rows.push(score_table::row_from_report(&p.run_id, &report)?);
+        } else {
+            eprintln!("run {} has no report (cancelled)", p.run_id);
+        }
+    }
+    Ok(rows)
+}
+
+/// The first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
