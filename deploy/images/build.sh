@@ -3,7 +3,7 @@
 #
 # Usage:
 #   deploy/images/build.sh            # build what is missing, print the tags
-#   deploy/images/build.sh node       # only the named images (sast, v2, node)
+#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node)
 #   ASE_CACHE=/some/dir deploy/images/build.sh
 #   ASE_BIN=target/debug/ase deploy/images/build.sh node
 #
@@ -494,6 +494,12 @@ build_node() {
         trap - EXIT
     fi
     docker tag "$tag" "ase-node:latest"
+    # Every ase build makes a new ~350 MB image: drop the older ones (an image a container
+    # still uses stays, `docker rmi` refuses it).
+    local old
+    while read -r old; do
+        [[ "$old" == "$tag" || "$old" == "ase-node:latest" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done < <(docker image ls --filter label=ase.image=node --format '{{.Repository}}:{{.Tag}}')
     printf '%s\n' "$tag" "ase-node:latest"
 }
 

@@ -25,11 +25,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TASKS: usize = 6;
+const TASKS: usize = 8;
 const ROUNDS: u32 = 2;
 /// Every scan waits this long first, so that leases are held while the network goes away and
 /// work is left when the worker comes back.
-const SCAN_DELAY_MS: u64 = 3000;
+const SCAN_DELAY_MS: u64 = 2000;
 const HEARTBEAT_MS: u64 = 500;
 const LEASE_TTL_MS: u64 = 3000;
 const COORD_PORT: u16 = 7700;
@@ -88,6 +88,24 @@ fn marked_units(marks: &Path, kind: &str, units: &[String]) -> BTreeSet<String> 
             if hit {
                 out.insert(u.clone());
             }
+        }
+    }
+    out
+}
+
+/// The text of a log without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
         }
     }
     out
@@ -200,8 +218,11 @@ fn a_disconnected_worker_loses_its_leases_its_late_results_are_fenced_and_it_tak
         (c, marks)
     };
     let (w1, w1_marks) = start_worker("w1", 0, 2);
-    let (w2, w2_marks) = start_worker("w2", 3, 1);
-    let (w3, w3_marks) = start_worker("w3", 3, 1);
+    // w2 generates, w3 evaluates. (A worker with free generate slots long-polls for work with
+    // the slot counts of the moment it asked: an evaluate slot freed meanwhile waits for the
+    // poll to end, which would stretch the partition past the worker's RPC timeout.)
+    let (w2, w2_marks) = start_worker("w2", 3, 0);
+    let (w3, w3_marks) = start_worker("w3", 0, 2);
     for (w, name) in [(&w1, "w1"), (&w2, "w2"), (&w3, "w3")] {
         w.wait_log(&format!("registered as {name}"), 1, WAIT);
     }
@@ -216,42 +237,73 @@ fn a_disconnected_worker_loses_its_leases_its_late_results_are_fenced_and_it_tak
     wait_until("every generation committed", WAIT, || {
         phase_done(&ase_client(&access, "status", &[]), "generate") == Some(units.len() as u64)
     });
-    let held = marked_units(&w1_marks, "start", &units);
+    // The units w1 is scanning now (a scan it finished is reported at once).
+    let held: BTreeSet<String> = marked_units(&w1_marks, "start", &units)
+        .difference(&marked_units(&w1_marks, "done", &units))
+        .cloned()
+        .collect();
+    assert!(!held.is_empty(), "w1 holds evaluate leases");
     let before = ase_client(&access, "status", &[]);
     let (_, session_before, completed_before) =
         worker_status(&before, "w1").expect("w1 in ase status");
     net.disconnect(&w1);
+    let cut_off = std::time::Instant::now();
 
-    // Its leases expire (the coordinator declares it dead) and w2/w3 scan its units.
+    // Its leases expire (the coordinator declares it dead) and w2/w3 take its units.
     wait_until("the coordinator declares w1 dead", WAIT, || {
         worker_status(&ase_client(&access, "status", &[]), "w1").is_some_and(|(alive, ..)| !alive)
     });
+    eprintln!("declared dead after {:?}", cut_off.elapsed());
+    let taken_over = |kind: &str| {
+        let mut marked = marked_units(&w2_marks, kind, &units);
+        marked.extend(marked_units(&w3_marks, kind, &units));
+        held.is_subset(&marked)
+    };
+    wait_until("w2/w3 take the units w1 held", WAIT, || taken_over("start"));
+    eprintln!("its units re-leased after {:?}", cut_off.elapsed());
+    // They finish what they hold and take no more: the rest of the run is left to w1.
+    for w in ["w2", "w3"] {
+        ase_client(&access, "drain", &["--worker", w]);
+    }
     wait_until("w2/w3 finish the units w1 held", WAIT, || {
-        let mut done = marked_units(&w2_marks, "done", &units);
-        done.extend(marked_units(&w3_marks, "done", &units));
-        held.is_subset(&done)
+        taken_over("done")
     });
+    eprintln!("its units finished by w2/w3 after {:?}", cut_off.elapsed());
     // w1's own scans of them ended while it was cut off: their results are late.
     wait_until("w1 finishes its scans offline", WAIT, || {
         held.is_subset(&marked_units(&w1_marks, "done", &units))
     });
+    let during = ase_client(&access, "status", &[]);
     assert_eq!(
-        worker_status(&ase_client(&access, "status", &[]), "w1").map(|s| s.2),
+        worker_status(&during, "w1").map(|s| s.2),
         Some(completed_before),
-        "w1 completed nothing while cut off"
+        "w1 completed nothing while cut off: {during}"
+    );
+    assert!(
+        phase_done(&during, "evaluate") < Some(units.len() as u64),
+        "units are left for w1 when it comes back: {during}"
     );
 
-    // The rest of the run is left to w1 alone.
-    for w in ["w2", "w3"] {
-        ase_client(&access, "drain", &["--worker", w]);
-    }
     let refused_before = refused_reports(metrics_port);
     net.connect(&w1);
+    // The worker's report calls wait in its channel for the connection (up to its RPC
+    // timeout, 30 s), so a partition shorter than that has them reach the coordinator first.
+    eprintln!("w1 cut off for {:?}", cut_off.elapsed());
 
     wait_until("w1's late results are refused", WAIT, || {
         refused_reports(metrics_port) >= refused_before + held.len() as f64
     });
-    w1.wait_log("report refused (stale lease)", held.len(), WAIT);
+    // The coordinator says whose results it refused. (w1's own log may miss the answer: a
+    // heartbeat revoking the lease can cancel the unit while its report is on the wire.)
+    let coord_log = strip_ansi(&coord.logs());
+    let refused_w1 = coord_log
+        .lines()
+        .filter(|l| l.contains("result refused") && l.contains("worker=w1"))
+        .count();
+    assert!(
+        refused_w1 >= held.len(),
+        "the coordinator logs {refused_w1} refused results of w1 (held {held:?}):\n{coord_log}"
+    );
     // Back on the network, its heartbeats reach the coordinator again (with the session it
     // had, or a new one when the coordinator asks it to register again).
     wait_until("the coordinator sees w1 alive again", WAIT, || {

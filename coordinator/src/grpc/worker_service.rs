@@ -239,6 +239,8 @@ impl ase_proto::WorkerApi for WorkerService {
             let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
             let phase = phase_from_proto(req.phase, "phase")?;
             tracing::Span::current().record("phase", phase.as_str());
+            // Named in the refusal below: the log says whose late result the fence stopped.
+            let worker = truncate(&req.worker_id, 64);
             let ack = self
                 .coordinator
                 .complete(api::Completion {
@@ -253,7 +255,7 @@ impl ase_proto::WorkerApi for WorkerService {
             if ack.accepted {
                 tracing::info!(duplicate = ack.duplicate, "result committed");
             } else {
-                tracing::warn!(reason = %ack.reason, "result refused");
+                tracing::warn!(%worker, reason = %ack.reason, "result refused");
             }
             Ok(Response::new(ack_to_proto(ack)))
         }
