@@ -55,9 +55,11 @@ CACHE="${ASE_CACHE:-$HOME/.cache/ase-cluster}"
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker pip unzip sha256sum dpkg apt-get ldd flock strip; do
+for tool in pip unzip sha256sum dpkg apt-get ldd flock strip; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
 done
+# Only the bare osemgrep (`build.sh osemgrep`) can be had without Docker.
+need_docker() { command -v docker >/dev/null 2>&1 || die "required tool 'docker' not found"; }
 docker info >/dev/null 2>&1 || die "the Docker daemon does not answer (docker info failed)"
 
 mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
@@ -503,11 +505,14 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, v2, demo, node), all of them by default.
+# Which images: the arguments (sast, v2, demo, node; osemgrep: only the bare host binary), all
+# images by default.
 wanted=("$@")
 [[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node)
 for image in "${wanted[@]}"; do
+    [[ "$image" == osemgrep ]] || need_docker
     case "$image" in
+    osemgrep) extract_semgrep "$(fetch_semgrep_wheel)" ;;
     sast) build_sast ;;
     v2)
         for v2_dir in "$IMAGES_DIR"/v2-*/; do
@@ -520,6 +525,6 @@ for image in "${wanted[@]}"; do
         done
         ;;
     node) build_node ;;
-    *) die "unknown image '$image' (sast, v2, demo, node)" ;;
+    *) die "unknown image '$image' (osemgrep, sast, v2, demo, node)" ;;
     esac
 done
