@@ -65,6 +65,9 @@ async fn connect_docker(mode: DockerUse) -> anyhow::Result<Option<bollard::Docke
     }
 }
 
+/// The variable a worker reads a token for private or rate-limited HTTPS clones from.
+pub const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+
 pub async fn build(s: &WorkerSetup) -> anyhow::Result<WorkerParts> {
     let mut cache_cfg = RepoCacheConfig::new(s.cache.join("repos"));
     if let Some(max) = s.cache_max_bytes {
@@ -73,6 +76,10 @@ pub async fn build(s: &WorkerSetup) -> anyhow::Result<WorkerParts> {
     if let Some(t) = &s.repo_url_template {
         cache_cfg.url_template = t.clone();
     }
+    // Upstream's --github_token / GITHUB_TOKEN: read from this process's environment when a
+    // clone needs it, handed to git through its environment (never its arguments), and only
+    // for https URLs of the template's host.
+    cache_cfg.token_env = Some(GITHUB_TOKEN_ENV.into());
     let repo_cache = RepoCache::open(cache_cfg).context("opening the repo cache")?;
     let docker = connect_docker(s.docker).await?;
     let scanner = match s.scanner {
