@@ -42,6 +42,9 @@ pub struct Args {
     /// A lease not renewed by a heartbeat for this long is lost.
     #[arg(long, default_value_t = 10_000)]
     lease_ttl_ms: u32,
+    /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
+    #[arg(long, default_value_t = 64)]
+    store_cache_mb: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -64,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         heartbeat_interval_ms: args.heartbeat_ms,
         lease_ttl_ms: args.lease_ttl_ms,
         output_dir: args.output_dir.clone(),
+        store_cache_bytes: args.store_cache_mb << 20,
         ..CoordinatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,7 +11,8 @@
 use crate::model::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores};
-use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitOutcome, UnitStatus};
+use ase_common::scoring::v2::V2Scan;
+use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome, UnitStatus};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io::{self, to_python_json};
 use serde_json::{json, Map, Value};
@@ -39,6 +40,78 @@ pub enum OutputError {
     },
 }
 
+/// What scoring needs of a task (the rest of it stays in the store).
+#[derive(Debug, Clone)]
+pub struct TaskFacts {
+    pub instance_id: String,
+    pub version: DatasetVersion,
+    pub vuln_type: String,
+    pub cwe_id: String,
+    /// v1: the dataset's count on the original code; 0 for v2.
+    pub detected_vul_num: i64,
+}
+
+impl TaskFacts {
+    pub fn of(t: &Task) -> Self {
+        TaskFacts {
+            instance_id: t.instance_id.clone(),
+            version: t.version(),
+            vuln_type: t.vuln_type.clone(),
+            cwe_id: t.cwe_id.clone(),
+            detected_vul_num: match &t.spec {
+                TaskSpec::V1(s) => s.detected_vul_num,
+                TaskSpec::V2(_) => 0,
+            },
+        }
+    }
+}
+
+/// What scoring needs of a committed generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationFacts {
+    pub success: bool,
+    pub time_cost: f64,
+}
+
+impl From<&GenerationRecord> for GenerationFacts {
+    fn from(g: &GenerationRecord) -> Self {
+        GenerationFacts {
+            success: g.success,
+            time_cost: g.time_cost,
+        }
+    }
+}
+
+/// What scoring needs of a committed evaluation (not its step logs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EvaluationFacts {
+    Static {
+        detected_vul_num: i64,
+        baseline: i64,
+    },
+    Dynamic {
+        checks: V2Scan,
+    },
+}
+
+impl From<&EvaluationRecord> for EvaluationFacts {
+    fn from(e: &EvaluationRecord) -> Self {
+        match e {
+            EvaluationRecord::Static {
+                detected_vul_num,
+                baseline,
+                ..
+            } => EvaluationFacts::Static {
+                detected_vul_num: *detected_vul_num,
+                baseline: *baseline,
+            },
+            EvaluationRecord::Dynamic { checks, .. } => {
+                EvaluationFacts::Dynamic { checks: *checks }
+            }
+        }
+    }
+}
+
 /// Everything a run's outputs are computed from.
 pub struct RunOutputInput<'a> {
     pub run_id: &'a str,
@@ -46,11 +119,11 @@ pub struct RunOutputInput<'a> {
     pub dataset_name: &'a str,
     pub dataset_sha256: &'a str,
     pub context_sha256: Option<&'a str>,
-    pub tasks: &'a [Task],
+    pub tasks: &'a [TaskFacts],
     pub units: &'a [UnitRecord],
     /// Committed records by unit index.
-    pub generations: &'a BTreeMap<u32, GenerationRecord>,
-    pub evaluations: &'a BTreeMap<u32, EvaluationRecord>,
+    pub generations: &'a BTreeMap<u32, GenerationFacts>,
+    pub evaluations: &'a BTreeMap<u32, EvaluationFacts>,
 }
 
 /// Named files (relative paths, `/`-separated) and the report they came from.
@@ -61,12 +134,12 @@ pub struct RunOutputs {
 }
 
 /// The dataset's version; a dataset mixing both is refused.
-pub fn dataset_version(run_id: &str, tasks: &[Task]) -> Result<DatasetVersion, OutputError> {
-    let first = tasks
-        .first()
-        .map(Task::version)
-        .unwrap_or(DatasetVersion::V1);
-    if tasks.iter().any(|t| t.version() != first) {
+pub fn dataset_version(
+    run_id: &str,
+    mut versions: impl Iterator<Item = DatasetVersion>,
+) -> Result<DatasetVersion, OutputError> {
+    let first = versions.next().unwrap_or(DatasetVersion::V1);
+    if versions.any(|v| v != first) {
         return Err(OutputError::MixedVersions {
             run_id: run_id.to_string(),
         });
@@ -117,116 +190,115 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
         source,
     };
     let rounds = input.header.rounds;
-    let (scores, mut outcomes) = match dataset_version(input.run_id, input.tasks)? {
-        DatasetVersion::V1 => {
-            let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
-            let mut scans = BTreeMap::new();
-            for (i, u) in input.units.iter().enumerate() {
-                if let Some(EvaluationRecord::Static {
-                    detected_vul_num,
-                    baseline,
-                    ..
-                }) = input.evaluations.get(&(i as u32))
-                {
-                    scans.insert(u.unit.clone(), *detected_vul_num);
-                    baseline_of
-                        .entry(input.tasks[u.task_index as usize].instance_id.as_str())
-                        .or_insert(*baseline);
+    let (scores, mut outcomes) =
+        match dataset_version(input.run_id, input.tasks.iter().map(|t| t.version))? {
+            DatasetVersion::V1 => {
+                let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut scans = BTreeMap::new();
+                for (i, u) in input.units.iter().enumerate() {
+                    if let Some(EvaluationFacts::Static {
+                        detected_vul_num,
+                        baseline,
+                    }) = input.evaluations.get(&(i as u32))
+                    {
+                        scans.insert(u.unit.clone(), *detected_vul_num);
+                        baseline_of
+                            .entry(input.tasks[u.task_index as usize].instance_id.as_str())
+                            .or_insert(*baseline);
+                    }
                 }
-            }
-            let tasks = input
-                .tasks
-                .iter()
-                .map(|t| v1::V1Task {
-                    instance_id: t.instance_id.clone(),
-                    vuln_type: t.vuln_type.clone(),
-                    baseline: baseline_of
-                        .get(t.instance_id.as_str())
-                        .copied()
-                        .unwrap_or(match &t.spec {
-                            TaskSpec::V1(s) => s.detected_vul_num,
-                            TaskSpec::V2(_) => 0,
-                        }),
-                })
-                .collect();
-            let sast: Vec<Value> = scans
-                .iter()
-                .map(|(unit, n)| json!({"instance_id": unit.dir_name(), "detected_vul_num": n}))
-                .collect();
-            files.push((
-                format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
-                to_python_json(&sast).into_bytes(),
-            ));
-            let v1_input = v1::V1Input {
-                rounds,
-                tasks,
-                generations,
-                scans,
-            };
-            let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
-            files.push((
-                format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
-            ));
-            files.push((
-                format!("{run}_eval_result.txt"),
-                upstream_io::v1_text_report(&run, &score).into_bytes(),
-            ));
-            (Scores::V1(score), v1::unit_outcomes(&v1_input))
-        }
-        DatasetVersion::V2 => {
-            let mut scans = BTreeMap::new();
-            for (i, u) in input.units.iter().enumerate() {
-                if let Some(EvaluationRecord::Dynamic { checks, .. }) =
-                    input.evaluations.get(&(i as u32))
-                {
-                    scans.insert(u.unit.clone(), *checks);
-                }
-            }
-            let listed: Vec<Value> = scans
-                .iter()
-                .map(|(unit, s)| {
-                    json!({
-                        "instance_id": unit.dir_name(),
-                        "patch_file": s.completion,
-                        "image_status_check": s.image_status_check,
-                        "test_case_check": s.test_case_check,
-                        "poc_check": s.poc_check,
-                    })
-                })
-                .collect();
-            files.push((
-                format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
-                to_python_json(&listed).into_bytes(),
-            ));
-            let v2_input = v2::V2Input {
-                rounds,
-                tasks: input
+                let tasks = input
                     .tasks
                     .iter()
-                    .map(|t| v2::V2Task {
+                    .map(|t| v1::V1Task {
                         instance_id: t.instance_id.clone(),
-                        cwe_id: t.cwe_id.clone(),
+                        vuln_type: t.vuln_type.clone(),
+                        baseline: baseline_of
+                            .get(t.instance_id.as_str())
+                            .copied()
+                            .unwrap_or(t.detected_vul_num),
                     })
-                    .collect(),
-                generations,
-                scans,
-            };
-            let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
-            files.push((
-                format!("{run}_score.json"),
-                to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
-            ));
-            (Scores::V2(score), v2::unit_outcomes(&v2_input))
-        }
-    };
+                    .collect();
+                let sast: Vec<Value> = scans
+                    .iter()
+                    .map(|(unit, n)| json!({"instance_id": unit.dir_name(), "detected_vul_num": n}))
+                    .collect();
+                files.push((
+                    format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
+                    to_python_json(&sast).into_bytes(),
+                ));
+                let v1_input = v1::V1Input {
+                    rounds,
+                    tasks,
+                    generations,
+                    scans,
+                };
+                let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
+                files.push((
+                    format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                    to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
+                ));
+                files.push((
+                    format!("{run}_eval_result.txt"),
+                    upstream_io::v1_text_report(&run, &score).into_bytes(),
+                ));
+                (Scores::V1(score), v1::unit_outcomes(&v1_input))
+            }
+            DatasetVersion::V2 => {
+                let mut scans = BTreeMap::new();
+                for (i, u) in input.units.iter().enumerate() {
+                    if let Some(EvaluationFacts::Dynamic { checks }) =
+                        input.evaluations.get(&(i as u32))
+                    {
+                        scans.insert(u.unit.clone(), *checks);
+                    }
+                }
+                let listed: Vec<Value> = scans
+                    .iter()
+                    .map(|(unit, s)| {
+                        json!({
+                            "instance_id": unit.dir_name(),
+                            "patch_file": s.completion,
+                            "image_status_check": s.image_status_check,
+                            "test_case_check": s.test_case_check,
+                            "poc_check": s.poc_check,
+                        })
+                    })
+                    .collect();
+                files.push((
+                    format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
+                    to_python_json(&listed).into_bytes(),
+                ));
+                let v2_input = v2::V2Input {
+                    rounds,
+                    tasks: input
+                        .tasks
+                        .iter()
+                        .map(|t| v2::V2Task {
+                            instance_id: t.instance_id.clone(),
+                            cwe_id: t.cwe_id.clone(),
+                        })
+                        .collect(),
+                    generations,
+                    scans,
+                };
+                let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
+                files.push((
+                    format!("{run}_score.json"),
+                    to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
+                ));
+                (Scores::V2(score), v2::unit_outcomes(&v2_input))
+            }
+        };
     // Units that ran out of retries say why, with every recorded reason.
+    let failed: std::collections::HashMap<&UnitId, &UnitRecord> = input
+        .units
+        .iter()
+        .filter(|u| u.state == UnitState::Failed)
+        .map(|u| (&u.unit, u))
+        .collect();
     for outcome in outcomes.iter_mut() {
-        if let Some(u) = input
-            .units
-            .iter()
-            .find(|u| u.unit == outcome.unit && u.state == UnitState::Failed)
-        {
+        if let Some(u) = failed.get(&outcome.unit) {
             outcome.status = UnitStatus::Failed;
             outcome.reason = failure_summary(u);
         }
