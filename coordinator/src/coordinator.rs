@@ -159,26 +159,6 @@ impl RunMem {
     fn waiting_for_key(&self) -> bool {
         self.record.key_supplied && self.api_key.is_none()
     }
-
-    /// Adds the next unit (in index order) from its record.
-    fn add_unit(&mut self, u: &UnitRecord) {
-        let index = self.units.len() as u32;
-        self.units.push(UnitMem {
-            state: u.state,
-            generated: u.generated_by.is_some(),
-        });
-        if !u.state.is_finished() {
-            self.unfinished += 1;
-        }
-        self.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
-        self.model_calls += u64::from(u.model_calls);
-        let repo = self.repo_of(index).to_string();
-        match u.state {
-            UnitState::GenerateQueued => self.queues[0].push(&repo, index),
-            UnitState::EvaluateQueued => self.queues[1].push(&repo, index),
-            _ => {}
-        }
-    }
 }
 
 struct WorkerMem {
@@ -316,6 +296,22 @@ fn parse_inputs(
     })
 }
 
+/// The record of a unit never leased (units are numbered task by task, round by round).
+fn fresh_unit(instance_id: String, task_index: u32, round: u32) -> UnitRecord {
+    UnitRecord {
+        unit: UnitId::new(instance_id, round),
+        task_index,
+        state: UnitState::GenerateQueued,
+        attempt: 0,
+        phase_failures: 0,
+        lease: None,
+        generated_by: None,
+        evaluated_by: None,
+        model_calls: 0,
+        failures: Vec::new(),
+    }
+}
+
 /// Repo of each task as an index into a list of distinct repos.
 fn repo_index<'a>(repos_of_tasks: impl Iterator<Item = &'a str>) -> (Vec<u32>, Vec<String>) {
     let mut ids: HashMap<&str, u32> = HashMap::new();
@@ -402,27 +398,47 @@ impl Coordinator {
             let repos = repo_index(repos_of_tasks.iter().map(String::as_str));
             drop(repos_of_tasks);
             let mut run = new_run_mem(record, spec, repos, now);
-            let mut next = 0u32;
-            let mut gap = None;
+            // Units without a record never left the generate queue.
+            run.units = vec![
+                UnitMem {
+                    state: UnitState::GenerateQueued,
+                    generated: false,
+                };
+                run.record.total_units as usize
+            ];
+            let total = run.units.len();
+            let mut out_of_range = None;
             store.for_each_unit(seq, |index, u| {
-                if index != next {
-                    gap.get_or_insert(next);
-                }
-                next = index + 1;
-                run.add_unit(&u);
+                let Some(m) = run.units.get_mut(index as usize) else {
+                    out_of_range.get_or_insert(index);
+                    return;
+                };
+                *m = UnitMem {
+                    state: u.state,
+                    generated: u.generated_by.is_some(),
+                };
+                run.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
+                run.model_calls += u64::from(u.model_calls);
             })?;
-            if let Some(missing) =
-                gap.or((u64::from(next) != run.record.total_units).then_some(next))
-            {
+            if let Some(index) = out_of_range {
                 return Err(CoordinatorError::Store(StoreError::Corrupt {
                     path: path.to_path_buf(),
                     tree: "units",
-                    key: format!("run {} unit {missing}", run.record.run_id),
-                    message: format!(
-                        "the run has {} units and this one is missing",
-                        run.record.total_units
-                    ),
+                    key: format!("run {} unit {index}", run.record.run_id),
+                    message: format!("the run has only {total} units"),
                 }));
+            }
+            for index in 0..total as u32 {
+                let state = run.units[index as usize].state;
+                if !state.is_finished() {
+                    run.unfinished += 1;
+                }
+                let repo = run.repo_of(index).to_string();
+                match state {
+                    UnitState::GenerateQueued => run.queues[0].push(&repo, index),
+                    UnitState::EvaluateQueued => run.queues[1].push(&repo, index),
+                    _ => {}
+                }
             }
             st.run_by_id.insert(run.record.run_id.clone(), seq);
             st.runs.insert(seq, run);
@@ -432,8 +448,9 @@ impl Coordinator {
                 r.units
                     .get(lease.unit_index as usize)
                     .is_some_and(|u| u.state == UnitState::leased(lease.phase))
-            }) && store.unit(lease.run_seq, lease.unit_index)?.lease
-                == Some(lease.lease_id);
+            }) && store
+                .unit(lease.run_seq, lease.unit_index)?
+                .is_some_and(|u| u.lease == Some(lease.lease_id));
             if !current {
                 ops.push(Op::DeleteLease(lease.lease_id));
                 continue;
@@ -470,7 +487,10 @@ impl Coordinator {
                 if leased && !held.contains(&(*seq, i)) {
                     let phase = state.phase().expect("leased is a phase");
                     let repo = run.repo_of(i).to_string();
-                    let mut u = store.unit(*seq, i)?;
+                    // A leased unit was written when it was leased.
+                    let Some(mut u) = store.unit(*seq, i)? else {
+                        continue;
+                    };
                     u.state = UnitState::queued(phase);
                     u.lease = None;
                     run.units[i as usize].state = u.state;
@@ -518,6 +538,35 @@ impl Coordinator {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// A unit's record: the stored one, or the record of a unit never leased.
+    fn unit_record(&self, seq: u64, index: u32, rounds: u32) -> Result<UnitRecord, StoreError> {
+        if let Some(u) = self.store.unit(seq, index)? {
+            return Ok(u);
+        }
+        let task_index = index / rounds;
+        let task = self.store.task(seq, task_index)?;
+        Ok(fresh_unit(task.instance_id, task_index, index % rounds + 1))
+    }
+
+    /// Every unit's record of a run, in index order.
+    fn all_unit_records(&self, seq: u64, rounds: u32) -> Result<Vec<UnitRecord>, StoreError> {
+        let mut units = Vec::new();
+        let mut task_index = 0u32;
+        self.store.for_each_task(seq, |t| {
+            for round in 1..=rounds {
+                units.push(fresh_unit(t.instance_id.clone(), task_index, round));
+            }
+            task_index += 1;
+            Ok(())
+        })?;
+        self.store.for_each_unit(seq, |index, u| {
+            if let Some(slot) = units.get_mut(index as usize) {
+                *slot = u;
+            }
+        })?;
+        Ok(units)
     }
 
     /// The store (for measurements: flush counts).
@@ -569,31 +618,12 @@ impl Coordinator {
         let rounds = header.rounds;
         let total_units = inputs.tasks.len() as u64 * u64::from(rounds);
         let repos = repo_index(inputs.tasks.iter().map(|t| t.repo.as_str()));
-        let units = inputs.tasks.iter().enumerate().flat_map(|(t, task)| {
-            (1..=rounds).map(move |round| {
-                let index = t as u32 * rounds + (round - 1);
-                (
-                    index,
-                    UnitRecord {
-                        unit: UnitId::new(task.instance_id.clone(), round),
-                        task_index: t as u32,
-                        state: UnitState::GenerateQueued,
-                        attempt: 0,
-                        phase_failures: 0,
-                        lease: None,
-                        generated_by: None,
-                        evaluated_by: None,
-                        model_calls: 0,
-                        failures: Vec::new(),
-                    },
-                )
-            })
-        });
+        // Only the tasks are written: a unit has no record until it is first leased (see
+        // `unit_record`), so a run of any size is submitted with one write per task.
         // Nothing refers to these records until the run record is committed below: a crash
         // in between leaves records no run reaches.
-        self.store.write_unreferenced(
+        self.store.write_tasks(
             seq,
-            units,
             inputs
                 .tasks
                 .iter()
@@ -765,6 +795,7 @@ impl Coordinator {
         let now = self.clock.now_ms();
         let mut ops = Vec::new();
         let registration = {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let mut record = st
                 .workers
@@ -833,6 +864,7 @@ impl Coordinator {
         let ttl = u64::from(self.config.lease_ttl_ms);
         let mut ops = Vec::new();
         let reply = {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             if !Self::session_ok(&st, &hb.worker_id, hb.session) {
                 return Ok(HeartbeatReply {
@@ -933,6 +965,7 @@ impl Coordinator {
         grant_units: &mut Vec<(u64, u32, u32)>,
     ) -> Result<Option<LeaseReply>, CoordinatorError> {
         let mut early: Option<LeaseReply> = None;
+        let _writer = self.store.writer();
         let mut st = self.lock();
         self.sweep_locked(&mut st, now, ops)?;
         if !Self::session_ok(&st, &req.worker_id, req.session) {
@@ -1002,7 +1035,8 @@ impl Coordinator {
                         run.inflight_generate += 1;
                     }
                     let lease_id = self.store.next_id()?;
-                    let mut unit = self.store.unit(seq, index)?;
+                    let rounds = run.rounds();
+                    let mut unit = self.unit_record(seq, index, rounds)?;
                     unit.attempt += 1;
                     unit.state = UnitState::leased(phase);
                     unit.lease = Some(lease_id);
@@ -1174,7 +1208,7 @@ impl Coordinator {
         };
         let max_attempts = run.max_attempts();
         let repo = run.repo_of(rec.unit_index).to_string();
-        let mut unit = self.store.unit(rec.run_seq, rec.unit_index)?;
+        let mut unit = self.unit_record(rec.run_seq, rec.unit_index, run.rounds())?;
         let (counted, reason) = match end {
             LeaseEnd::Counted(r) => (true, r),
             LeaseEnd::Released(r) => (false, r),
@@ -1253,6 +1287,7 @@ impl Coordinator {
         };
         let mut ops = Vec::new();
         {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let Some(l) = st.leases.get(&lease_id) else {
                 drop(st);
@@ -1269,7 +1304,8 @@ impl Coordinator {
                 )));
             }
             let (seq, index) = (l.record.run_seq, l.record.unit_index);
-            let mut unit = self.store.unit(seq, index)?;
+            let rounds = st.runs[&seq].rounds();
+            let mut unit = self.unit_record(seq, index, rounds)?;
             let model_calls = match parsed {
                 Ok((ref id, calls)) if *id == unit.unit => calls,
                 Ok((id, _)) => {
@@ -1398,6 +1434,7 @@ impl Coordinator {
         let lease_id = req.lease.lease_id;
         let mut ops = Vec::new();
         {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let Some(l) = st.leases.get(&lease_id) else {
                 return Ok(Ack::refused(format!(
@@ -1492,7 +1529,7 @@ impl Coordinator {
             tasks.push(TaskFacts::of(&task));
             Ok(())
         })?;
-        let units = self.store.units(seq)?;
+        let units = self.all_unit_records(seq, record.header.rounds.max(1))?;
         let mut generations = BTreeMap::new();
         let mut evaluations = BTreeMap::new();
         for i in 0..units.len() as u32 {
@@ -1668,12 +1705,15 @@ impl Coordinator {
 
     /// The unit records of a run (for `ase status` details and tests).
     pub fn units(&self, run_id: &str) -> Result<Vec<UnitRecord>, CoordinatorError> {
-        let seq = *self
-            .lock()
-            .run_by_id
-            .get(run_id)
-            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
-        Ok(self.store.units(seq)?)
+        let (seq, rounds) = {
+            let st = self.lock();
+            let seq = *st
+                .run_by_id
+                .get(run_id)
+                .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+            (seq, st.runs[&seq].rounds())
+        };
+        Ok(self.all_unit_records(seq, rounds)?)
     }
 
     pub fn list_workers(&self) -> Vec<WorkerInfo> {

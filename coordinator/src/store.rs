@@ -14,6 +14,7 @@ use crate::model::{LeaseRecord, Phase, RunRecord, UnitRecord, WorkerRecord};
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Transactional, Tree};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -115,6 +116,15 @@ impl TaskInputs {
     }
 }
 
+/// See [`Store::writer`].
+pub struct WriterGuard<'a>(&'a Store);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.writers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How the store is opened.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -208,6 +218,8 @@ pub struct Store {
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
     flushes: AtomicU64,
+    /// Transitions on their way to `apply` (see [`Store::writer`]).
+    writers: AtomicU64,
     /// Test hook: writes and flushes left before every store call fails (`u64::MAX`: never).
     failure_after: AtomicU64,
     /// The first error: from then on every call fails, since what is on disk is unknown.
@@ -264,6 +276,7 @@ impl Store {
             flushed: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             flushes: AtomicU64::new(0),
+            writers: AtomicU64::new(0),
             failure_after: AtomicU64::new(u64::MAX),
             failure: std::sync::OnceLock::new(),
             failed: tokio::sync::watch::channel(false).0,
@@ -354,38 +367,54 @@ impl Store {
             return Ok(());
         }
         self.check_injected("transaction")?;
-        let mut writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(ops.len());
+        // Received bytes are borrowed, not copied: results and outputs can be large.
+        let mut writes: Vec<(usize, Vec<u8>, Option<Cow<'_, [u8]>>)> =
+            Vec::with_capacity(ops.len());
         for op in ops {
             writes.push(match op {
-                Op::Run(r) => (RUNS, r.seq.to_be_bytes().to_vec(), Some(json(r))),
+                Op::Run(r) => (
+                    RUNS,
+                    r.seq.to_be_bytes().to_vec(),
+                    Some(Cow::Owned(json(r))),
+                ),
                 Op::RunName { name, seq } => (
                     RUN_NAMES,
                     name.as_bytes().to_vec(),
-                    Some(seq.to_be_bytes().to_vec()),
+                    Some(Cow::Owned(seq.to_be_bytes().to_vec())),
                 ),
                 Op::RunInput { seq, input, bytes } => (
                     RUN_INPUTS,
                     input_key(*seq, *input).to_vec(),
-                    Some(bytes.clone()),
+                    Some(Cow::Borrowed(bytes)),
                 ),
-                Op::Unit { seq, index, record } => {
-                    (UNITS, unit_key(*seq, *index).to_vec(), Some(json(record)))
-                }
-                Op::Lease(l) => (LEASES, l.lease_id.to_be_bytes().to_vec(), Some(json(l))),
+                Op::Unit { seq, index, record } => (
+                    UNITS,
+                    unit_key(*seq, *index).to_vec(),
+                    Some(Cow::Owned(json(record))),
+                ),
+                Op::Lease(l) => (
+                    LEASES,
+                    l.lease_id.to_be_bytes().to_vec(),
+                    Some(Cow::Owned(json(l))),
+                ),
                 Op::DeleteLease(id) => (LEASES, id.to_be_bytes().to_vec(), None),
                 Op::Generation { seq, index, json } => (
                     GENERATIONS,
                     unit_key(*seq, *index).to_vec(),
-                    Some(json.clone()),
+                    Some(Cow::Borrowed(json)),
                 ),
                 Op::Evaluation { seq, index, json } => (
                     EVALUATIONS,
                     unit_key(*seq, *index).to_vec(),
-                    Some(json.clone()),
+                    Some(Cow::Borrowed(json)),
                 ),
-                Op::Worker(w) => (WORKERS, w.name.as_bytes().to_vec(), Some(json(w))),
+                Op::Worker(w) => (
+                    WORKERS,
+                    w.name.as_bytes().to_vec(),
+                    Some(Cow::Owned(json(w))),
+                ),
                 Op::Output { seq, name, bytes } => {
-                    (OUTPUTS, output_key(*seq, name), Some(bytes.clone()))
+                    (OUTPUTS, output_key(*seq, name), Some(Cow::Borrowed(bytes)))
                 }
                 Op::Committed {
                     lease_id,
@@ -396,19 +425,32 @@ impl Store {
                         Phase::Generate => 0,
                         Phase::Evaluate => 1,
                     });
-                    (COMMITTED, lease_id.to_be_bytes().to_vec(), Some(v))
+                    (
+                        COMMITTED,
+                        lease_id.to_be_bytes().to_vec(),
+                        Some(Cow::Owned(v)),
+                    )
                 }
             });
         }
-        let trees: Vec<&Tree> = self.trees.iter().collect();
+        // Only the trees written take part: a transaction costs per tree.
+        let mut slot = [usize::MAX; TREE_NAMES.len()];
+        let mut trees: Vec<&Tree> = Vec::new();
+        for (tree, _, _) in &writes {
+            if slot[*tree] == usize::MAX {
+                slot[*tree] = trees.len();
+                trees.push(&self.trees[*tree]);
+            }
+        }
         let result: Result<(), TransactionError<()>> = trees[..].transaction(|tx| {
             for (tree, key, value) in &writes {
+                let t = &tx[slot[*tree]];
                 match value {
                     Some(v) => {
-                        tx[*tree].insert(key.as_slice(), v.as_slice())?;
+                        t.insert(key.as_slice(), v.as_ref())?;
                     }
                     None => {
-                        tx[*tree].remove(key.as_slice())?;
+                        t.remove(key.as_slice())?;
                     }
                 }
             }
@@ -425,13 +467,30 @@ impl Store {
         }
     }
 
+    /// Marks a transition on its way to [`Store::apply`] until the guard drops (right after
+    /// its apply, before it waits for [`Store::durable`]). A flush about to start lets such
+    /// transitions apply first, so that a burst of them (many workers reporting at once) shares
+    /// one flush instead of waiting for a second one.
+    pub fn writer(&self) -> WriterGuard<'_> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        WriterGuard(self)
+    }
+
     /// Returns once every write applied before the call is on disk. Concurrent callers share
     /// one flush: whoever takes the lock flushes for all tickets handed out so far.
     pub async fn durable(&self) -> Result<(), StoreError> {
+        // Bounds the wait for transitions in progress (each yield lets them run).
+        const MAX_LINGER_YIELDS: u32 = 64;
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = self.flush_lock.lock().await;
         if self.flushed.load(Ordering::SeqCst) >= ticket {
             return Ok(());
+        }
+        for _ in 0..MAX_LINGER_YIELDS {
+            if self.writers.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         let covers = self.tickets.load(Ordering::SeqCst);
         self.check_injected("flush")?;
@@ -522,50 +581,46 @@ impl Store {
         Ok(())
     }
 
-    pub fn unit(&self, seq: u64, index: u32) -> Result<UnitRecord, StoreError> {
+    /// A unit's record; `None` while the unit never left the generate queue (a new run's
+    /// units are not written one by one: see `Coordinator::submit_run`).
+    pub fn unit(&self, seq: u64, index: u32) -> Result<Option<UnitRecord>, StoreError> {
         let key = unit_key(seq, index);
         match self.get(UNITS, &key)? {
-            Some(v) => self.decode(UNITS, &key, &v),
-            None => Err(self.corrupt(UNITS, &key, "the unit's record is missing")),
+            Some(v) => self.decode(UNITS, &key, &v).map(Some),
+            None => Ok(None),
         }
     }
 
-    /// Writes many records of one run outside a transaction, in batches (each atomic): for a
-    /// new run's units and tasks, which nothing references until its run record is written.
-    pub fn write_unreferenced<'a>(
+    /// Writes the inputs of a new run's tasks outside a transaction, in batches (each atomic):
+    /// nothing references them until the run record is written.
+    pub fn write_tasks<'a>(
         &self,
         seq: u64,
-        units: impl Iterator<Item = (u32, UnitRecord)>,
         tasks: impl Iterator<Item = (u32, &'a TaskInputs)>,
     ) -> Result<(), StoreError> {
-        const BATCH: usize = 4096;
-        let flush = |tree: usize, batch: &mut sled::Batch, n: &mut usize| {
-            if *n > 0 {
-                self.check_injected("batch")?;
-                self.trees[tree]
-                    .apply_batch(std::mem::take(batch))
-                    .map_err(self.sled_err("batch"))?;
-                *n = 0;
-            }
-            Ok::<(), StoreError>(())
-        };
-        let (mut batch, mut n) = (sled::Batch::default(), 0);
-        for (index, record) in units {
-            batch.insert(&unit_key(seq, index)[..], json(&record));
-            n += 1;
-            if n == BATCH {
-                flush(UNITS, &mut batch, &mut n)?;
-            }
-        }
-        flush(UNITS, &mut batch, &mut n)?;
+        // Small batches: sled keeps a batch's garbage until it ends.
+        const BATCH: usize = 256;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
         for (index, task) in tasks {
             batch.insert(&unit_key(seq, index)[..], task.encode());
             n += 1;
             if n == BATCH {
-                flush(TASKS, &mut batch, &mut n)?;
+                self.write_batch(TASKS, std::mem::take(&mut batch))?;
+                n = 0;
             }
         }
-        flush(TASKS, &mut batch, &mut n)
+        if n > 0 {
+            self.write_batch(TASKS, batch)?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&self, tree: usize, batch: sled::Batch) -> Result<(), StoreError> {
+        self.check_injected("batch")?;
+        self.trees[tree]
+            .apply_batch(batch)
+            .map_err(self.sled_err("batch"))
     }
 
     pub fn task(&self, seq: u64, task_index: u32) -> Result<TaskInputs, StoreError> {
