@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     lease_ttl_ms: u32,
     /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     store_cache_mb: u64,
 }
 
