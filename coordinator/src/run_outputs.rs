@@ -15,7 +15,7 @@ use ase_common::scoring::v2::V2Scan;
 use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome, UnitStatus};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io::{self, to_python_json};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -112,6 +112,29 @@ impl From<&EvaluationRecord> for EvaluationFacts {
     }
 }
 
+/// A row of upstream's `processed_instances.json`.
+#[derive(serde::Serialize)]
+struct ProcessedEntry {
+    success: bool,
+    time_cost: f64,
+}
+
+/// A row of upstream's `sast_results.json`.
+#[derive(serde::Serialize)]
+struct SastRow {
+    instance_id: String,
+    detected_vul_num: i64,
+}
+
+/// A JSON object with its keys in the given order.
+struct OrderedMap<'a, V>(&'a [(String, V)]);
+
+impl<V: serde::Serialize> serde::Serialize for OrderedMap<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 /// Everything a run's outputs are computed from.
 pub struct RunOutputInput<'a> {
     pub run_id: &'a str,
@@ -174,17 +197,24 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             },
         })
         .collect();
-    let mut processed = Map::new();
-    for g in &generations {
-        processed.insert(
-            g.unit.dir_name(),
-            json!({"success": g.success, "time_cost": g.time_cost}),
-        );
-    }
+    // Typed rows rather than a JSON value per unit: the same bytes at a fraction of the memory.
+    let processed: Vec<(String, ProcessedEntry)> = generations
+        .iter()
+        .map(|g| {
+            (
+                g.unit.dir_name(),
+                ProcessedEntry {
+                    success: g.success,
+                    time_cost: g.time_cost,
+                },
+            )
+        })
+        .collect();
     let mut files = vec![(
         format!("{run}/{}", upstream_io::PROCESSED_FILE),
-        to_python_json(&Value::Object(processed)).into_bytes(),
+        to_python_json(&OrderedMap(&processed)).into_bytes(),
     )];
+    drop(processed);
     let scoring_err = |source| OutputError::Scoring {
         run_id: run_id.clone(),
         source,
@@ -219,14 +249,18 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
                             .unwrap_or(t.detected_vul_num),
                     })
                     .collect();
-                let sast: Vec<Value> = scans
+                let sast: Vec<SastRow> = scans
                     .iter()
-                    .map(|(unit, n)| json!({"instance_id": unit.dir_name(), "detected_vul_num": n}))
+                    .map(|(unit, n)| SastRow {
+                        instance_id: unit.dir_name(),
+                        detected_vul_num: *n,
+                    })
                     .collect();
                 files.push((
                     format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
                     to_python_json(&sast).into_bytes(),
                 ));
+                drop(sast);
                 let v1_input = v1::V1Input {
                     rounds,
                     tasks,
