@@ -116,6 +116,9 @@ impl TaskInputs {
     }
 }
 
+/// One key of one tree set (or removed, `None`) by a transaction.
+type Write<'a> = (usize, Vec<u8>, Option<Cow<'a, [u8]>>);
+
 /// See [`Store::writer`].
 pub struct WriterGuard<'a>(&'a Store);
 
@@ -368,8 +371,7 @@ impl Store {
         }
         self.check_injected("transaction")?;
         // Received bytes are borrowed, not copied: results and outputs can be large.
-        let mut writes: Vec<(usize, Vec<u8>, Option<Cow<'_, [u8]>>)> =
-            Vec::with_capacity(ops.len());
+        let mut writes: Vec<Write<'_>> = Vec::with_capacity(ops.len());
         for op in ops {
             writes.push(match op {
                 Op::Run(r) => (
@@ -701,5 +703,46 @@ impl Store {
             out.push((name, v.to_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_inputs_round_trip_and_truncated_blobs_are_refused() {
+        let t = TaskInputs {
+            instance_id: "a_1".into(),
+            repo: "o/a".into(),
+            seed_repo: "o/seed".into(),
+            task_json: br#"{"instance_id":"a_1"}"#.to_vec(),
+            context_json: Vec::new(),
+        };
+        let bytes = t.encode();
+        assert_eq!(TaskInputs::decode(&bytes), Some(t));
+        for cut in [0, 3, 5, bytes.len() - 1] {
+            assert_eq!(TaskInputs::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_unit_never_leased_has_no_record_and_committed_leases_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), StoreOptions::default()).unwrap();
+        assert_eq!(store.unit(7, 0).unwrap(), None);
+        let committed = CommittedLease {
+            seq: 7,
+            index: 3,
+            phase: Phase::Evaluate,
+        };
+        store
+            .apply(&[Op::Committed {
+                lease_id: 42,
+                committed,
+            }])
+            .unwrap();
+        assert_eq!(store.committed(42).unwrap(), Some(committed));
+        assert_eq!(store.committed(43).unwrap(), None);
     }
 }
