@@ -395,6 +395,20 @@ impl Coordinator {
                 repos_of_tasks.push(t.repo);
                 Ok(())
             })?;
+            let expected = record.total_units / u64::from(record.header.rounds.max(1));
+            if repos_of_tasks.len() as u64 != expected {
+                // Written by an older version (whole dataset blob, no per-task records).
+                return Err(CoordinatorError::Store(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    tree: "tasks",
+                    key: record.run_id.clone(),
+                    message: format!(
+                        "{} task records for a run of {expected} tasks: move the database \
+                         aside and resubmit the run",
+                        repos_of_tasks.len()
+                    ),
+                }));
+            }
             let repos = repo_index(repos_of_tasks.iter().map(String::as_str));
             drop(repos_of_tasks);
             let mut run = new_run_mem(record, spec, repos, now);
