@@ -3,6 +3,7 @@
 //! numbers with the commands that produced them.
 
 mod disk;
+mod dispatch;
 mod dispatch_local;
 mod sast;
 mod scaling;
@@ -26,6 +27,9 @@ enum Command {
     Disk(disk::DiskArgs),
     /// SAST scan in the container vs the bare osemgrep process.
     Sast(sast::SastArgs),
+    /// Coordinator dispatch over gRPC with mutual TLS to an `ase coordinator` process;
+    /// last line `units_per_sec=`.
+    Dispatch(dispatch::Args),
     /// Coordinator dispatch in one process with durable commits; last line `units_per_sec=`.
     DispatchLocal(dispatch_local::Args),
     /// Dispatch efficiency T1/(W*TW) of simulated workers taking --unit-ms per unit.
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(sast::run(a)),
+        Command::Dispatch(args) => dispatch::run(args),
         Command::DispatchLocal(args) => dispatch_local::run(args),
         Command::Scaling(args) => scaling::run(args),
     }

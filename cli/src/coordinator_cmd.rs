@@ -47,6 +47,9 @@ pub struct Args {
     /// config's].
     #[arg(long)]
     lease_ttl_ms: Option<u32>,
+    /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
+    #[arg(long, default_value_t = 32)]
+    store_cache_mb: u64,
 }
 
 /// Fills what the flags left out from the config file's `[coordinator]` table.
@@ -101,6 +104,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         heartbeat_interval_ms: heartbeat_ms,
         lease_ttl_ms,
         output_dir: args.output_dir.clone(),
+        store_cache_bytes: args.store_cache_mb << 20,
         ..CoordinatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -116,6 +116,14 @@ pub enum FailureKind {
     Released,
 }
 
+/// A worker's report of where a leased unit is (`ReportProgress`).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub worker_id: String,
+    pub lease: LeaseRef,
+    pub step: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub worker_id: String,
@@ -178,6 +186,11 @@ pub struct RunProgress {
     pub model_calls: u64,
     pub model: String,
     pub batch: String,
+    /// Per phase: seconds until every unit is through it; negative when unknown.
+    pub generate_eta_seconds: f64,
+    pub evaluate_eta_seconds: f64,
+    /// Leased units by the last step their worker reported ("leased" when none yet).
+    pub leased_by_step: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +206,8 @@ pub struct WorkerInfo {
     pub last_heartbeat_ms_ago: u64,
     pub session: u64,
     pub completed: u64,
+    pub running_generate: u32,
+    pub running_evaluate: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,10 +21,12 @@ use crate::model::{
     UnitState, WorkerRecord,
 };
 use crate::rate_limit::TokenBucket;
-use crate::run_outputs::{self, OutputError, RunOutputInput};
+use crate::run_outputs::{
+    self, EvaluationFacts, GenerationFacts, OutputError, RunOutputInput, TaskFacts,
+};
 use crate::scheduler::RepoQueues;
-use crate::store::{Op, RunInput, Store, StoreError};
-use ase_common::dataset::{self, Task};
+use crate::store::{CommittedLease, Op, RunInput, Store, StoreError, StoreOptions, TaskInputs};
+use ase_common::dataset::{self, Task, TaskSpec};
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use sha2::{Digest, Sha256};
@@ -47,6 +49,8 @@ pub struct CoordinatorConfig {
     pub evaluate_deadline_ms: u64,
     /// When set, a completed run's files are also written under `output_dir/{run_id}/`.
     pub output_dir: Option<PathBuf>,
+    /// Bytes of the store's page cache (the bound of its memory).
+    pub store_cache_bytes: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -57,6 +61,7 @@ impl Default for CoordinatorConfig {
             generate_deadline_ms: 20 * 60_000,
             evaluate_deadline_ms: 40 * 60_000,
             output_dir: None,
+            store_cache_bytes: StoreOptions::default().cache_bytes,
         }
     }
 }
@@ -89,14 +94,22 @@ fn pi(phase: Phase) -> usize {
     }
 }
 
+/// A unit in memory: what scheduling and progress need. Its full record (attempts, failures,
+/// fences) is in the store and read when the unit changes, so memory stays small per unit.
+#[derive(Debug, Clone, Copy)]
+struct UnitMem {
+    state: UnitState,
+    /// A generation was committed (a failed unit then failed in its evaluate phase).
+    generated: bool,
+}
+
 struct RunMem {
     record: RunRecord,
     spec_json: Arc<Vec<u8>>,
-    tasks: Vec<Task>,
-    task_json: Vec<Arc<Vec<u8>>>,
-    context_json: Vec<Arc<Vec<u8>>>,
-    seed_repo: Vec<String>,
-    units: Vec<UnitRecord>,
+    /// Repo of each task, as an index into `repos` (for repo affinity).
+    task_repo: Vec<u32>,
+    repos: Vec<String>,
+    units: Vec<UnitMem>,
     queues: [RepoQueues; 2],
     inflight_generate: u32,
     bucket: TokenBucket,
@@ -105,6 +118,8 @@ struct RunMem {
     model_calls: u64,
     loaded_ms: u64,
     finished_since_load: u64,
+    /// Units whose generate phase ended (committed or out of retries) since `loaded_ms`.
+    generated_since_load: u64,
     /// Units not `Done` nor `Failed`: the run completes when it reaches 0.
     unfinished: u64,
     /// Outputs are being computed (between the last unit and `Completed`).
@@ -112,8 +127,17 @@ struct RunMem {
 }
 
 impl RunMem {
+    fn rounds(&self) -> u32 {
+        self.record.header.rounds.max(1)
+    }
+
+    /// Units are numbered task by task, round by round (see `submit_run`).
+    fn task_of(&self, index: u32) -> u32 {
+        index / self.rounds()
+    }
+
     fn repo_of(&self, index: u32) -> &str {
-        &self.tasks[self.units[index as usize].task_index as usize].repo
+        &self.repos[self.task_repo[self.task_of(index) as usize] as usize]
     }
 
     fn all_finished(&self) -> bool {
@@ -128,6 +152,12 @@ impl RunMem {
 
     fn max_attempts(&self) -> u32 {
         self.record.header.limits.max_attempts.max(1)
+    }
+
+    /// The run was given a model API key, which only lives in memory, and this process does
+    /// not hold it (it restarted): no model call can be made until a client supplies it again.
+    fn waiting_for_key(&self) -> bool {
+        self.record.key_supplied && self.api_key.is_none()
     }
 }
 
@@ -149,6 +179,8 @@ struct LeaseMem {
     record: LeaseRecord,
     /// Granted before this process started.
     recovered: bool,
+    /// The last step its worker reported (`ReportProgress`).
+    step: Option<String>,
 }
 
 #[derive(Default)]
@@ -157,8 +189,6 @@ struct State {
     run_by_id: HashMap<String, u64>,
     workers: BTreeMap<String, WorkerMem>,
     leases: HashMap<u64, LeaseMem>,
-    /// Leases whose result was committed: (run seq, unit index, phase), for idempotent repeats.
-    committed: HashMap<u64, (u64, u32, Phase)>,
 }
 
 /// What a lease's end does to its unit.
@@ -199,10 +229,7 @@ pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorE
 }
 
 struct ParsedInputs {
-    tasks: Vec<Task>,
-    task_json: Vec<Arc<Vec<u8>>>,
-    context_json: Vec<Arc<Vec<u8>>>,
-    seed_repo: Vec<String>,
+    tasks: Vec<TaskInputs>,
     context_sha256: Option<String>,
 }
 
@@ -223,7 +250,7 @@ fn parse_inputs(
             "dataset {dataset_name} has no task"
         )));
     }
-    run_outputs::dataset_version(dataset_name, &ds.tasks)?;
+    run_outputs::dataset_version(dataset_name, ds.tasks.iter().map(Task::version))?;
     let contexts = if context_bytes.is_empty() {
         None
     } else {
@@ -236,49 +263,83 @@ fn parse_inputs(
             })?,
         )
     };
-    let mut task_json = Vec::with_capacity(ds.tasks.len());
-    let mut context_json = Vec::with_capacity(ds.tasks.len());
-    let mut seed_repo = Vec::with_capacity(ds.tasks.len());
+    // The seed of a mutated v1 task by its vuln_source, the last one as `Dataset::seed_of`
+    // finds it, in one pass rather than a search per task.
+    let mut seed_by_source: HashMap<&str, &Task> = HashMap::new();
     for t in &ds.tasks {
-        task_json.push(Arc::new(
-            serde_json::to_vec(t).expect("a task serialises to JSON"),
-        ));
-        let ctx = contexts
+        if matches!(&t.spec, TaskSpec::V1(s) if s.seed) {
+            seed_by_source.insert(t.vuln_source.as_str(), t);
+        }
+    }
+    let mut tasks = Vec::with_capacity(ds.tasks.len());
+    for t in &ds.tasks {
+        let seed = match &t.spec {
+            TaskSpec::V1(s) if !s.seed => seed_by_source.get(t.vuln_source.as_str()).copied(),
+            _ => Some(t),
+        };
+        let context_json = contexts
             .as_ref()
-            .and_then(|c| c.for_task(t, &ds))
+            .and_then(|c| c.get(&seed?.instance_id))
             .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
             .unwrap_or_default();
-        context_json.push(Arc::new(ctx));
-        seed_repo.push(
-            ds.seed_of(t)
-                .map(|s| s.repo.clone())
-                .unwrap_or_else(|| t.repo.clone()),
-        );
+        tasks.push(TaskInputs {
+            instance_id: t.instance_id.clone(),
+            repo: t.repo.clone(),
+            seed_repo: seed.map_or_else(|| t.repo.clone(), |s| s.repo.clone()),
+            task_json: serde_json::to_vec(t).expect("a task serialises to JSON"),
+            context_json,
+        });
     }
     Ok(ParsedInputs {
         context_sha256: contexts.as_ref().map(|c| c.sha256.clone()),
-        tasks: ds.tasks,
-        task_json,
-        context_json,
-        seed_repo,
+        tasks,
     })
+}
+
+/// The record of a unit never leased (units are numbered task by task, round by round).
+fn fresh_unit(instance_id: String, task_index: u32, round: u32) -> UnitRecord {
+    UnitRecord {
+        unit: UnitId::new(instance_id, round),
+        task_index,
+        state: UnitState::GenerateQueued,
+        attempt: 0,
+        phase_failures: 0,
+        lease: None,
+        generated_by: None,
+        evaluated_by: None,
+        model_calls: 0,
+        failures: Vec::new(),
+    }
+}
+
+/// Repo of each task as an index into a list of distinct repos.
+fn repo_index<'a>(repos_of_tasks: impl Iterator<Item = &'a str>) -> (Vec<u32>, Vec<String>) {
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut repos = Vec::new();
+    let task_repo = repos_of_tasks
+        .map(|r| {
+            *ids.entry(r).or_insert_with(|| {
+                repos.push(r.to_string());
+                repos.len() as u32 - 1
+            })
+        })
+        .collect();
+    (task_repo, repos)
 }
 
 fn new_run_mem(
     record: RunRecord,
     spec_json: Vec<u8>,
-    inputs: ParsedInputs,
-    units: Vec<UnitRecord>,
+    (task_repo, repos): (Vec<u32>, Vec<String>),
     now: u64,
 ) -> RunMem {
     let rpm = record.header.limits.requests_per_minute;
-    let mut run = RunMem {
+    let units = Vec::with_capacity(record.total_units as usize);
+    RunMem {
         record,
         spec_json: Arc::new(spec_json),
-        tasks: inputs.tasks,
-        task_json: inputs.task_json,
-        context_json: inputs.context_json,
-        seed_repo: inputs.seed_repo,
+        task_repo,
+        repos,
         units,
         queues: [RepoQueues::default(), RepoQueues::default()],
         inflight_generate: 0,
@@ -288,23 +349,10 @@ fn new_run_mem(
         model_calls: 0,
         loaded_ms: now,
         finished_since_load: 0,
+        generated_since_load: 0,
         unfinished: 0,
         finishing: false,
-    };
-    run.unfinished = run.units.iter().filter(|u| !u.state.is_finished()).count() as u64;
-    for i in 0..run.units.len() {
-        let u = &run.units[i];
-        run.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
-        run.model_calls += u64::from(u.model_calls);
-        let state = u.state;
-        let repo = run.repo_of(i as u32).to_string();
-        match state {
-            UnitState::GenerateQueued => run.queues[0].push(&repo, i as u32),
-            UnitState::EvaluateQueued => run.queues[1].push(&repo, i as u32),
-            _ => {}
-        }
     }
-    run
 }
 
 impl Coordinator {
@@ -314,7 +362,12 @@ impl Coordinator {
         config: CoordinatorConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, CoordinatorError> {
-        let store = Store::open(path)?;
+        let store = Store::open(
+            path,
+            StoreOptions {
+                cache_bytes: config.store_cache_bytes,
+            },
+        )?;
         let now = clock.now_ms();
         let mut st = State::default();
         let mut ops = Vec::new();
@@ -337,30 +390,81 @@ impl Coordinator {
         for record in store.runs()? {
             let seq = record.seq;
             let spec = store.run_input(seq, RunInput::Spec)?.unwrap_or_default();
-            let ds = store.run_input(seq, RunInput::Dataset)?.unwrap_or_default();
-            let ctx = store.run_input(seq, RunInput::Context)?.unwrap_or_default();
-            let inputs = parse_inputs(&record.dataset_name, &ds, &record.context_name, &ctx)?;
-            let units = store.units(seq)?;
-            for (i, u) in units.iter().enumerate() {
-                for by in [
-                    (u.generated_by, Phase::Generate),
-                    (u.evaluated_by, Phase::Evaluate),
-                ] {
-                    if let (Some(lease), phase) = by {
-                        st.committed.insert(lease, (seq, i as u32, phase));
-                    }
+            let mut repos_of_tasks = Vec::new();
+            store.for_each_task(seq, |t| {
+                repos_of_tasks.push(t.repo);
+                Ok(())
+            })?;
+            let expected = record.total_units / u64::from(record.header.rounds.max(1));
+            if repos_of_tasks.len() as u64 != expected {
+                // Written by an older version (whole dataset blob, no per-task records).
+                return Err(CoordinatorError::Store(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    tree: "tasks",
+                    key: record.run_id.clone(),
+                    message: format!(
+                        "{} task records for a run of {expected} tasks: move the database \
+                         aside and resubmit the run",
+                        repos_of_tasks.len()
+                    ),
+                }));
+            }
+            let repos = repo_index(repos_of_tasks.iter().map(String::as_str));
+            drop(repos_of_tasks);
+            let mut run = new_run_mem(record, spec, repos, now);
+            // Units without a record never left the generate queue.
+            run.units = vec![
+                UnitMem {
+                    state: UnitState::GenerateQueued,
+                    generated: false,
+                };
+                run.record.total_units as usize
+            ];
+            let total = run.units.len();
+            let mut out_of_range = None;
+            store.for_each_unit(seq, |index, u| {
+                let Some(m) = run.units.get_mut(index as usize) else {
+                    out_of_range.get_or_insert(index);
+                    return;
+                };
+                *m = UnitMem {
+                    state: u.state,
+                    generated: u.generated_by.is_some(),
+                };
+                run.retries += u.failures.iter().filter(|f| f.counted).count() as u64;
+                run.model_calls += u64::from(u.model_calls);
+            })?;
+            if let Some(index) = out_of_range {
+                return Err(CoordinatorError::Store(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    tree: "units",
+                    key: format!("run {} unit {index}", run.record.run_id),
+                    message: format!("the run has only {total} units"),
+                }));
+            }
+            for index in 0..total as u32 {
+                let state = run.units[index as usize].state;
+                if !state.is_finished() {
+                    run.unfinished += 1;
+                }
+                let repo = run.repo_of(index).to_string();
+                match state {
+                    UnitState::GenerateQueued => run.queues[0].push(&repo, index),
+                    UnitState::EvaluateQueued => run.queues[1].push(&repo, index),
+                    _ => {}
                 }
             }
-            st.run_by_id.insert(record.run_id.clone(), seq);
-            st.runs
-                .insert(seq, new_run_mem(record, spec, inputs, units, now));
+            st.run_by_id.insert(run.record.run_id.clone(), seq);
+            st.runs.insert(seq, run);
         }
         for mut lease in store.leases()? {
             let current = st.runs.get(&lease.run_seq).is_some_and(|r| {
                 r.units
                     .get(lease.unit_index as usize)
-                    .is_some_and(|u| u.lease == Some(lease.lease_id))
-            });
+                    .is_some_and(|u| u.state == UnitState::leased(lease.phase))
+            }) && store
+                .unit(lease.run_seq, lease.unit_index)?
+                .is_some_and(|u| u.lease == Some(lease.lease_id));
             if !current {
                 ops.push(Op::DeleteLease(lease.lease_id));
                 continue;
@@ -380,28 +484,35 @@ impl Coordinator {
                 LeaseMem {
                     record: lease,
                     recovered: true,
+                    step: None,
                 },
             );
         }
         // A unit marked leased whose grant is gone goes back to its queue.
+        let held: HashSet<(u64, u32)> = st
+            .leases
+            .values()
+            .map(|l| (l.record.run_seq, l.record.unit_index))
+            .collect();
         for (seq, run) in st.runs.iter_mut() {
-            for i in 0..run.units.len() {
-                let u = &run.units[i];
-                let leased = matches!(
-                    u.state,
-                    UnitState::GenerateLeased | UnitState::EvaluateLeased
-                );
-                if leased && !u.lease.is_some_and(|l| st.leases.contains_key(&l)) {
-                    let phase = u.state.phase().expect("leased is a phase");
-                    let repo = run.repo_of(i as u32).to_string();
-                    let u = &mut run.units[i];
+            for i in 0..run.units.len() as u32 {
+                let state = run.units[i as usize].state;
+                let leased = matches!(state, UnitState::GenerateLeased | UnitState::EvaluateLeased);
+                if leased && !held.contains(&(*seq, i)) {
+                    let phase = state.phase().expect("leased is a phase");
+                    let repo = run.repo_of(i).to_string();
+                    // A leased unit was written when it was leased.
+                    let Some(mut u) = store.unit(*seq, i)? else {
+                        continue;
+                    };
                     u.state = UnitState::queued(phase);
                     u.lease = None;
-                    run.queues[pi(phase)].push_front(&repo, i as u32);
+                    run.units[i as usize].state = u.state;
+                    run.queues[pi(phase)].push_front(&repo, i);
                     ops.push(Op::Unit {
                         seq: *seq,
-                        index: i as u32,
-                        record: run.units[i].clone(),
+                        index: i,
+                        record: u,
                     });
                 }
             }
@@ -443,6 +554,35 @@ impl Coordinator {
         &self.config
     }
 
+    /// A unit's record: the stored one, or the record of a unit never leased.
+    fn unit_record(&self, seq: u64, index: u32, rounds: u32) -> Result<UnitRecord, StoreError> {
+        if let Some(u) = self.store.unit(seq, index)? {
+            return Ok(u);
+        }
+        let task_index = index / rounds;
+        let task = self.store.task(seq, task_index)?;
+        Ok(fresh_unit(task.instance_id, task_index, index % rounds + 1))
+    }
+
+    /// Every unit's record of a run, in index order.
+    fn all_unit_records(&self, seq: u64, rounds: u32) -> Result<Vec<UnitRecord>, StoreError> {
+        let mut units = Vec::new();
+        let mut task_index = 0u32;
+        self.store.for_each_task(seq, |t| {
+            for round in 1..=rounds {
+                units.push(fresh_unit(t.instance_id.clone(), task_index, round));
+            }
+            task_index += 1;
+            Ok(())
+        })?;
+        self.store.for_each_unit(seq, |index, u| {
+            if let Some(slot) = units.get_mut(index as usize) {
+                *slot = u;
+            }
+        })?;
+        Ok(units)
+    }
+
     /// The store (for measurements: flush counts).
     pub fn store(&self) -> &Store {
         &self.store
@@ -472,115 +612,148 @@ impl Coordinator {
         let run_id = ase_common::upstream_io::run_name(&header.model_name, &header.batch)
             .map_err(|e| CoordinatorError::Spec(e.to_string()))?;
         let dataset_sha256 = sha256_hex(&req.dataset);
+        if let Some(submitted) = self.resume_run(&run_id, &dataset_sha256, &req).await? {
+            return Ok(submitted);
+        }
+        let SubmitRun {
+            run_spec_json,
+            dataset,
+            dataset_name,
+            context,
+            context_name,
+            api_key,
+        } = req;
+        // Parsed outside the lock: datasets can be large. The bytes are not kept: each task's
+        // inputs are stored on their own, and only the digests go into the report.
+        let inputs = parse_inputs(&dataset_name, &dataset, &context_name, &context)?;
+        drop((dataset, context));
         let now = self.clock.now_ms();
-        // Parse outside the lock: datasets can be large.
-        let inputs = parse_inputs(
-            &req.dataset_name,
-            &req.dataset,
-            &req.context_name,
-            &req.context,
+        let seq = self.store.next_id()?;
+        let rounds = header.rounds;
+        let total_units = inputs.tasks.len() as u64 * u64::from(rounds);
+        let repos = repo_index(inputs.tasks.iter().map(|t| t.repo.as_str()));
+        // Only the tasks are written: a unit has no record until it is first leased (see
+        // `unit_record`), so a run of any size is submitted with one write per task.
+        // Nothing refers to these records until the run record is committed below: a crash
+        // in between leaves records no run reaches.
+        self.store.write_tasks(
+            seq,
+            inputs
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(t, task)| (t as u32, task)),
         )?;
+        drop(inputs.tasks);
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            seq,
+            header,
+            dataset_name,
+            dataset_sha256,
+            context_name,
+            context_sha256: inputs.context_sha256,
+            total_units,
+            created_unix_ms: now,
+            state: RunState::Running,
+            completed_unix_ms: None,
+            key_supplied: api_key.is_some(),
+        };
+        let ops = vec![
+            Op::Run(record.clone()),
+            Op::RunName {
+                name: run_id.clone(),
+                seq,
+            },
+            Op::RunInput {
+                seq,
+                input: RunInput::Spec,
+                bytes: run_spec_json.clone(),
+            },
+        ];
+        {
+            let mut st = self.lock();
+            if st.run_by_id.contains_key(&run_id) {
+                return Err(CoordinatorError::Conflict {
+                    run_id,
+                    message: "was submitted twice at the same time; submit it again to resume"
+                        .into(),
+                });
+            }
+            self.store.apply(&ops)?;
+            let mut run = new_run_mem(record, run_spec_json, repos, now);
+            for index in 0..total_units as u32 {
+                run.units.push(UnitMem {
+                    state: UnitState::GenerateQueued,
+                    generated: false,
+                });
+                let repo = run.repo_of(index).to_string();
+                run.queues[0].push(&repo, index);
+            }
+            run.unfinished = total_units;
+            run.api_key = api_key;
+            st.runs.insert(seq, run);
+            st.run_by_id.insert(run_id.clone(), seq);
+        }
+        self.commit(ops).await?;
+        Ok(Submitted {
+            run_id,
+            resumed: false,
+            total_units,
+        })
+    }
+
+    /// Submitting a run that exists resumes it: a cancelled run runs again, and a key given
+    /// now replaces the one held in memory. `None` when the run does not exist.
+    async fn resume_run(
+        &self,
+        run_id: &str,
+        dataset_sha256: &str,
+        req: &SubmitRun,
+    ) -> Result<Option<Submitted>, CoordinatorError> {
         let mut ops = Vec::new();
         let submitted = {
             let mut st = self.lock();
-            if let Some(&seq) = st.run_by_id.get(&run_id) {
-                let run = st.runs.get_mut(&seq).expect("indexed run exists");
-                if run.record.dataset_sha256 != dataset_sha256 {
-                    return Err(CoordinatorError::Conflict {
-                        run_id,
-                        message: format!(
-                            "exists with dataset sha256 {}, resubmitted with {dataset_sha256}: \
-                             use another batch name",
-                            run.record.dataset_sha256
-                        ),
-                    });
-                }
-                if req.api_key.is_some() {
-                    run.api_key = req.api_key.clone();
-                }
-                if run.record.state == RunState::Cancelled {
-                    run.record.state = RunState::Running;
-                    ops.push(Op::Run(run.record.clone()));
-                }
-                self.store.apply(&ops)?;
-                Submitted {
-                    run_id,
-                    resumed: true,
-                    total_units: run.record.total_units,
-                }
-            } else {
-                let seq = self.store.next_id()?;
-                let rounds = header.rounds;
-                let mut units = Vec::with_capacity(inputs.tasks.len() * rounds as usize);
-                for (t, task) in inputs.tasks.iter().enumerate() {
-                    for round in 1..=rounds {
-                        units.push(UnitRecord {
-                            unit: UnitId::new(task.instance_id.clone(), round),
-                            task_index: t as u32,
-                            state: UnitState::GenerateQueued,
-                            attempt: 0,
-                            phase_failures: 0,
-                            lease: None,
-                            generated_by: None,
-                            evaluated_by: None,
-                            model_calls: 0,
-                            failures: Vec::new(),
-                        });
-                    }
-                }
-                let record = RunRecord {
-                    run_id: run_id.clone(),
-                    seq,
-                    header,
-                    dataset_name: req.dataset_name.clone(),
-                    dataset_sha256,
-                    context_name: req.context_name.clone(),
-                    context_sha256: inputs.context_sha256.clone(),
-                    total_units: units.len() as u64,
-                    created_unix_ms: now,
-                    state: RunState::Running,
-                    completed_unix_ms: None,
-                };
-                ops.push(Op::Run(record.clone()));
-                ops.push(Op::RunName {
-                    name: run_id.clone(),
-                    seq,
+            let Some(&seq) = st.run_by_id.get(run_id) else {
+                return Ok(None);
+            };
+            let run = st.runs.get_mut(&seq).expect("indexed run exists");
+            if run.record.dataset_sha256 != dataset_sha256 {
+                return Err(CoordinatorError::Conflict {
+                    run_id: run_id.to_string(),
+                    message: format!(
+                        "exists with dataset sha256 {}, resubmitted with {dataset_sha256}: \
+                         use another batch name",
+                        run.record.dataset_sha256
+                    ),
                 });
-                for (input, bytes) in [
-                    (RunInput::Spec, &req.run_spec_json),
-                    (RunInput::Dataset, &req.dataset),
-                    (RunInput::Context, &req.context),
-                ] {
-                    ops.push(Op::RunInput {
-                        seq,
-                        input,
-                        bytes: bytes.clone(),
-                    });
-                }
-                for (i, u) in units.iter().enumerate() {
-                    ops.push(Op::Unit {
-                        seq,
-                        index: i as u32,
-                        record: u.clone(),
-                    });
-                }
-                self.store.apply(&ops)?;
-                let total = units.len() as u64;
-                let mut run = new_run_mem(record, req.run_spec_json, inputs, units, now);
-                run.api_key = req.api_key;
-                st.runs.insert(seq, run);
-                st.run_by_id.insert(run_id.clone(), seq);
-                Submitted {
-                    run_id,
-                    resumed: false,
-                    total_units: total,
-                }
+            }
+            let mut changed = false;
+            if req.api_key.is_some() {
+                run.api_key = req.api_key.clone();
+                changed |= !run.record.key_supplied;
+                run.record.key_supplied = true;
+            }
+            if run.record.state == RunState::Cancelled {
+                run.record.state = RunState::Running;
+                changed = true;
+            }
+            if changed {
+                ops.push(Op::Run(run.record.clone()));
+            }
+            self.store.apply(&ops)?;
+            Submitted {
+                run_id: run_id.to_string(),
+                resumed: true,
+                total_units: run.record.total_units,
             }
         };
         let finished = self.take_finished();
         self.commit(ops).await?;
         self.finish_runs(finished).await?;
-        Ok(submitted)
+        // A key given again may unblock generate leases.
+        self.changes.send_modify(|v| *v += 1);
+        Ok(Some(submitted))
     }
 
     /// Cancels a run: its leases are revoked (no attempt counted) and no more are granted.
@@ -610,7 +783,7 @@ impl Coordinator {
                     LeaseEnd::Released(format!("run {run_id} cancelled")),
                     true,
                     &mut ops,
-                );
+                )?;
             }
             self.store.apply(&ops)?;
         }
@@ -636,6 +809,7 @@ impl Coordinator {
         let now = self.clock.now_ms();
         let mut ops = Vec::new();
         let registration = {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let mut record = st
                 .workers
@@ -667,7 +841,7 @@ impl Coordinator {
                 } else {
                     LeaseEnd::Counted(reason)
                 };
-                self.end_lease(&mut st, id, end, false, &mut ops);
+                self.end_lease(&mut st, id, end, false, &mut ops)?;
             }
             ops.push(Op::Worker(record.clone()));
             self.store.apply(&ops)?;
@@ -704,6 +878,7 @@ impl Coordinator {
         let ttl = u64::from(self.config.lease_ttl_ms);
         let mut ops = Vec::new();
         let reply = {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             if !Self::session_ok(&st, &hb.worker_id, hb.session) {
                 return Ok(HeartbeatReply {
@@ -730,7 +905,7 @@ impl Coordinator {
             }
             let drain = w.record.draining;
             revoked.append(&mut w.revoked);
-            self.sweep_locked(&mut st, now, &mut ops);
+            self.sweep_locked(&mut st, now, &mut ops)?;
             let w = st.workers.get_mut(&hb.worker_id).expect("session checked");
             revoked.append(&mut w.revoked);
             revoked.sort_by_key(|r| r.lease_id);
@@ -801,11 +976,12 @@ impl Coordinator {
         now: u64,
         ops: &mut Vec<Op>,
         grants: &mut Vec<LeaseGrant>,
-        grant_units: &mut Vec<(u64, u32)>,
+        grant_units: &mut Vec<(u64, u32, u32)>,
     ) -> Result<Option<LeaseReply>, CoordinatorError> {
         let mut early: Option<LeaseReply> = None;
+        let _writer = self.store.writer();
         let mut st = self.lock();
-        self.sweep_locked(&mut st, now, ops);
+        self.sweep_locked(&mut st, now, ops)?;
         if !Self::session_ok(&st, &req.worker_id, req.session) {
             early = Some(LeaseReply {
                 reregister: true,
@@ -856,6 +1032,9 @@ impl Coordinator {
                         if run.bucket.available(now) == 0 {
                             break;
                         }
+                        if run.waiting_for_key() {
+                            break;
+                        }
                     }
                     let Some((_, index)) =
                         run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
@@ -870,10 +1049,12 @@ impl Coordinator {
                         run.inflight_generate += 1;
                     }
                     let lease_id = self.store.next_id()?;
-                    let unit = &mut run.units[index as usize];
+                    let rounds = run.rounds();
+                    let mut unit = self.unit_record(seq, index, rounds)?;
                     unit.attempt += 1;
                     unit.state = UnitState::leased(phase);
                     unit.lease = Some(lease_id);
+                    run.units[index as usize].state = unit.state;
                     let deadline_ms = match phase {
                         Phase::Generate => self.config.generate_deadline_ms,
                         Phase::Evaluate => self.config.evaluate_deadline_ms,
@@ -892,13 +1073,7 @@ impl Coordinator {
                         expires_unix_ms: now + u64::from(self.config.lease_ttl_ms),
                         deadline_unix_ms: now + deadline_ms,
                     };
-                    ops.push(Op::Unit {
-                        seq,
-                        index,
-                        record: unit.clone(),
-                    });
-                    ops.push(Op::Lease(record.clone()));
-                    let t = unit.task_index as usize;
+                    let task_index = run.task_of(index);
                     grants.push(LeaseGrant {
                         lease: LeaseRef {
                             lease_id,
@@ -909,14 +1084,21 @@ impl Coordinator {
                         round: unit.unit.round,
                         phase,
                         expires_unix_ms: record.expires_unix_ms,
-                        task_json: run.task_json[t].clone(),
-                        context_json: run.context_json[t].clone(),
+                        // Filled from the store once the lock is released.
+                        task_json: Arc::default(),
+                        context_json: Arc::default(),
                         run_spec_json: run.spec_json.clone(),
                         generation_json: None,
                         api_key: run.api_key.clone(),
-                        seed_repo: run.seed_repo[t].clone(),
+                        seed_repo: String::new(),
                     });
-                    grant_units.push((seq, index));
+                    ops.push(Op::Unit {
+                        seq,
+                        index,
+                        record: unit,
+                    });
+                    ops.push(Op::Lease(record.clone()));
+                    grant_units.push((seq, index, task_index));
                     free[pi(phase)] -= 1;
                     let w = st.workers.get_mut(&req.worker_id).expect("session checked");
                     w.leases.insert(lease_id);
@@ -926,6 +1108,7 @@ impl Coordinator {
                         LeaseMem {
                             record,
                             recovered: false,
+                            step: None,
                         },
                     );
                 }
@@ -947,9 +1130,13 @@ impl Coordinator {
         if let Some(reply) = early {
             return Ok(reply);
         }
-        for (g, (seq, index)) in grants.iter_mut().zip(&grant_units) {
+        for (g, &(seq, index, task_index)) in grants.iter_mut().zip(&grant_units) {
+            let task = self.store.task(seq, task_index)?;
+            g.task_json = Arc::new(task.task_json);
+            g.context_json = Arc::new(task.context_json);
+            g.seed_repo = task.seed_repo;
             if g.phase == Phase::Evaluate {
-                g.generation_json = self.store.generation(*seq, *index)?;
+                g.generation_json = self.store.generation(seq, index)?;
             }
         }
         Ok(LeaseReply {
@@ -966,7 +1153,7 @@ impl Coordinator {
         let mut ops = Vec::new();
         let n = {
             let mut st = self.lock();
-            let n = self.sweep_locked(&mut st, now, &mut ops);
+            let n = self.sweep_locked(&mut st, now, &mut ops)?;
             self.store.apply(&ops)?;
             n
         };
@@ -976,7 +1163,12 @@ impl Coordinator {
         Ok(n)
     }
 
-    fn sweep_locked(&self, st: &mut State, now: u64, ops: &mut Vec<Op>) -> usize {
+    fn sweep_locked(
+        &self,
+        st: &mut State,
+        now: u64,
+        ops: &mut Vec<Op>,
+    ) -> Result<usize, StoreError> {
         let expired: Vec<(u64, Expiry)> = st
             .leases
             .values()
@@ -997,9 +1189,9 @@ impl Coordinator {
                     l.worker_id
                 ),
             };
-            self.end_lease(st, id, LeaseEnd::Counted(reason), true, ops);
+            self.end_lease(st, id, LeaseEnd::Counted(reason), true, ops)?;
         }
-        n
+        Ok(n)
     }
 
     /// Ends a current lease without a result: the unit goes back to its queue, or fails when
@@ -1011,9 +1203,9 @@ impl Coordinator {
         end: LeaseEnd,
         tell_worker: bool,
         ops: &mut Vec<Op>,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(l) = self.forget_lease(st, lease_id) else {
-            return;
+            return Ok(());
         };
         let rec = l.record;
         if tell_worker {
@@ -1026,11 +1218,11 @@ impl Coordinator {
         }
         let now = self.clock.now_ms();
         let Some(run) = st.runs.get_mut(&rec.run_seq) else {
-            return;
+            return Ok(());
         };
         let max_attempts = run.max_attempts();
         let repo = run.repo_of(rec.unit_index).to_string();
-        let unit = &mut run.units[rec.unit_index as usize];
+        let mut unit = self.unit_record(rec.run_seq, rec.unit_index, run.rounds())?;
         let (counted, reason) = match end {
             LeaseEnd::Counted(r) => (true, r),
             LeaseEnd::Released(r) => (false, r),
@@ -1051,19 +1243,24 @@ impl Coordinator {
         let out_of_retries = counted && unit.phase_failures >= max_attempts;
         if out_of_retries {
             unit.state = UnitState::Failed;
+            if rec.phase == Phase::Generate {
+                run.generated_since_load += 1;
+            }
         } else {
             unit.state = UnitState::queued(rec.phase);
             run.queues[pi(rec.phase)].push_front(&repo, rec.unit_index);
         }
+        run.units[rec.unit_index as usize].state = unit.state;
         ops.push(Op::Unit {
             seq: rec.run_seq,
             index: rec.unit_index,
-            record: unit.clone(),
+            record: unit,
         });
         ops.push(Op::DeleteLease(lease_id));
         if out_of_retries {
             run.unit_finished();
         }
+        Ok(())
     }
 
     /// Removes a lease from memory and releases the slots and limits it held.
@@ -1093,8 +1290,18 @@ impl Coordinator {
             )));
         }
         let lease_id = req.lease.lease_id;
+        // Parsed before the lock: which unit the result is for, and its model calls.
+        let parsed: Result<(UnitId, u32), String> = match req.phase {
+            Phase::Generate => serde_json::from_slice::<GenerationRecord>(&req.result_json)
+                .map(|g| (g.unit, g.model_attempts))
+                .map_err(|e| format!("not a generation record: {e}")),
+            Phase::Evaluate => serde_json::from_slice::<EvaluationRecord>(&req.result_json)
+                .map(|e| (e.unit().clone(), 0))
+                .map_err(|e| format!("not an evaluation record: {e}")),
+        };
         let mut ops = Vec::new();
         {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let Some(l) = st.leases.get(&lease_id) else {
                 drop(st);
@@ -1111,41 +1318,17 @@ impl Coordinator {
                 )));
             }
             let (seq, index) = (l.record.run_seq, l.record.unit_index);
-            let run = st.runs.get(&seq).expect("a lease's run exists");
-            let expected = &run.units[index as usize].unit;
-            let model_calls = match req.phase {
-                Phase::Generate => {
-                    match serde_json::from_slice::<GenerationRecord>(&req.result_json) {
-                        Ok(g) if &g.unit == expected => g.model_attempts,
-                        Ok(g) => {
-                            return Ok(Ack::refused(format!(
-                                "lease {lease_id} is for unit {expected}, the result is for {}",
-                                g.unit
-                            )))
-                        }
-                        Err(e) => {
-                            return Ok(Ack::refused(format!(
-                                "unit {expected}: not a generation record: {e}"
-                            )))
-                        }
-                    }
+            let rounds = st.runs[&seq].rounds();
+            let mut unit = self.unit_record(seq, index, rounds)?;
+            let model_calls = match parsed {
+                Ok((ref id, calls)) if *id == unit.unit => calls,
+                Ok((id, _)) => {
+                    return Ok(Ack::refused(format!(
+                        "lease {lease_id} is for unit {}, the result is for {id}",
+                        unit.unit
+                    )))
                 }
-                Phase::Evaluate => {
-                    match serde_json::from_slice::<EvaluationRecord>(&req.result_json) {
-                        Ok(e) if e.unit() == expected => 0,
-                        Ok(e) => {
-                            return Ok(Ack::refused(format!(
-                                "lease {lease_id} is for unit {expected}, the result is for {}",
-                                e.unit()
-                            )))
-                        }
-                        Err(e) => {
-                            return Ok(Ack::refused(format!(
-                                "unit {expected}: not an evaluation record: {e}"
-                            )))
-                        }
-                    }
-                }
+                Err(e) => return Ok(Ack::refused(format!("unit {}: {e}", unit.unit))),
             };
             self.forget_lease(&mut st, lease_id);
             if let Some(w) = st.workers.get_mut(&req.worker_id) {
@@ -1153,7 +1336,6 @@ impl Coordinator {
             }
             let run = st.runs.get_mut(&seq).expect("a lease's run exists");
             let repo = run.repo_of(index).to_string();
-            let unit = &mut run.units[index as usize];
             unit.lease = None;
             unit.phase_failures = 0;
             match req.phase {
@@ -1162,10 +1344,12 @@ impl Coordinator {
                     unit.generated_by = Some(lease_id);
                     unit.model_calls = model_calls;
                     run.model_calls += u64::from(model_calls);
+                    run.units[index as usize].generated = true;
+                    run.generated_since_load += 1;
                     ops.push(Op::Generation {
                         seq,
                         index,
-                        json: req.result_json.clone(),
+                        json: req.result_json,
                     });
                 }
                 Phase::Evaluate => {
@@ -1174,21 +1358,29 @@ impl Coordinator {
                     ops.push(Op::Evaluation {
                         seq,
                         index,
-                        json: req.result_json.clone(),
+                        json: req.result_json,
                     });
                 }
             }
+            run.units[index as usize].state = unit.state;
             ops.push(Op::Unit {
                 seq,
                 index,
-                record: unit.clone(),
+                record: unit,
             });
             ops.push(Op::DeleteLease(lease_id));
+            ops.push(Op::Committed {
+                lease_id,
+                committed: CommittedLease {
+                    seq,
+                    index,
+                    phase: req.phase,
+                },
+            });
             match req.phase {
                 Phase::Generate => run.queues[1].push(&repo, index),
                 Phase::Evaluate => run.unit_finished(),
             }
-            st.committed.insert(lease_id, (seq, index, req.phase));
             self.store.apply(&ops)?;
         }
         let finished = self.take_finished();
@@ -1199,8 +1391,7 @@ impl Coordinator {
 
     fn repeated_result(&self, req: &Completion) -> Result<Ack, CoordinatorError> {
         let lease_id = req.lease.lease_id;
-        let committed = self.lock().committed.get(&lease_id).copied();
-        let Some((seq, index, phase)) = committed else {
+        let Some(CommittedLease { seq, index, phase }) = self.store.committed(lease_id)? else {
             return Ok(Ack::refused(format!(
                 "lease {lease_id} is not current (expired, revoked, superseded or unknown)"
             )));
@@ -1220,11 +1411,44 @@ impl Coordinator {
         }
     }
 
+    /// Bytes of a reported step kept.
+    const MAX_STEP_CHARS: usize = 64;
+
+    /// A worker says where a leased unit is: kept for status, and it renews the lease (the
+    /// unit is evidently alive). Not a transition: nothing is stored.
+    pub fn report_progress(&self, p: Progress) -> Ack {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let Some(l) = st.leases.get_mut(&p.lease.lease_id) else {
+            return Ack::refused(format!(
+                "lease {} is not current (expired, revoked, superseded or unknown)",
+                p.lease.lease_id
+            ));
+        };
+        if let Err(why) = check_fence(&l.record, &p.worker_id, p.lease.fence) {
+            return Ack::refused(why);
+        }
+        if expiry(&l.record, now).is_none() {
+            l.record.expires_unix_ms = now + u64::from(self.config.lease_ttl_ms);
+        }
+        let step: String = p
+            .step
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX_STEP_CHARS)
+            .collect();
+        l.step = Some(step);
+        drop(st);
+        self.changes.send_modify(|v| *v += 1);
+        Ack::accepted()
+    }
+
     /// An infrastructure failure or a lease given back.
     pub async fn fail(&self, req: Failure) -> Result<Ack, CoordinatorError> {
         let lease_id = req.lease.lease_id;
         let mut ops = Vec::new();
         {
+            let _writer = self.store.writer();
             let mut st = self.lock();
             let Some(l) = st.leases.get(&lease_id) else {
                 return Ok(Ack::refused(format!(
@@ -1239,7 +1463,7 @@ impl Coordinator {
                 FailureKind::Infrastructure => LeaseEnd::Counted(reason),
                 FailureKind::Released => LeaseEnd::Released(reason),
             };
-            self.end_lease(&mut st, lease_id, end, false, &mut ops);
+            self.end_lease(&mut st, lease_id, end, false, &mut ops)?;
             self.store.apply(&ops)?;
         }
         let finished = self.take_finished();
@@ -1301,23 +1525,36 @@ impl Coordinator {
     /// transaction. A scoring error is kept as the run's `error.txt` rather than leaving the
     /// run unfinished forever.
     fn outputs_ops(&self, seq: u64) -> Result<Vec<Op>, CoordinatorError> {
-        let (mut record, tasks, units) = {
+        let mut record = {
             let st = self.lock();
-            let run = &st.runs[&seq];
-            (run.record.clone(), run.tasks.clone(), run.units.clone())
+            st.runs[&seq].record.clone()
         };
+        // Only what scoring needs is kept of each task and record, one at a time.
+        let mut tasks = Vec::new();
+        self.store.for_each_task(seq, |t| {
+            // Validated when submitted; unreadable now means the store is damaged.
+            let task: Task =
+                serde_json::from_slice(&t.task_json).map_err(|e| StoreError::Corrupt {
+                    path: self.store.path().to_path_buf(),
+                    tree: "tasks",
+                    key: t.instance_id.clone(),
+                    message: e.to_string(),
+                })?;
+            tasks.push(TaskFacts::of(&task));
+            Ok(())
+        })?;
+        let units = self.all_unit_records(seq, record.header.rounds.max(1))?;
         let mut generations = BTreeMap::new();
         let mut evaluations = BTreeMap::new();
         for i in 0..units.len() as u32 {
             if let Some(bytes) = self.store.generation(seq, i)? {
-                // Validated when committed; unreadable now means the store is damaged.
                 if let Ok(g) = serde_json::from_slice::<GenerationRecord>(&bytes) {
-                    generations.insert(i, g);
+                    generations.insert(i, GenerationFacts::from(&g));
                 }
             }
             if let Some(bytes) = self.store.evaluation(seq, i)? {
                 if let Ok(e) = serde_json::from_slice::<EvaluationRecord>(&bytes) {
-                    evaluations.insert(i, e);
+                    evaluations.insert(i, EvaluationFacts::from(&e));
                 }
             }
         }
@@ -1389,15 +1626,18 @@ impl Coordinator {
             .run_by_id
             .get(run_id)
             .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
-        Ok(self.progress_of(&st.runs[seq]))
+        Ok(self.progress_of(&st.runs[seq], &st.leases))
     }
 
     pub fn list_runs(&self) -> Vec<RunProgress> {
         let st = self.lock();
-        st.runs.values().map(|r| self.progress_of(r)).collect()
+        st.runs
+            .values()
+            .map(|r| self.progress_of(r, &st.leases))
+            .collect()
     }
 
-    fn progress_of(&self, run: &RunMem) -> RunProgress {
+    fn progress_of(&self, run: &RunMem, leases: &HashMap<u64, LeaseMem>) -> RunProgress {
         let mut g = PhaseCounts::default();
         let mut e = PhaseCounts::default();
         for u in &run.units {
@@ -1416,7 +1656,7 @@ impl Coordinator {
                     g.done += 1;
                     e.done += 1
                 }
-                UnitState::Failed if u.generated_by.is_some() => {
+                UnitState::Failed if u.generated => {
                     g.done += 1;
                     e.failed += 1
                 }
@@ -1427,15 +1667,37 @@ impl Coordinator {
         let remaining = run.record.total_units.saturating_sub(finished);
         let now = self.clock.now_ms();
         let elapsed_s = now.saturating_sub(run.loaded_ms) as f64 / 1000.0;
-        let eta_seconds = if remaining == 0 {
-            0.0
-        } else if run.finished_since_load == 0 || elapsed_s <= 0.0 {
-            -1.0
-        } else {
-            remaining as f64 / (run.finished_since_load as f64 / elapsed_s)
+        // Rates since this process loaded the run: units through the phase per second.
+        let eta = |remaining: u64, through: u64| {
+            if remaining == 0 {
+                0.0
+            } else if through == 0 || elapsed_s <= 0.0 {
+                -1.0
+            } else {
+                remaining as f64 / (through as f64 / elapsed_s)
+            }
         };
+        let eta_seconds = eta(remaining, run.finished_since_load);
+        let generate_eta_seconds = eta(g.queued + g.leased, run.generated_since_load);
+        let mut leased_by_step = BTreeMap::new();
+        for l in leases
+            .values()
+            .filter(|l| l.record.run_seq == run.record.seq)
+        {
+            let step = match &l.step {
+                Some(step) => step.clone(),
+                None => "leased".to_string(),
+            };
+            *leased_by_step
+                .entry(format!("{}: {step}", l.record.phase.as_str()))
+                .or_insert(0) += 1;
+        }
         let state = if run.finishing {
             "scoring"
+        } else if run.record.state == RunState::Running && run.waiting_for_key() && g.queued > 0 {
+            // Visible rather than failing units: `ase submit` of the same run with its key
+            // (or `ase resume`) lets the generations go on.
+            "waiting_for_key"
         } else {
             run.record.state.as_str()
         };
@@ -1450,17 +1712,23 @@ impl Coordinator {
             model_calls: run.model_calls,
             model: run.record.header.model_name.clone(),
             batch: run.record.header.batch.clone(),
+            generate_eta_seconds,
+            evaluate_eta_seconds: eta_seconds,
+            leased_by_step,
         }
     }
 
     /// The unit records of a run (for `ase status` details and tests).
     pub fn units(&self, run_id: &str) -> Result<Vec<UnitRecord>, CoordinatorError> {
-        let st = self.lock();
-        let seq = st
-            .run_by_id
-            .get(run_id)
-            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
-        Ok(st.runs[seq].units.clone())
+        let (seq, rounds) = {
+            let st = self.lock();
+            let seq = *st
+                .run_by_id
+                .get(run_id)
+                .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+            (seq, st.runs[&seq].rounds())
+        };
+        Ok(self.all_unit_records(seq, rounds)?)
     }
 
     pub fn list_workers(&self) -> Vec<WorkerInfo> {
@@ -1484,6 +1752,8 @@ impl Coordinator {
                     last_heartbeat_ms_ago: ago,
                     session: w.record.last_session,
                     completed: w.completed,
+                    running_generate: w.running[0],
+                    running_evaluate: w.running[1],
                 }
             })
             .collect()

@@ -210,6 +210,10 @@ pub struct RunRecord {
     pub state: RunState,
     #[serde(default)]
     pub completed_unix_ms: Option<u64>,
+    /// A client handed the coordinator a model API key for this run. The key itself is never
+    /// stored: after a restart the run waits for a client to supply it again.
+    #[serde(default)]
+    pub key_supplied: bool,
 }
 
 /// A worker known by name; its session number only grows, across coordinator restarts too.

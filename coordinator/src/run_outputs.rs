@@ -11,11 +11,14 @@
 use crate::model::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
-use ase_common::scoring::{v1, v2, Generation, OutcomeKind, ScoringError, UnitOutcome, UnitStatus};
+use ase_common::scoring::v2::V2Scan;
+use ase_common::scoring::{
+    v1, v2, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome, UnitStatus,
+};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io::{self, to_python_json};
-use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,140 @@ pub enum OutputError {
     },
 }
 
+/// What scoring needs of a task (the rest of it stays in the store).
+#[derive(Debug, Clone)]
+pub struct TaskFacts {
+    pub instance_id: String,
+    pub version: DatasetVersion,
+    pub vuln_type: String,
+    pub cwe_id: String,
+    pub language: String,
+    /// v1: the dataset's count on the original code; 0 for v2.
+    pub detected_vul_num: i64,
+}
+
+impl TaskFacts {
+    pub fn of(t: &Task) -> Self {
+        TaskFacts {
+            instance_id: t.instance_id.clone(),
+            version: t.version(),
+            vuln_type: t.vuln_type.clone(),
+            cwe_id: t.cwe_id.clone(),
+            language: t.language.clone(),
+            detected_vul_num: match &t.spec {
+                TaskSpec::V1(s) => s.detected_vul_num,
+                TaskSpec::V2(_) => 0,
+            },
+        }
+    }
+}
+
+/// Longest reason (in characters) kept per record for the report: the records in the store
+/// keep everything, the report needs the gist, and memory at finishing stays bounded.
+const REASON_CHARS: usize = 500;
+
+fn short_reason(r: Option<&str>) -> Option<String> {
+    r.map(|r| {
+        let mut it = r.char_indices().skip(REASON_CHARS);
+        match it.next() {
+            Some((cut, _)) => format!("{}...", &r[..cut]),
+            None => r.to_string(),
+        }
+    })
+}
+
+/// What scoring and the report need of a committed generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationFacts {
+    pub success: bool,
+    pub time_cost: f64,
+    /// Why it failed (failed generations only), shortened.
+    pub reason: Option<String>,
+}
+
+impl From<&GenerationRecord> for GenerationFacts {
+    fn from(g: &GenerationRecord) -> Self {
+        GenerationFacts {
+            success: g.success,
+            time_cost: g.time_cost,
+            reason: if g.success {
+                None
+            } else {
+                short_reason(g.reason.as_deref())
+            },
+        }
+    }
+}
+
+/// What scoring and the report need of a committed evaluation (not its step logs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvaluationFacts {
+    Static {
+        detected_vul_num: i64,
+        baseline: i64,
+        reason: Option<String>,
+    },
+    Dynamic {
+        checks: V2Scan,
+        reason: Option<String>,
+    },
+}
+
+impl EvaluationFacts {
+    /// What the worker recorded about the evaluation, if anything.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            EvaluationFacts::Static { reason, .. } | EvaluationFacts::Dynamic { reason, .. } => {
+                reason.as_deref()
+            }
+        }
+    }
+}
+
+impl From<&EvaluationRecord> for EvaluationFacts {
+    fn from(e: &EvaluationRecord) -> Self {
+        match e {
+            EvaluationRecord::Static {
+                detected_vul_num,
+                baseline,
+                reason,
+                ..
+            } => EvaluationFacts::Static {
+                detected_vul_num: *detected_vul_num,
+                baseline: *baseline,
+                reason: short_reason(reason.as_deref()),
+            },
+            EvaluationRecord::Dynamic { checks, reason, .. } => EvaluationFacts::Dynamic {
+                checks: *checks,
+                reason: short_reason(reason.as_deref()),
+            },
+        }
+    }
+}
+
+/// A row of upstream's `processed_instances.json`.
+#[derive(serde::Serialize)]
+struct ProcessedEntry {
+    success: bool,
+    time_cost: f64,
+}
+
+/// A row of upstream's `sast_results.json`.
+#[derive(serde::Serialize)]
+struct SastRow {
+    instance_id: String,
+    detected_vul_num: i64,
+}
+
+/// A JSON object with its keys in the given order.
+struct OrderedMap<'a, V>(&'a [(String, V)]);
+
+impl<V: serde::Serialize> serde::Serialize for OrderedMap<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 /// Everything a run's outputs are computed from.
 pub struct RunOutputInput<'a> {
     pub run_id: &'a str,
@@ -46,11 +183,11 @@ pub struct RunOutputInput<'a> {
     pub dataset_name: &'a str,
     pub dataset_sha256: &'a str,
     pub context_sha256: Option<&'a str>,
-    pub tasks: &'a [Task],
+    pub tasks: &'a [TaskFacts],
     pub units: &'a [UnitRecord],
     /// Committed records by unit index.
-    pub generations: &'a BTreeMap<u32, GenerationRecord>,
-    pub evaluations: &'a BTreeMap<u32, EvaluationRecord>,
+    pub generations: &'a BTreeMap<u32, GenerationFacts>,
+    pub evaluations: &'a BTreeMap<u32, EvaluationFacts>,
     /// When the run was submitted (the report's provenance), if known.
     pub created_unix_ms: Option<u64>,
 }
@@ -63,12 +200,12 @@ pub struct RunOutputs {
 }
 
 /// The dataset's version; a dataset mixing both is refused.
-pub fn dataset_version(run_id: &str, tasks: &[Task]) -> Result<DatasetVersion, OutputError> {
-    let first = tasks
-        .first()
-        .map(Task::version)
-        .unwrap_or(DatasetVersion::V1);
-    if tasks.iter().any(|t| t.version() != first) {
+pub fn dataset_version(
+    run_id: &str,
+    mut versions: impl Iterator<Item = DatasetVersion>,
+) -> Result<DatasetVersion, OutputError> {
+    let first = versions.next().unwrap_or(DatasetVersion::V1);
+    if versions.any(|v| v != first) {
         return Err(OutputError::MixedVersions {
             run_id: run_id.to_string(),
         });
@@ -103,126 +240,135 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             },
         })
         .collect();
-    let mut processed = Map::new();
-    for g in &generations {
-        processed.insert(
-            g.unit.dir_name(),
-            json!({"success": g.success, "time_cost": g.time_cost}),
-        );
-    }
+    // Typed rows rather than a JSON value per unit: the same bytes at a fraction of the memory.
+    let processed: Vec<(String, ProcessedEntry)> = generations
+        .iter()
+        .map(|g| {
+            (
+                g.unit.dir_name(),
+                ProcessedEntry {
+                    success: g.success,
+                    time_cost: g.time_cost,
+                },
+            )
+        })
+        .collect();
     let mut files = vec![(
         format!("{run}/{}", upstream_io::PROCESSED_FILE),
-        to_python_json(&Value::Object(processed)).into_bytes(),
+        to_python_json(&OrderedMap(&processed)).into_bytes(),
     )];
+    drop(processed);
     let scoring_err = |source| OutputError::Scoring {
         run_id: run_id.clone(),
         source,
     };
     let rounds = input.header.rounds;
-    let (scores, mut outcomes) = match dataset_version(input.run_id, input.tasks)? {
-        DatasetVersion::V1 => {
-            let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
-            let mut scans = BTreeMap::new();
-            for (i, u) in input.units.iter().enumerate() {
-                if let Some(EvaluationRecord::Static {
-                    detected_vul_num,
-                    baseline,
-                    ..
-                }) = input.evaluations.get(&(i as u32))
-                {
-                    scans.insert(u.unit.clone(), *detected_vul_num);
-                    baseline_of
-                        .entry(input.tasks[u.task_index as usize].instance_id.as_str())
-                        .or_insert(*baseline);
+    let (scores, mut outcomes) =
+        match dataset_version(input.run_id, input.tasks.iter().map(|t| t.version))? {
+            DatasetVersion::V1 => {
+                let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut scans = BTreeMap::new();
+                for (i, u) in input.units.iter().enumerate() {
+                    if let Some(EvaluationFacts::Static {
+                        detected_vul_num,
+                        baseline,
+                        ..
+                    }) = input.evaluations.get(&(i as u32))
+                    {
+                        scans.insert(u.unit.clone(), *detected_vul_num);
+                        baseline_of
+                            .entry(input.tasks[u.task_index as usize].instance_id.as_str())
+                            .or_insert(*baseline);
+                    }
                 }
-            }
-            let tasks = input
-                .tasks
-                .iter()
-                .map(|t| v1::V1Task {
-                    instance_id: t.instance_id.clone(),
-                    vuln_type: t.vuln_type.clone(),
-                    baseline: baseline_of
-                        .get(t.instance_id.as_str())
-                        .copied()
-                        .unwrap_or(match &t.spec {
-                            TaskSpec::V1(s) => s.detected_vul_num,
-                            TaskSpec::V2(_) => 0,
-                        }),
-                })
-                .collect();
-            let sast: Vec<Value> = scans
-                .iter()
-                .map(|(unit, n)| json!({"instance_id": unit.dir_name(), "detected_vul_num": n}))
-                .collect();
-            files.push((
-                format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
-                to_python_json(&sast).into_bytes(),
-            ));
-            let v1_input = v1::V1Input {
-                rounds,
-                tasks,
-                generations,
-                scans,
-            };
-            let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
-            files.push((
-                format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
-            ));
-            files.push((
-                format!("{run}_eval_result.txt"),
-                upstream_io::v1_text_report(&run, &score).into_bytes(),
-            ));
-            (Scores::V1(score), v1::unit_outcomes(&v1_input))
-        }
-        DatasetVersion::V2 => {
-            let mut scans = BTreeMap::new();
-            for (i, u) in input.units.iter().enumerate() {
-                if let Some(EvaluationRecord::Dynamic { checks, .. }) =
-                    input.evaluations.get(&(i as u32))
-                {
-                    scans.insert(u.unit.clone(), *checks);
-                }
-            }
-            let listed: Vec<Value> = scans
-                .iter()
-                .map(|(unit, s)| {
-                    json!({
-                        "instance_id": unit.dir_name(),
-                        "patch_file": s.completion,
-                        "image_status_check": s.image_status_check,
-                        "test_case_check": s.test_case_check,
-                        "poc_check": s.poc_check,
-                    })
-                })
-                .collect();
-            files.push((
-                format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
-                to_python_json(&listed).into_bytes(),
-            ));
-            let v2_input = v2::V2Input {
-                rounds,
-                tasks: input
+                let tasks = input
                     .tasks
                     .iter()
-                    .map(|t| v2::V2Task {
+                    .map(|t| v1::V1Task {
                         instance_id: t.instance_id.clone(),
-                        cwe_id: t.cwe_id.clone(),
+                        vuln_type: t.vuln_type.clone(),
+                        baseline: baseline_of
+                            .get(t.instance_id.as_str())
+                            .copied()
+                            .unwrap_or(t.detected_vul_num),
                     })
-                    .collect(),
-                generations,
-                scans,
-            };
-            let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
-            files.push((
-                format!("{run}_score.json"),
-                to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
-            ));
-            (Scores::V2(score), v2::unit_outcomes(&v2_input))
-        }
-    };
-    let index_of: HashMap<&ase_common::scoring::UnitId, usize> = input
+                    .collect();
+                let sast: Vec<SastRow> = scans
+                    .iter()
+                    .map(|(unit, n)| SastRow {
+                        instance_id: unit.dir_name(),
+                        detected_vul_num: *n,
+                    })
+                    .collect();
+                files.push((
+                    format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
+                    to_python_json(&sast).into_bytes(),
+                ));
+                drop(sast);
+                let v1_input = v1::V1Input {
+                    rounds,
+                    tasks,
+                    generations,
+                    scans,
+                };
+                let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
+                files.push((
+                    format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                    to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
+                ));
+                files.push((
+                    format!("{run}_eval_result.txt"),
+                    upstream_io::v1_text_report(&run, &score).into_bytes(),
+                ));
+                (Scores::V1(score), v1::unit_outcomes(&v1_input))
+            }
+            DatasetVersion::V2 => {
+                let mut scans = BTreeMap::new();
+                for (i, u) in input.units.iter().enumerate() {
+                    if let Some(EvaluationFacts::Dynamic { checks, .. }) =
+                        input.evaluations.get(&(i as u32))
+                    {
+                        scans.insert(u.unit.clone(), *checks);
+                    }
+                }
+                let listed: Vec<Value> = scans
+                    .iter()
+                    .map(|(unit, s)| {
+                        json!({
+                            "instance_id": unit.dir_name(),
+                            "patch_file": s.completion,
+                            "image_status_check": s.image_status_check,
+                            "test_case_check": s.test_case_check,
+                            "poc_check": s.poc_check,
+                        })
+                    })
+                    .collect();
+                files.push((
+                    format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
+                    to_python_json(&listed).into_bytes(),
+                ));
+                let v2_input = v2::V2Input {
+                    rounds,
+                    tasks: input
+                        .tasks
+                        .iter()
+                        .map(|t| v2::V2Task {
+                            instance_id: t.instance_id.clone(),
+                            cwe_id: t.cwe_id.clone(),
+                        })
+                        .collect(),
+                    generations,
+                    scans,
+                };
+                let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
+                files.push((
+                    format!("{run}_score.json"),
+                    to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
+                ));
+                (Scores::V2(score), v2::unit_outcomes(&v2_input))
+            }
+        };
+    let index_of: std::collections::HashMap<&UnitId, usize> = input
         .units
         .iter()
         .enumerate()
@@ -247,11 +393,7 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             .get(&i)
             .filter(|g| !g.success)
             .and_then(|g| g.reason.as_deref());
-        let evaluation_reason = match input.evaluations.get(&i) {
-            Some(EvaluationRecord::Static { reason, .. })
-            | Some(EvaluationRecord::Dynamic { reason, .. }) => reason.as_deref(),
-            None => None,
-        };
+        let evaluation_reason = input.evaluations.get(&i).and_then(EvaluationFacts::reason);
         for detail in [generation_reason, evaluation_reason].into_iter().flatten() {
             outcome.reason = format!("{}: {detail}", outcome.reason);
         }
@@ -265,10 +407,6 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
     files.push((
         report::REPORT_MD.to_string(),
         report::render_markdown(&redacted).into_bytes(),
-    ));
-    files.push((
-        report::REPORT_HTML.to_string(),
-        report::html::render_html(&redacted).into_bytes(),
     ));
     Ok(RunOutputs { report, files })
 }

@@ -48,6 +48,8 @@ pub enum ServeError {
     Transport(#[from] ase_proto::tonic::transport::Error),
     #[error("flushing the store at shutdown: {0}")]
     Flush(#[from] crate::store::StoreError),
+    #[error("stopped: {0}")]
+    StoreFailed(String),
 }
 
 /// Bound listeners, ready to serve.
@@ -172,9 +174,16 @@ impl Server {
             .with_nodelay(Some(true))
             .with_keepalive(Some(endpoint::KEEPALIVE_INTERVAL));
         tracing::info!(addr = %grpc_addr, plaintext, "serving");
+        // A store error is fatal: memory may be ahead of the disk. The process stops (and
+        // is restarted by its supervisor) rather than go on with unknown state.
+        let mut store_failed = coordinator.store().failed();
         let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down");
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutting down"),
+                _ = store_failed.wait_for(|f| *f) => {
+                    tracing::error!("the store failed: stopping");
+                }
+            }
             let _ = stop_tx.send(true);
         };
         let served = endpoint::server_builder(options.listen, &options.security)?
@@ -193,6 +202,9 @@ impl Server {
                 .await
                 .unwrap_or(Ok(()))
         };
+        if let Some(failure) = coordinator.store().failure() {
+            return Err(ServeError::StoreFailed(failure.to_string()));
+        }
         served?;
         flushed?;
         Ok(())

@@ -54,6 +54,9 @@ pub(crate) fn progress_to_proto(p: api::RunProgress) -> v1::RunProgress {
         model_calls: p.model_calls,
         model: p.model,
         batch: p.batch,
+        generate_eta_seconds: p.generate_eta_seconds,
+        evaluate_eta_seconds: p.evaluate_eta_seconds,
+        leased_by_step: p.leased_by_step.into_iter().collect(),
     }
 }
 
@@ -238,6 +241,8 @@ impl ase_proto::ClientApi for ClientService {
                 last_heartbeat_ms_ago: w.last_heartbeat_ms_ago,
                 session: w.session,
                 completed: w.completed,
+                running_generate: w.running_generate,
+                running_evaluate: w.running_evaluate,
             })
             .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))

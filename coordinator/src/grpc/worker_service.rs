@@ -209,11 +209,12 @@ impl ase_proto::WorkerApi for WorkerService {
             message = %truncate(&req.message, MAX_PROGRESS_CHARS),
             "progress"
         );
-        Ok(Response::new(v1::Ack {
-            accepted: true,
-            reason: String::new(),
-            duplicate: false,
-        }))
+        let ack = self.coordinator.report_progress(api::Progress {
+            worker_id: req.worker_id,
+            lease,
+            step: req.step,
+        });
+        Ok(Response::new(ack_to_proto(ack)))
     }
 
     async fn complete_unit(

@@ -19,6 +19,7 @@ pub fn config() -> CoordinatorConfig {
         generate_deadline_ms: GEN_DEADLINE_MS,
         evaluate_deadline_ms: 120_000,
         output_dir: None,
+        ..CoordinatorConfig::default()
     }
 }
 

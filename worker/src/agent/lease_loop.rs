@@ -12,7 +12,7 @@ use crate::pipeline::{
 use ase_common::dataset::{Task, TaskContext, TaskSpec};
 use ase_common::unit::GenerationRecord;
 use ase_proto::v1::{
-    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase,
+    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -149,6 +149,7 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
     let handle = tokio::spawn(
         async move {
             let _guard = guard;
+            report_step(&task_shared, &lease, &worker_id, "running");
             let outcome = execute(&task_shared, &lease).await;
             report(&task_shared, &lease, worker_id, outcome).await;
         }
@@ -162,6 +163,29 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
             abort: handle.abort_handle(),
         },
     );
+}
+
+/// Tells the coordinator that the unit's phase is running on this worker (it shows in status
+/// and renews the lease). Best effort: it never delays the unit, and a lost report changes
+/// nothing but status.
+fn report_step(shared: &Arc<Shared>, lease: &Lease, worker_id: &str, step: &str) {
+    let request = ProgressReport {
+        worker_id: worker_id.to_string(),
+        lease: Some(LeaseRef {
+            lease_id: lease.lease_id.clone(),
+            fence: lease.fence,
+        }),
+        step: step.to_string(),
+        message: String::new(),
+    };
+    let mut client = shared.client();
+    let bound = shared.config.rpc_timeout;
+    tokio::spawn(async move {
+        if let Ok(Err(status)) = tokio::time::timeout(bound, client.report_progress(request)).await
+        {
+            tracing::debug!(error = %status, "progress report failed");
+        }
+    });
 }
 
 /// A phase's result as JSON, or why the unit could not be run (an infrastructure failure).

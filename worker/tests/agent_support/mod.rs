@@ -29,6 +29,7 @@ pub fn coordinator_config() -> CoordinatorConfig {
         generate_deadline_ms: 120_000,
         evaluate_deadline_ms: 120_000,
         output_dir: None,
+        ..CoordinatorConfig::default()
     }
 }
 
