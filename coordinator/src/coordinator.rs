@@ -951,7 +951,7 @@ impl Coordinator {
 
     /// Grants work within the worker's free slots and every run's limits; waits up to
     /// `wait_ms` for work when there is none.
-    pub async fn lease_work(&self, req: LeaseWork) -> Result<LeaseReply, CoordinatorError> {
+    pub async fn lease_work(&self, mut req: LeaseWork) -> Result<LeaseReply, CoordinatorError> {
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(req.wait_ms));
         let mut changes = self.changes.subscribe();
@@ -962,7 +962,17 @@ impl Coordinator {
                 return Ok(reply);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => {
+                    // The worker asked with the slots it had free when it asked. While it
+                    // waits, its own units finish (their reports are among the changes) and
+                    // free slots it cannot ask for until this call returns: a worker with a
+                    // free generate slot and a busy evaluate slot would otherwise see queued
+                    // evaluations only once per wait. From now on its registered slots minus
+                    // the leases it holds, as counted here, bound the grant.
+                    req.max_generate = u32::MAX;
+                    req.max_evaluate = u32::MAX;
+                    continue;
+                }
                 _ => return Ok(reply),
             }
         }
@@ -1476,17 +1486,29 @@ impl Coordinator {
     // Completion and outputs
     // ------------------------------------------------------------------------------------
 
-    /// Runs whose last unit just finished; marks them so only one caller finishes each.
+    /// Runs whose last unit finished and that nobody is finishing yet. `finish_run` claims
+    /// each one; marking them here would leave a run marked forever when the request that
+    /// carries the finish is cancelled before the finish starts.
     fn take_finished(&self) -> Vec<u64> {
-        let mut st = self.lock();
+        let st = self.lock();
         st.runs
-            .values_mut()
+            .values()
             .filter(|r| r.record.state == RunState::Running && !r.finishing && r.all_finished())
-            .map(|r| {
-                r.finishing = true;
-                r.record.seq
-            })
+            .map(|r| r.record.seq)
             .collect()
+    }
+
+    /// Marks the run as being finished by the caller; false when it is not finishable or
+    /// another caller already finishes it.
+    fn claim_finish(&self, seq: u64) -> bool {
+        let mut st = self.lock();
+        match st.runs.get_mut(&seq) {
+            Some(r) if r.record.state == RunState::Running && !r.finishing && r.all_finished() => {
+                r.finishing = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn finish_runs(&self, seqs: Vec<u64>) -> Result<(), CoordinatorError> {
@@ -1497,10 +1519,22 @@ impl Coordinator {
     }
 
     async fn finish_run(&self, seq: u64) -> Result<(), CoordinatorError> {
+        if !self.claim_finish(seq) {
+            return Ok(());
+        }
+        // The finish rides on the request of the run's last unit. If that request is
+        // cancelled (the worker gave up waiting) or the finish fails, the run must not stay
+        // `finishing` forever: the guard hands it back, and the next sweep finishes it.
+        let guard = FinishingGuard {
+            coordinator: self,
+            seq,
+            done: false,
+        };
         let ops = self.outputs_ops(seq)?;
         self.store.apply(&ops)?;
         self.commit(ops).await?;
         self.mark_completed(seq);
+        guard.disarm();
         Ok(())
     }
 
@@ -1757,5 +1791,32 @@ impl Coordinator {
                 }
             })
             .collect()
+    }
+}
+
+/// Clears a run's `finishing` mark unless its finish completed (see `finish_run`).
+struct FinishingGuard<'a> {
+    coordinator: &'a Coordinator,
+    seq: u64,
+    done: bool,
+}
+
+impl FinishingGuard<'_> {
+    fn disarm(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for FinishingGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut st = self.coordinator.lock();
+        if let Some(run) = st.runs.get_mut(&self.seq) {
+            if run.record.state == RunState::Running {
+                run.finishing = false;
+            }
+        }
     }
 }

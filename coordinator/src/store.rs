@@ -36,6 +36,8 @@ pub enum StoreError {
          coordinator must restart"
     )]
     Failed { path: PathBuf, first: String },
+    #[error("coordinator database at {path}: the flush task died: {message}")]
+    FlushTask { path: PathBuf, message: String },
     #[error("coordinator database at {path}: {what}: injected failure (test hook)")]
     Injected { path: PathBuf, what: &'static str },
     #[error("coordinator database at {path}: tree `{tree}`, key {key}: {message}")]
@@ -496,10 +498,22 @@ impl Store {
         }
         let covers = self.tickets.load(Ordering::SeqCst);
         self.check_injected("flush")?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(self.sled_err("flush"))?;
+        // Not sled's `flush_async`: in 0.34 its future can miss its wake-up when flushes race
+        // (spacejam/sled#1241, #1308) and never complete; a unit's completion then never
+        // acknowledged and its run stayed in scoring forever. A blocking flush on tokio's
+        // blocking pool has no such race.
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => {
+                flushed.map_err(self.sled_err("flush"))?;
+            }
+            Err(join) => {
+                return Err(self.fail(StoreError::FlushTask {
+                    path: self.path.clone(),
+                    message: join.to_string(),
+                }))
+            }
+        }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.flushed.store(covers, Ordering::SeqCst);
         Ok(())

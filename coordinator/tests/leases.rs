@@ -397,3 +397,46 @@ async fn cancel_revokes_leases_and_grants_nothing_until_resubmitted() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_run_whose_last_report_was_cancelled_midway_is_finished_by_the_sweep() {
+    // The finish (scoring, outputs) rides on the last unit's report. A worker that gives up
+    // waiting cancels that request; the run must not stay in `scoring` forever.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let run = one_unit_run(&c, json!({})).await;
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    let unit = unit_of(&g);
+    assert!(
+        c.complete(completion(&w, &g, generation(&unit, true)))
+            .await
+            .unwrap()
+            .accepted
+    );
+    let e = c
+        .lease_work(lease_req(&w, 0, 1))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    // Poll the last report once (it waits for the disk), then drop it: the cancelled request.
+    let mut last = Box::pin(c.complete(completion(&w, &e, static_eval(&unit, 0, 1))));
+    let finished_at_once = tokio::select! {
+        biased;
+        r = &mut last => Some(r),
+        _ = std::future::ready(()) => None,
+    };
+    assert!(finished_at_once.is_none(), "the report waited for the disk");
+    drop(last);
+
+    c.sweep().await.unwrap();
+    assert_eq!(c.progress(&run).unwrap().state, "completed");
+    assert!(c.fetch_report(&run).unwrap().complete);
+}

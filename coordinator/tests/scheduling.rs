@@ -225,3 +225,59 @@ async fn a_long_poll_wakes_when_work_appears() {
         "a worker waiting gets work submitted mid-poll"
     );
 }
+
+#[tokio::test]
+async fn a_waiting_lease_request_gets_the_evaluate_slot_its_own_completion_frees() {
+    // A worker asks with the slots free at that moment: here a free generate slot and a
+    // busy evaluate slot. The evaluation it then finishes frees that slot while it waits; the
+    // queued evaluation must come back in the same long poll, not one wait later.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    c.submit_run(submit_req("wake", 1, json!({}), many(2, &["o/x"])))
+        .await
+        .unwrap();
+    let w = c.register("w", caps(2, 1, &[])).await.unwrap();
+    let gens = c.lease_work(lease_req(&w, 2, 1)).await.unwrap().leases;
+    assert_eq!(gens.len(), 2);
+    let (first, second) = (&gens[0], &gens[1]);
+    assert!(
+        c.complete(completion(&w, first, generation(&unit_of(first), true)))
+            .await
+            .unwrap()
+            .accepted
+    );
+    let eval = c.lease_work(lease_req(&w, 0, 1)).await.unwrap().leases;
+    assert_eq!(eval.len(), 1);
+    assert_eq!(eval[0].phase, Phase::Evaluate);
+    assert!(
+        c.complete(completion(&w, second, generation(&unit_of(second), true)))
+            .await
+            .unwrap()
+            .accepted
+    );
+
+    // Evaluate slot busy: the worker can only ask for generate work, and there is none.
+    let mut poll = lease_req(&w, 2, 0);
+    poll.wait_ms = 60_000;
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lease_work(poll).await })
+    };
+    tokio::task::yield_now().await;
+    let done = &eval[0];
+    assert!(
+        c.complete(completion(&w, done, static_eval(&unit_of(done), 0, 1)))
+            .await
+            .unwrap()
+            .accepted
+    );
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the long poll answered once the evaluate slot was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.leases.len(), 1, "{reply:?}");
+    assert_eq!(reply.leases[0].phase, Phase::Evaluate);
+    assert_eq!(unit_of(&reply.leases[0]), unit_of(second));
+}
