@@ -408,6 +408,10 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
         report::REPORT_MD.to_string(),
         report::render_markdown(&redacted).into_bytes(),
     ));
+    files.push((
+        report::REPORT_HTML.to_string(),
+        report::html::render_html(&redacted).into_bytes(),
+    ));
     Ok(RunOutputs { report, files })
 }
 
