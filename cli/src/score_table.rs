@@ -16,7 +16,10 @@ pub struct ScoreRow {
     pub quality: f64,
     pub security: f64,
     pub stability: Option<f64>,
+    /// Upstream's overall (v2: with upstream's stability defect, as the leaderboard has it).
     pub overall: f64,
+    /// v2 only: the overall with stability weighed as a percentage like the others.
+    pub overall_corrected: Option<f64>,
     pub units_ok: usize,
     pub units_failed: usize,
 }
@@ -46,15 +49,17 @@ pub fn row(run_id: &str, report: &Report) -> ScoreRow {
         .iter()
         .filter(|u| u.status == UnitStatus::Failed)
         .count();
-    let (version, quality, security, stability, overall) = match &report.scores {
-        Scores::V1(s) => ("v1", s.quality, s.security, s.stability, s.overall),
-        // The corrected overall weighs stability like quality and security (x100).
+    let (version, quality, security, stability, overall, overall_corrected) = match &report.scores {
+        Scores::V1(s) => ("v1", s.quality, s.security, s.stability, s.overall, None),
+        // Upstream's figure first (the spec: comparable with published numbers), the
+        // corrected one, which weighs stability like quality and security (x100), beside it.
         Scores::V2(s) => (
             "v2",
             s.all.code_quality_score,
             s.all.code_security_score,
             s.all.code_stability_score,
-            s.all.overall_score_corrected,
+            s.all.overall_score,
+            Some(s.all.overall_score_corrected),
         ),
     };
     ScoreRow {
@@ -65,6 +70,7 @@ pub fn row(run_id: &str, report: &Report) -> ScoreRow {
         security,
         stability,
         overall,
+        overall_corrected,
         units_ok: report.units.len() - failed,
         units_failed: failed,
     }
@@ -80,10 +86,11 @@ pub fn render(rows: &[ScoreRow]) -> String {
         "security",
         "stability",
         "overall",
+        "corrected",
         "units ok",
         "failed",
     ];
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -95,6 +102,8 @@ pub fn render(rows: &[ScoreRow]) -> String {
                 r.stability
                     .map_or_else(|| "n/a".to_string(), python_float_str),
                 python_float_str(r.overall),
+                r.overall_corrected
+                    .map_or_else(|| "-".to_string(), python_float_str),
                 r.units_ok.to_string(),
                 r.units_failed.to_string(),
             ]
@@ -141,6 +150,7 @@ mod tests {
                 security: 50.0,
                 stability: Some(66.67),
                 overall: 66.67,
+                overall_corrected: None,
                 units_ok: 6,
                 units_failed: 0,
             },
@@ -152,6 +162,7 @@ mod tests {
                 security: 0.0,
                 stability: None,
                 overall: 0.0,
+                overall_corrected: Some(0.0),
                 units_ok: 0,
                 units_failed: 3,
             },
@@ -160,6 +171,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(lines[0].starts_with("run "), "{t}");
+        assert!(lines[0].contains(" overall  corrected "), "{t}");
         assert!(lines[2].contains("66.67"), "{t}");
         assert!(lines[3].contains("n/a"), "{t}");
         assert!(lines[3].ends_with(" 3"), "{t}");

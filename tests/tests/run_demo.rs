@@ -15,7 +15,7 @@ use std::time::Duration;
 const DEMO_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A row of the score table, split on whitespace: run, model, version, dataset file, quality,
-/// security, stability, overall, units ok, failed.
+/// security, stability, overall, corrected overall (v2; `-` for v1), units ok, failed.
 fn row<'a>(stdout: &'a str, run_id: &str) -> Vec<&'a str> {
     stdout
         .lines()
