@@ -19,6 +19,20 @@ async fn one_unit_run(c: &Coordinator, limits: serde_json::Value) -> String {
     .run_id
 }
 
+/// The first lease of a request for `max_generate` / `max_evaluate` units (there must be one).
+async fn first_lease(
+    c: &Coordinator,
+    w: &Registration,
+    max_generate: u32,
+    max_evaluate: u32,
+) -> LeaseGrant {
+    c.lease_work(lease_req(w, max_generate, max_evaluate))
+        .await
+        .unwrap()
+        .leases
+        .remove(0)
+}
+
 #[tokio::test]
 async fn fencing_refuses_stale_reports_and_accepts_a_repeat_once_committed() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,12 +40,7 @@ async fn fencing_refuses_stale_reports_and_accepts_a_repeat_once_committed() {
     let c = open(dir.path(), &clock);
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     let unit = unit_of(&g);
     let good = generation(&unit, true);
 
@@ -91,12 +100,7 @@ async fn reregistering_voids_old_leases_and_counts_an_attempt() {
     let c = open(dir.path(), &clock);
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     let w2 = c.register("w", caps(1, 1, &[])).await.unwrap();
     assert_eq!(w2.session, w.session + 1);
     let ack = c
@@ -110,12 +114,7 @@ async fn reregistering_voids_old_leases_and_counts_an_attempt() {
     assert!(u.failures[0].reason.contains("re-registered"));
     // The old session's requests are told to re-register.
     assert!(c.lease_work(lease_req(&w, 1, 0)).await.unwrap().reregister);
-    let g2 = c
-        .lease_work(lease_req(&w2, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g2 = first_lease(&c, &w2, 1, 0).await;
     assert_eq!(
         g2.lease.fence,
         Fence {
@@ -132,12 +131,7 @@ async fn missed_heartbeats_expire_the_lease_and_count_an_attempt() {
     let c = open(dir.path(), &clock);
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     // Heartbeats renew the lease past its first TTL.
     for _ in 0..3 {
         clock.advance_ms(u64::from(TTL_MS) - 1);
@@ -185,12 +179,7 @@ async fn a_live_worker_stuck_past_the_execution_deadline_loses_the_unit() {
     let c = open(dir.path(), &clock);
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     let mut elapsed = 0;
     while elapsed <= GEN_DEADLINE_MS {
         clock.advance_ms(1_000);
@@ -239,12 +228,7 @@ async fn out_of_retries_the_unit_fails_with_reasons_and_the_run_still_scores() {
     .into_iter()
     .enumerate()
     {
-        let g = c
-            .lease_work(lease_req(&w, 1, 0))
-            .await
-            .unwrap()
-            .leases
-            .remove(0);
+        let g = first_lease(&c, &w, 1, 0).await;
         assert_eq!(g.instance_id, "a");
         let ack = c
             .fail(Failure {
@@ -307,12 +291,7 @@ async fn drain_lets_leased_units_finish_and_takes_no_more() {
         .unwrap()
         .run_id;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     assert!(c.drain_worker("w").await.unwrap().accepted);
     let reply = c.lease_work(lease_req(&w, 1, 1)).await.unwrap();
     assert!(reply.drain && reply.leases.is_empty());
@@ -350,12 +329,7 @@ async fn cancel_revokes_leases_and_grants_nothing_until_resubmitted() {
         .unwrap()
         .run_id;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     assert!(c.cancel_run(&run).await.unwrap().accepted);
     assert_eq!(c.progress(&run).unwrap().state, "cancelled");
     let hb = c
@@ -407,12 +381,7 @@ async fn a_run_whose_last_report_was_cancelled_midway_is_finished_by_the_sweep()
     let c = open(dir.path(), &clock);
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
-    let g = c
-        .lease_work(lease_req(&w, 1, 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let g = first_lease(&c, &w, 1, 0).await;
     let unit = unit_of(&g);
     assert!(
         c.complete(completion(&w, &g, generation(&unit, true)))
@@ -420,12 +389,7 @@ async fn a_run_whose_last_report_was_cancelled_midway_is_finished_by_the_sweep()
             .unwrap()
             .accepted
     );
-    let e = c
-        .lease_work(lease_req(&w, 0, 1))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let e = first_lease(&c, &w, 0, 1).await;
     // Poll the last report once (it waits for the disk), then drop it: the cancelled request.
     let mut last = Box::pin(c.complete(completion(&w, &e, static_eval(&unit, 0, 1))));
     let finished_at_once = tokio::select! {
