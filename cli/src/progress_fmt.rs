@@ -34,12 +34,20 @@ pub fn run_line(p: &RunProgress) -> String {
     )
 }
 
+fn heartbeat_ago(ms: u64) -> String {
+    if ms == u64::MAX {
+        "none since the coordinator started".into()
+    } else {
+        format!("{ms} ms ago")
+    }
+}
+
 pub fn worker_line(w: &WorkerInfo) -> String {
     let liveness = if w.alive { "alive" } else { "dead" };
     let drain = if w.draining { " draining" } else { "" };
     format!(
         "worker {} [{liveness}{drain}] session {} running {}/{} (generate {} + eval {}) completed {} \
-         last heartbeat {} ms ago cached repos: {}",
+         last heartbeat {} cached repos: {}",
         w.name,
         w.session,
         w.running,
@@ -47,11 +55,32 @@ pub fn worker_line(w: &WorkerInfo) -> String {
         w.generate_slots,
         w.eval_slots,
         w.completed,
-        w.last_heartbeat_ms_ago,
+        heartbeat_ago(w.last_heartbeat_ms_ago),
         if w.cached_repos.is_empty() {
             "-".to_string()
         } else {
             w.cached_repos.join(",")
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_never_heard_from_says_so() {
+        let mut w = WorkerInfo {
+            name: "w1".into(),
+            last_heartbeat_ms_ago: u64::MAX,
+            ..Default::default()
+        };
+        assert!(
+            worker_line(&w).contains("last heartbeat none since the coordinator started"),
+            "{}",
+            worker_line(&w)
+        );
+        w.last_heartbeat_ms_ago = 1500;
+        assert!(worker_line(&w).contains("last heartbeat 1500 ms ago"));
+    }
 }

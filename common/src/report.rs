@@ -254,7 +254,12 @@ impl Report {
 
     /// The report as written: URL and secret-looking extras redacted.
     pub fn redacted(&self) -> Self {
-        let mut r = self.clone();
+        self.clone().into_redacted()
+    }
+
+    /// [`Report::redacted`] without a copy (a report can hold 100,000 unit rows).
+    pub fn into_redacted(self) -> Self {
+        let mut r = self;
         let config = &mut r.provenance.config;
         config.base_url = config.base_url.as_deref().map(redact_url);
         for (name, value) in config.extra.iter_mut() {

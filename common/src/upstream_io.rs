@@ -379,12 +379,18 @@ pub fn v2_score_json(score: &V2Score) -> Value {
 /// JSON as Python's `json.dump(indent=4, ensure_ascii=False)` lays it out.
 pub fn to_python_json(value: &impl Serialize) -> String {
     let mut buf = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-    value
-        .serialize(&mut ser)
-        .expect("serialising a JSON value into memory cannot fail");
+    write_python_json(&mut buf, value).expect("serialising a JSON value into memory cannot fail");
     String::from_utf8(buf).expect("serde_json writes UTF-8")
+}
+
+/// [`to_python_json`] streamed into `out` (large result files are never whole in memory).
+pub fn write_python_json(
+    out: &mut dyn std::io::Write,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(out, formatter);
+    value.serialize(&mut ser).map_err(std::io::Error::from)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), UpstreamIoError> {

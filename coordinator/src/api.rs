@@ -203,6 +203,7 @@ pub struct WorkerInfo {
     pub generate_slots: u32,
     pub running: u32,
     pub cached_repos: Vec<String>,
+    /// [`NO_HEARTBEAT`] when the worker has not been heard from since the coordinator started.
     pub last_heartbeat_ms_ago: u64,
     pub session: u64,
     pub completed: u64,
@@ -222,3 +223,6 @@ pub struct FetchedReport {
     pub complete: bool,
     pub files: Vec<ReportFile>,
 }
+
+/// `last_heartbeat_ms_ago` of a worker not heard from since the coordinator started.
+pub const NO_HEARTBEAT: u64 = u64::MAX;

@@ -20,6 +20,7 @@ use crate::model::{
     FailureNote, Fence, LeaseRecord, Phase, RunRecord, RunSpecHeader, RunState, UnitRecord,
     UnitState, WorkerRecord,
 };
+use crate::output_store::OutputStore;
 use crate::rate_limit::TokenBucket;
 use crate::run_outputs::{
     self, EvaluationFacts, GenerationFacts, OutputError, RunOutputInput, TaskFacts,
@@ -167,7 +168,8 @@ struct WorkerMem {
     live_session: bool,
     caps: Capabilities,
     cached: HashSet<String>,
-    last_heartbeat_ms: u64,
+    /// `None` until the worker is heard from by this process.
+    last_heartbeat_ms: Option<u64>,
     leases: BTreeSet<u64>,
     running: [u32; 2],
     completed: u64,
@@ -201,6 +203,8 @@ enum LeaseEnd {
 
 pub struct Coordinator {
     store: Store,
+    /// Completed runs' files, beside the database.
+    outputs: OutputStore,
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
     config: CoordinatorConfig,
@@ -379,7 +383,7 @@ impl Coordinator {
                     live_session: false,
                     caps: Capabilities::default(),
                     cached: HashSet::new(),
-                    last_heartbeat_ms: 0,
+                    last_heartbeat_ms: None,
                     leases: BTreeSet::new(),
                     running: [0, 0],
                     completed: 0,
@@ -520,6 +524,7 @@ impl Coordinator {
         store.apply(&ops)?;
         store.durable_blocking()?;
         let coordinator = Arc::new(Self {
+            outputs: OutputStore::new(path),
             store,
             state: Mutex::new(st),
             clock,
@@ -854,7 +859,7 @@ impl Coordinator {
                     live_session: true,
                     caps,
                     cached,
-                    last_heartbeat_ms: now,
+                    last_heartbeat_ms: Some(now),
                     leases: BTreeSet::new(),
                     running: [0, 0],
                     completed,
@@ -899,7 +904,7 @@ impl Coordinator {
                 }
             }
             let w = st.workers.get_mut(&hb.worker_id).expect("session checked");
-            w.last_heartbeat_ms = now;
+            w.last_heartbeat_ms = Some(now);
             if !hb.cached_repos.is_empty() {
                 w.cached = hb.cached_repos.iter().cloned().collect();
             }
@@ -1020,8 +1025,9 @@ impl Coordinator {
             .values()
             .filter(|o| {
                 o.live_session
-                    && now.saturating_sub(o.last_heartbeat_ms)
-                        <= u64::from(self.config.lease_ttl_ms)
+                    && o.last_heartbeat_ms.is_some_and(|t| {
+                        now.saturating_sub(t) <= u64::from(self.config.lease_ttl_ms)
+                    })
             })
             .flat_map(|o| o.cached.iter().cloned())
             .collect();
@@ -1511,9 +1517,17 @@ impl Coordinator {
         }
     }
 
+    /// Finishes the runs. A run whose files cannot be written (a full or failing disk) stays
+    /// unfinished and the sweep tries again; the transition that finished its last unit is
+    /// committed and its caller is answered as usual. Store errors are fatal and returned.
     async fn finish_runs(&self, seqs: Vec<u64>) -> Result<(), CoordinatorError> {
         for seq in seqs {
-            self.finish_run(seq).await?;
+            match self.finish_run(seq).await {
+                Err(CoordinatorError::Outputs(e)) => {
+                    tracing::error!(run_seq = seq, error = %e, "finishing the run failed; the sweep tries again");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1530,7 +1544,7 @@ impl Coordinator {
             seq,
             done: false,
         };
-        let ops = self.outputs_ops(seq)?;
+        let ops = self.write_outputs(seq)?;
         self.store.apply(&ops)?;
         self.commit(ops).await?;
         self.mark_completed(seq);
@@ -1539,7 +1553,7 @@ impl Coordinator {
     }
 
     fn finish_run_blocking(&self, seq: u64) -> Result<(), CoordinatorError> {
-        let ops = self.outputs_ops(seq)?;
+        let ops = self.write_outputs(seq)?;
         self.store.apply(&ops)?;
         self.store.durable_blocking()?;
         self.mark_completed(seq);
@@ -1555,10 +1569,11 @@ impl Coordinator {
         }
     }
 
-    /// Scores the run and makes its files; the run record turns `Completed` in the same
-    /// transaction. A scoring error is kept as the run's `error.txt` rather than leaving the
-    /// run unfinished forever.
-    fn outputs_ops(&self, seq: u64) -> Result<Vec<Op>, CoordinatorError> {
+    /// Scores the run and writes its files (durable, all visible at once) into the output
+    /// store; returns the write that turns the run record `Completed`, to be committed after.
+    /// A scoring error is kept as the run's `error.txt` rather than leaving the run unfinished
+    /// forever; a disk error fails the finish, and the sweep tries again.
+    fn write_outputs(&self, seq: u64) -> Result<Vec<Op>, CoordinatorError> {
         let mut record = {
             let st = self.lock();
             st.runs[&seq].record.clone()
@@ -1604,27 +1619,30 @@ impl Coordinator {
             evaluations: &evaluations,
             created_unix_ms: Some(record.created_unix_ms),
         };
-        let files = match run_outputs::build_outputs(&input) {
-            Ok(out) => out.files,
+        let mut writer = self.outputs.begin(seq).map_err(OutputError::from)?;
+        match run_outputs::build_outputs(&input, &mut writer) {
+            Ok(_) => {}
+            Err(e @ (OutputError::Store(_) | OutputError::Sink { .. })) => return Err(e.into()),
             Err(e) => {
                 tracing::error!(run = %record.run_id, error = %e, "run outputs");
-                vec![("error.txt".to_string(), format!("{e}\n").into_bytes())]
+                writer.clear().map_err(OutputError::from)?;
+                let text = format!("{e}\n");
+                writer
+                    .file("error.txt", &mut |w| w.write_all(text.as_bytes()))
+                    .map_err(OutputError::from)?;
             }
-        };
+        }
+        drop((tasks, units, generations, evaluations));
+        writer.commit().map_err(OutputError::from)?;
         if let Some(dir) = &self.config.output_dir {
             let dir = dir.join(record.run_id.replace('/', "_"));
-            if let Err(e) = run_outputs::write_outputs(&dir, &files) {
-                tracing::error!(run = %record.run_id, error = %e, "writing run outputs");
+            if let Err(e) = self.outputs.copy_to(seq, &dir) {
+                tracing::error!(run = %record.run_id, error = %e, "copying run outputs");
             }
         }
         record.state = RunState::Completed;
         record.completed_unix_ms = Some(self.clock.now_ms());
-        let mut ops: Vec<Op> = files
-            .into_iter()
-            .map(|(name, bytes)| Op::Output { seq, name, bytes })
-            .collect();
-        ops.push(Op::Run(record));
-        Ok(ops)
+        Ok(vec![Op::Run(record)])
     }
 
     /// The run's stored files; `complete` once the run is.
@@ -1637,9 +1655,12 @@ impl Coordinator {
                 .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
             (seq, st.runs[&seq].record.state == RunState::Completed)
         };
-        let files = self
-            .store
-            .outputs(seq)?
+        // Runs completed by versions before the output store kept their files in sled.
+        let files = match self.outputs.read(seq).map_err(OutputError::from)? {
+            Some(files) => files,
+            None => self.store.outputs(seq)?,
+        };
+        let files = files
             .into_iter()
             .map(|(name, content)| ReportFile { name, content })
             .collect();
@@ -1771,7 +1792,10 @@ impl Coordinator {
         st.workers
             .values()
             .map(|w| {
-                let ago = now.saturating_sub(w.last_heartbeat_ms);
+                // A worker known from the store but not heard from since this process started.
+                let ago = w
+                    .last_heartbeat_ms
+                    .map_or(NO_HEARTBEAT, |t| now.saturating_sub(t));
                 let mut cached: Vec<String> = w.cached.iter().cloned().collect();
                 cached.sort();
                 WorkerInfo {

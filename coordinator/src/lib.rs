@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod lease;
 pub mod metrics;
 pub mod model;
+pub mod output_store;
 pub mod rate_limit;
 pub mod run_outputs;
 pub mod scheduler;

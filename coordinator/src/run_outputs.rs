@@ -1,6 +1,7 @@
 //! What a completed run leaves: scores (common's scoring), our Report, and upstream's files
 //! (the `processed_instances.json` and `sast_results.json` / `scan_results.json` inputs, and the
-//! result files), all as named byte blobs the store keeps for `FetchReport`.
+//! result files), each streamed into an [`OutputSink`] as it is made (the coordinator's sink is
+//! the [`crate::output_store`] folder that `FetchReport` reads).
 //!
 //! v1 scores against the baseline our own scanner measured (in the evaluation records), not the
 //! dataset's `detected_vul_num`: the rules and tool differ from upstream's, so only our own
@@ -9,6 +10,7 @@
 //! a unit without a scan is never secure).
 
 use crate::model::{RunSpecHeader, UnitRecord, UnitState};
+use crate::output_store::{self, OutputStoreError, OutputWriter};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v2::V2Scan;
@@ -16,9 +18,10 @@ use ase_common::scoring::{
     v1, v2, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome, UnitStatus,
 };
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
-use ase_common::upstream_io::{self, to_python_json};
+use ase_common::upstream_io;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,59 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] OutputStoreError),
+    #[error("run outputs, {name}: {source}")]
+    Sink { name: String, source: io::Error },
+}
+
+/// Where [`build_outputs`] puts each file as it is made: a file is written out and let go
+/// before the next one is made, so a run of 100,000 units never has all its files in memory.
+pub trait OutputSink {
+    fn put(
+        &mut self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), OutputError>;
+}
+
+impl OutputSink for OutputWriter {
+    fn put(
+        &mut self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), OutputError> {
+        Ok(self.file(name, write)?)
+    }
+}
+
+/// Files kept in memory (tests, small runs).
+impl OutputSink for Vec<(String, Vec<u8>)> {
+    fn put(
+        &mut self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), OutputError> {
+        let mut bytes = Vec::new();
+        write(&mut bytes).map_err(|source| OutputError::Sink {
+            name: name.to_string(),
+            source,
+        })?;
+        self.push((name.to_string(), bytes));
+        Ok(())
+    }
+}
+
+fn put_python_json(
+    sink: &mut dyn OutputSink,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), OutputError> {
+    sink.put(name, &mut |w| upstream_io::write_python_json(w, value))
+}
+
+fn put_text(sink: &mut dyn OutputSink, name: &str, text: &str) -> Result<(), OutputError> {
+    sink.put(name, &mut |w| w.write_all(text.as_bytes()))
 }
 
 /// What scoring needs of a task (the rest of it stays in the store).
@@ -192,13 +248,6 @@ pub struct RunOutputInput<'a> {
     pub created_unix_ms: Option<u64>,
 }
 
-/// Named files (relative paths, `/`-separated) and the report they came from.
-#[derive(Debug, Clone)]
-pub struct RunOutputs {
-    pub report: Report,
-    pub files: Vec<(String, Vec<u8>)>,
-}
-
 /// The dataset's version; a dataset mixing both is refused.
 pub fn dataset_version(
     run_id: &str,
@@ -213,7 +262,12 @@ pub fn dataset_version(
     Ok(first)
 }
 
-pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputError> {
+/// Scores the run and puts its files into `sink` one at a time; returns the report (redacted,
+/// as written). A scoring error leaves the files already put in the sink.
+pub fn build_outputs(
+    input: &RunOutputInput<'_>,
+    sink: &mut dyn OutputSink,
+) -> Result<Report, OutputError> {
     let run_id = input.run_id.to_string();
     let run =
         upstream_io::run_name(&input.header.model_name, &input.header.batch).map_err(|source| {
@@ -253,10 +307,11 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             )
         })
         .collect();
-    let mut files = vec![(
-        format!("{run}/{}", upstream_io::PROCESSED_FILE),
-        to_python_json(&OrderedMap(&processed)).into_bytes(),
-    )];
+    put_python_json(
+        sink,
+        &format!("{run}/{}", upstream_io::PROCESSED_FILE),
+        &OrderedMap(&processed),
+    )?;
     drop(processed);
     let scoring_err = |source| OutputError::Scoring {
         run_id: run_id.clone(),
@@ -300,10 +355,11 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
                         detected_vul_num: *n,
                     })
                     .collect();
-                files.push((
-                    format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
-                    to_python_json(&sast).into_bytes(),
-                ));
+                put_python_json(
+                    sink,
+                    &format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
+                    &sast,
+                )?;
                 drop(sast);
                 let v1_input = v1::V1Input {
                     rounds,
@@ -312,14 +368,16 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
                     scans,
                 };
                 let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
-                files.push((
-                    format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                    to_python_json(&upstream_io::v1_eval_result_json(&score)).into_bytes(),
-                ));
-                files.push((
-                    format!("{run}_eval_result.txt"),
-                    upstream_io::v1_text_report(&run, &score).into_bytes(),
-                ));
+                put_python_json(
+                    sink,
+                    &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                    &upstream_io::v1_eval_result_json(&score),
+                )?;
+                put_text(
+                    sink,
+                    &format!("{run}_eval_result.txt"),
+                    &upstream_io::v1_text_report(&run, &score),
+                )?;
                 (Scores::V1(score), v1::unit_outcomes(&v1_input))
             }
             DatasetVersion::V2 => {
@@ -343,10 +401,12 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
                         })
                     })
                     .collect();
-                files.push((
-                    format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
-                    to_python_json(&listed).into_bytes(),
-                ));
+                put_python_json(
+                    sink,
+                    &format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
+                    &listed,
+                )?;
+                drop(listed);
                 let v2_input = v2::V2Input {
                     rounds,
                     tasks: input
@@ -361,10 +421,11 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
                     scans,
                 };
                 let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
-                files.push((
-                    format!("{run}_score.json"),
-                    to_python_json(&upstream_io::v2_score_json(&score)).into_bytes(),
-                ));
+                put_python_json(
+                    sink,
+                    &format!("{run}_score.json"),
+                    &upstream_io::v2_score_json(&score),
+                )?;
                 (Scores::V2(score), v2::unit_outcomes(&v2_input))
             }
         };
@@ -398,21 +459,19 @@ pub fn build_outputs(input: &RunOutputInput<'_>) -> Result<RunOutputs, OutputErr
             outcome.reason = format!("{}: {detail}", outcome.reason);
         }
     }
-    let report = make_report(input, scores, outcomes);
-    let redacted = report.redacted();
-    files.push((
-        report::REPORT_JSON.to_string(),
-        (serde_json::to_string_pretty(&redacted).expect("a report serialises") + "\n").into_bytes(),
-    ));
-    files.push((
-        report::REPORT_MD.to_string(),
-        report::render_markdown(&redacted).into_bytes(),
-    ));
-    files.push((
-        report::REPORT_HTML.to_string(),
-        report::html::render_html(&redacted).into_bytes(),
-    ));
-    Ok(RunOutputs { report, files })
+    drop(index_of);
+    let report = make_report(input, scores, outcomes).into_redacted();
+    sink.put(report::REPORT_JSON, &mut |w| {
+        serde_json::to_writer_pretty(&mut *w, &report)?;
+        w.write_all(b"\n")
+    })?;
+    put_text(sink, report::REPORT_MD, &report::render_markdown(&report))?;
+    put_text(
+        sink,
+        report::REPORT_HTML,
+        &report::html::render_html(&report),
+    )?;
+    Ok(report)
 }
 
 /// `failed after N attempts: reason; reason`.
@@ -473,11 +532,7 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
 /// Writes the files under `dir`, refusing names that would leave it.
 pub fn write_outputs(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), OutputError> {
     for (name, bytes) in files {
-        let safe = !name.starts_with('/')
-            && !name.contains('\\')
-            && name
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..");
+        let safe = output_store::is_safe_name(name);
         let path = dir.join(name);
         let err = |source| OutputError::Write {
             path: path.clone(),

@@ -176,11 +176,6 @@ pub enum Op {
         json: Vec<u8>,
     },
     Worker(WorkerRecord),
-    Output {
-        seq: u64,
-        name: String,
-        bytes: Vec<u8>,
-    },
     Committed {
         lease_id: u64,
         committed: CommittedLease,
@@ -243,12 +238,6 @@ fn input_key(seq: u64, input: RunInput) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&seq.to_be_bytes());
     k[8] = input as u8;
-    k
-}
-
-fn output_key(seq: u64, name: &str) -> Vec<u8> {
-    let mut k = seq.to_be_bytes().to_vec();
-    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -417,9 +406,6 @@ impl Store {
                     w.name.as_bytes().to_vec(),
                     Some(Cow::Owned(json(w))),
                 ),
-                Op::Output { seq, name, bytes } => {
-                    (OUTPUTS, output_key(*seq, name), Some(Cow::Borrowed(bytes)))
-                }
                 Op::Committed {
                     lease_id,
                     committed,
@@ -708,7 +694,8 @@ impl Store {
         self.get(EVALUATIONS, &unit_key(seq, index))
     }
 
-    /// The stored output files of a run, by name.
+    /// The output files of a run completed by a version that kept them in sled (they are in
+    /// [`crate::output_store`] since), by name.
     pub fn outputs(&self, seq: u64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for item in self.trees[OUTPUTS].scan_prefix(seq.to_be_bytes()) {

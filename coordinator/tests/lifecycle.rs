@@ -570,3 +570,74 @@ async fn concurrent_transitions_share_flushes() {
     clock.advance_ms(u64::from(TTL_MS) + 1);
     assert!(c.list_workers().iter().all(|w| !w.alive));
 }
+
+/// A run whose files cannot be written (here: the output folder is blocked by a file) does not
+/// fail the last unit's report; it stays unfinished, and the sweep finishes it once the disk
+/// is usable again. Its files are then all there, and survive a restart.
+#[tokio::test]
+async fn a_run_whose_files_cannot_be_written_is_finished_by_a_later_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    // `open` puts the store at `<dir>/db`.
+    let db = dir.path().join("db");
+    let c = open(dir.path(), &clock);
+    let sub = c
+        .submit_run(submit_req(
+            "blocked",
+            2,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap();
+    let blocker = db.join("run-outputs");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    drive(&c, &w, 0, 1).await;
+    let p = c.progress(&sub.run_id).unwrap();
+    assert_eq!(p.evaluate.done, 2);
+    assert_ne!(p.state, "completed", "completed without its files");
+    assert!(!c.fetch_report(&sub.run_id).unwrap().complete);
+
+    std::fs::remove_file(&blocker).unwrap();
+    c.sweep().await.unwrap();
+    assert_eq!(c.progress(&sub.run_id).unwrap().state, "completed");
+    let report = c.fetch_report(&sub.run_id).unwrap();
+    assert!(report.complete);
+    let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
+    assert!(names.contains(&"report.json"), "{names:?}");
+    assert!(
+        names.contains(&"test-model__blocked/sast_results.json"),
+        "{names:?}"
+    );
+    assert!(
+        !db.join("run-outputs").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")),
+        "an unfinished attempt was left behind"
+    );
+    drop(c);
+    let c = open(dir.path(), &clock);
+    assert_eq!(c.fetch_report(&sub.run_id).unwrap(), report);
+}
+
+/// After a restart, a worker known only from the store says it has not been heard from,
+/// rather than a heartbeat "55 years ago".
+#[tokio::test]
+async fn a_worker_not_heard_from_since_a_restart_has_no_heartbeat_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5_000_000));
+    let c = open(dir.path(), &clock);
+    c.register("w1", caps(1, 1, &[])).await.unwrap();
+    clock.advance_ms(1_000);
+    let before = c.list_workers();
+    assert_eq!(before[0].last_heartbeat_ms_ago, 1_000);
+    drop(c);
+    let c = open(dir.path(), &clock);
+    let after = c.list_workers();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].last_heartbeat_ms_ago, NO_HEARTBEAT);
+    assert!(!after[0].alive);
+}
