@@ -23,7 +23,10 @@ pub use contexts::{load_contexts, parse_contexts, ContextSet};
 pub use cut_repos::{load_cut_repos, parse_cut_repos, CutRepos};
 pub use error::{DatasetError, EntryRef, Problem};
 pub use raw::{MAX_FILE_BYTES, MAX_ID_CHARS};
-pub use tasks::{load_task_file, load_tasks, parse_task_file, parse_tasks, Dataset, TaskFile};
+pub use tasks::{
+    load_task_file, load_tasks, parse_task_file, parse_tasks, visit_task_file, Dataset, TaskFile,
+    TaskFileSummary, VisitError,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -27,11 +27,14 @@ use crate::run_outputs::{
 };
 use crate::scheduler::RepoQueues;
 use crate::store::{CommittedLease, Op, RunInput, Store, StoreError, StoreOptions, TaskInputs};
-use ase_common::dataset::{self, Task, TaskSpec};
+use ase_common::dataset::{
+    self, ContextSet, DatasetVersion, Task, TaskContext, TaskSpec, VisitError,
+};
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -232,72 +235,114 @@ pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorE
     Ok(header)
 }
 
-struct ParsedInputs {
-    tasks: Vec<TaskInputs>,
-    context_sha256: Option<String>,
+/// What a first pass over a dataset learns, so that a second pass can write each task's
+/// inputs as it parses it: the parsed dataset is never held whole (a 100,000-task dataset
+/// would take hundreds of MB).
+struct DatasetPlan {
+    tasks: usize,
+    /// The seed of mutated v1 tasks by vuln_source: the last seed in file order, as
+    /// `Dataset::seed_of` finds it (it may come after the mutated task). Only for vuln_sources
+    /// that a mutated task has.
+    seeds: HashMap<String, SeedRef>,
 }
 
-fn parse_inputs(
-    dataset_name: &str,
-    dataset_bytes: &[u8],
-    context_name: &str,
-    context_bytes: &[u8],
-) -> Result<ParsedInputs, CoordinatorError> {
-    let ds = dataset::parse_tasks(Path::new(dataset_name), dataset_bytes).map_err(|source| {
-        CoordinatorError::Dataset {
-            name: dataset_name.to_string(),
-            source,
+struct SeedRef {
+    instance_id: String,
+    repo: String,
+}
+
+/// Tasks written to the store per call while a run is submitted, so that only this many
+/// tasks' inputs are in memory at once.
+const SUBMIT_BATCH: usize = 1_000;
+
+fn dataset_error(name: &str) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + '_ {
+    move |source| CoordinatorError::Dataset {
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Validates the dataset (every problem at once), checks it has tasks of one version, and
+/// finds the seeds of its mutated tasks.
+fn plan_dataset(dataset_name: &str, dataset_bytes: &[u8]) -> Result<DatasetPlan, CoordinatorError> {
+    let mut versions: Vec<DatasetVersion> = Vec::new();
+    let mut seeds: HashMap<String, SeedRef> = HashMap::new();
+    let mut mutated_sources: HashSet<String> = HashSet::new();
+    let summary = dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
+        if !versions.contains(&t.version()) {
+            versions.push(t.version());
         }
+        match &t.spec {
+            TaskSpec::V1(s) if s.seed => {
+                seeds.insert(
+                    t.vuln_source,
+                    SeedRef {
+                        instance_id: t.instance_id,
+                        repo: t.repo,
+                    },
+                );
+            }
+            TaskSpec::V1(_) => {
+                mutated_sources.insert(t.vuln_source);
+            }
+            TaskSpec::V2(_) => {}
+        }
+        Ok::<(), Infallible>(())
+    })
+    .map_err(|e| match e {
+        VisitError::Dataset(source) => dataset_error(dataset_name)(source),
+        VisitError::Callback(never) => match never {},
     })?;
-    if ds.tasks.is_empty() {
+    if summary.tasks == 0 {
         return Err(CoordinatorError::Spec(format!(
             "dataset {dataset_name} has no task"
         )));
     }
-    run_outputs::dataset_version(dataset_name, ds.tasks.iter().map(Task::version))?;
-    let contexts = if context_bytes.is_empty() {
-        None
-    } else {
-        Some(
-            dataset::parse_contexts(Path::new(context_name), context_bytes).map_err(|source| {
-                CoordinatorError::Dataset {
-                    name: context_name.to_string(),
-                    source,
-                }
-            })?,
-        )
-    };
-    // The seed of a mutated v1 task by its vuln_source, the last one as `Dataset::seed_of`
-    // finds it, in one pass rather than a search per task.
-    let mut seed_by_source: HashMap<&str, &Task> = HashMap::new();
-    for t in &ds.tasks {
-        if matches!(&t.spec, TaskSpec::V1(s) if s.seed) {
-            seed_by_source.insert(t.vuln_source.as_str(), t);
-        }
-    }
-    let mut tasks = Vec::with_capacity(ds.tasks.len());
-    for t in &ds.tasks {
-        let seed = match &t.spec {
-            TaskSpec::V1(s) if !s.seed => seed_by_source.get(t.vuln_source.as_str()).copied(),
-            _ => Some(t),
-        };
-        let context_json = contexts
-            .as_ref()
-            .and_then(|c| c.get(&seed?.instance_id))
-            .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
-            .unwrap_or_default();
-        tasks.push(TaskInputs {
-            instance_id: t.instance_id.clone(),
-            repo: t.repo.clone(),
-            seed_repo: seed.map_or_else(|| t.repo.clone(), |s| s.repo.clone()),
-            task_json: serde_json::to_vec(t).expect("a task serialises to JSON"),
-            context_json,
-        });
-    }
-    Ok(ParsedInputs {
-        context_sha256: contexts.as_ref().map(|c| c.sha256.clone()),
-        tasks,
+    run_outputs::dataset_version(dataset_name, versions.into_iter())?;
+    seeds.retain(|source, _| mutated_sources.contains(source));
+    Ok(DatasetPlan {
+        tasks: summary.tasks,
+        seeds,
     })
+}
+
+fn parse_context_file(
+    context_name: &str,
+    context_bytes: &[u8],
+) -> Result<Option<ContextSet>, CoordinatorError> {
+    if context_bytes.is_empty() {
+        return Ok(None);
+    }
+    dataset::parse_contexts(Path::new(context_name), context_bytes)
+        .map(Some)
+        .map_err(dataset_error(context_name))
+}
+
+/// Repo of each task as an index into a list of distinct repos, built task by task.
+#[derive(Default)]
+struct RepoIndex {
+    ids: HashMap<String, u32>,
+    task_repo: Vec<u32>,
+    repos: Vec<String>,
+}
+
+impl RepoIndex {
+    fn push(&mut self, repo: &str) {
+        let id = match self.ids.get(repo) {
+            Some(&id) => id,
+            None => {
+                let id = self.repos.len() as u32;
+                self.repos.push(repo.to_string());
+                self.ids.insert(repo.to_string(), id);
+                id
+            }
+        };
+        self.task_repo.push(id);
+    }
+
+    fn finish(self) -> (Vec<u32>, Vec<String>) {
+        (self.task_repo, self.repos)
+    }
 }
 
 /// The record of a unit never leased (units are numbered task by task, round by round).
@@ -318,17 +363,11 @@ fn fresh_unit(instance_id: String, task_index: u32, round: u32) -> UnitRecord {
 
 /// Repo of each task as an index into a list of distinct repos.
 fn repo_index<'a>(repos_of_tasks: impl Iterator<Item = &'a str>) -> (Vec<u32>, Vec<String>) {
-    let mut ids: HashMap<&str, u32> = HashMap::new();
-    let mut repos = Vec::new();
-    let task_repo = repos_of_tasks
-        .map(|r| {
-            *ids.entry(r).or_insert_with(|| {
-                repos.push(r.to_string());
-                repos.len() as u32 - 1
-            })
-        })
-        .collect();
-    (task_repo, repos)
+    let mut index = RepoIndex::default();
+    for repo in repos_of_tasks {
+        index.push(repo);
+    }
+    index.finish()
 }
 
 fn new_run_mem(
@@ -630,26 +669,21 @@ impl Coordinator {
         } = req;
         // Parsed outside the lock: datasets can be large. The bytes are not kept: each task's
         // inputs are stored on their own, and only the digests go into the report.
-        let inputs = parse_inputs(&dataset_name, &dataset, &context_name, &context)?;
-        drop((dataset, context));
+        let plan = plan_dataset(&dataset_name, &dataset)?;
+        let contexts = parse_context_file(&context_name, &context)?;
+        drop(context);
+        let context_sha256 = contexts.as_ref().map(|c| c.sha256.clone());
         let now = self.clock.now_ms();
         let seq = self.store.next_id()?;
         let rounds = header.rounds;
-        let total_units = inputs.tasks.len() as u64 * u64::from(rounds);
-        let repos = repo_index(inputs.tasks.iter().map(|t| t.repo.as_str()));
         // Only the tasks are written: a unit has no record until it is first leased (see
         // `unit_record`), so a run of any size is submitted with one write per task.
         // Nothing refers to these records until the run record is committed below: a crash
         // in between leaves records no run reaches.
-        self.store.write_tasks(
-            seq,
-            inputs
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(t, task)| (t as u32, task)),
-        )?;
-        drop(inputs.tasks);
+        let repos =
+            self.write_task_inputs(seq, &dataset_name, &dataset, &plan, contexts.as_ref())?;
+        drop((dataset, contexts, plan));
+        let total_units = repos.0.len() as u64 * u64::from(rounds);
         let record = RunRecord {
             run_id: run_id.clone(),
             seq,
@@ -657,7 +691,7 @@ impl Coordinator {
             dataset_name,
             dataset_sha256,
             context_name,
-            context_sha256: inputs.context_sha256,
+            context_sha256,
             total_units,
             created_unix_ms: now,
             state: RunState::Running,
@@ -706,6 +740,76 @@ impl Coordinator {
             resumed: false,
             total_units,
         })
+    }
+
+    /// Second pass over a dataset `plan_dataset` accepted: writes each task's inputs, as index
+    /// `t` for the `t`-th task, in batches; returns the repo index of the tasks.
+    fn write_task_inputs(
+        &self,
+        seq: u64,
+        dataset_name: &str,
+        dataset_bytes: &[u8],
+        plan: &DatasetPlan,
+        contexts: Option<&ContextSet>,
+    ) -> Result<(Vec<u32>, Vec<String>), CoordinatorError> {
+        let context_of: HashMap<&str, &TaskContext> = contexts
+            .map(|c| {
+                c.contexts
+                    .iter()
+                    .map(|c| (c.instance_id.as_str(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut repos = RepoIndex {
+            task_repo: Vec::with_capacity(plan.tasks),
+            ..RepoIndex::default()
+        };
+        let mut batch: Vec<TaskInputs> = Vec::with_capacity(SUBMIT_BATCH);
+        let mut written: u32 = 0;
+        let mut flush = |batch: &mut Vec<TaskInputs>| -> Result<(), StoreError> {
+            let first = written;
+            self.store.write_tasks(
+                seq,
+                batch.iter().enumerate().map(|(i, t)| (first + i as u32, t)),
+            )?;
+            written += batch.len() as u32;
+            batch.clear();
+            Ok(())
+        };
+        dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
+            // (instance_id, repo) of the task whose context and project layout `t` uses.
+            let seed = match &t.spec {
+                TaskSpec::V1(s) if !s.seed => plan
+                    .seeds
+                    .get(&t.vuln_source)
+                    .map(|s| (s.instance_id.as_str(), s.repo.as_str())),
+                _ => Some((t.instance_id.as_str(), t.repo.as_str())),
+            };
+            let context_json = seed
+                .and_then(|(id, _)| context_of.get(id))
+                .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
+                .unwrap_or_default();
+            repos.push(&t.repo);
+            batch.push(TaskInputs {
+                instance_id: t.instance_id.clone(),
+                repo: t.repo.clone(),
+                seed_repo: seed.map_or(t.repo.as_str(), |(_, repo)| repo).to_string(),
+                task_json: serde_json::to_vec(&t).expect("a task serialises to JSON"),
+                context_json,
+            });
+            if batch.len() == SUBMIT_BATCH {
+                flush(&mut batch)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            VisitError::Dataset(source) => dataset_error(dataset_name)(source),
+            VisitError::Callback(e) => CoordinatorError::Store(e),
+        })?;
+        if !batch.is_empty() {
+            flush(&mut batch)?;
+        }
+        Ok(repos.finish())
     }
 
     /// Submitting a run that exists resumes it: a cancelled run runs again, and a key given

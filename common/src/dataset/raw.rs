@@ -5,9 +5,12 @@
 
 use super::error::{DatasetError, EntryRef, Problem};
 use super::LineRange;
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::fmt;
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// Upstream's largest file is about 0.5 MB; 256 MiB leaves room for much larger user datasets
@@ -55,6 +58,134 @@ pub(crate) fn parse_array(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, Datas
             path: path.to_path_buf(),
             message: format!("expected a JSON array of entries, found {}", kind(&other)),
         }),
+    }
+}
+
+/// Calls `each` with every element of the top-level JSON array in `bytes`, in order, parsing
+/// one element at a time so that only the current one is held. Reports the same errors as
+/// [`parse_array`]; `each` may stop the walk early (`Break`), which is then returned.
+/// Elements handed over before a JSON error further on are not taken back: a caller that
+/// gets an error must discard what it built.
+pub(crate) fn visit_array<B>(
+    path: &Path,
+    bytes: &[u8],
+    mut each: impl FnMut(usize, Value) -> ControlFlow<B>,
+) -> Result<ControlFlow<B>, DatasetError> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'[') {
+        // Not an array (or not JSON): parsing the whole value finds where the JSON breaks or
+        // what it is instead, with the messages of `parse_array`.
+        for (index, item) in parse_array(path, bytes)?.into_iter().enumerate() {
+            if let ControlFlow::Break(b) = each(index, item) {
+                return Ok(ControlFlow::Break(b));
+            }
+        }
+        return Ok(ControlFlow::Continue(()));
+    }
+    let mut visitor = ElementVisitor {
+        each: &mut each,
+        next_index: 0,
+        stopped: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed =
+        serde::Deserializer::deserialize_seq(&mut de, &mut visitor).and_then(|()| de.end());
+    if let Some(b) = visitor.stopped {
+        return Ok(ControlFlow::Break(b));
+    }
+    parsed.map_err(|source| DatasetError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ControlFlow::Continue(()))
+}
+
+struct ElementVisitor<'f, F, B> {
+    each: &'f mut F,
+    next_index: usize,
+    /// Set when `each` stopped the walk; the deserializer then fails with a placeholder error.
+    stopped: Option<B>,
+}
+
+impl<'de, F, B> Visitor<'de> for &mut ElementVisitor<'_, F, B>
+where
+    F: FnMut(usize, Value) -> ControlFlow<B>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            let index = self.next_index;
+            self.next_index += 1;
+            if let ControlFlow::Break(b) = (self.each)(index, item) {
+                self.stopped = Some(b);
+                return Err(A::Error::custom("stopped by the caller"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// sha256 of `v` such that equal values (`==`) have equal digests and different values,
+/// short of a sha256 collision, different ones: object keys are taken in sorted order (with
+/// `preserve_order`, `==` ignores the order of keys), numbers by kind as `Number`'s `==`
+/// compares them, and every length is written so that no two encodings run into each other.
+pub(crate) fn value_digest(v: &Value) -> [u8; 32] {
+    let mut h = Sha256::new();
+    feed_value(&mut h, v);
+    h.finalize().into()
+}
+
+fn feed_value(h: &mut Sha256, v: &Value) {
+    fn feed_str(h: &mut Sha256, s: &str) {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    match v {
+        Value::Null => h.update([0]),
+        Value::Bool(b) => h.update([1, u8::from(*b)]),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                h.update([2]);
+                h.update(u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                h.update([3]);
+                h.update(i.to_le_bytes());
+            } else {
+                let f = n.as_f64().unwrap_or_default();
+                // -0.0 == 0.0.
+                let f = if f == 0.0 { 0.0f64 } else { f };
+                h.update([4]);
+                h.update(f.to_bits().to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            h.update([5]);
+            feed_str(h, s);
+        }
+        Value::Array(items) => {
+            h.update([6]);
+            h.update((items.len() as u64).to_le_bytes());
+            for item in items {
+                feed_value(h, item);
+            }
+        }
+        Value::Object(obj) => {
+            h.update([7]);
+            h.update((obj.len() as u64).to_le_bytes());
+            let mut fields: Vec<(&String, &Value)> = obj.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in fields {
+                feed_str(h, k);
+                feed_value(h, v);
+            }
+        }
     }
 }
 
