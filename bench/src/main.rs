@@ -5,11 +5,16 @@
 mod disk;
 mod dispatch;
 mod dispatch_local;
+mod outputs;
 mod sast;
 mod scaling;
 mod upload;
 
 use clap::{Parser, Subcommand};
+
+// The allocator of the `ase` binary, so that memory figures measured in process match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "bench", about = "ase-cluster benchmarks")]
@@ -32,6 +37,8 @@ enum Command {
     Dispatch(dispatch::Args),
     /// Coordinator dispatch in one process with durable commits; last line `units_per_sec=`.
     DispatchLocal(dispatch_local::Args),
+    /// Scoring and making a finished run's files; last line `outputs_peak_mb=`.
+    Outputs(outputs::Args),
     /// Dispatch efficiency T1/(W*TW) of simulated workers taking --unit-ms per unit.
     Scaling(scaling::Args),
 }
@@ -48,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Command::Dispatch(args) => dispatch::run(args),
         Command::DispatchLocal(args) => dispatch_local::run(args),
         Command::Scaling(args) => scaling::run(args),
+        Command::Outputs(args) => outputs::run(args),
     }
 }

@@ -290,35 +290,58 @@ pub fn read_scan_results(path: &Path) -> Result<BTreeMap<UnitId, V2Scan>, Upstre
 
 /// upstream's v1 `eval_result.json`, keys in upstream's order.
 pub fn v1_eval_result_json(score: &V1Score) -> Value {
-    let mut types = Map::new();
-    let mut quality = Map::new();
-    let mut security = Map::new();
-    let mut stability = Map::new();
-    for t in &score.types {
-        types.insert(t.vuln_type.clone(), json!(t.overall));
-        quality.insert(t.vuln_type.clone(), json!(t.quality));
-        security.insert(
-            t.vuln_type.clone(),
-            json!({"score": t.security, "secure": t.secure, "total": t.total}),
-        );
-        stability.insert(t.vuln_type.clone(), json!(t.stability));
+    serde_json::to_value(v1_eval_result(score)).expect("an eval result serialises to JSON")
+}
+
+/// [`v1_eval_result_json`] as a borrowed value to serialise: the per-task results are written
+/// from the score, not copied into a JSON tree first (a tree of 100,000 tasks costs tens of MB).
+pub fn v1_eval_result(score: &V1Score) -> impl Serialize + '_ {
+    V1EvalResult(score)
+}
+
+struct V1EvalResult<'a>(&'a V1Score);
+
+/// `instance_security_results`: task id -> its rounds' results, in the score's order.
+struct TaskResults<'a>(&'a [(String, Vec<u8>)]);
+
+impl Serialize for TaskResults<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(id, r)| (id, r)))
     }
-    let results: Map<String, Value> = score
-        .task_results
-        .iter()
-        .map(|(id, r)| (id.clone(), json!(r)))
-        .collect();
-    json!({
-        "overall_score": score.overall,
-        "weighted_success_rate": score.quality,
-        "weighted_security_score": score.security,
-        "weighted_stability_score": score.stability,
-        "vuln_type_scores": types,
-        "success_rate": quality,
-        "security": security,
-        "stability": stability,
-        "instance_security_results": results,
-    })
+}
+
+impl Serialize for V1EvalResult<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let score = self.0;
+        let mut types = Map::new();
+        let mut quality = Map::new();
+        let mut security = Map::new();
+        let mut stability = Map::new();
+        for t in &score.types {
+            types.insert(t.vuln_type.clone(), json!(t.overall));
+            quality.insert(t.vuln_type.clone(), json!(t.quality));
+            security.insert(
+                t.vuln_type.clone(),
+                json!({"score": t.security, "secure": t.secure, "total": t.total}),
+            );
+            stability.insert(t.vuln_type.clone(), json!(t.stability));
+        }
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("overall_score", &score.overall)?;
+        m.serialize_entry("weighted_success_rate", &score.quality)?;
+        m.serialize_entry("weighted_security_score", &score.security)?;
+        m.serialize_entry("weighted_stability_score", &score.stability)?;
+        m.serialize_entry("vuln_type_scores", &types)?;
+        m.serialize_entry("success_rate", &quality)?;
+        m.serialize_entry("security", &security)?;
+        m.serialize_entry("stability", &stability)?;
+        m.serialize_entry(
+            "instance_security_results",
+            &TaskResults(&score.task_results),
+        )?;
+        m.end()
+    }
 }
 
 /// How the text report shows a missing stability (upstream, which crashes on one round, has

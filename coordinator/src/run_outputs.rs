@@ -371,7 +371,7 @@ pub fn build_outputs(
                 put_python_json(
                     sink,
                     &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                    &upstream_io::v1_eval_result_json(&score),
+                    &upstream_io::v1_eval_result(&score),
                 )?;
                 put_text(
                     sink,

@@ -139,6 +139,12 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
         })
         .collect();
 
+    // A map, not a search per entry: the search made scoring 100,000 tasks take 16 s.
+    let result_of: HashMap<&str, &[u8]> = task_results
+        .iter()
+        .map(|(id, r)| (id.as_str(), r.as_slice()))
+        .collect();
+
     struct Raw<'a> {
         vuln_type: &'a str,
         quality: f64,
@@ -163,8 +169,8 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
             let total = entries.len() as u32 * rounds;
             let secure: u32 = entries
                 .iter()
-                .filter_map(|t| task_results.iter().find(|(id, _)| *id == t.instance_id))
-                .map(|(_, r)| r.iter().map(|&x| u32::from(x)).sum::<u32>())
+                .filter_map(|t| result_of.get(t.instance_id.as_str()))
+                .map(|r| r.iter().map(|&x| u32::from(x)).sum::<u32>())
                 .sum();
             let (quality_success, quality_total) =
                 quality_counts.get(vt).copied().unwrap_or((0, 0));
