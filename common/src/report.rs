@@ -243,11 +243,16 @@ impl Report {
 
     /// Describes the tasks (repeats dropped) and counts the units per type, CWE and language.
     pub fn with_tasks(mut self, tasks: impl IntoIterator<Item = TaskInfo>) -> Self {
+        let mut tasks: Vec<TaskInfo> = tasks.into_iter().collect();
         let mut seen = std::collections::HashSet::new();
-        self.tasks = tasks
-            .into_iter()
-            .filter(|t| seen.insert(t.instance_id.clone()))
+        let keep: Vec<bool> = tasks
+            .iter()
+            .map(|t| seen.insert(t.instance_id.as_str()))
             .collect();
+        drop(seen);
+        let mut keep = keep.into_iter();
+        tasks.retain(|_| keep.next().unwrap_or(false));
+        self.tasks = tasks;
         self.breakdown = Breakdown::compute(&self.tasks, &self.units);
         self
     }

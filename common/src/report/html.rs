@@ -619,22 +619,32 @@ fn tooltip(unit: &str, kind: OutcomeKind, reason: &str) -> String {
 
 fn matrix_section(report: &Report) -> String {
     // Tasks in order of first appearance; unit index per (task, round).
+    // Only the tasks shown get cells: a run of 100,000 units would otherwise index them all.
     let mut order: Vec<&str> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut shown = std::collections::HashSet::new();
+    let mut hidden = std::collections::HashSet::new();
     let mut cells: BTreeMap<(&str, u32), usize> = BTreeMap::new();
     let mut max_round = 0;
     for (i, u) in report.units.iter().enumerate() {
         let id = u.unit.instance_id.as_str();
-        if seen.insert(id) {
+        max_round = max_round.max(u.unit.round);
+        if !shown.contains(id) {
+            if order.len() == MAX_MATRIX_TASKS {
+                hidden.insert(id);
+                continue;
+            }
+            shown.insert(id);
             order.push(id);
         }
         cells.entry((id, u.unit.round)).or_insert(i);
-        max_round = max_round.max(u.unit.round);
     }
+    let more_tasks = hidden.len();
+    drop(hidden);
     let rounds = max_round.min(MAX_MATRIX_ROUNDS);
     let task_info: BTreeMap<&str, &super::TaskInfo> = report
         .tasks
         .iter()
+        .filter(|t| shown.contains(t.instance_id.as_str()))
         .map(|t| (t.instance_id.as_str(), t))
         .collect();
     let mut out = String::from(
@@ -644,7 +654,7 @@ fn matrix_section(report: &Report) -> String {
         let _ = write!(out, "<th>Round {k}</th>");
     }
     out += "</tr></thead>\n<tbody>\n";
-    for id in order.iter().take(MAX_MATRIX_TASKS) {
+    for id in &order {
         let (vuln_type, language) = task_info
             .get(id)
             .map_or(("", ""), |t| (t.vuln_type.as_str(), t.language.as_str()));
@@ -675,11 +685,10 @@ fn matrix_section(report: &Report) -> String {
         out += "</tr>\n";
     }
     out += "</tbody>\n</table>\n";
-    if order.len() > MAX_MATRIX_TASKS {
+    if more_tasks > 0 {
         let _ = writeln!(
             out,
-            "<p class=\"note\">{} more tasks are not shown; report.json lists every unit.</p>",
-            order.len() - MAX_MATRIX_TASKS
+            "<p class=\"note\">{more_tasks} more tasks are not shown; report.json lists every unit.</p>"
         );
     }
     if max_round > rounds {
@@ -812,6 +821,32 @@ mod tests {
                 language: lang.to_string(),
             },
         ))
+    }
+
+    #[test]
+    fn the_rounds_matrix_shows_the_first_tasks_and_counts_the_rest() {
+        // 3 tasks of 2 rounds, then one single-round task per extra failure.
+        let html = render_html(&report(MAX_MATRIX_TASKS, 10));
+        let matrix = &html[html.find("id=\"matrix\"").unwrap()..];
+        let matrix = &matrix[..matrix.find("</table>").unwrap()];
+        assert_eq!(
+            matrix.matches("<th class=\"task\"").count(),
+            MAX_MATRIX_TASKS
+        );
+        assert!(
+            matrix.contains("title=\"extra_1996\""),
+            "the last task shown"
+        );
+        assert!(
+            !matrix.contains("title=\"extra_1997\""),
+            "a task beyond the limit"
+        );
+        // Both rounds of a shown task have their cells.
+        assert!(matrix.contains("data-key=\"/units/1/kind\""));
+        assert!(
+            html.contains("3 more tasks are not shown; report.json lists every unit."),
+            "the hidden tasks are counted"
+        );
     }
 
     #[test]
