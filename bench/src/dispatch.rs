@@ -33,8 +33,8 @@ pub struct Args {
     /// Units to dispatch (tasks x rounds).
     #[arg(long, default_value_t = 10_000)]
     units: usize,
-    /// Rounds per task (units = tasks x rounds).
-    #[arg(long, default_value_t = 1)]
+    /// Rounds per task (units = tasks x rounds); 3 as in an A.S.E campaign.
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Worker connections (one TLS channel each).
     #[arg(long, default_value_t = 8)]

@@ -32,6 +32,32 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's options, numbered as in its v3 `mimalloc.h` (`mi_option_e`), which the crate
+/// builds by default but does not name.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed pages go back to the system at once (mimalloc v3 waits 1 s, and 10 s for arenas, by
+/// default) and arenas are committed as they are used. With the defaults the coordinator's
+/// resident memory at 100,000 units stayed ~70 MB above what it held; the cost is a few more
+/// `madvise` calls. Environment variables (`MIMALLOC_PURGE_DELAY=...`) still override these.
+fn tune_allocator() {
+    for (option, value, env) in [
+        (MI_OPTION_PURGE_DELAY, 0, "MIMALLOC_PURGE_DELAY"),
+        (
+            MI_OPTION_ARENA_EAGER_COMMIT,
+            0,
+            "MIMALLOC_ARENA_EAGER_COMMIT",
+        ),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: setting an option is a plain store into mimalloc's option table; both
+            // options are read whenever memory is purged or an arena is reserved.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "ase",
@@ -78,6 +104,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ASE_LOG")
@@ -109,5 +136,30 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+
+    /// The option numbers name the options they mean in the bundled mimalloc: their defaults
+    /// are the ones of its `options.c` (1,000 ms purge delay, arena eager commit 2).
+    #[test]
+    fn the_option_numbers_match_the_bundled_mimalloc() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
+            || std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some()
+        {
+            eprintln!("skipped: MIMALLOC_* options set in the environment");
+            return;
+        }
+        // SAFETY: reading options has no side effect.
+        let (delay, eager) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT),
+            )
+        };
+        assert_eq!((delay, eager), (1000, 2));
     }
 }
