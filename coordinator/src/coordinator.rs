@@ -89,6 +89,16 @@ pub enum CoordinatorError {
     WorkerName(String),
     #[error(transparent)]
     Outputs(#[from] OutputError),
+    #[error(
+        "run {run_id}: its files are {bytes} bytes, more than one reply carries ({limit} bytes); \
+         they are on the coordinator's disk under {path} (and under its --output-dir when set)"
+    )]
+    ReportTooLarge {
+        run_id: String,
+        bytes: u64,
+        limit: u64,
+        path: PathBuf,
+    },
 }
 
 fn pi(phase: Phase) -> usize {
@@ -1751,6 +1761,18 @@ impl Coordinator {
 
     /// The run's stored files; `complete` once the run is.
     pub fn fetch_report(&self, run_id: &str) -> Result<FetchedReport, CoordinatorError> {
+        // Room for the reply's framing and file names within one gRPC message.
+        let limit = crate::server::MAX_MESSAGE_BYTES as u64 - (1 << 20);
+        self.fetch_report_within(run_id, limit)
+    }
+
+    /// [`Coordinator::fetch_report`] refusing, before reading them, files above `limit` bytes
+    /// in total: a reply that large could not be sent.
+    pub fn fetch_report_within(
+        &self,
+        run_id: &str,
+        limit: u64,
+    ) -> Result<FetchedReport, CoordinatorError> {
         let (seq, complete) = {
             let st = self.lock();
             let seq = *st
@@ -1759,6 +1781,15 @@ impl Coordinator {
                 .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
             (seq, st.runs[&seq].record.state == RunState::Completed)
         };
+        let bytes = self.outputs.total_bytes(seq).map_err(OutputError::from)?;
+        if bytes > limit {
+            return Err(CoordinatorError::ReportTooLarge {
+                run_id: run_id.to_string(),
+                bytes,
+                limit,
+                path: self.outputs.dir_of(seq),
+            });
+        }
         // Runs completed by versions before the output store kept their files in sled.
         let files = match self.outputs.read(seq).map_err(OutputError::from)? {
             Some(files) => files,

@@ -64,6 +64,22 @@ impl OutputStore {
         self.root.join(seq.to_string())
     }
 
+    /// Where run `seq`'s files are (or will be).
+    pub fn dir_of(&self, seq: u64) -> PathBuf {
+        self.final_dir(seq)
+    }
+
+    /// The bytes of run `seq`'s files (0 when it has none here).
+    pub fn total_bytes(&self, seq: u64) -> Result<u64, OutputStoreError> {
+        let dir = self.final_dir(seq);
+        let mut total = 0;
+        for name in self.names(seq)?.unwrap_or_default() {
+            let path = dir.join(&name);
+            total += fs::metadata(&path).map_err(err(&path, "reading"))?.len();
+        }
+        Ok(total)
+    }
+
     /// Starts the files of run `seq`, dropping what an interrupted earlier attempt left.
     pub fn begin(&self, seq: u64) -> Result<OutputWriter, OutputStoreError> {
         let dir = self.root.join(format!("{seq}.partial"));

@@ -641,3 +641,35 @@ async fn a_worker_not_heard_from_since_a_restart_has_no_heartbeat_age() {
     assert_eq!(after[0].last_heartbeat_ms_ago, NO_HEARTBEAT);
     assert!(!after[0].alive);
 }
+
+/// Files too large for one reply are refused before they are read, with where they are.
+#[tokio::test]
+async fn a_report_too_large_for_one_reply_says_where_its_files_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let sub = c
+        .submit_run(submit_req(
+            "big",
+            1,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap();
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    drive(&c, &w, 0, 1).await;
+    let whole = c.fetch_report(&sub.run_id).unwrap();
+    let bytes: usize = whole.files.iter().map(|f| f.content.len()).sum();
+    match c.fetch_report_within(&sub.run_id, bytes as u64 - 1) {
+        Err(CoordinatorError::ReportTooLarge { bytes: b, path, .. }) => {
+            assert_eq!(b, bytes as u64);
+            assert!(path.join("report.json").is_file(), "{}", path.display());
+        }
+        other => panic!("expected ReportTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        c.fetch_report_within(&sub.run_id, bytes as u64).unwrap(),
+        whole
+    );
+}

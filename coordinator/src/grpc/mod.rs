@@ -26,6 +26,7 @@ pub fn status_of(err: &CoordinatorError) -> Status {
         }
         CoordinatorError::Conflict { .. } => Code::FailedPrecondition,
         CoordinatorError::UnknownRun(_) => Code::NotFound,
+        CoordinatorError::ReportTooLarge { .. } => Code::ResourceExhausted,
         CoordinatorError::Store(_) | CoordinatorError::Outputs(_) => Code::Internal,
     };
     if code == Code::Internal {
