@@ -1882,7 +1882,11 @@ impl Coordinator {
                 .entry(format!("{}: {step}", l.record.phase.as_str()))
                 .or_insert(0) += 1;
         }
-        let state = if run.finishing {
+        // All units finished but the run not completed: its outputs are being made, or are
+        // retried by the sweep after a failure (a full disk).
+        let state = if run.finishing
+            || (run.record.state == RunState::Running && run.all_finished())
+        {
             "scoring"
         } else if run.record.state == RunState::Running && run.waiting_for_key() && g.queued > 0 {
             // Visible rather than failing units: `ase submit` of the same run with its key
