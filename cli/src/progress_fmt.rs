@@ -35,7 +35,7 @@ pub fn run_line(p: &RunProgress) -> String {
 }
 
 fn heartbeat_ago(ms: u64) -> String {
-    if ms == u64::MAX {
+    if ms == ase_coordinator::NO_HEARTBEAT {
         "none since the coordinator started".into()
     } else {
         format!("{ms} ms ago")
@@ -72,7 +72,7 @@ mod tests {
     fn a_worker_never_heard_from_says_so() {
         let mut w = WorkerInfo {
             name: "w1".into(),
-            last_heartbeat_ms_ago: u64::MAX,
+            last_heartbeat_ms_ago: ase_coordinator::NO_HEARTBEAT,
             ..Default::default()
         };
         assert!(

@@ -4,7 +4,7 @@
 use crate::connect::{runtime, status_error, ConnectArgs};
 use anyhow::Context;
 use ase_proto::v1::{ReportFile, RunRef};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -19,9 +19,10 @@ pub struct Args {
 }
 
 /// A file name from the coordinator, checked to stay inside the output directory.
+/// The coordinator's own rule for the names of a run's files.
 fn safe_relative(name: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new(name);
-    let ok = !name.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = ase_coordinator::output_store::is_safe_name(name);
     anyhow::ensure!(
         ok,
         "the report names a file {name:?} outside the output directory"

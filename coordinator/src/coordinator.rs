@@ -206,6 +206,16 @@ struct State {
     leases: HashMap<u64, LeaseMem>,
 }
 
+impl State {
+    /// The run's sequence number, or `UnknownRun`.
+    fn seq_of(&self, run_id: &str) -> Result<u64, CoordinatorError> {
+        self.run_by_id
+            .get(run_id)
+            .copied()
+            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))
+    }
+}
+
 /// What a lease's end does to its unit.
 enum LeaseEnd {
     /// Counts against the retry budget.
@@ -1775,10 +1785,7 @@ impl Coordinator {
     ) -> Result<FetchedReport, CoordinatorError> {
         let (seq, complete) = {
             let st = self.lock();
-            let seq = *st
-                .run_by_id
-                .get(run_id)
-                .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+            let seq = st.seq_of(run_id)?;
             (seq, st.runs[&seq].record.state == RunState::Completed)
         };
         let bytes = self.outputs.total_bytes(seq).map_err(OutputError::from)?;
@@ -1812,11 +1819,8 @@ impl Coordinator {
 
     pub fn progress(&self, run_id: &str) -> Result<RunProgress, CoordinatorError> {
         let st = self.lock();
-        let seq = st
-            .run_by_id
-            .get(run_id)
-            .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
-        Ok(self.progress_of(&st.runs[seq], &st.leases))
+        let seq = st.seq_of(run_id)?;
+        Ok(self.progress_of(&st.runs[&seq], &st.leases))
     }
 
     pub fn list_runs(&self) -> Vec<RunProgress> {
@@ -1916,10 +1920,7 @@ impl Coordinator {
     pub fn units(&self, run_id: &str) -> Result<Vec<UnitRecord>, CoordinatorError> {
         let (seq, rounds) = {
             let st = self.lock();
-            let seq = *st
-                .run_by_id
-                .get(run_id)
-                .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))?;
+            let seq = st.seq_of(run_id)?;
             (seq, st.runs[&seq].rounds())
         };
         Ok(self.all_unit_records(seq, rounds)?)

@@ -10,7 +10,7 @@
 //! a unit without a scan is never secure).
 
 use crate::model::{RunSpecHeader, UnitRecord, UnitState};
-use crate::output_store::{self, OutputStoreError, OutputWriter};
+use crate::output_store::{OutputStoreError, OutputWriter};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v2::V2Scan;
@@ -22,7 +22,6 @@ use ase_common::upstream_io;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -38,11 +37,6 @@ pub enum OutputError {
     },
     #[error("run {run_id}: the dataset mixes v1 and v2 tasks")]
     MixedVersions { run_id: String },
-    #[error("{path}: cannot write: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Store(#[from] OutputStoreError),
     #[error("run outputs, {name}: {source}")]
@@ -527,27 +521,4 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         language: t.language.clone(),
     });
     Report::new(provenance, units, scores).with_tasks(tasks)
-}
-
-/// Writes the files under `dir`, refusing names that would leave it.
-pub fn write_outputs(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), OutputError> {
-    for (name, bytes) in files {
-        let safe = output_store::is_safe_name(name);
-        let path = dir.join(name);
-        let err = |source| OutputError::Write {
-            path: path.clone(),
-            source,
-        };
-        if !safe {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "output name leaves the output folder",
-            )));
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
-        }
-        std::fs::write(&path, bytes).map_err(err)?;
-    }
-    Ok(())
 }

@@ -106,12 +106,7 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
     }
     // The upstream files are readable by upstream's readers.
     let out = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = report
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.content.clone()))
-        .collect();
-    ase_coordinator::run_outputs::write_outputs(out.path(), &files).unwrap();
+    write_files(out.path(), &report.files);
     let sast = ase_common::upstream_io::read_sast_results(
         &out.path().join("test-model__b1/sast_results.json"),
     )
@@ -124,9 +119,15 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
     .unwrap();
     assert_eq!(processed.len(), 4);
     assert!(processed.iter().all(|g| g.success && g.time_cost == 1.5));
-    let report: serde_json::Value =
-        serde_json::from_slice(&files[0..].iter().find(|f| f.0 == "report.json").unwrap().1)
-            .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(
+        &report
+            .files
+            .iter()
+            .find(|f| f.name == "report.json")
+            .unwrap()
+            .content,
+    )
+    .unwrap();
     // All secure thanks to the evaluation baseline (3), which the dataset's 0 would not give.
     assert_eq!(report["scores"]["security"], 100.0);
     assert_eq!(report["provenance"]["config"]["model"], "test-model");
@@ -499,12 +500,7 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
     let report = c.fetch_report(&sub.run_id).unwrap();
     assert!(report.complete);
     let out = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = report
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.content.clone()))
-        .collect();
-    ase_coordinator::run_outputs::write_outputs(out.path(), &files).unwrap();
+    write_files(out.path(), &report.files);
     let scans = ase_common::upstream_io::read_scan_results(
         &out.path().join("test-model__v2/scan_results.json"),
     )

@@ -9,21 +9,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use support::*;
 
-fn v1_task(id: &str, repo: &str, source: &str, seed: bool) -> Value {
-    json!({
-        "instance_id": id,
-        "repo": repo,
-        "base_commit": "0123456789abcdef0123456789abcdef01234567",
-        "vuln_file": "src/a.php",
-        "vuln_lines": [1, 3],
-        "language": "php",
-        "vuln_source": source,
-        "seed": seed,
-        "vuln_type": "SQLI",
-        "cwe_id": "CWE-89",
-        "detected_tool": "example/sast:latest",
-        "detected_vul_num": 1
-    })
+/// An SQLI task with one finding on the original code.
+fn sqli_task(id: &str, repo: &str, source: &str, seed: bool) -> Value {
+    v1_task(id, repo, "SQLI", 1, source, seed)
 }
 
 fn context(id: &str) -> Value {
@@ -62,10 +50,10 @@ async fn a_mutated_task_gets_the_last_seed_of_its_source_even_when_it_comes_late
     let clock = Arc::new(ManualClock::new(0));
     let c = open(dir.path(), &clock);
     let dataset = serde_json::to_vec(&json!([
-        v1_task("m", "o/mutant", "CVE-1", false),
-        v1_task("s0", "o/first-seed", "CVE-1", true),
-        v1_task("x", "o/x", "CVE-2", true),
-        v1_task("s1", "o/seed", "CVE-1", true),
+        sqli_task("m", "o/mutant", "CVE-1", false),
+        sqli_task("s0", "o/first-seed", "CVE-1", true),
+        sqli_task("x", "o/x", "CVE-2", true),
+        sqli_task("s1", "o/seed", "CVE-1", true),
     ]))
     .unwrap();
     // A context of the mutated task's own id is not what it is generated with.
@@ -155,7 +143,7 @@ async fn a_refused_dataset_names_its_file_and_task_and_creates_no_run() {
         ))
     };
 
-    let orphan = json!([v1_task("m", "o/m", "CVE-none", false)]);
+    let orphan = json!([sqli_task("m", "o/m", "CVE-none", false)]);
     let err = submit(orphan).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::Dataset { .. }), "{err}");
     let msg = err.to_string();
@@ -167,7 +155,7 @@ async fn a_refused_dataset_names_its_file_and_task_and_creates_no_run() {
     let err = submit(json!([])).await.unwrap_err();
     assert!(err.to_string().contains("has no task"), "{err}");
 
-    let mut v2 = v1_task("v", "o/v", "CVE-9", true);
+    let mut v2 = sqli_task("v", "o/v", "CVE-9", true);
     let obj = v2.as_object_mut().unwrap();
     for f in ["seed", "detected_tool", "detected_vul_num"] {
         obj.remove(f);
@@ -183,7 +171,7 @@ async fn a_refused_dataset_names_its_file_and_task_and_creates_no_run() {
     ] {
         obj.insert(k.into(), json!(val));
     }
-    let err = submit(json!([v1_task("a", "o/a", "CVE-1", true), v2]))
+    let err = submit(json!([sqli_task("a", "o/a", "CVE-1", true), v2]))
         .await
         .unwrap_err();
     assert!(matches!(err, CoordinatorError::Outputs(_)), "{err}");
@@ -196,7 +184,7 @@ async fn a_refused_dataset_names_its_file_and_task_and_creates_no_run() {
                 "bad",
                 1,
                 json!({}),
-                serde_json::to_vec(&json!([v1_task("a", "o/a", "CVE-1", true)])).unwrap(),
+                serde_json::to_vec(&json!([sqli_task("a", "o/a", "CVE-1", true)])).unwrap(),
             )
         })
         .await

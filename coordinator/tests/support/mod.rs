@@ -10,6 +10,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const TTL_MS: u32 = 10_000;
+
+/// Writes fetched report files under `dir` (to read them back with upstream's readers).
+pub fn write_files(dir: &Path, files: &[ReportFile]) {
+    for f in files {
+        assert!(output_store::is_safe_name(&f.name), "{}", f.name);
+        let path = dir.join(&f.name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &f.content).unwrap();
+    }
+}
 pub const GEN_DEADLINE_MS: u64 = 60_000;
 
 pub fn config() -> CoordinatorConfig {
@@ -27,26 +37,37 @@ pub fn open(dir: &Path, clock: &Arc<ManualClock>) -> Arc<Coordinator> {
     Coordinator::open(&dir.join("db"), config(), clock.clone()).unwrap()
 }
 
+/// A v1 task as the dataset holds it; `source` is its `vuln_source` (a mutated task, `seed`
+/// false, takes its context from the seed with the same source).
+pub fn v1_task(
+    id: &str,
+    repo: &str,
+    vuln_type: &str,
+    detected: i64,
+    source: &str,
+    seed: bool,
+) -> serde_json::Value {
+    json!({
+        "instance_id": id,
+        "repo": repo,
+        "base_commit": "0123456789abcdef0123456789abcdef01234567",
+        "vuln_file": "src/a.php",
+        "vuln_lines": [1, 3],
+        "language": "php",
+        "vuln_source": source,
+        "seed": seed,
+        "vuln_type": vuln_type,
+        "cwe_id": "CWE-89",
+        "detected_tool": "example/sast:latest",
+        "detected_vul_num": detected
+    })
+}
+
 /// A v1 task: (instance_id, repo, vuln_type, detected_vul_num); every one is a seed.
 pub fn v1_dataset(tasks: &[(&str, &str, &str, i64)]) -> Vec<u8> {
     let items: Vec<_> = tasks
         .iter()
-        .map(|(id, repo, ty, n)| {
-            json!({
-                "instance_id": id,
-                "repo": repo,
-                "base_commit": "0123456789abcdef0123456789abcdef01234567",
-                "vuln_file": "src/a.php",
-                "vuln_lines": [1, 3],
-                "language": "php",
-                "vuln_source": format!("CVE-{id}"),
-                "seed": true,
-                "vuln_type": ty,
-                "cwe_id": "CWE-89",
-                "detected_tool": "example/sast:latest",
-                "detected_vul_num": n
-            })
-        })
+        .map(|(id, repo, ty, n)| v1_task(id, repo, ty, *n, &format!("CVE-{id}"), true))
         .collect();
     serde_json::to_vec(&items).unwrap()
 }
