@@ -128,28 +128,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("metrics on http://{addr}/metrics");
         }
         eprintln!("listening on {}", server.local_addr());
-        server.serve(shutdown_signal()).await?;
+        server.serve(crate::shutdown::signal()).await?;
         eprintln!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            // Without signal handlers Ctrl-C still works through the default disposition.
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -17,6 +17,7 @@ mod report_cmd;
 mod run_cmd;
 mod score_cmd;
 mod score_table;
+mod shutdown;
 mod status_cmd;
 mod submit_cmd;
 mod validate_cmd;

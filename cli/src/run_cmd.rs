@@ -10,6 +10,7 @@ use crate::embedded::{Embedded, Paths};
 use crate::progress_view::ProgressView;
 use crate::report_cmd::write_report_files;
 use crate::score_table::{self, ScoreRow};
+use crate::submit_cmd::{file_name, read};
 use anyhow::Context;
 use ase_proto::v1::{ListRunsRequest, RunRef, SubmitRunRequest};
 use std::path::{Path, PathBuf};
@@ -37,16 +38,6 @@ struct PreparedRun {
     request: SubmitRunRequest,
     /// The dataset holds v2 tasks (they need Docker to be evaluated).
     dynamic: bool,
-}
-
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Whether a task file holds v2 tasks: the loader decides, as the coordinator will.
@@ -214,7 +205,7 @@ async fn drive(
     }
     let mut view = ProgressView::new();
     let mut fetched: std::collections::BTreeSet<String> = Default::default();
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     tokio::pin!(shutdown);
     loop {
         anyhow::ensure!(
@@ -292,23 +283,4 @@ fn write_reports_and_rows(
         }
     }
     Ok(rows)
-}
-
-/// The first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -30,11 +30,13 @@ pub struct Args {
     watch: bool,
 }
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+/// A file the user named, with what it is in the error.
+pub fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
 
-fn file_name(path: &Path) -> String {
+/// The name a file goes by in the run (its last component).
+pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

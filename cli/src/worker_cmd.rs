@@ -176,23 +176,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("registered as {name} session {session}");
     }));
     let agent = Agent::new(config, parts.ctx, parts.dynamic);
-    agent.run(shutdown_signal()).await?;
+    agent
+        .run(async {
+            crate::shutdown::signal().await;
+            eprintln!("shutting down");
+        })
+        .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; ctrl-c only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("shutting down");
 }
