@@ -87,6 +87,22 @@ fn worker_names(args: &InitArgs) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The CA's certificate and (secret) key.
+pub(crate) fn ca_files(ca: &ClusterCa) -> [PemFile; 2] {
+    [
+        PemFile {
+            name: "ca.pem".into(),
+            content: ca.cert_pem().to_string(),
+            secret: false,
+        },
+        PemFile {
+            name: "ca.key".into(),
+            content: ca.key_pem().to_string(),
+            secret: true,
+        },
+    ]
+}
+
 pub(crate) fn pair(stem: &str, cert: IssuedCert) -> [PemFile; 2] {
     [
         PemFile {
@@ -112,18 +128,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         .map(String::as_str)
         .unwrap_or("localhost");
     let ca = ClusterCa::generate(label, args.valid_days)?;
-    let mut files = vec![
-        PemFile {
-            name: "ca.pem".into(),
-            content: ca.cert_pem().to_string(),
-            secret: false,
-        },
-        PemFile {
-            name: "ca.key".into(),
-            content: ca.key_pem().to_string(),
-            secret: true,
-        },
-    ];
+    let mut files = Vec::from(ca_files(&ca));
     files.extend(pair(
         "coordinator",
         ca.issue_coordinator(&args.coordinator_names)?,

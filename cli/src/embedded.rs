@@ -3,7 +3,7 @@
 //! connection for submitting and watching. Certificates are generated into the data folder the
 //! first time.
 
-use crate::certs_cmd::{pair, prepare_dir, write_pem, PemFile};
+use crate::certs_cmd::{ca_files, pair, prepare_dir, write_pem};
 use crate::config::AseConfig;
 use crate::worker_setup::{self, WorkerSetup};
 use anyhow::Context;
@@ -72,18 +72,7 @@ pub fn ensure_certs(dir: &Path, worker: &str, generated_by_us: bool) -> anyhow::
         dir.display()
     );
     let ca = ClusterCa::generate("ase run", DEFAULT_VALIDITY_DAYS)?;
-    let mut files = vec![
-        PemFile {
-            name: "ca.pem".into(),
-            content: ca.cert_pem().to_string(),
-            secret: false,
-        },
-        PemFile {
-            name: "ca.key".into(),
-            content: ca.key_pem().to_string(),
-            secret: true,
-        },
-    ];
+    let mut files = Vec::from(ca_files(&ca));
     files.extend(pair("coordinator", ca.issue_coordinator(&[])?));
     files.extend(pair(&format!("worker-{worker}"), ca.issue_worker(worker)?));
     files.extend(pair(
