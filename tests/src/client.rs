@@ -2,7 +2,9 @@
 //! the tests read in their output.
 
 use crate::project::Project;
-use crate::{fetch_report, reported_units, scanned_units, CoordinatorAccess, FakeModel, RunFiles};
+use crate::{
+    assert_every_unit_generated_and_scanned, fetch_report, CoordinatorAccess, FakeModel, RunFiles,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -73,19 +75,7 @@ pub fn assert_run_report(
 ) {
     fetch_report(access, &files.run_id, out);
     let units = project.unit_names(rounds);
-    let mut processed: Vec<String> = reported_units(out, &files.run_id)
-        .into_iter()
-        .map(|(u, ok)| {
-            assert!(ok, "generation of {u} failed");
-            u
-        })
-        .collect();
-    processed.sort();
-    assert_eq!(processed, units, "processed units");
-    let scanned = scanned_units(out, &files.run_id);
-    let mut scanned_names: Vec<String> = scanned.iter().map(|(u, _)| u.clone()).collect();
-    scanned_names.sort();
-    assert_eq!(scanned_names, units, "scanned units");
+    let scanned = assert_every_unit_generated_and_scanned(out, &files.run_id, &units);
     // Each module has one injection; the model's fix removes the unit's own one.
     let fixed = project.tasks.len() as i64 - 1;
     assert!(

@@ -371,6 +371,29 @@ pub fn scanned_units(report_dir: &Path, run_id: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Asserts that the report lists every one of `units` (sorted) exactly once, each generated
+/// with success and scanned; returns the scans with their finding counts.
+pub fn assert_every_unit_generated_and_scanned(
+    report_dir: &Path,
+    run_id: &str,
+    units: &[String],
+) -> Vec<(String, i64)> {
+    let mut processed: Vec<String> = reported_units(report_dir, run_id)
+        .into_iter()
+        .map(|(u, ok)| {
+            assert!(ok, "generation of {u} failed");
+            u
+        })
+        .collect();
+    processed.sort();
+    assert_eq!(processed, units, "processed units");
+    let scanned = scanned_units(report_dir, run_id);
+    let mut scanned_names: Vec<String> = scanned.iter().map(|(u, _)| u.clone()).collect();
+    scanned_names.sort();
+    assert_eq!(scanned_names, units, "scanned units");
+    scanned
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes; panics with `what` then.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

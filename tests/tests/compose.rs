@@ -12,7 +12,7 @@ use ase_cluster_tests::client::{ase_client, ase_client_output, worker_status};
 use ase_cluster_tests::docker_cluster::{docker, node_image, unique_name};
 use ase_cluster_tests::support::unavailable;
 use ase_cluster_tests::{
-    certs_init, fetch_report, free_loopback_addr, reported_units, scanned_units, submit,
+    assert_every_unit_generated_and_scanned, certs_init, fetch_report, free_loopback_addr, submit,
     wait_until, CoordinatorAccess, RunFiles,
 };
 use std::path::{Path, PathBuf};
@@ -238,21 +238,7 @@ fn the_compose_deployment_runs_the_demo_from_the_node_image() {
     let out = tmp.path().join("report");
     fetch_report(&access, &files.run_id, &out);
     let units = unit_names(&demo.v1_tasks, ROUNDS);
-    let mut processed: Vec<String> = reported_units(&out, &files.run_id)
-        .into_iter()
-        .map(|(u, ok)| {
-            assert!(ok, "generation of {u} failed");
-            u
-        })
-        .collect();
-    processed.sort();
-    assert_eq!(processed, units, "processed units");
-    let mut scanned: Vec<String> = scanned_units(&out, &files.run_id)
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
-    scanned.sort();
-    assert_eq!(scanned, units, "scanned units");
+    assert_every_unit_generated_and_scanned(&out, &files.run_id, &units);
     let report_path = out.join(ase_common::report::REPORT_JSON);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
