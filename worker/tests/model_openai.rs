@@ -479,6 +479,28 @@ async fn empty_choices_is_a_failed_generation_with_usage() {
 }
 
 #[tokio::test]
+async fn the_answer_reaches_extraction_byte_for_byte() {
+    // A bare unified diff whose last hunk line is a whitespace-only context line, then the final
+    // newline: trimming either breaks `git apply`.
+    let diff = "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n    \n";
+    let server =
+        MockServer::start(vec![completion(json!(diff)), completion(json!("  \n\t\n"))]).await;
+    let c = client(config(&server, "m"));
+    let g = c.generate(&prompt()).await;
+    assert_eq!(g.answer.as_deref(), Some(diff));
+    // Only white space is still no answer.
+    let blank = c.generate(&prompt()).await;
+    assert_eq!(blank.answer, None);
+    assert!(
+        matches!(
+            blank.failure,
+            Some(FailureReason::Model(ModelFailure::EmptyContent { .. }))
+        ),
+        "{blank:?}"
+    );
+}
+
+#[tokio::test]
 async fn null_content_is_a_failed_generation() {
     let server = MockServer::start(vec![completion(Value::Null)]).await;
     let g = client(config(&server, "m")).generate(&prompt()).await;

@@ -717,11 +717,13 @@ pub fn parse_completion(
             )))
         }
     };
-    let answer = content.trim();
-    if answer.is_empty() {
+    // The answer goes on byte for byte: a bare unified diff ends with a newline and may end with
+    // a whitespace-only context line, and a patch in a fence that never closes runs to the end;
+    // trimming either breaks `git apply`. Only the emptiness test looks through white space.
+    if content.trim().is_empty() {
         return Err((ModelFailure::EmptyContent { finish_reason }, usage));
     }
-    Ok((answer.to_string(), usage))
+    Ok((content, usage))
 }
 
 fn json_type(v: &Value) -> &'static str {
