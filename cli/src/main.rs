@@ -10,6 +10,7 @@ mod demo_campaign;
 mod demo_cmd;
 mod drain_cmd;
 mod embedded;
+mod logging;
 mod progress_fmt;
 mod progress_view;
 mod prompt_cmd;
@@ -107,10 +108,7 @@ enum Command {
 fn main() -> ExitCode {
     tune_allocator();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(logging::filter_from_env())
         .with_writer(std::io::stderr)
         .init();
     ase_proto::tls::install_crypto_provider();
