@@ -5,6 +5,12 @@
 //! worker's would, with small realistic result records. Prints units/s, the client-side latency
 //! of LeaseWork calls that returned work (p50/p99) and the coordinator's peak RSS (VmHWM of its
 //! process, so this client's memory does not count). Last line `units_per_sec=...`.
+//!
+//! Whether the run's finish (scoring, every report file) rides on a request shows in two
+//! figures: the latency of the CompleteUnit call that reported the run's last unit
+//! (`last_complete_ms`, against `complete_ms_p99` of all of them), and the p99 of LeaseWork calls
+//! that returned work in the last second before that report (`lease_p99_last_s_ms`, against the
+//! whole run's `lease_ms_p99`).
 
 use crate::dispatch_local::dataset;
 use anyhow::Context;
@@ -27,6 +33,9 @@ use std::time::{Duration, Instant};
 
 /// Largest gRPC message (the dataset of 100,000 tasks travels in one submit).
 const MAX_MESSAGE: usize = 64 << 20;
+
+/// The window before the last report whose lease latency is printed on its own.
+const LAST_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -237,9 +246,19 @@ fn evaluation(unit: UnitId) -> Vec<u8> {
 }
 
 struct WorkerOutcome {
-    /// Client-side microseconds of LeaseWork calls that returned work.
-    lease_us: Vec<u64>,
+    /// When each LeaseWork call that returned work started, and its client-side microseconds.
+    leases: Vec<(Instant, u64)>,
     lease_calls: u64,
+    /// Client-side microseconds of CompleteUnit calls.
+    complete_us: Vec<u64>,
+}
+
+/// The CompleteUnit call that reported the run's last unit: when it was sent, and how long
+/// it took.
+#[derive(Debug, Clone, Copy)]
+struct LastReport {
+    sent: Instant,
+    micros: u64,
 }
 
 /// One worker connection: register, then lease as many units as it has free slots, run them
@@ -253,6 +272,7 @@ async fn worker(
     total: u64,
     evaluated: Arc<AtomicU64>,
     finished_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    last_report: Arc<std::sync::Mutex<Option<LastReport>>>,
 ) -> anyhow::Result<WorkerOutcome> {
     let mut client = WorkerApiClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
@@ -271,8 +291,9 @@ async fn worker(
         .await?
         .into_inner();
     let mut out = WorkerOutcome {
-        lease_us: Vec::new(),
+        leases: Vec::new(),
         lease_calls: 0,
+        complete_us: Vec::new(),
     };
     while evaluated.load(Ordering::SeqCst) < total {
         let started = Instant::now();
@@ -291,12 +312,14 @@ async fn worker(
         if reply.leases.is_empty() {
             continue;
         }
-        out.lease_us.push(started.elapsed().as_micros() as u64);
+        out.leases
+            .push((started, started.elapsed().as_micros() as u64));
         let reports = reply.leases.into_iter().map(|lease| {
             let mut client = client.clone();
             let worker_id = reg.worker_id.clone();
             let evaluated = evaluated.clone();
             let finished_at = finished_at.clone();
+            let last_report = last_report.clone();
             async move {
                 let unit = UnitId::new(lease.instance_id.clone(), lease.round);
                 let phase = lease.phase();
@@ -312,6 +335,7 @@ async fn worker(
                     }
                     v1::Phase::Unspecified => anyhow::bail!("lease without a phase"),
                 };
+                let sent = Instant::now();
                 let ack = client
                     .complete_unit(CompleteRequest {
                         worker_id,
@@ -324,17 +348,19 @@ async fn worker(
                     })
                     .await?
                     .into_inner();
+                let micros = sent.elapsed().as_micros() as u64;
                 anyhow::ensure!(ack.accepted, "refused: {}", ack.reason);
                 if phase == v1::Phase::Evaluate
                     && evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
                 {
                     *finished_at.lock().expect("lock") = Some(Instant::now());
+                    *last_report.lock().expect("lock") = Some(LastReport { sent, micros });
                 }
-                anyhow::Ok(())
+                anyhow::Ok(micros)
             }
         });
         for r in futures_util::future::join_all(reports).await {
-            r?;
+            out.complete_us.push(r?);
         }
     }
     Ok(out)
@@ -365,7 +391,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (elapsed, submit_secs, outcomes, completed_secs) = rt.block_on(async {
+    let (elapsed, submit_secs, outcomes, completed_secs, last) = rt.block_on(async {
         let mut client = ClientApiClient::new(channel(&url, &certs, "client-admin").await?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -386,6 +412,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(submitted.total_units == total, "{submitted:?}");
         let evaluated = Arc::new(AtomicU64::new(0));
         let finished_at = Arc::new(std::sync::Mutex::new(None));
+        let last_report = Arc::new(std::sync::Mutex::new(None));
         let mut channels = Vec::new();
         for i in 0..args.workers {
             channels.push(channel(&url, &certs, &format!("worker-{}", worker_name(i))).await?);
@@ -403,6 +430,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     total,
                     evaluated.clone(),
                     finished_at.clone(),
+                    last_report.clone(),
                 ))
             })
             .collect();
@@ -438,7 +466,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "run completed with {} of {total} units evaluated",
             evaluate.done
         );
-        anyhow::Ok((elapsed, submit_secs, outcomes, completed_secs))
+        let last = last_report
+            .lock()
+            .expect("lock")
+            .context("no report of the last unit")?;
+        anyhow::Ok((elapsed, submit_secs, outcomes, completed_secs, last))
     })?;
     let (hwm_kib, rss_kib) = coordinator.memory_kib()?;
     let status = coordinator.stop()?;
@@ -447,8 +479,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "the coordinator stopped with {status} (log: {})",
         log.display()
     );
-    let mut lease_us: Vec<u64> = outcomes.iter().flat_map(|o| o.lease_us.clone()).collect();
+    let leases: Vec<(Instant, u64)> = outcomes.iter().flat_map(|o| o.leases.clone()).collect();
+    let mut lease_us: Vec<u64> = leases.iter().map(|&(_, us)| us).collect();
     lease_us.sort_unstable();
+    let window_start = last.sent.checked_sub(LAST_WINDOW).unwrap_or(last.sent);
+    let mut lease_last_us: Vec<u64> = leases
+        .iter()
+        .filter(|&&(at, _)| at >= window_start)
+        .map(|&(_, us)| us)
+        .collect();
+    lease_last_us.sort_unstable();
+    let mut complete_us: Vec<u64> = outcomes
+        .iter()
+        .flat_map(|o| o.complete_us.clone())
+        .collect();
+    complete_us.sort_unstable();
     let lease_calls: u64 = outcomes.iter().map(|o| o.lease_calls).sum();
     println!(
         "units={total} tasks={tasks} rounds={} workers={} slots={}",
@@ -461,6 +506,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         lease_us.len(),
         percentile(&lease_us, 0.50),
         percentile(&lease_us, 0.99)
+    );
+    println!(
+        "lease_p99_last_s_ms={:.2} ({} calls with work in the last second before the last \
+         report)",
+        percentile(&lease_last_us, 0.99),
+        lease_last_us.len()
+    );
+    println!(
+        "complete_ms_p50={:.2} complete_ms_p99={:.2} last_complete_ms={:.2} (the report of \
+         the run's last unit)",
+        percentile(&complete_us, 0.50),
+        percentile(&complete_us, 0.99),
+        last.micros as f64 / 1000.0
     );
     println!(
         "coordinator_peak_rss_mb={:.1} coordinator_rss_at_end_mb={:.1}",
