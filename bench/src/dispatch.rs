@@ -6,17 +6,18 @@
 //! of LeaseWork calls that returned work (p50/p99) and the coordinator's peak RSS (VmHWM of its
 //! process, so this client's memory does not count). Last line `units_per_sec=...`.
 //!
-//! Whether the run's finish (scoring, every report file) rides on a request shows in two
-//! figures: the latency of the CompleteUnit call that reported the run's last unit
-//! (`last_complete_ms`, against `complete_ms_p99` of all of them), and the p99 of LeaseWork calls
-//! that returned work in the last second before that report (`lease_p99_last_s_ms`, against the
-//! whole run's `lease_ms_p99`).
-
+//! Whether the run's finish (scoring, every report file) rides on a request shows in the
+//! slowest LeaseWork or CompleteUnit call that started in the last second before the report of
+//! the run's last unit, or after it (`slowest_call_last_s_ms`; a LeaseWork call that finds no
+//! work waits up to its 200 ms long poll), in the latency of that last report
+//! (`last_complete_ms`), and in the p99 of LeaseWork calls that returned work in that last
+//! second (`lease_p99_last_s_ms`, against the whole run's `lease_ms_p99`).
 use crate::dispatch_local::dataset;
 use anyhow::Context;
 use ase_common::scoring::UnitId;
 use ase_common::unit::{ChangedFile, EvaluationRecord, GenerationRecord, TokenUsage};
 use ase_proto::endpoint::{self, TransportSecurity};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tls::TlsFiles;
 use ase_proto::tonic::transport::Channel;
 use ase_proto::v1::{
@@ -31,10 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Largest gRPC message (the dataset of 100,000 tasks travels in one submit).
-const MAX_MESSAGE: usize = 64 << 20;
-
-/// The window before the last report whose lease latency is printed on its own.
+/// The window before the last report whose calls are measured on their own.
 const LAST_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
@@ -245,20 +243,28 @@ fn evaluation(unit: UnitId) -> Vec<u8> {
     .expect("JSON")
 }
 
-struct WorkerOutcome {
-    /// When each LeaseWork call that returned work started, and its client-side microseconds.
-    leases: Vec<(Instant, u64)>,
-    lease_calls: u64,
-    /// Client-side microseconds of CompleteUnit calls.
-    complete_us: Vec<u64>,
-}
-
-/// The CompleteUnit call that reported the run's last unit: when it was sent, and how long
-/// it took.
+/// One call as the client saw it.
 #[derive(Debug, Clone, Copy)]
-struct LastReport {
+struct Call {
     sent: Instant,
     micros: u64,
+}
+
+impl Call {
+    fn since(sent: Instant) -> Call {
+        Call {
+            sent,
+            micros: sent.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+struct WorkerOutcome {
+    /// LeaseWork calls that returned work.
+    leases: Vec<Call>,
+    /// LeaseWork calls that returned none (they waited up to their long poll).
+    empty_leases: Vec<Call>,
+    completes: Vec<Call>,
 }
 
 /// One worker connection: register, then lease as many units as it has free slots, run them
@@ -272,11 +278,11 @@ async fn worker(
     total: u64,
     evaluated: Arc<AtomicU64>,
     finished_at: Arc<std::sync::Mutex<Option<Instant>>>,
-    last_report: Arc<std::sync::Mutex<Option<LastReport>>>,
+    last_report: Arc<std::sync::Mutex<Option<Call>>>,
 ) -> anyhow::Result<WorkerOutcome> {
     let mut client = WorkerApiClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reg = client
         .register(RegisterRequest {
             worker_name: name.clone(),
@@ -292,8 +298,8 @@ async fn worker(
         .into_inner();
     let mut out = WorkerOutcome {
         leases: Vec::new(),
-        lease_calls: 0,
-        complete_us: Vec::new(),
+        empty_leases: Vec::new(),
+        completes: Vec::new(),
     };
     while evaluated.load(Ordering::SeqCst) < total {
         let started = Instant::now();
@@ -307,13 +313,13 @@ async fn worker(
             })
             .await?
             .into_inner();
-        out.lease_calls += 1;
+        let call = Call::since(started);
         anyhow::ensure!(!reply.reregister, "{name}: asked to register again");
         if reply.leases.is_empty() {
+            out.empty_leases.push(call);
             continue;
         }
-        out.leases
-            .push((started, started.elapsed().as_micros() as u64));
+        out.leases.push(call);
         let reports = reply.leases.into_iter().map(|lease| {
             let mut client = client.clone();
             let worker_id = reg.worker_id.clone();
@@ -348,19 +354,19 @@ async fn worker(
                     })
                     .await?
                     .into_inner();
-                let micros = sent.elapsed().as_micros() as u64;
+                let call = Call::since(sent);
                 anyhow::ensure!(ack.accepted, "refused: {}", ack.reason);
                 if phase == v1::Phase::Evaluate
                     && evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
                 {
                     *finished_at.lock().expect("lock") = Some(Instant::now());
-                    *last_report.lock().expect("lock") = Some(LastReport { sent, micros });
+                    *last_report.lock().expect("lock") = Some(call);
                 }
-                anyhow::Ok(micros)
+                anyhow::Ok(call)
             }
         });
         for r in futures_util::future::join_all(reports).await {
-            out.complete_us.push(r?);
+            out.completes.push(r?);
         }
     }
     Ok(out)
@@ -393,8 +399,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let (elapsed, submit_secs, outcomes, completed_secs, last) = rt.block_on(async {
         let mut client = ClientApiClient::new(channel(&url, &certs, "client-admin").await?)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let spec = serde_json::json!({
             "model_name": "bench", "batch": "dispatch", "rounds": args.rounds,
         });
@@ -479,22 +485,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "the coordinator stopped with {status} (log: {})",
         log.display()
     );
-    let leases: Vec<(Instant, u64)> = outcomes.iter().flat_map(|o| o.leases.clone()).collect();
-    let mut lease_us: Vec<u64> = leases.iter().map(|&(_, us)| us).collect();
-    lease_us.sort_unstable();
+    let calls = |pick: fn(&WorkerOutcome) -> &Vec<Call>| -> Vec<Call> {
+        outcomes
+            .iter()
+            .flat_map(|o| pick(o).iter().copied())
+            .collect()
+    };
+    let (leases, empty_leases, completes) = (
+        calls(|o| &o.leases),
+        calls(|o| &o.empty_leases),
+        calls(|o| &o.completes),
+    );
     let window_start = last.sent.checked_sub(LAST_WINDOW).unwrap_or(last.sent);
-    let mut lease_last_us: Vec<u64> = leases
-        .iter()
-        .filter(|&&(at, _)| at >= window_start)
-        .map(|&(_, us)| us)
-        .collect();
-    lease_last_us.sort_unstable();
-    let mut complete_us: Vec<u64> = outcomes
-        .iter()
-        .flat_map(|o| o.complete_us.clone())
-        .collect();
-    complete_us.sort_unstable();
-    let lease_calls: u64 = outcomes.iter().map(|o| o.lease_calls).sum();
+    let in_window = |c: &&Call| c.sent >= window_start;
+    let sorted = |calls: &mut dyn Iterator<Item = &Call>| -> Vec<u64> {
+        let mut us: Vec<u64> = calls.map(|c| c.micros).collect();
+        us.sort_unstable();
+        us
+    };
+    let lease_us = sorted(&mut leases.iter());
+    let lease_last_us = sorted(&mut leases.iter().filter(in_window));
+    let complete_us = sorted(&mut completes.iter());
+    let slowest_last_us = sorted(
+        &mut leases
+            .iter()
+            .chain(&empty_leases)
+            .chain(&completes)
+            .filter(in_window),
+    );
+    let lease_calls = leases.len() + empty_leases.len();
     println!(
         "units={total} tasks={tasks} rounds={} workers={} slots={}",
         args.rounds, args.workers, args.slots
@@ -512,6 +531,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
          report)",
         percentile(&lease_last_us, 0.99),
         lease_last_us.len()
+    );
+    println!(
+        "slowest_call_last_s_ms={:.2} (of {} LeaseWork and CompleteUnit calls sent in the last \
+         second before the last report or after it)",
+        slowest_last_us
+            .last()
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0),
+        slowest_last_us.len()
     );
     println!(
         "complete_ms_p50={:.2} complete_ms_p99={:.2} last_complete_ms={:.2} (the report of \

@@ -2,8 +2,8 @@
 //! HTTP/1 listener. Counters of RPC outcomes live here; unit, run and worker gauges are read
 //! from the coordinator at scrape time, so they cannot drift from its state.
 
-use crate::api::{Ack, FailureKind};
-use crate::model::Phase;
+use crate::messages::{Ack, FailureKind};
+use crate::records::Phase;
 use crate::Coordinator;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

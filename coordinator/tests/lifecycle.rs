@@ -521,7 +521,7 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
 
 #[test]
 fn the_spec_header_is_read_leniently() {
-    let h = ase_coordinator::coordinator::parse_spec_header(
+    let h = ase_coordinator::state::parse_spec_header(
         br#"{"model_name": "m", "batch": "b", "rounds": 3, "limits": {"requests_per_minute": 5},
              "prompt": {"anything": [1, 2]}}"#,
     )
@@ -534,7 +534,7 @@ fn the_spec_header_is_read_leniently() {
         b"{\"model_name\": \"m\", \"batch\": \"\"}",
         b"{\"rounds\": \"x\"}",
     ] {
-        assert!(ase_coordinator::coordinator::parse_spec_header(bad).is_err());
+        assert!(ase_coordinator::state::parse_spec_header(bad).is_err());
     }
 }
 

@@ -14,7 +14,7 @@ pub const TTL_MS: u32 = 10_000;
 /// Writes fetched report files under `dir` (to read them back with upstream's readers).
 pub fn write_files(dir: &Path, files: &[ReportFile]) {
     for f in files {
-        assert!(output_store::is_safe_name(&f.name), "{}", f.name);
+        assert!(outputs::is_safe_name(&f.name), "{}", f.name);
         let path = dir.join(&f.name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, &f.content).unwrap();

@@ -13,25 +13,28 @@
 //! without counting an attempt (the coordinator, not the unit, caused the loss). Leases nobody
 //! claims expire with their TTL and count as an attempt.
 
-use crate::api::*;
+mod lease_end;
+mod rate_limit;
+mod scheduler;
+
 use crate::clock::Clock;
-use crate::lease::{check_fence, expiry, Expiry};
-use crate::model::{
+use crate::messages::*;
+use crate::outputs::{
+    self, EvaluationFacts, GenerationFacts, OutputError, OutputStore, RunOutputInput, TaskFacts,
+};
+use crate::records::{
     FailureNote, Fence, LeaseRecord, Phase, RunRecord, RunSpecHeader, RunState, UnitRecord,
     UnitState, WorkerRecord,
 };
-use crate::output_store::OutputStore;
-use crate::rate_limit::TokenBucket;
-use crate::run_outputs::{
-    self, EvaluationFacts, GenerationFacts, OutputError, RunOutputInput, TaskFacts,
-};
-use crate::scheduler::RepoQueues;
 use crate::store::{CommittedLease, Op, RunInput, Store, StoreError, StoreOptions, TaskInputs};
 use ase_common::dataset::{
     self, ContextSet, DatasetVersion, Task, TaskContext, TaskSpec, VisitError,
 };
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
+use lease_end::{check_fence, expiry, Expiry};
+use rate_limit::TokenBucket;
+use scheduler::RepoQueues;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
@@ -318,7 +321,7 @@ fn plan_dataset(dataset_name: &str, dataset_bytes: &[u8]) -> Result<DatasetPlan,
             "dataset {dataset_name} has no task"
         )));
     }
-    run_outputs::dataset_version(dataset_name, versions.into_iter())?;
+    outputs::dataset_version(dataset_name, versions.into_iter())?;
     seeds.retain(|source, _| mutated_sources.contains(source));
     Ok(DatasetPlan {
         tasks: summary.tasks,
@@ -1744,7 +1747,7 @@ impl Coordinator {
             created_unix_ms: Some(record.created_unix_ms),
         };
         let mut writer = self.outputs.begin(seq).map_err(OutputError::from)?;
-        match run_outputs::build_outputs(&input, &mut writer) {
+        match outputs::build_outputs(&input, &mut writer) {
             Ok(_) => {}
             Err(e @ (OutputError::Store(_) | OutputError::Sink { .. })) => return Err(e.into()),
             Err(e) => {
@@ -1772,7 +1775,7 @@ impl Coordinator {
     /// The run's stored files; `complete` once the run is.
     pub fn fetch_report(&self, run_id: &str) -> Result<FetchedReport, CoordinatorError> {
         // Room for the reply's framing and file names within one gRPC message.
-        let limit = crate::server::MAX_MESSAGE_BYTES as u64 - (1 << 20);
+        let limit = ase_proto::limits::MAX_MESSAGE_BYTES as u64 - (1 << 20);
         self.fetch_report_within(run_id, limit)
     }
 

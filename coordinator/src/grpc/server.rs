@@ -12,6 +12,7 @@ use crate::metrics::{serve_metrics, Metrics};
 use crate::Coordinator;
 use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
 use ase_proto::identity::{PeerRole, RequireRole};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tonic::transport::server::TcpIncoming;
 use ase_proto::{ClientApiServer, WorkerApiServer};
 use std::future::Future;
@@ -19,10 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Largest gRPC message either way: datasets, result records (the coordinator accepts
-/// `MAX_RESULT_BYTES` of them) and reports travel whole.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

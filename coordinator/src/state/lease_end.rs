@@ -1,6 +1,6 @@
 //! Lease checks: is a report from this lease current, and has a lease run out.
 
-use crate::model::{Fence, LeaseRecord};
+use crate::records::{Fence, LeaseRecord};
 
 /// Why a lease is no longer current.
 #[derive(Debug, Clone, PartialEq, Eq)]
