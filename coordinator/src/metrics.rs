@@ -153,6 +153,18 @@ impl Metrics {
             );
         }
 
+        header(
+            &mut out,
+            "ase_run_finish_failures_total",
+            "counter",
+            "Attempts to finish a run (score it, write its files) that failed; the run stays in scoring and is tried again.",
+        );
+        let _ = writeln!(
+            out,
+            "ase_run_finish_failures_total {}",
+            coordinator.finish_failures()
+        );
+
         let workers = coordinator.list_workers();
         let alive = workers.iter().filter(|w| w.alive).count();
         let draining = workers.iter().filter(|w| w.alive && w.draining).count();

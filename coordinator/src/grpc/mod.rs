@@ -30,7 +30,9 @@ pub fn status_of(err: &CoordinatorError) -> Status {
         CoordinatorError::Conflict { .. } => Code::FailedPrecondition,
         CoordinatorError::UnknownRun(_) => Code::NotFound,
         CoordinatorError::ReportTooLarge { .. } => Code::ResourceExhausted,
-        CoordinatorError::Store(_) | CoordinatorError::Outputs(_) => Code::Internal,
+        CoordinatorError::Store(_)
+        | CoordinatorError::Outputs(_)
+        | CoordinatorError::Finisher(_) => Code::Internal,
     };
     if code == Code::Internal {
         tracing::error!(error = %err, "coordinator failure");

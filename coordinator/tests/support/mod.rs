@@ -163,11 +163,14 @@ pub fn completion(r: &Registration, g: &LeaseGrant, result: Vec<u8>) -> Completi
     }
 }
 
-/// Generates then evaluates every unit it gets until the run has nothing left to lease.
+/// Generates then evaluates every unit it gets until the run has nothing left to lease, then
+/// waits for the background finisher to be done with the runs that left (completed, or failed
+/// to write their files).
 pub async fn drive(c: &Coordinator, r: &Registration, detected: i64, baseline: i64) {
     loop {
         let reply = c.lease_work(lease_req(r, 8, 8)).await.unwrap();
         if reply.leases.is_empty() {
+            c.finish_pending().await;
             return;
         }
         for g in &reply.leases {
