@@ -259,6 +259,15 @@ impl Call {
     }
 }
 
+/// What the worker connections share.
+#[derive(Default)]
+struct Progress {
+    /// Units evaluated so far.
+    evaluated: AtomicU64,
+    /// The report of the run's last unit, and when it was acknowledged.
+    last_report: std::sync::Mutex<Option<(Call, Instant)>>,
+}
+
 struct WorkerOutcome {
     /// LeaseWork calls that returned work.
     leases: Vec<Call>,
@@ -276,9 +285,7 @@ async fn worker(
     slots: u32,
     code_bytes: usize,
     total: u64,
-    evaluated: Arc<AtomicU64>,
-    finished_at: Arc<std::sync::Mutex<Option<Instant>>>,
-    last_report: Arc<std::sync::Mutex<Option<Call>>>,
+    progress: Arc<Progress>,
 ) -> anyhow::Result<WorkerOutcome> {
     let mut client = WorkerApiClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -301,7 +308,7 @@ async fn worker(
         empty_leases: Vec::new(),
         completes: Vec::new(),
     };
-    while evaluated.load(Ordering::SeqCst) < total {
+    while progress.evaluated.load(Ordering::SeqCst) < total {
         let started = Instant::now();
         let reply = client
             .lease_work(LeaseRequest {
@@ -323,9 +330,7 @@ async fn worker(
         let reports = reply.leases.into_iter().map(|lease| {
             let mut client = client.clone();
             let worker_id = reg.worker_id.clone();
-            let evaluated = evaluated.clone();
-            let finished_at = finished_at.clone();
-            let last_report = last_report.clone();
+            let progress = progress.clone();
             async move {
                 let unit = UnitId::new(lease.instance_id.clone(), lease.round);
                 let phase = lease.phase();
@@ -357,10 +362,9 @@ async fn worker(
                 let call = Call::since(sent);
                 anyhow::ensure!(ack.accepted, "refused: {}", ack.reason);
                 if phase == v1::Phase::Evaluate
-                    && evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
+                    && progress.evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
                 {
-                    *finished_at.lock().expect("lock") = Some(Instant::now());
-                    *last_report.lock().expect("lock") = Some(call);
+                    *progress.last_report.lock().expect("lock") = Some((call, Instant::now()));
                 }
                 anyhow::Ok(call)
             }
@@ -416,9 +420,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into_inner();
         let submit_secs = submit_started.elapsed().as_secs_f64();
         anyhow::ensure!(submitted.total_units == total, "{submitted:?}");
-        let evaluated = Arc::new(AtomicU64::new(0));
-        let finished_at = Arc::new(std::sync::Mutex::new(None));
-        let last_report = Arc::new(std::sync::Mutex::new(None));
+        let progress = Arc::new(Progress::default());
         let mut channels = Vec::new();
         for i in 0..args.workers {
             channels.push(channel(&url, &certs, &format!("worker-{}", worker_name(i))).await?);
@@ -434,9 +436,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     args.slots,
                     args.code_bytes,
                     total,
-                    evaluated.clone(),
-                    finished_at.clone(),
-                    last_report.clone(),
+                    progress.clone(),
                 ))
             })
             .collect();
@@ -444,10 +444,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for h in handles {
             outcomes.push(h.await??);
         }
-        let finished = finished_at
+        let (last, finished) = progress
+            .last_report
             .lock()
             .expect("lock")
-            .unwrap_or_else(Instant::now);
+            .context("no report of the last unit")?;
         let elapsed = finished.duration_since(started).as_secs_f64();
         // The run turns completed once its outputs are scored and stored.
         let state = loop {
@@ -472,10 +473,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "run completed with {} of {total} units evaluated",
             evaluate.done
         );
-        let last = last_report
-            .lock()
-            .expect("lock")
-            .context("no report of the last unit")?;
         anyhow::Ok((elapsed, submit_secs, outcomes, completed_secs, last))
     })?;
     let (hwm_kib, rss_kib) = coordinator.memory_kib()?;
