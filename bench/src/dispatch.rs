@@ -5,12 +5,19 @@
 //! worker's would, with small realistic result records. Prints units/s, the client-side latency
 //! of LeaseWork calls that returned work (p50/p99) and the coordinator's peak RSS (VmHWM of its
 //! process, so this client's memory does not count). Last line `units_per_sec=...`.
-
+//!
+//! Whether the run's finish (scoring, every report file) rides on a request shows in the
+//! slowest LeaseWork or CompleteUnit call that started in the last second before the report of
+//! the run's last unit, or after it (`slowest_call_last_s_ms`; a LeaseWork call that finds no
+//! work waits up to its 200 ms long poll), in the latency of that last report
+//! (`last_complete_ms`), and in the p99 of LeaseWork calls that returned work in that last
+//! second (`lease_p99_last_s_ms`, against the whole run's `lease_ms_p99`).
 use crate::dispatch_local::dataset;
 use anyhow::Context;
 use ase_common::scoring::UnitId;
 use ase_common::unit::{ChangedFile, EvaluationRecord, GenerationRecord, TokenUsage};
 use ase_proto::endpoint::{self, TransportSecurity};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tls::TlsFiles;
 use ase_proto::tonic::transport::Channel;
 use ase_proto::v1::{
@@ -25,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Largest gRPC message (the dataset of 100,000 tasks travels in one submit).
-const MAX_MESSAGE: usize = 64 << 20;
+/// The window before the last report whose calls are measured on their own.
+const LAST_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -236,10 +243,37 @@ fn evaluation(unit: UnitId) -> Vec<u8> {
     .expect("JSON")
 }
 
+/// One call as the client saw it.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    sent: Instant,
+    micros: u64,
+}
+
+impl Call {
+    fn since(sent: Instant) -> Call {
+        Call {
+            sent,
+            micros: sent.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+/// What the worker connections share.
+#[derive(Default)]
+struct Progress {
+    /// Units evaluated so far.
+    evaluated: AtomicU64,
+    /// The report of the run's last unit, and when it was acknowledged.
+    last_report: std::sync::Mutex<Option<(Call, Instant)>>,
+}
+
 struct WorkerOutcome {
-    /// Client-side microseconds of LeaseWork calls that returned work.
-    lease_us: Vec<u64>,
-    lease_calls: u64,
+    /// LeaseWork calls that returned work.
+    leases: Vec<Call>,
+    /// LeaseWork calls that returned none (they waited up to their long poll).
+    empty_leases: Vec<Call>,
+    completes: Vec<Call>,
 }
 
 /// One worker connection: register, then lease as many units as it has free slots, run them
@@ -251,12 +285,11 @@ async fn worker(
     slots: u32,
     code_bytes: usize,
     total: u64,
-    evaluated: Arc<AtomicU64>,
-    finished_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    progress: Arc<Progress>,
 ) -> anyhow::Result<WorkerOutcome> {
     let mut client = WorkerApiClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reg = client
         .register(RegisterRequest {
             worker_name: name.clone(),
@@ -271,10 +304,11 @@ async fn worker(
         .await?
         .into_inner();
     let mut out = WorkerOutcome {
-        lease_us: Vec::new(),
-        lease_calls: 0,
+        leases: Vec::new(),
+        empty_leases: Vec::new(),
+        completes: Vec::new(),
     };
-    while evaluated.load(Ordering::SeqCst) < total {
+    while progress.evaluated.load(Ordering::SeqCst) < total {
         let started = Instant::now();
         let reply = client
             .lease_work(LeaseRequest {
@@ -286,17 +320,17 @@ async fn worker(
             })
             .await?
             .into_inner();
-        out.lease_calls += 1;
+        let call = Call::since(started);
         anyhow::ensure!(!reply.reregister, "{name}: asked to register again");
         if reply.leases.is_empty() {
+            out.empty_leases.push(call);
             continue;
         }
-        out.lease_us.push(started.elapsed().as_micros() as u64);
+        out.leases.push(call);
         let reports = reply.leases.into_iter().map(|lease| {
             let mut client = client.clone();
             let worker_id = reg.worker_id.clone();
-            let evaluated = evaluated.clone();
-            let finished_at = finished_at.clone();
+            let progress = progress.clone();
             async move {
                 let unit = UnitId::new(lease.instance_id.clone(), lease.round);
                 let phase = lease.phase();
@@ -312,6 +346,7 @@ async fn worker(
                     }
                     v1::Phase::Unspecified => anyhow::bail!("lease without a phase"),
                 };
+                let sent = Instant::now();
                 let ack = client
                     .complete_unit(CompleteRequest {
                         worker_id,
@@ -324,17 +359,18 @@ async fn worker(
                     })
                     .await?
                     .into_inner();
+                let call = Call::since(sent);
                 anyhow::ensure!(ack.accepted, "refused: {}", ack.reason);
                 if phase == v1::Phase::Evaluate
-                    && evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
+                    && progress.evaluated.fetch_add(1, Ordering::SeqCst) + 1 == total
                 {
-                    *finished_at.lock().expect("lock") = Some(Instant::now());
+                    *progress.last_report.lock().expect("lock") = Some((call, Instant::now()));
                 }
-                anyhow::Ok(())
+                anyhow::Ok(call)
             }
         });
         for r in futures_util::future::join_all(reports).await {
-            r?;
+            out.completes.push(r?);
         }
     }
     Ok(out)
@@ -365,10 +401,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (elapsed, submit_secs, outcomes, completed_secs) = rt.block_on(async {
+    let (elapsed, submit_secs, outcomes, completed_secs, last) = rt.block_on(async {
         let mut client = ClientApiClient::new(channel(&url, &certs, "client-admin").await?)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let spec = serde_json::json!({
             "model_name": "bench", "batch": "dispatch", "rounds": args.rounds,
         });
@@ -384,8 +420,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into_inner();
         let submit_secs = submit_started.elapsed().as_secs_f64();
         anyhow::ensure!(submitted.total_units == total, "{submitted:?}");
-        let evaluated = Arc::new(AtomicU64::new(0));
-        let finished_at = Arc::new(std::sync::Mutex::new(None));
+        let progress = Arc::new(Progress::default());
         let mut channels = Vec::new();
         for i in 0..args.workers {
             channels.push(channel(&url, &certs, &format!("worker-{}", worker_name(i))).await?);
@@ -401,8 +436,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     args.slots,
                     args.code_bytes,
                     total,
-                    evaluated.clone(),
-                    finished_at.clone(),
+                    progress.clone(),
                 ))
             })
             .collect();
@@ -410,10 +444,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for h in handles {
             outcomes.push(h.await??);
         }
-        let finished = finished_at
+        let (last, finished) = progress
+            .last_report
             .lock()
             .expect("lock")
-            .unwrap_or_else(Instant::now);
+            .context("no report of the last unit")?;
         let elapsed = finished.duration_since(started).as_secs_f64();
         // The run turns completed once its outputs are scored and stored.
         let state = loop {
@@ -438,7 +473,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "run completed with {} of {total} units evaluated",
             evaluate.done
         );
-        anyhow::Ok((elapsed, submit_secs, outcomes, completed_secs))
+        anyhow::Ok((elapsed, submit_secs, outcomes, completed_secs, last))
     })?;
     let (hwm_kib, rss_kib) = coordinator.memory_kib()?;
     let status = coordinator.stop()?;
@@ -447,9 +482,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "the coordinator stopped with {status} (log: {})",
         log.display()
     );
-    let mut lease_us: Vec<u64> = outcomes.iter().flat_map(|o| o.lease_us.clone()).collect();
-    lease_us.sort_unstable();
-    let lease_calls: u64 = outcomes.iter().map(|o| o.lease_calls).sum();
+    let calls = |pick: fn(&WorkerOutcome) -> &Vec<Call>| -> Vec<Call> {
+        outcomes
+            .iter()
+            .flat_map(|o| pick(o).iter().copied())
+            .collect()
+    };
+    let (leases, empty_leases, completes) = (
+        calls(|o| &o.leases),
+        calls(|o| &o.empty_leases),
+        calls(|o| &o.completes),
+    );
+    let window_start = last.sent.checked_sub(LAST_WINDOW).unwrap_or(last.sent);
+    let in_window = |c: &&Call| c.sent >= window_start;
+    let sorted = |calls: &mut dyn Iterator<Item = &Call>| -> Vec<u64> {
+        let mut us: Vec<u64> = calls.map(|c| c.micros).collect();
+        us.sort_unstable();
+        us
+    };
+    let lease_us = sorted(&mut leases.iter());
+    let lease_last_us = sorted(&mut leases.iter().filter(in_window));
+    let complete_us = sorted(&mut completes.iter());
+    let slowest_last_us = sorted(
+        &mut leases
+            .iter()
+            .chain(&empty_leases)
+            .chain(&completes)
+            .filter(in_window),
+    );
+    let lease_calls = leases.len() + empty_leases.len();
     println!(
         "units={total} tasks={tasks} rounds={} workers={} slots={}",
         args.rounds, args.workers, args.slots
@@ -461,6 +522,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         lease_us.len(),
         percentile(&lease_us, 0.50),
         percentile(&lease_us, 0.99)
+    );
+    println!(
+        "lease_p99_last_s_ms={:.2} ({} calls with work in the last second before the last \
+         report)",
+        percentile(&lease_last_us, 0.99),
+        lease_last_us.len()
+    );
+    println!(
+        "slowest_call_last_s_ms={:.2} (of {} LeaseWork and CompleteUnit calls sent in the last \
+         second before the last report or after it)",
+        slowest_last_us
+            .last()
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0),
+        slowest_last_us.len()
+    );
+    println!(
+        "complete_ms_p50={:.2} complete_ms_p99={:.2} last_complete_ms={:.2} (the report of \
+         the run's last unit)",
+        percentile(&complete_us, 0.50),
+        percentile(&complete_us, 0.99),
+        last.micros as f64 / 1000.0
     );
     println!(
         "coordinator_peak_rss_mb={:.1} coordinator_rss_at_end_mb={:.1}",

@@ -1,16 +1,16 @@
 //! `bench outputs`: what finishing a run costs the coordinator: scoring and making every file
 //! (upstream's result files, report.json/md/html) for a run of many units, with the same
-//! function the coordinator runs (`run_outputs::build_outputs`). The files go to a sink that
+//! function the coordinator runs (`outputs::build_outputs`). The files go to a sink that
 //! counts their bytes. Prints the seconds, the resident memory as each file is made, and the
 //! peak above the inputs; last line `outputs_peak_mb=...` (the process's VmHWM).
 
 use ase_common::dataset::DatasetVersion;
 use ase_common::scoring::UnitId;
-use ase_coordinator::model::{RunSpecHeader, UnitRecord, UnitState};
-use ase_coordinator::run_outputs::{
+use ase_coordinator::outputs::{
     build_outputs, EvaluationFacts, GenerationFacts, OutputError, OutputSink, RunOutputInput,
     TaskFacts,
 };
+use ase_coordinator::records::{RunSpecHeader, UnitRecord, UnitState};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::Instant;

@@ -2,8 +2,8 @@
 //! (`--tls-dir`, `--client NAME`) or loopback-only `--plaintext`.
 
 use anyhow::Context;
-use ase_coordinator::server::MAX_MESSAGE_BYTES;
 use ase_proto::endpoint::{self, TransportSecurity};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tls::TlsFiles;
 use ase_proto::tonic::transport::Channel;
 use ase_proto::ClientApiClient;

@@ -1,8 +1,8 @@
-//! `ase coordinator`: serve the cluster's coordinator (see `ase_coordinator::server`) until
+//! `ase coordinator`: serve the cluster's coordinator (see `ase_coordinator::grpc::server`) until
 //! SIGTERM or SIGINT, then stop gracefully.
 
 use anyhow::Context;
-use ase_coordinator::server::{ServeOptions, Server};
+use ase_coordinator::grpc::{ServeOptions, Server};
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
 use ase_proto::endpoint::TransportSecurity;
 use ase_proto::tls::TlsFiles;

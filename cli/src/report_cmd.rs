@@ -22,7 +22,7 @@ pub struct Args {
 /// The coordinator's own rule for the names of a run's files.
 fn safe_relative(name: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new(name);
-    let ok = ase_coordinator::output_store::is_safe_name(name);
+    let ok = ase_coordinator::outputs::is_safe_name(name);
     anyhow::ensure!(
         ok,
         "the report names a file {name:?} outside the output directory"

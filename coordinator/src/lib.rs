@@ -1,23 +1,20 @@
-//! The coordinator's state of ase-cluster: a durable store (sled), runs and their units, leases
-//! fenced by (worker session, attempt), retries, scheduling with repo affinity and per-run
-//! limits, and the outputs of completed runs, behind [`Coordinator`], the one entry point; and
-//! its network side: the gRPC services (`grpc`), the server (`server`) and metrics (`metrics`).
+//! The coordinator of ase-cluster: its state (`state`: a durable store (sled), runs and their
+//! units, leases fenced by (worker session, attempt), retries, scheduling with repo affinity and
+//! per-run limits, the background finisher) behind [`Coordinator`], the one entry point; the
+//! persisted records (`records`) and the store (`store`); a completed run's files (`outputs`);
+//! and its network side: the typed messages between the gRPC adapters and the state
+//! (`messages`), the gRPC services and server (`grpc`) and metrics (`metrics`).
 
-pub mod api;
 pub mod clock;
-pub mod coordinator;
 pub mod grpc;
-pub mod lease;
+pub mod messages;
 pub mod metrics;
-pub mod model;
-pub mod output_store;
-pub mod rate_limit;
-pub mod run_outputs;
-pub mod scheduler;
-pub mod server;
+pub mod outputs;
+pub mod records;
+pub mod state;
 pub mod store;
 
-pub use api::*;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
-pub use model::{Fence, Phase, RunSpecHeader, UnitState};
+pub use messages::*;
+pub use records::{Fence, Phase, RunSpecHeader, UnitState};
+pub use state::{Coordinator, CoordinatorConfig, CoordinatorError, FINISH_RETRY_MS};

@@ -2,8 +2,8 @@
 //! HTTP/1 listener. Counters of RPC outcomes live here; unit, run and worker gauges are read
 //! from the coordinator at scrape time, so they cannot drift from its state.
 
-use crate::api::{Ack, FailureKind};
-use crate::model::Phase;
+use crate::messages::{Ack, FailureKind};
+use crate::records::Phase;
 use crate::Coordinator;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +152,18 @@ impl Metrics {
                 run.retries
             );
         }
+
+        header(
+            &mut out,
+            "ase_run_finish_failures_total",
+            "counter",
+            "Attempts to finish a run (score it, write its files) that failed; the run stays in scoring and is tried again.",
+        );
+        let _ = writeln!(
+            out,
+            "ase_run_finish_failures_total {}",
+            coordinator.finish_failures()
+        );
 
         let workers = coordinator.list_workers();
         let alive = workers.iter().filter(|w| w.alive).count();

@@ -10,7 +10,7 @@
 //! with [`Store::durable`] before they are acknowledged: sled only fsyncs in the background, so
 //! nothing is durable until a flush returns. Concurrent callers share flushes (group commit).
 
-use crate::model::{LeaseRecord, Phase, RunRecord, UnitRecord, WorkerRecord};
+use crate::records::{LeaseRecord, Phase, RunRecord, UnitRecord, WorkerRecord};
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Transactional, Tree};
@@ -695,7 +695,7 @@ impl Store {
     }
 
     /// The output files of a run completed by a version that kept them in sled (they are in
-    /// [`crate::output_store`] since), by name.
+    /// [`crate::outputs::store`] since), by name.
     pub fn outputs(&self, seq: u64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for item in self.trees[OUTPUTS].scan_prefix(seq.to_be_bytes()) {

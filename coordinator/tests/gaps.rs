@@ -3,7 +3,7 @@
 
 mod support;
 
-use ase_coordinator::server::{ServeError, ServeOptions, Server};
+use ase_coordinator::grpc::{ServeError, ServeOptions, Server};
 use ase_coordinator::*;
 use serde_json::json;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 mod support;
 
 use ase_common::scoring::UnitId;
-use ase_coordinator::server::{ServeOptions, Server};
+use ase_coordinator::grpc::{ServeOptions, Server};
 use ase_coordinator::{Coordinator, SystemClock};
 use ase_proto::certs::ClusterCa;
 use ase_proto::endpoint::{self, TransportSecurity};

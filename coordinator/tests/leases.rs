@@ -373,9 +373,10 @@ async fn cancel_revokes_leases_and_grants_nothing_until_resubmitted() {
 }
 
 #[tokio::test]
-async fn a_run_whose_last_report_was_cancelled_midway_is_finished_by_the_sweep() {
-    // The finish (scoring, outputs) rides on the last unit's report. A worker that gives up
-    // waiting cancels that request; the run must not stay in `scoring` forever.
+async fn a_run_whose_last_report_was_cancelled_midway_is_still_finished() {
+    // A worker that gives up waiting for the last unit's report cancels that request; the run
+    // must not stay in `scoring` forever. The report only queues the run to the finisher, in
+    // the same step that applies it, so the cancellation cannot lose the finish.
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(0));
     let c = open(dir.path(), &clock);
@@ -401,6 +402,7 @@ async fn a_run_whose_last_report_was_cancelled_midway_is_finished_by_the_sweep()
     drop(last);
 
     c.sweep().await.unwrap();
+    c.finish_pending().await;
     assert_eq!(c.progress(&run).unwrap().state, "completed");
     assert!(c.fetch_report(&run).unwrap().complete);
 }

@@ -365,6 +365,7 @@ async fn worker_reasons_reach_the_report() {
             );
         }
     }
+    c.finish_pending().await;
     let report = c.fetch_report(&sub.run_id).unwrap();
     assert!(report.complete);
     let json: serde_json::Value = serde_json::from_slice(
@@ -497,6 +498,7 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
             );
         }
     }
+    c.finish_pending().await;
     let report = c.fetch_report(&sub.run_id).unwrap();
     assert!(report.complete);
     let out = tempfile::tempdir().unwrap();
@@ -521,7 +523,7 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
 
 #[test]
 fn the_spec_header_is_read_leniently() {
-    let h = ase_coordinator::coordinator::parse_spec_header(
+    let h = ase_coordinator::state::parse_spec_header(
         br#"{"model_name": "m", "batch": "b", "rounds": 3, "limits": {"requests_per_minute": 5},
              "prompt": {"anything": [1, 2]}}"#,
     )
@@ -534,7 +536,7 @@ fn the_spec_header_is_read_leniently() {
         b"{\"model_name\": \"m\", \"batch\": \"\"}",
         b"{\"rounds\": \"x\"}",
     ] {
-        assert!(ase_coordinator::coordinator::parse_spec_header(bad).is_err());
+        assert!(ase_coordinator::state::parse_spec_header(bad).is_err());
     }
 }
 
@@ -568,8 +570,8 @@ async fn concurrent_transitions_share_flushes() {
 }
 
 /// A run whose files cannot be written (here: the output folder is blocked by a file) does not
-/// fail the last unit's report; it stays unfinished, and the sweep finishes it once the disk
-/// is usable again. Its files are then all there, and survive a restart.
+/// fail the last unit's report; it stays unfinished, and a sweep after its retry time finishes
+/// it once the disk is usable again. Its files are then all there, and survive a restart.
 #[tokio::test]
 async fn a_run_whose_files_cannot_be_written_is_finished_by_a_later_sweep() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,7 +601,9 @@ async fn a_run_whose_files_cannot_be_written_is_finished_by_a_later_sweep() {
     assert!(!c.fetch_report(&sub.run_id).unwrap().complete);
 
     std::fs::remove_file(&blocker).unwrap();
+    clock.advance_ms(FINISH_RETRY_MS);
     c.sweep().await.unwrap();
+    c.finish_pending().await;
     assert_eq!(c.progress(&sub.run_id).unwrap().state, "completed");
     let report = c.fetch_report(&sub.run_id).unwrap();
     assert!(report.complete);
@@ -620,6 +624,155 @@ async fn a_run_whose_files_cannot_be_written_is_finished_by_a_later_sweep() {
     drop(c);
     let c = open(dir.path(), &clock);
     assert_eq!(c.fetch_report(&sub.run_id).unwrap(), report);
+}
+
+/// The report of a run's last unit only queues the run to the finisher: it is answered while
+/// the finish is still in progress, and the run shows as `scoring` until the finish is done.
+/// The finish is held here at its copy into the output dir, whose first file is a FIFO that
+/// nobody reads yet (a finish inside the report would hold the report there too, until the
+/// watchdog below reads the FIFO, and the run would then be completed already).
+#[tokio::test]
+async fn the_last_units_report_does_not_wait_for_the_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run_dir = out.join("test-model__held");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // The first of the run's files in name order, the first copied.
+    let fifo = run_dir.join("report.html");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = released.recv_timeout(std::time::Duration::from_secs(10));
+            std::fs::read(&fifo).unwrap()
+        })
+    };
+    let clock = Arc::new(ManualClock::new(0));
+    let c = Coordinator::open(
+        &dir.path().join("db"),
+        CoordinatorConfig {
+            output_dir: Some(out.clone()),
+            ..config()
+        },
+        clock,
+    )
+    .unwrap();
+    let sub = c
+        .submit_run(submit_req(
+            "held",
+            1,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap();
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    for phase in [Phase::Generate, Phase::Evaluate] {
+        let g = c.lease_work(lease_req(&w, 1, 1)).await.unwrap().leases;
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].phase, phase);
+        let result = match phase {
+            Phase::Generate => generation(&unit_of(&g[0]), true),
+            Phase::Evaluate => static_eval(&unit_of(&g[0]), 0, 1),
+        };
+        assert!(
+            c.complete(completion(&w, &g[0], result))
+                .await
+                .unwrap()
+                .accepted
+        );
+    }
+    let p = c.progress(&sub.run_id).unwrap();
+    assert_eq!(p.evaluate.done, 1);
+    assert_eq!(p.state, "scoring", "the report waited for the finish");
+
+    release.send(()).unwrap();
+    c.finish_pending().await;
+    let copied = reader.join().unwrap();
+    assert_eq!(c.progress(&sub.run_id).unwrap().state, "completed");
+    let report = c.fetch_report(&sub.run_id).unwrap();
+    assert!(report.complete);
+    let html = report
+        .files
+        .iter()
+        .find(|f| f.name == "report.html")
+        .unwrap();
+    assert_eq!(copied, html.content);
+    assert!(run_dir.join("report.json").is_file());
+}
+
+/// A run whose files cannot be written is not tried again at every sweep: the first retry
+/// waits `FINISH_RETRY_MS`, the next twice that. The failures are counted for the metrics, and
+/// the run is still finished once the disk is usable, also by a coordinator opened again.
+#[tokio::test]
+async fn a_failing_finish_is_retried_at_a_bounded_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let db = dir.path().join("db");
+    let c = open(dir.path(), &clock);
+    let sub = c
+        .submit_run(submit_req(
+            "retry",
+            1,
+            json!({}),
+            v1_dataset(&[("a", "o/a", "SQLI", 1)]),
+        ))
+        .await
+        .unwrap();
+    let blocker = db.join("run-outputs");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let w = c.register("w", caps(1, 1, &[])).await.unwrap();
+    drive(&c, &w, 0, 1).await;
+    assert_eq!(c.finish_failures(), 1);
+    // Sweeps, heartbeats and lease requests before the retry time start no attempt.
+    for _ in 0..5 {
+        clock.advance_ms(FINISH_RETRY_MS / 5 - 1);
+        c.sweep().await.unwrap();
+        c.heartbeat(Heartbeat {
+            worker_id: w.worker_id.clone(),
+            session: w.session,
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+        assert!(c
+            .lease_work(lease_req(&w, 1, 1))
+            .await
+            .unwrap()
+            .leases
+            .is_empty());
+        c.finish_pending().await;
+    }
+    assert_eq!(c.finish_failures(), 1);
+    assert_eq!(c.progress(&sub.run_id).unwrap().state, "scoring");
+    clock.advance_ms(5);
+    c.sweep().await.unwrap();
+    c.finish_pending().await;
+    assert_eq!(c.finish_failures(), 2);
+    // The second failure waits twice as long.
+    clock.advance_ms(FINISH_RETRY_MS);
+    c.sweep().await.unwrap();
+    c.finish_pending().await;
+    assert_eq!(c.finish_failures(), 2);
+    clock.advance_ms(FINISH_RETRY_MS);
+    c.sweep().await.unwrap();
+    c.finish_pending().await;
+    assert_eq!(c.finish_failures(), 3);
+    assert_eq!(c.progress(&sub.run_id).unwrap().state, "scoring");
+
+    // A restart does not wait for the retry time: it tries at once.
+    drop(c);
+    std::fs::remove_file(&blocker).unwrap();
+    let c = open(dir.path(), &clock);
+    c.finish_pending().await;
+    assert_eq!(c.progress(&sub.run_id).unwrap().state, "completed");
+    assert!(c.fetch_report(&sub.run_id).unwrap().complete);
+    assert_eq!(c.finish_failures(), 0);
 }
 
 /// After a restart, a worker known only from the store says it has not been heard from,

@@ -8,10 +8,12 @@
 //!   [`identity::RequireRole`] interceptor that keeps clients off `WorkerApi` and workers off
 //!   `ClientApi`.
 //! - [`endpoint`]: bind rules (plaintext only on loopback), server builder and client channels.
+//! - [`limits`]: sizes both ends agree on (the largest message).
 
 pub mod certs;
 pub mod endpoint;
 pub mod identity;
+pub mod limits;
 pub mod tls;
 
 /// Code generated from `proto/ase.proto`.

@@ -2,7 +2,7 @@
 //! callers holding a client certificate.
 
 use super::{ack_to_proto, status_of, truncate};
-use crate::api;
+use crate::messages;
 use crate::Coordinator;
 use ase_proto::tonic::{Request, Response, Status};
 use ase_proto::v1;
@@ -36,8 +36,8 @@ impl ClientService {
     }
 }
 
-pub(crate) fn progress_to_proto(p: api::RunProgress) -> v1::RunProgress {
-    let counts = |c: api::PhaseCounts| v1::PhaseCounts {
+pub(crate) fn progress_to_proto(p: messages::RunProgress) -> v1::RunProgress {
+    let counts = |c: messages::PhaseCounts| v1::PhaseCounts {
         queued: c.queued,
         leased: c.leased,
         done: c.done,
@@ -134,7 +134,7 @@ impl ase_proto::ClientApi for ClientService {
             let req = req.into_inner();
             let submitted = self
                 .coordinator
-                .submit_run(api::SubmitRun {
+                .submit_run(messages::SubmitRun {
                     run_spec_json: req.run_spec_json,
                     dataset: req.dataset,
                     dataset_name: req.dataset_name,

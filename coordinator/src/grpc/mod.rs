@@ -1,15 +1,18 @@
-//! The gRPC services over [`crate::Coordinator`]: conversions between `ase.v1` messages and the
-//! typed `api` values, caller identity checks, and the mapping of errors to status codes. No
-//! state lives here; every decision is the coordinator's.
+//! The coordinator's network side: the gRPC services over [`crate::Coordinator`] (conversions
+//! between `ase.v1` messages and the typed [`crate::messages`], caller identity checks, and the
+//! mapping of errors to status codes) and the server that serves them (`server`). No state
+//! lives here; every decision is the coordinator's.
 
 pub mod client_service;
+pub mod server;
 pub mod worker_service;
 
 pub use client_service::ClientService;
+pub use server::{ServeError, ServeOptions, Server};
 pub use worker_service::WorkerService;
 
-use crate::api;
-use crate::model::{Fence, Phase};
+use crate::messages;
+use crate::records::{Fence, Phase};
 use crate::CoordinatorError;
 use ase_proto::tonic::{Code, Status};
 use ase_proto::v1;
@@ -21,13 +24,15 @@ pub fn status_of(err: &CoordinatorError) -> Status {
         CoordinatorError::Dataset { .. }
         | CoordinatorError::Spec(_)
         | CoordinatorError::WorkerName(_)
-        | CoordinatorError::Outputs(crate::run_outputs::OutputError::MixedVersions { .. }) => {
+        | CoordinatorError::Outputs(crate::outputs::OutputError::MixedVersions { .. }) => {
             Code::InvalidArgument
         }
         CoordinatorError::Conflict { .. } => Code::FailedPrecondition,
         CoordinatorError::UnknownRun(_) => Code::NotFound,
         CoordinatorError::ReportTooLarge { .. } => Code::ResourceExhausted,
-        CoordinatorError::Store(_) | CoordinatorError::Outputs(_) => Code::Internal,
+        CoordinatorError::Store(_)
+        | CoordinatorError::Outputs(_)
+        | CoordinatorError::Finisher(_) => Code::Internal,
     };
     if code == Code::Internal {
         tracing::error!(error = %err, "coordinator failure");
@@ -55,7 +60,7 @@ pub(crate) fn phase_to_proto(phase: Phase) -> v1::Phase {
 pub(crate) fn lease_ref_from_proto(
     lease: Option<&v1::LeaseRef>,
     field: &str,
-) -> Result<api::LeaseRef, Status> {
+) -> Result<messages::LeaseRef, Status> {
     let lease = lease.ok_or_else(|| Status::invalid_argument(format!("{field} is missing")))?;
     let lease_id = lease.lease_id.parse::<u64>().map_err(|_| {
         Status::invalid_argument(format!(
@@ -67,7 +72,7 @@ pub(crate) fn lease_ref_from_proto(
         .fence
         .as_ref()
         .ok_or_else(|| Status::invalid_argument(format!("{field}.fence is missing")))?;
-    Ok(api::LeaseRef {
+    Ok(messages::LeaseRef {
         lease_id,
         fence: Fence {
             session: fence.session,
@@ -76,7 +81,7 @@ pub(crate) fn lease_ref_from_proto(
     })
 }
 
-pub(crate) fn lease_ref_to_proto(lease: &api::LeaseRef) -> v1::LeaseRef {
+pub(crate) fn lease_ref_to_proto(lease: &messages::LeaseRef) -> v1::LeaseRef {
     v1::LeaseRef {
         lease_id: lease.lease_id.to_string(),
         fence: Some(v1::Fence {
@@ -86,7 +91,7 @@ pub(crate) fn lease_ref_to_proto(lease: &api::LeaseRef) -> v1::LeaseRef {
     }
 }
 
-pub(crate) fn ack_to_proto(ack: api::Ack) -> v1::Ack {
+pub(crate) fn ack_to_proto(ack: messages::Ack) -> v1::Ack {
     v1::Ack {
         accepted: ack.accepted,
         reason: ack.reason,

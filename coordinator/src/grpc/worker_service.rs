@@ -5,7 +5,7 @@ use super::{
     ack_to_proto, lease_ref_from_proto, lease_ref_to_proto, phase_from_proto, phase_to_proto,
     status_of, truncate,
 };
-use crate::api;
+use crate::messages;
 use crate::metrics::Metrics;
 use crate::Coordinator;
 use ase_proto::identity::PeerIdentity;
@@ -55,7 +55,7 @@ impl WorkerService {
     }
 }
 
-fn grant_to_proto(g: api::LeaseGrant) -> v1::Lease {
+fn grant_to_proto(g: messages::LeaseGrant) -> v1::Lease {
     let lease = lease_ref_to_proto(&g.lease);
     v1::Lease {
         lease_id: lease.lease_id,
@@ -86,7 +86,7 @@ impl ase_proto::WorkerApi for WorkerService {
             self.check_caller(&req, &req.get_ref().worker_name)?;
             let req = req.into_inner();
             let caps = req.capabilities.unwrap_or_default();
-            let caps = api::Capabilities {
+            let caps = messages::Capabilities {
                 eval_slots: caps.eval_slots,
                 generate_slots: caps.generate_slots,
                 docker: caps.docker,
@@ -126,7 +126,7 @@ impl ase_proto::WorkerApi for WorkerService {
                 .collect::<Result<Vec<_>, _>>()?;
             let reply = self
                 .coordinator
-                .heartbeat(api::Heartbeat {
+                .heartbeat(messages::Heartbeat {
                     worker_id: req.worker_id,
                     session: req.session,
                     active,
@@ -160,7 +160,7 @@ impl ase_proto::WorkerApi for WorkerService {
             let started = Instant::now();
             let req = req.into_inner();
             let wait_ms = u64::from(req.wait_ms).min(MAX_LEASE_WAIT.as_millis() as u64) as u32;
-            let work = api::LeaseWork {
+            let work = messages::LeaseWork {
                 worker_id: req.worker_id,
                 session: req.session,
                 max_generate: req.max_generate,
@@ -171,7 +171,7 @@ impl ase_proto::WorkerApi for WorkerService {
             // A long poll must not hold up a graceful stop: it then returns empty.
             let reply = tokio::select! {
                 r = self.coordinator.lease_work(work) => r.map_err(|e| status_of(&e))?,
-                _ = shutdown.wait_for(|stop| *stop) => api::LeaseReply::default(),
+                _ = shutdown.wait_for(|stop| *stop) => messages::LeaseReply::default(),
             };
             if !reply.leases.is_empty() {
                 self.metrics.observe_lease_grant(started.elapsed());
@@ -209,7 +209,7 @@ impl ase_proto::WorkerApi for WorkerService {
             message = %truncate(&req.message, MAX_PROGRESS_CHARS),
             "progress"
         );
-        let ack = self.coordinator.report_progress(api::Progress {
+        let ack = self.coordinator.report_progress(messages::Progress {
             worker_id: req.worker_id,
             lease,
             step: req.step,
@@ -244,7 +244,7 @@ impl ase_proto::WorkerApi for WorkerService {
             let worker = truncate(&req.worker_id, 64);
             let ack = self
                 .coordinator
-                .complete(api::Completion {
+                .complete(messages::Completion {
                     worker_id: req.worker_id,
                     lease,
                     phase,
@@ -281,8 +281,8 @@ impl ase_proto::WorkerApi for WorkerService {
             let req = req.into_inner();
             let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
             let kind = match v1::FailureKind::try_from(req.kind) {
-                Ok(v1::FailureKind::Infrastructure) => api::FailureKind::Infrastructure,
-                Ok(v1::FailureKind::Released) => api::FailureKind::Released,
+                Ok(v1::FailureKind::Infrastructure) => messages::FailureKind::Infrastructure,
+                Ok(v1::FailureKind::Released) => messages::FailureKind::Released,
                 _ => {
                     return Err(Status::invalid_argument(format!(
                         "kind {} is neither infrastructure nor released",
@@ -292,7 +292,7 @@ impl ase_proto::WorkerApi for WorkerService {
             };
             let ack = self
                 .coordinator
-                .fail(api::Failure {
+                .fail(messages::Failure {
                     worker_id: req.worker_id,
                     lease,
                     kind,

@@ -14,7 +14,7 @@ pub const TTL_MS: u32 = 10_000;
 /// Writes fetched report files under `dir` (to read them back with upstream's readers).
 pub fn write_files(dir: &Path, files: &[ReportFile]) {
     for f in files {
-        assert!(output_store::is_safe_name(&f.name), "{}", f.name);
+        assert!(outputs::is_safe_name(&f.name), "{}", f.name);
         let path = dir.join(&f.name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, &f.content).unwrap();
@@ -163,11 +163,14 @@ pub fn completion(r: &Registration, g: &LeaseGrant, result: Vec<u8>) -> Completi
     }
 }
 
-/// Generates then evaluates every unit it gets until the run has nothing left to lease.
+/// Generates then evaluates every unit it gets until the run has nothing left to lease, then
+/// waits for the background finisher to be done with the runs that left (completed, or failed
+/// to write their files).
 pub async fn drive(c: &Coordinator, r: &Registration, detected: i64, baseline: i64) {
     loop {
         let reply = c.lease_work(lease_req(r, 8, 8)).await.unwrap();
         if reply.leases.is_empty() {
+            c.finish_pending().await;
             return;
         }
         for g in &reply.leases {

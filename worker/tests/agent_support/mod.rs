@@ -33,7 +33,7 @@ pub fn coordinator_config() -> CoordinatorConfig {
     }
 }
 
-/// The coordinator (`ase_coordinator::server::Server`: WorkerApi and ClientApi, sweep ticker)
+/// The coordinator (`ase_coordinator::grpc::Server`: WorkerApi and ClientApi, sweep ticker)
 /// serving plaintext on a loopback address.
 pub struct Server {
     pub addr: SocketAddr,
@@ -64,9 +64,9 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         // The real server: the gRPC services of ase-coordinator, its sweep ticker.
-        let server = ase_coordinator::server::Server::bind(
+        let server = ase_coordinator::grpc::Server::bind(
             coord.clone(),
-            ase_coordinator::server::ServeOptions {
+            ase_coordinator::grpc::ServeOptions {
                 listen: addr,
                 security: ase_proto::endpoint::TransportSecurity::Plaintext,
                 metrics_listen: None,

@@ -1,7 +1,8 @@
-//! The coordinator's network side: `WorkerApi` and `ClientApi` (each behind its role check) and
+//! The coordinator's gRPC server: `WorkerApi` and `ClientApi` (each behind its role check) and
 //! tonic-health on one gRPC listener, mutual TLS or loopback-only plaintext
-//! (`ase_proto::endpoint`); the lease-expiry sweep ticker; the Prometheus listener; graceful
-//! stop.
+//! (`ase_proto::endpoint`); the lease-expiry sweep ticker (which also retries the finish of
+//! runs whose files could not be written); the Prometheus listener; graceful stop, which lets
+//! the finisher complete the runs it holds.
 //!
 //! [`Server::bind`] binds both listeners first, so that a caller asking for port 0 learns the
 //! real addresses before anything is served; [`Server::serve`] then runs until its shutdown
@@ -12,6 +13,7 @@ use crate::metrics::{serve_metrics, Metrics};
 use crate::Coordinator;
 use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
 use ase_proto::identity::{PeerRole, RequireRole};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tonic::transport::server::TcpIncoming;
 use ase_proto::{ClientApiServer, WorkerApiServer};
 use std::future::Future;
@@ -20,9 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Largest gRPC message either way: datasets, result records (the coordinator accepts
-/// `MAX_RESULT_BYTES` of them) and reports travel whole.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// How long a graceful stop waits for runs being finished (scored, their files written).
+const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -195,6 +196,16 @@ impl Server {
         let _ = sweeper.await;
         if let Some(task) = metrics_task {
             let _ = task.await;
+        }
+        // A finish in progress completes rather than being cut short (one that cannot, or a
+        // run queued after this, is finished when the coordinator opens the store again).
+        if tokio::time::timeout(FINISH_AT_SHUTDOWN, coordinator.finish_pending())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a run's finish is still in progress at shutdown; it is finished at the next start"
+            );
         }
         let flushed = {
             let c = coordinator.clone();

@@ -1,7 +1,7 @@
 //! What a completed run leaves: scores (common's scoring), our Report, and upstream's files
 //! (the `processed_instances.json` and `sast_results.json` / `scan_results.json` inputs, and the
 //! result files), each streamed into an [`OutputSink`] as it is made (the coordinator's sink is
-//! the [`crate::output_store`] folder that `FetchReport` reads).
+//! the [`crate::outputs::store`] folder that `FetchReport` reads).
 //!
 //! v1 scores against the baseline our own scanner measured (in the evaluation records), not the
 //! dataset's `detected_vul_num`: the rules and tool differ from upstream's, so only our own
@@ -9,8 +9,8 @@
 //! whose units reached evaluation falls back to the dataset's count (it cannot change a score:
 //! a unit without a scan is never secure).
 
-use crate::model::{RunSpecHeader, UnitRecord, UnitState};
-use crate::output_store::{OutputStoreError, OutputWriter};
+use super::store::{OutputStoreError, OutputWriter};
+use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v2::V2Scan;

@@ -1,7 +1,9 @@
-//! Typed input and output of the coordinator's operations, one-to-one with the messages of
-//! `proto/proto/ase.proto`, so the gRPC services are thin conversions.
+//! The typed boundary between the gRPC adapters (`grpc`) and the state (`state`): the input
+//! and output of the coordinator's operations, one-to-one with the messages of
+//! `proto/proto/ase.proto`, so the gRPC services are thin conversions and the state never sees
+//! a wire type.
 
-use crate::model::{Fence, Phase};
+use crate::records::{Fence, Phase};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]

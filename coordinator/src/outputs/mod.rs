@@ -1,0 +1,12 @@
+//! A completed run's outputs: what they are made of and how they are built (`build`: scores,
+//! our report, upstream's files, each streamed into a sink), and where they are kept (`store`:
+//! a folder per run beside the database, all files visible at once, read by `FetchReport`).
+
+pub mod build;
+pub mod store;
+
+pub use build::{
+    build_outputs, dataset_version, failure_summary, EvaluationFacts, GenerationFacts, OutputError,
+    OutputSink, RunOutputInput, TaskFacts,
+};
+pub use store::{is_safe_name, NamedFile, OutputStore, OutputStoreError, OutputWriter};

@@ -1,0 +1,190 @@
+//! Dataset planning: what a submitted run's spec and dataset say, checked before anything is
+//! stored, and the second pass over the dataset that stores each task's inputs.
+//!
+//! The parsed dataset is never held whole (a 100,000-task dataset would take hundreds of MB): a
+//! first pass validates it and learns what the second needs, and the second writes the tasks as
+//! it parses them, in batches.
+
+use super::memory::RepoIndex;
+use crate::outputs;
+use crate::records::RunSpecHeader;
+use crate::store::{Store, StoreError, TaskInputs};
+use crate::CoordinatorError;
+use ase_common::dataset::{self, ContextSet, DatasetVersion, TaskContext, TaskSpec, VisitError};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::path::Path;
+
+/// Tasks written to the store per call while a run is submitted, so that only this many
+/// tasks' inputs are in memory at once.
+const SUBMIT_BATCH: usize = 1_000;
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads the header fields the coordinator needs from the opaque spec.
+pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorError> {
+    let value: serde_json::Value = serde_json::from_slice(spec_json)
+        .map_err(|e| CoordinatorError::Spec(format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(CoordinatorError::Spec("not a JSON object".into()));
+    }
+    let header: RunSpecHeader = serde_json::from_value(value)
+        .map_err(|e| CoordinatorError::Spec(format!("a field has the wrong type: {e}")))?;
+    if header.rounds == 0 {
+        return Err(CoordinatorError::Spec("`rounds` must be at least 1".into()));
+    }
+    ase_common::upstream_io::run_name(&header.model_name, &header.batch)
+        .map_err(|e| CoordinatorError::Spec(e.to_string()))?;
+    Ok(header)
+}
+
+/// What a first pass over a dataset learns, so that a second pass can write each task's
+/// inputs as it parses it.
+pub(super) struct DatasetPlan {
+    pub(super) tasks: usize,
+    /// The seed of mutated v1 tasks by vuln_source: the last seed in file order, as
+    /// `Dataset::seed_of` finds it (it may come after the mutated task). Only for vuln_sources
+    /// that a mutated task has.
+    seeds: HashMap<String, SeedRef>,
+}
+
+struct SeedRef {
+    instance_id: String,
+    repo: String,
+}
+
+fn dataset_error(name: &str) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + '_ {
+    move |source| CoordinatorError::Dataset {
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Validates the dataset (every problem at once), checks it has tasks of one version, and
+/// finds the seeds of its mutated tasks.
+pub(super) fn plan_dataset(
+    dataset_name: &str,
+    dataset_bytes: &[u8],
+) -> Result<DatasetPlan, CoordinatorError> {
+    let mut versions: Vec<DatasetVersion> = Vec::new();
+    let mut seeds: HashMap<String, SeedRef> = HashMap::new();
+    let mut mutated_sources: HashSet<String> = HashSet::new();
+    let summary = dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
+        if !versions.contains(&t.version()) {
+            versions.push(t.version());
+        }
+        match &t.spec {
+            TaskSpec::V1(s) if s.seed => {
+                seeds.insert(
+                    t.vuln_source,
+                    SeedRef {
+                        instance_id: t.instance_id,
+                        repo: t.repo,
+                    },
+                );
+            }
+            TaskSpec::V1(_) => {
+                mutated_sources.insert(t.vuln_source);
+            }
+            TaskSpec::V2(_) => {}
+        }
+        Ok::<(), Infallible>(())
+    })
+    .map_err(|e| match e {
+        VisitError::Dataset(source) => dataset_error(dataset_name)(source),
+        VisitError::Callback(never) => match never {},
+    })?;
+    if summary.tasks == 0 {
+        return Err(CoordinatorError::Spec(format!(
+            "dataset {dataset_name} has no task"
+        )));
+    }
+    outputs::dataset_version(dataset_name, versions.into_iter())?;
+    seeds.retain(|source, _| mutated_sources.contains(source));
+    Ok(DatasetPlan {
+        tasks: summary.tasks,
+        seeds,
+    })
+}
+
+pub(super) fn parse_context_file(
+    context_name: &str,
+    context_bytes: &[u8],
+) -> Result<Option<ContextSet>, CoordinatorError> {
+    if context_bytes.is_empty() {
+        return Ok(None);
+    }
+    dataset::parse_contexts(Path::new(context_name), context_bytes)
+        .map(Some)
+        .map_err(dataset_error(context_name))
+}
+
+/// Second pass over a dataset `plan_dataset` accepted: writes each task's inputs, as index `t`
+/// for the `t`-th task, in batches; returns the repo index of the tasks.
+pub(super) fn write_task_inputs(
+    store: &Store,
+    seq: u64,
+    dataset_name: &str,
+    dataset_bytes: &[u8],
+    plan: &DatasetPlan,
+    contexts: Option<&ContextSet>,
+) -> Result<(Vec<u32>, Vec<String>), CoordinatorError> {
+    let context_of: HashMap<&str, &TaskContext> = contexts
+        .map(|c| {
+            c.contexts
+                .iter()
+                .map(|c| (c.instance_id.as_str(), c))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut repos = RepoIndex::with_capacity(plan.tasks);
+    let mut batch: Vec<TaskInputs> = Vec::with_capacity(SUBMIT_BATCH);
+    let mut written: u32 = 0;
+    let mut flush = |batch: &mut Vec<TaskInputs>| -> Result<(), StoreError> {
+        let first = written;
+        store.write_tasks(
+            seq,
+            batch.iter().enumerate().map(|(i, t)| (first + i as u32, t)),
+        )?;
+        written += batch.len() as u32;
+        batch.clear();
+        Ok(())
+    };
+    dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
+        // (instance_id, repo) of the task whose context and project layout `t` uses.
+        let seed = match &t.spec {
+            TaskSpec::V1(s) if !s.seed => plan
+                .seeds
+                .get(&t.vuln_source)
+                .map(|s| (s.instance_id.as_str(), s.repo.as_str())),
+            _ => Some((t.instance_id.as_str(), t.repo.as_str())),
+        };
+        let context_json = seed
+            .and_then(|(id, _)| context_of.get(id))
+            .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
+            .unwrap_or_default();
+        repos.push(&t.repo);
+        batch.push(TaskInputs {
+            instance_id: t.instance_id.clone(),
+            repo: t.repo.clone(),
+            seed_repo: seed.map_or(t.repo.as_str(), |(_, repo)| repo).to_string(),
+            task_json: serde_json::to_vec(&t).expect("a task serialises to JSON"),
+            context_json,
+        });
+        if batch.len() == SUBMIT_BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        VisitError::Dataset(source) => dataset_error(dataset_name)(source),
+        VisitError::Callback(e) => CoordinatorError::Store(e),
+    })?;
+    if !batch.is_empty() {
+        flush(&mut batch)?;
+    }
+    Ok(repos.finish())
+}

@@ -1,0 +1,271 @@
+//! The grant policy: which queued units a worker gets, within its free slots and every run's
+//! limits, from queues per (run, phase) split by repo for affinity.
+//!
+//! Evaluations go before generations (they finish units that already cost a model call); runs
+//! are served in submission order. Generations respect the run's limits: in-flight model
+//! calls, requests per minute, and a key this process must hold. Within a queue, a worker
+//! first gets units of repos it caches (no clone, warm mirror); then units of repos no live
+//! worker caches (someone has to clone them, and nobody is better placed); then anything, so no
+//! worker idles while work is queued and no repo starves.
+
+use super::memory::{pi, LeaseMem};
+use super::Coordinator;
+use crate::messages::{LeaseGrant, LeaseRef, LeaseReply, LeaseWork};
+use crate::records::{Fence, LeaseRecord, Phase, RunState, UnitState};
+use crate::store::Op;
+use crate::CoordinatorError;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Queued unit indexes of one phase of one run, by repo, FIFO within a repo.
+#[derive(Debug, Default, Clone)]
+pub struct RepoQueues {
+    by_repo: BTreeMap<String, VecDeque<u32>>,
+    len: usize,
+}
+
+impl RepoQueues {
+    pub fn push(&mut self, repo: &str, unit: u32) {
+        self.by_repo
+            .entry(repo.to_string())
+            .or_default()
+            .push_back(unit);
+        self.len += 1;
+    }
+
+    /// Puts a unit back at the head of its repo's queue (a retry goes first).
+    pub fn push_front(&mut self, repo: &str, unit: u32) {
+        self.by_repo
+            .entry(repo.to_string())
+            .or_default()
+            .push_front(unit);
+        self.len += 1;
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn pop_repo(&mut self, repo: &str) -> Option<u32> {
+        let q = self.by_repo.get_mut(repo)?;
+        let unit = q.pop_front()?;
+        if q.is_empty() {
+            self.by_repo.remove(repo);
+        }
+        self.len -= 1;
+        Some(unit)
+    }
+
+    /// The next unit for a worker caching `cached`, given the repos some live worker caches.
+    pub fn pop_for(
+        &mut self,
+        cached: &HashSet<String>,
+        cached_by_anyone: &HashSet<String>,
+    ) -> Option<(String, u32)> {
+        let pick = self
+            .by_repo
+            .keys()
+            .find(|r| cached.contains(*r))
+            .or_else(|| self.by_repo.keys().find(|r| !cached_by_anyone.contains(*r)))
+            .or_else(|| self.by_repo.keys().next())
+            .cloned()?;
+        let unit = self.pop_repo(&pick)?;
+        Some((pick, unit))
+    }
+}
+
+impl Coordinator {
+    /// The locked part of a lease request: expired leases swept, then as many units granted
+    /// as the worker's free slots and every run's limits allow. `Some` reply when the worker
+    /// gets no lease at all (it must register again, or drain).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn grant_locked(
+        &self,
+        req: &LeaseWork,
+        now: u64,
+        ops: &mut Vec<Op>,
+        grants: &mut Vec<LeaseGrant>,
+        grant_units: &mut Vec<(u64, u32, u32)>,
+    ) -> Result<Option<LeaseReply>, CoordinatorError> {
+        let mut early: Option<LeaseReply> = None;
+        let _writer = self.store.writer();
+        let mut st = self.lock();
+        self.sweep_locked(&mut st, now, ops)?;
+        if !Self::session_ok(&st, &req.worker_id, req.session) {
+            early = Some(LeaseReply {
+                reregister: true,
+                ..LeaseReply::default()
+            });
+        } else if st.workers[&req.worker_id].record.draining {
+            early = Some(LeaseReply {
+                drain: true,
+                ..LeaseReply::default()
+            });
+        }
+        if early.is_some() {
+            self.store.apply(ops)?;
+            self.queue_finishes(&mut st);
+            return Ok(early);
+        }
+        let w = &st.workers[&req.worker_id];
+        let mut free = [
+            req.max_generate
+                .min(w.caps.generate_slots.saturating_sub(w.running[0])),
+            req.max_evaluate
+                .min(w.caps.eval_slots.saturating_sub(w.running[1])),
+        ];
+        let cached = w.cached.clone();
+        let cached_by_anyone: HashSet<String> = st
+            .workers
+            .values()
+            .filter(|o| {
+                o.live_session
+                    && o.last_heartbeat_ms.is_some_and(|t| {
+                        now.saturating_sub(t) <= u64::from(self.config.lease_ttl_ms)
+                    })
+            })
+            .flat_map(|o| o.cached.iter().cloned())
+            .collect();
+        let seqs: Vec<u64> = st.runs.keys().copied().collect();
+        // Evaluate first: it finishes units that already cost a model call.
+        for phase in [Phase::Evaluate, Phase::Generate] {
+            for &seq in &seqs {
+                while free[pi(phase)] > 0 {
+                    let run = st.runs.get_mut(&seq).expect("listed");
+                    if run.record.state != RunState::Running {
+                        break;
+                    }
+                    if phase == Phase::Generate {
+                        let limit = run.record.header.limits.max_inflight_model_calls;
+                        if limit > 0 && run.inflight_generate >= limit {
+                            break;
+                        }
+                        if run.bucket.available(now) == 0 {
+                            break;
+                        }
+                        if run.waiting_for_key() {
+                            break;
+                        }
+                    }
+                    let Some((_, index)) =
+                        run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
+                    else {
+                        break;
+                    };
+                    if run.units[index as usize].state != UnitState::queued(phase) {
+                        continue;
+                    }
+                    if phase == Phase::Generate {
+                        run.bucket.try_take(now);
+                        run.inflight_generate += 1;
+                    }
+                    let lease_id = self.store.next_id()?;
+                    let rounds = run.rounds();
+                    let mut unit = self.unit_record(seq, index, rounds)?;
+                    unit.attempt += 1;
+                    unit.state = UnitState::leased(phase);
+                    unit.lease = Some(lease_id);
+                    run.units[index as usize].state = unit.state;
+                    let deadline_ms = match phase {
+                        Phase::Generate => self.config.generate_deadline_ms,
+                        Phase::Evaluate => self.config.evaluate_deadline_ms,
+                    };
+                    let record = LeaseRecord {
+                        lease_id,
+                        run_seq: seq,
+                        unit_index: index,
+                        phase,
+                        worker_id: req.worker_id.clone(),
+                        fence: Fence {
+                            session: req.session,
+                            attempt: unit.attempt,
+                        },
+                        granted_unix_ms: now,
+                        expires_unix_ms: now + u64::from(self.config.lease_ttl_ms),
+                        deadline_unix_ms: now + deadline_ms,
+                    };
+                    let task_index = run.task_of(index);
+                    grants.push(LeaseGrant {
+                        lease: LeaseRef {
+                            lease_id,
+                            fence: record.fence,
+                        },
+                        run_id: run.record.run_id.clone(),
+                        instance_id: unit.unit.instance_id.clone(),
+                        round: unit.unit.round,
+                        phase,
+                        expires_unix_ms: record.expires_unix_ms,
+                        // Filled from the store once the lock is released.
+                        task_json: Arc::default(),
+                        context_json: Arc::default(),
+                        run_spec_json: run.spec_json.clone(),
+                        generation_json: None,
+                        api_key: run.api_key.clone(),
+                        seed_repo: String::new(),
+                    });
+                    ops.push(Op::Unit {
+                        seq,
+                        index,
+                        record: unit,
+                    });
+                    ops.push(Op::Lease(record.clone()));
+                    grant_units.push((seq, index, task_index));
+                    free[pi(phase)] -= 1;
+                    let w = st.workers.get_mut(&req.worker_id).expect("session checked");
+                    w.leases.insert(lease_id);
+                    w.running[pi(phase)] += 1;
+                    st.leases.insert(
+                        lease_id,
+                        LeaseMem {
+                            record,
+                            recovered: false,
+                            step: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.store.apply(ops)?;
+        self.queue_finishes(&mut st);
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn prefers_cached_then_uncached_by_anyone_then_anything() {
+        let mut q = RepoQueues::default();
+        q.push("a/a", 0);
+        q.push("b/b", 1);
+        q.push("c/c", 2);
+        // Worker caches c; someone caches a.
+        let anyone = set(&["a/a", "c/c"]);
+        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("c/c".into(), 2)));
+        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("b/b".into(), 1)));
+        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("a/a".into(), 0)));
+        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), None);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn retries_go_first() {
+        let mut q = RepoQueues::default();
+        q.push("a/a", 0);
+        q.push_front("a/a", 7);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_for(&set(&[]), &set(&[])), Some(("a/a".into(), 7)));
+    }
+}
