@@ -693,3 +693,23 @@ async fn changed_files_past_the_unit_bound_fail_the_generation() {
     assert_eq!(g.changed_files.len(), 1);
     assert_eq!(g.changed_files[0].path, "index.php");
 }
+
+#[tokio::test]
+async fn a_patch_past_the_snapshot_bound_is_a_failed_generation_not_a_retry() {
+    let env = env();
+    let mut ctx = context(&env, &env.cache_root, None);
+    // index.php is larger than this: the patch naming it cannot be snapshotted.
+    ctx.apply.max_snapshot_bytes = 16;
+    let task = v1_task("t1");
+    let s = spec(predictions(
+        json!([{"instance_id": "t1", "answer": fix_answer()}]),
+    ));
+    let g = gen(&ctx, &task, 1, &s).await;
+    assert!(!g.success);
+    assert_eq!(
+        g.reason.as_deref(),
+        Some("patch refused: the files the patch names exceed the snapshot limit of 16 bytes")
+    );
+    assert_eq!(g.changed_files.len(), 1);
+    assert_eq!(g.changed_files[0].path, "index.php");
+}
