@@ -10,3 +10,4 @@ pub mod model;
 pub mod pipeline;
 pub mod repo_cache;
 pub mod sast;
+pub mod setup;
