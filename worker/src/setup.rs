@@ -216,23 +216,3 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
     let dynamic = docker.map(|d| DynamicEvaluator::new(d, DynamicSettings::default()));
     Ok(WorkerParts { ctx, dynamic })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scanner_names_round_trip_as_config_and_flags_spell_them() {
-        for k in ScannerKind::ALL {
-            assert_eq!(k.name().parse::<ScannerKind>(), Ok(k));
-            assert_eq!(
-                serde_json::to_value(k).unwrap(),
-                serde_json::Value::String(k.name().into())
-            );
-        }
-        assert_eq!(
-            "semgrep".parse::<ScannerKind>(),
-            Err(UnknownScanner("semgrep".into()))
-        );
-    }
-}

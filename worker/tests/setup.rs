@@ -4,7 +4,7 @@
 mod support;
 
 use ase_worker::pipeline::{rules_digest, Scanner};
-use ase_worker::setup::{build, DockerUse, ScannerKind, SetupError, WorkerSetup};
+use ase_worker::setup::{build, DockerUse, ScannerKind, SetupError, UnknownScanner, WorkerSetup};
 use std::path::Path;
 use support::{docker_with, rules_dir, v2_image};
 
@@ -90,5 +90,20 @@ async fn a_worker_with_docker_gets_the_v2_evaluator_and_the_container_scanner() 
     assert_eq!(
         parts.ctx.scanner.identity().rules_digest,
         "ase-sast:content-tag"
+    );
+}
+
+#[test]
+fn scanner_names_round_trip_as_config_and_flags_spell_them() {
+    for k in ScannerKind::ALL {
+        assert_eq!(k.name().parse::<ScannerKind>(), Ok(k));
+        assert_eq!(
+            serde_json::to_value(k).unwrap(),
+            serde_json::Value::String(k.name().into())
+        );
+    }
+    assert_eq!(
+        "semgrep".parse::<ScannerKind>(),
+        Err(UnknownScanner("semgrep".into()))
     );
 }
