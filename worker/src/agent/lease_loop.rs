@@ -279,7 +279,12 @@ async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome:
     let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
     let failed = outcome.is_err();
     if let Err(e) = &outcome {
-        tracing::warn!(kind = ?e.kind, reason = %e.reason, "infrastructure failure");
+        tracing::warn!(
+            kind = ?e.kind,
+            retry_after_secs = ?e.retry_after_secs,
+            reason = %e.reason,
+            "infrastructure failure"
+        );
     }
     loop {
         let mut client = shared.client();
