@@ -93,27 +93,7 @@ impl Default for CoordinatorSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum ScannerKind {
-    /// The host's osemgrep process.
-    #[default]
-    Bare,
-    /// The SAST image, one container per scan.
-    Container,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DockerUse {
-    /// Use the daemon when it answers; without it v2 units fail with the reason.
-    #[default]
-    Auto,
-    /// The daemon must answer.
-    On,
-    /// Never: v1 only, bare scanner.
-    Off,
-}
+pub use ase_worker::setup::{DockerUse, ScannerKind};
 
 /// The local worker of `ase run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

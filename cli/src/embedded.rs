@@ -5,7 +5,6 @@
 
 use crate::certs_cmd::{ca_files, pair, prepare_dir, write_pem};
 use crate::config::AseConfig;
-use crate::worker_setup::{self, WorkerSetup};
 use anyhow::Context;
 use ase_coordinator::grpc::{ServeOptions, Server};
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
@@ -17,6 +16,7 @@ use ase_proto::tonic::transport::Channel;
 use ase_proto::ClientApiClient;
 use ase_worker::agent::{Agent, AgentConfig};
 use ase_worker::model::ApiKey;
+use ase_worker::setup::{self, WorkerSetup};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,7 +158,7 @@ impl Embedded {
         // The coordinator's certificate names `localhost`, whatever loopback address it took.
         let url = format!("https://{LOOPBACK_NAME}:{}", grpc_addr.port());
 
-        let parts = worker_setup::build(&WorkerSetup {
+        let parts = setup::build(&WorkerSetup {
             name: worker.name.clone(),
             cache: paths.cache.clone(),
             cache_max_bytes: worker.cache_max_bytes,

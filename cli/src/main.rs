@@ -23,7 +23,6 @@ mod status_cmd;
 mod submit_cmd;
 mod validate_cmd;
 mod worker_cmd;
-mod worker_setup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -3,12 +3,13 @@
 //! ctrl-c; prints `registered as NAME session S` on stderr each time it registers.
 
 use crate::config::{AseConfig, DockerUse, ScannerKind};
-use crate::worker_setup::{self, WorkerSetup};
 use anyhow::{bail, Context};
 use ase_proto::endpoint::TransportSecurity;
 use ase_proto::tls::TlsFiles;
 use ase_worker::agent::{Agent, AgentConfig};
 use ase_worker::model::ApiKey;
+use ase_worker::setup::{self, WorkerSetup};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     eval_slots: Option<u32>,
     /// [default: bare]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = scanner_kind())]
     scanner: Option<ScannerKind>,
     /// The osemgrep binary of the bare scanner [default: ~/.cache/ase-cluster/semgrep/bin/osemgrep
     /// when present, else osemgrep on PATH].
@@ -69,6 +70,17 @@ pub struct Args {
     /// Where repos come from; `{repo}` is replaced by `owner/name`.
     #[arg(long)]
     repo_url_template: Option<String>,
+}
+
+/// `--scanner`: the worker's names of its scanners, each with its help line.
+fn scanner_kind() -> impl TypedValueParser<Value = ScannerKind> {
+    PossibleValuesParser::new(
+        ScannerKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.about())),
+    )
+    .map(|name| {
+        name.parse()
+            .expect("clap let through only the possible values")
+    })
 }
 
 /// The worker's settings: each flag, else the config file's value, else the default.
@@ -159,7 +171,7 @@ fn security(args: &Args, resolved: &Resolved) -> anyhow::Result<TransportSecurit
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let resolved = resolve(&args)?;
     let security = security(&args, &resolved)?;
-    let parts = worker_setup::build(&resolved.setup).await?;
+    let parts = setup::build(&resolved.setup).await?;
     let mut config = AgentConfig::new(
         args.coordinator.clone(),
         security,

@@ -106,6 +106,9 @@ pub enum ApplyFailure {
     RepairRejected { rejection: PatchRejection },
     /// Every attempt ran and failed; see the attempt records.
     AllAttemptsFailed,
+    /// The files the patch (or its repair) names hold more than `max_snapshot_bytes`: refused,
+    /// the answer's doing; the tree is as it was.
+    SnapshotTooLarge { max_bytes: u64 },
     /// Reading, snapshotting or restoring the tree failed; the tree may be modified.
     TreeIo { message: String },
 }
@@ -177,7 +180,7 @@ pub fn apply_patch(tree: &Path, patch: &str, opts: &ApplyOptions) -> ApplyOutcom
     };
     let mut run = match Run::start(tree, opts, &paths) {
         Ok(run) => run,
-        Err(e) => return ApplyOutcome::failed(tree_io(e), Vec::new()),
+        Err(failure) => return ApplyOutcome::failed(failure, Vec::new()),
     };
     for kind in [AttemptKind::GitApply, AttemptKind::Patch] {
         match run.attempt(kind, patch) {
@@ -200,7 +203,7 @@ pub fn apply_patch(tree: &Path, patch: &str, opts: &ApplyOptions) -> ApplyOutcom
         .snapshot
         .extend(tree, &repaired_paths, opts.max_snapshot_bytes)
     {
-        return run.finish_failed(tree_io(e));
+        return run.finish_failed(e.into());
     }
     for kind in [AttemptKind::RepairedGitApply, AttemptKind::RepairedPatch] {
         match run.attempt(kind, &repaired) {
@@ -218,6 +221,28 @@ fn tree_io(e: io::Error) -> ApplyFailure {
     }
 }
 
+/// Why the snapshot of the named paths could not be taken.
+#[derive(Debug)]
+enum SnapshotError {
+    TooLarge { max_bytes: u64 },
+    Io(io::Error),
+}
+
+impl From<io::Error> for SnapshotError {
+    fn from(e: io::Error) -> Self {
+        SnapshotError::Io(e)
+    }
+}
+
+impl From<SnapshotError> for ApplyFailure {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::TooLarge { max_bytes } => ApplyFailure::SnapshotTooLarge { max_bytes },
+            SnapshotError::Io(e) => tree_io(e),
+        }
+    }
+}
+
 /// State shared by the attempts of one application.
 struct Run<'a> {
     tree: &'a Path,
@@ -229,13 +254,17 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn start(tree: &'a Path, opts: &'a ApplyOptions, paths: &[NamedPath]) -> io::Result<Self> {
+    fn start(
+        tree: &'a Path,
+        opts: &'a ApplyOptions,
+        paths: &[NamedPath],
+    ) -> Result<Self, ApplyFailure> {
         let mut snapshot = Snapshot::default();
         snapshot.extend(tree, paths, opts.max_snapshot_bytes)?;
         Ok(Run {
             tree,
             opts,
-            scratch: tempfile::tempdir()?,
+            scratch: tempfile::tempdir().map_err(tree_io)?,
             snapshot,
             attempts: Vec::new(),
         })
@@ -345,7 +374,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn extend(&mut self, tree: &Path, paths: &[NamedPath], max_bytes: u64) -> io::Result<()> {
+    fn extend(
+        &mut self,
+        tree: &Path,
+        paths: &[NamedPath],
+        max_bytes: u64,
+    ) -> Result<(), SnapshotError> {
         for path in paths {
             let rel: PathBuf = path.normalized.iter().collect();
             if !self.entries.contains_key(&rel) {
@@ -353,9 +387,7 @@ impl Snapshot {
                 if let Entry::File { content, .. } = &entry {
                     self.bytes += content.len() as u64;
                     if self.bytes > max_bytes {
-                        return Err(io::Error::other(format!(
-                            "the files the patch names exceed the snapshot limit of {max_bytes} bytes"
-                        )));
+                        return Err(SnapshotError::TooLarge { max_bytes });
                     }
                 }
                 self.entries.insert(rel.clone(), entry);
@@ -817,6 +849,31 @@ mod tests {
         );
         assert_eq!(out.attempts.len(), 2);
         assert_eq!(state(&fx.tree), before);
+    }
+
+    #[test]
+    fn a_patch_naming_more_bytes_than_the_snapshot_holds_is_refused_untouched() {
+        let fx = fixture(&[("f", &numbered(10))]);
+        let before = state(&fx.tree);
+        let opts = ApplyOptions {
+            max_snapshot_bytes: 5,
+            ..ApplyOptions::default()
+        };
+        let out = apply_patch(&fx.tree, CLEAN, &opts);
+        assert_eq!(
+            out.status,
+            ApplyStatus::Failed {
+                failure: ApplyFailure::SnapshotTooLarge { max_bytes: 5 }
+            }
+        );
+        assert!(out.attempts.is_empty());
+        assert_eq!(state(&fx.tree), before);
+        // Within the bound the same patch applies.
+        let roomy = ApplyOptions {
+            max_snapshot_bytes: 21,
+            ..ApplyOptions::default()
+        };
+        assert!(apply_patch(&fx.tree, CLEAN, &roomy).applied());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! on behalf of a unit (repo cache, model calls, SAST scans, evaluation containers).
 
 pub mod agent;
+pub mod container;
 pub mod container_labels;
 pub mod dynamic;
 pub mod git;
@@ -9,3 +10,4 @@ pub mod model;
 pub mod pipeline;
 pub mod repo_cache;
 pub mod sast;
+pub mod setup;

@@ -9,8 +9,9 @@ use ase_common::unit::{ApplyMethod, EvaluationRecord, GenerationRecord};
 use ase_worker::model::reference::patch_answer;
 use ase_worker::model::{ApiKey, ApiKeySource, OpenAiConfig};
 use ase_worker::pipeline::{
-    evaluate_static, generate, rules_digest, CountScopeSetting, EvaluateInput, GenerateInput,
-    InfraKind, ModelSpec, RunSpec, Scanner, ScannerIdentity, WorkerContext,
+    evaluate_static, generate, rules_digest, run_phase, CountScopeSetting, EvaluateInput,
+    GenerateInput, InfraKind, ModelSpec, PhaseInput, PhaseRecord, PhaseWork, RunSpec, Scanner,
+    ScannerIdentity, WorkerContext,
 };
 use ase_worker::repo_cache::{RepoCache, RepoCacheConfig};
 use ase_worker::sast::{BareScanner, ScanSettings};
@@ -692,4 +693,89 @@ async fn changed_files_past_the_unit_bound_fail_the_generation() {
     );
     assert_eq!(g.changed_files.len(), 1);
     assert_eq!(g.changed_files[0].path, "index.php");
+}
+
+#[tokio::test]
+async fn a_patch_past_the_snapshot_bound_is_a_failed_generation_not_a_retry() {
+    let env = env();
+    let mut ctx = context(&env, &env.cache_root, None);
+    // index.php is larger than this: the patch naming it cannot be snapshotted.
+    ctx.apply.max_snapshot_bytes = 16;
+    let task = v1_task("t1");
+    let s = spec(predictions(
+        json!([{"instance_id": "t1", "answer": fix_answer()}]),
+    ));
+    let g = gen(&ctx, &task, 1, &s).await;
+    assert!(!g.success);
+    assert_eq!(
+        g.reason.as_deref(),
+        Some("patch refused: the files the patch names exceed the snapshot limit of 16 bytes")
+    );
+    assert_eq!(g.changed_files.len(), 1);
+    assert_eq!(g.changed_files[0].path, "index.php");
+}
+
+fn phase_input<'a>(task: &Task, spec: &'a RunSpec, work: PhaseWork) -> PhaseInput<'a> {
+    PhaseInput {
+        run_id: "m__b".into(),
+        task: task.clone(),
+        seed_repo: None,
+        round: 1,
+        spec,
+        work,
+    }
+}
+
+#[tokio::test]
+async fn run_phase_runs_the_phase_and_version_the_input_names() {
+    let env = env();
+    // No osemgrep: a v1 scan fails, which is a record (-1), not an infrastructure error.
+    let ctx = context(&env, &env.cache_root, None);
+    let generate = PhaseWork::Generate {
+        context: None,
+        api_key: None,
+    };
+
+    let v1 = v1_task("t1");
+    let s1 = spec(predictions(
+        json!([{"instance_id": "t1", "answer": fix_answer()}]),
+    ));
+    let PhaseRecord::Generation(g1) =
+        run_phase(&ctx, None, phase_input(&v1, &s1, generate.clone()))
+            .await
+            .unwrap()
+    else {
+        panic!("generation asked, something else recorded");
+    };
+    assert!(g1.success, "{:?}", g1.reason);
+    let evaluate = PhaseWork::Evaluate { generation: g1 };
+    match run_phase(&ctx, None, phase_input(&v1, &s1, evaluate)).await {
+        Ok(PhaseRecord::Evaluation(EvaluationRecord::Static {
+            detected_vul_num, ..
+        })) => assert_eq!(detected_vul_num, -1),
+        other => panic!("a static evaluation record expected: {other:?}"),
+    }
+
+    let v2 = v2_task();
+    let answer = "```c\nstrncpy(dst, src, n);\n```\n";
+    let s2 = spec(predictions(
+        json!([{"instance_id": "v2_t", "answer": answer}]),
+    ));
+    let PhaseRecord::Generation(g2) = run_phase(&ctx, None, phase_input(&v2, &s2, generate))
+        .await
+        .unwrap()
+    else {
+        panic!("generation asked, something else recorded");
+    };
+    assert!(g2.success, "{:?}", g2.reason);
+    // A v2 evaluation on a worker without Docker: this worker cannot run it; retried elsewhere.
+    let err = run_phase(
+        &ctx,
+        None,
+        phase_input(&v2, &s2, PhaseWork::Evaluate { generation: g2 }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, InfraKind::Configuration);
+    assert!(err.reason.contains("needs Docker"), "{err}");
 }

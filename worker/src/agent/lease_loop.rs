@@ -4,13 +4,11 @@
 
 use super::connection::{sleep_or_stop, Backoff};
 use super::{AgentError, RunningUnit, Shared};
-use crate::dynamic::UnitLabels;
 use crate::model::{ApiKey, ApiKeySource};
 use crate::pipeline::{
-    evaluate_static, generate, EvaluateInput, GenerateInput, ModelSpec, RunSpec,
+    run_phase, InfraError, InfraKind, ModelSpec, PhaseInput, PhaseWork, RunSpec,
 };
-use ase_common::dataset::{Task, TaskContext, TaskSpec};
-use ase_common::unit::GenerationRecord;
+use ase_common::scoring::UnitId;
 use ase_proto::v1::{
     CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport,
 };
@@ -189,28 +187,37 @@ fn report_step(shared: &Arc<Shared>, lease: &Lease, worker_id: &str, step: &str)
 }
 
 /// A phase's result as JSON, or why the unit could not be run (an infrastructure failure).
-type Outcome = Result<Vec<u8>, String>;
+type Outcome = Result<Vec<u8>, InfraError>;
 
 fn parse<T: serde::de::DeserializeOwned>(
     lease: &Lease,
     what: &str,
     bytes: &[u8],
-) -> Result<T, String> {
+) -> Result<T, InfraError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        format!(
-            "lease {} (unit {}_cycle{}): {what} is not valid: {e}",
-            lease.lease_id, lease.instance_id, lease.round
+        InfraError::new(
+            &lease_unit(lease),
+            InfraKind::Configuration,
+            format!("lease {}: {what} is not valid: {e}", lease.lease_id),
         )
     })
 }
 
+fn lease_unit(lease: &Lease) -> UnitId {
+    UnitId::new(&lease.instance_id, lease.round)
+}
+
 /// The key of this unit's model calls: the lease's, else the run spec's own source (resolved
 /// by the provider), else the worker's fallback when that source gives nothing.
-fn api_key(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<Option<ApiKey>, String> {
+fn api_key(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<Option<ApiKey>, InfraError> {
     if !lease.api_key.is_empty() {
-        return ApiKey::new(lease.api_key.clone())
-            .map(Some)
-            .map_err(|e| format!("the lease's API key: {e}"));
+        return ApiKey::new(lease.api_key.clone()).map(Some).map_err(|e| {
+            InfraError::new(
+                &lease_unit(lease),
+                InfraKind::Configuration,
+                format!("the lease's API key: {e}"),
+            )
+        });
     }
     let ModelSpec::Openai { config } = &spec.model else {
         return Ok(None);
@@ -224,75 +231,42 @@ fn api_key(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<Option<ApiK
     }
 }
 
-async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
-    let task: Task = parse(lease, "task_json", &lease.task_json)?;
-    let spec: RunSpec = parse(lease, "run_spec_json", &lease.run_spec_json)?;
-    let seed_repo = (!lease.seed_repo.is_empty()).then(|| lease.seed_repo.clone());
+/// What the lease asks of the phase besides its task and spec.
+fn phase_work(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<PhaseWork, InfraError> {
     match lease.phase() {
-        Phase::Generate => {
-            let context: Option<TaskContext> = if lease.context_json.is_empty() {
+        Phase::Generate => Ok(PhaseWork::Generate {
+            context: if lease.context_json.is_empty() {
                 None
             } else {
                 Some(parse(lease, "context_json", &lease.context_json)?)
-            };
-            let api_key = api_key(shared, lease, &spec)?;
-            let record = generate(
-                &shared.ctx,
-                GenerateInput {
-                    run_id: lease.run_id.clone(),
-                    task,
-                    context,
-                    seed_repo,
-                    round: lease.round,
-                    spec: &spec,
-                    api_key,
-                },
-            )
-            .instrument(tracing::info_span!("phase", name = "generate"))
-            .await
-            .map_err(|e| e.to_string())?;
-            serde_json::to_vec(&record).map_err(|e| e.to_string())
-        }
-        Phase::Evaluate => {
-            let generation: GenerationRecord =
-                parse(lease, "generation_json", &lease.generation_json)?;
-            let record = match &task.spec {
-                TaskSpec::V1(_) => evaluate_static(
-                    &shared.ctx,
-                    EvaluateInput {
-                        run_id: &lease.run_id,
-                        task: &task,
-                        seed_repo: seed_repo.as_deref(),
-                        generation: &generation,
-                        spec: &spec,
-                    },
-                )
-                .instrument(tracing::info_span!("phase", name = "evaluate_static"))
-                .await
-                .map_err(|e| e.to_string())?,
-                TaskSpec::V2(_) => {
-                    let Some(dynamic) = &shared.dynamic else {
-                        return Err(format!(
-                            "task {}: v2 evaluation needs Docker and worker {} has none",
-                            task.instance_id, shared.config.name
-                        ));
-                    };
-                    let labels = UnitLabels {
-                        run: lease.run_id.clone(),
-                        unit: generation.unit.dir_name(),
-                        worker: shared.ctx.worker_id.clone(),
-                    };
-                    dynamic
-                        .evaluate(&task, &generation, &labels)
-                        .instrument(tracing::info_span!("phase", name = "evaluate_dynamic"))
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-            };
-            serde_json::to_vec(&record).map_err(|e| e.to_string())
-        }
-        Phase::Unspecified => Err(format!("lease {} names no phase", lease.lease_id)),
+            },
+            api_key: api_key(shared, lease, spec)?,
+        }),
+        Phase::Evaluate => Ok(PhaseWork::Evaluate {
+            generation: parse(lease, "generation_json", &lease.generation_json)?,
+        }),
+        Phase::Unspecified => Err(InfraError::new(
+            &lease_unit(lease),
+            InfraKind::Configuration,
+            format!("lease {} names no phase", lease.lease_id),
+        )),
     }
+}
+
+async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
+    let spec: RunSpec = parse(lease, "run_spec_json", &lease.run_spec_json)?;
+    let input = PhaseInput {
+        run_id: lease.run_id.clone(),
+        task: parse(lease, "task_json", &lease.task_json)?,
+        seed_repo: (!lease.seed_repo.is_empty()).then(|| lease.seed_repo.clone()),
+        round: lease.round,
+        spec: &spec,
+        work: phase_work(shared, lease, &spec)?,
+    };
+    let record = run_phase(&shared.ctx, shared.dynamic.as_ref(), input).await?;
+    record
+        .to_json()
+        .map_err(|e| InfraError::new(&lease_unit(lease), InfraKind::Worker, e.to_string()))
 }
 
 /// Sends the unit's result (CompleteUnit) or its failure (FailUnit, infrastructure), retrying
@@ -304,8 +278,13 @@ async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome:
     };
     let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
     let failed = outcome.is_err();
-    if let Err(reason) = &outcome {
-        tracing::warn!(%reason, "infrastructure failure");
+    if let Err(e) = &outcome {
+        tracing::warn!(
+            kind = ?e.kind,
+            retry_after_secs = ?e.retry_after_secs,
+            reason = %e.reason,
+            "infrastructure failure"
+        );
     }
     loop {
         let mut client = shared.client();
@@ -321,13 +300,15 @@ async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome:
                         })
                         .await
                 }
-                Err(reason) => {
+                Err(e) => {
+                    // The wire carries the failure as text for now; the kind and retry-after
+                    // stay in the worker's log.
                     client
                         .fail_unit(FailRequest {
                             worker_id: worker_id.clone(),
                             lease: Some(lease_ref.clone()),
                             kind: FailureKind::Infrastructure as i32,
-                            reason: reason.clone(),
+                            reason: e.to_string(),
                         })
                         .await
                 }

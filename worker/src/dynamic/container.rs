@@ -1,5 +1,5 @@
-//! The unit's container: its creation request, the guard that always removes it, and command
-//! execution with a deadline and bounded output.
+//! The unit's container: its creation request, and command execution with a deadline and
+//! bounded output (the guard that always removes it is [`crate::container::ContainerGuard`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,9 +16,7 @@ use futures_util::StreamExt;
 use super::output::OutputCapture;
 use super::UnitLabels;
 
-pub use crate::container_labels::{
-    remove_options, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
-};
+pub use crate::container_labels::{ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL};
 pub const ROLE_DYNAMIC: &str = "dynamic";
 
 /// Bytes per output frame asked of the daemon (bollard's default is 8 KiB).
@@ -52,48 +50,6 @@ pub fn container_body(
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-/// Removes the container on every path: explicitly at the end of an evaluation, or from
-/// `Drop` when the evaluation future is cancelled or returns early with an error.
-pub struct ContainerGuard {
-    docker: Docker,
-    id: Option<String>,
-}
-
-impl ContainerGuard {
-    pub fn new(docker: Docker, id: String) -> Self {
-        Self {
-            docker,
-            id: Some(id),
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or_default()
-    }
-
-    pub async fn remove_now(mut self) {
-        if let Some(id) = self.id.take() {
-            let _ = self
-                .docker
-                .remove_container(&id, Some(remove_options()))
-                .await;
-        }
-    }
-}
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let docker = self.docker.clone();
-                handle.spawn(async move {
-                    let _ = docker.remove_container(&id, Some(remove_options())).await;
-                });
-            }
-        }
     }
 }
 

@@ -52,10 +52,11 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{CreateContainerOptions, UploadToContainerOptionsBuilder};
 use bollard::Docker;
 
+use crate::container::ContainerGuard;
 pub use container::{
     container_body, split_command, ROLE_DYNAMIC, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
-use container::{exec, kill_and_restart, ContainerGuard, ExecOutcome};
+use container::{exec, kill_and_restart, ExecOutcome};
 use output::OutputCapture;
 use upload::{md5_hex, prepare, tar_bytes};
 

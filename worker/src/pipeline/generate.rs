@@ -176,21 +176,28 @@ fn apply_answer(
                 unit.path().join(prefix)
             };
             let outcome = apply_patch(&root, &patch.text, apply);
-            // The worker's disk failed, not the patch: retry the unit rather than score it.
-            // (patch_apply reports a patch naming too many bytes of files as TreeIo too; that
-            // one is the answer's fault and is scored.)
-            if let ApplyStatus::Failed {
-                failure: ApplyFailure::TreeIo { message },
-            } = &outcome.status
-            {
-                if message.contains("snapshot limit") {
-                    return Ok((Err(format!("patch refused: {message}")), touched));
+            match &outcome.status {
+                // The answer's doing: scored.
+                ApplyStatus::Failed {
+                    failure: ApplyFailure::SnapshotTooLarge { max_bytes },
+                } => {
+                    let reason = format!(
+                        "patch refused: the files the patch names exceed the snapshot limit of \
+                         {max_bytes} bytes"
+                    );
+                    return Ok((Err(reason), touched));
                 }
-                return Err(InfraError::new(
-                    &UnitId::new(&task.instance_id, 0),
-                    InfraKind::Worker,
-                    format!("applying the patch: {message}"),
-                ));
+                // The worker's disk failed, not the patch: retry the unit rather than score it.
+                ApplyStatus::Failed {
+                    failure: ApplyFailure::TreeIo { message },
+                } => {
+                    return Err(InfraError::new(
+                        &UnitId::new(&task.instance_id, 0),
+                        InfraKind::Worker,
+                        format!("applying the patch: {message}"),
+                    ));
+                }
+                _ => {}
             }
             for c in &outcome.changes {
                 touched.insert(join_rel(prefix, &c.path));

@@ -1,7 +1,9 @@
 //! The two phases of a unit, chained from the building blocks of `ase-common` and the worker:
 //! [`generate()`] (repo at `base_commit`, mask, prompt, model, answer applied, protocol step 7,
 //! changed files recorded) and [`evaluate_static()`] (the unit's code rebuilt from the record on
-//! any worker, scanned, counted, compared with the cached baseline of the original code).
+//! any worker, scanned, counted, compared with the cached baseline of the original code); the
+//! v2 evaluation is [`crate::dynamic`]'s. [`run_phase()`] is the one entry that runs whichever
+//! of them a lease names.
 //!
 //! A phase returns `Err(InfraError)` only when nothing was learned about the model (a repo that
 //! cannot be fetched, a disk error, an endpoint that keeps failing): the coordinator retries
@@ -11,6 +13,7 @@ pub mod baseline;
 pub mod evaluate_static;
 pub mod generate;
 pub mod provider;
+pub mod run;
 pub mod scanner;
 pub mod spec;
 pub mod unit_code;
@@ -19,6 +22,7 @@ pub use baseline::{BaselineCache, BaselineKey};
 pub use evaluate_static::{evaluate_static, EvaluateInput};
 pub use generate::{generate, GenerateInput};
 pub use provider::{ProviderFactory, RepoCacheReader};
+pub use run::{run_phase, PhaseInput, PhaseRecord, PhaseWork};
 pub use scanner::{rules_digest, Scanner, ScannerIdentity};
 pub use spec::{
     CountScopeSetting, EvaluationSettings, ModelSpec, PromptSettings, RunLimits, RunSpec,
@@ -72,7 +76,7 @@ pub enum InfraKind {
     Configuration,
     /// The worker's disk or a blocking task failed.
     Worker,
-    /// The scanner could not run at all.
+    /// The scanner (v1), or the Docker daemon running a v2 evaluation, could not run at all.
     Scanner,
 }
 

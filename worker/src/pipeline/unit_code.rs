@@ -2,8 +2,10 @@
 //! `base_commit`. Collected after generation, written back into a fresh unit tree before
 //! evaluation (possibly on another worker).
 
-use crate::repo_cache::{base64_encode, RepoCacheError, UnitTree};
+use crate::repo_cache::{RepoCacheError, UnitTree};
 use ase_common::unit::{ChangedFile, MAX_CHANGED_BYTES};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -117,7 +119,7 @@ pub fn collect_changed(
         total += data.len();
         let (content, content_base64) = match String::from_utf8(data) {
             Ok(text) => (Some(text), None),
-            Err(e) => (None, Some(base64_encode(e.as_bytes()))),
+            Err(e) => (None, Some(BASE64.encode(e.as_bytes()))),
         };
         changed.push(ChangedFile {
             path: project_rel.to_string(),
@@ -220,7 +222,7 @@ mod tests {
     #[test]
     fn base64_round_trips() {
         for data in [&b""[..], b"f", b"fo", b"foo", b"\xff\x00\xfe\x80binary"] {
-            assert_eq!(base64_decode(&base64_encode(data)).unwrap(), data);
+            assert_eq!(base64_decode(&BASE64.encode(data)).unwrap(), data);
         }
         assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
         for bad in ["Zm9", "Zm=v", "Z===", "Zm9v!A=="] {

@@ -19,12 +19,12 @@ use futures_util::StreamExt;
 
 use super::bare::{osemgrep_args, ScanSettings, STDERR_TAIL_BYTES};
 use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
+use crate::container::ContainerGuard;
 
 /// Where the scanned tree appears inside the container.
 pub const CONTAINER_SRC: &str = "/src";
 /// Where build.sh puts the rule packs inside the image.
 pub const IMAGE_RULES: &str = "/rules";
-use crate::container_labels::remove_options;
 pub use crate::container_labels::{ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL};
 /// Role label value of the containers this module creates.
 pub const ROLE_SAST: &str = "sast";
@@ -149,10 +149,7 @@ impl ContainerScanner {
             Ok(c) => c.id,
             Err(e) => return runtime_failure("create", &e),
         };
-        let guard = RemoveOnDrop {
-            docker: self.docker.clone(),
-            id: Some(id.clone()),
-        };
+        let guard = ContainerGuard::new(self.docker.clone(), id.clone());
         let outcome = match tokio::time::timeout(self.settings.timeout, self.run(&id)).await {
             Ok(Ok(output)) => outcome_from_process(&output, &self.settings.limits, CONTAINER_SRC),
             Ok(Err(failure)) => ScanOutcome::Failed(failure),
@@ -250,36 +247,6 @@ fn runtime_failure(step: &str, e: &DockerError) -> ScanOutcome {
 /// Returns how many were removed.
 pub async fn reap_orphans(docker: &Docker, worker: &str) -> Result<usize, DockerError> {
     crate::container_labels::reap_labelled(docker, ROLE_SAST, worker).await
-}
-
-/// Removes the container even when the scan future is dropped mid-way (cancellation).
-struct RemoveOnDrop {
-    docker: Docker,
-    id: Option<String>,
-}
-
-impl RemoveOnDrop {
-    async fn remove_now(mut self) {
-        if let Some(id) = self.id.take() {
-            let _ = self
-                .docker
-                .remove_container(&id, Some(remove_options()))
-                .await;
-        }
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let docker = self.docker.clone();
-                handle.spawn(async move {
-                    let _ = docker.remove_container(&id, Some(remove_options())).await;
-                });
-            }
-        }
-    }
 }
 
 #[cfg(test)]
