@@ -203,10 +203,12 @@ impl From<&EvaluationRecord> for EvaluationFacts {
     }
 }
 
-/// A row of upstream's `processed_instances.json`.
+/// A row of upstream's `processed_instances.json`: upstream's generators write the generation
+/// time as `time`, the key upstream's v2 scorer reads.
 #[derive(serde::Serialize)]
 struct ProcessedEntry {
     success: bool,
+    #[serde(rename = "time")]
     time_cost: f64,
 }
 
@@ -388,7 +390,7 @@ pub fn build_outputs(
                     .map(|(unit, s)| {
                         json!({
                             "instance_id": unit.dir_name(),
-                            "patch_file": s.completion,
+                            "completion": s.completion,
                             "image_status_check": s.image_status_check,
                             "test_case_check": s.test_case_check,
                             "poc_check": s.poc_check,
