@@ -428,8 +428,8 @@ impl AseConfig {
         let mut ids = BTreeSet::new();
         for (i, r) in self.runs.iter().enumerate() {
             let key = |k: &str| format!("runs[{i}].{k}");
-            let run_id = ase_common::upstream_io::run_name(&r.model_name, &r.batch)
-                .map_err(|e| invalid(key("model_name"), e.to_string()))?;
+            let run_id = ase_common::run_name::run_name(&r.model_name, &r.batch)
+                .map_err(|e| invalid(key(e.field()), e.to_string()))?;
             if !ids.insert(run_id.clone()) {
                 return Err(invalid(
                     key("batch"),
@@ -971,6 +971,18 @@ model = { provider = "reference" }
                 "runs[1].dataset",
             ),
             (Box::new(|c| c.runs[1].batch = "b1".into()), ""),
+            (
+                Box::new(|c| c.runs[1].batch = "b".repeat(5_000)),
+                "runs[1].batch",
+            ),
+            (
+                Box::new(|c| c.runs[0].batch = "a/b".into()),
+                "runs[0].batch",
+            ),
+            (
+                Box::new(|c| c.runs[0].model_name = "m\u{202e}".into()),
+                "runs[0].model_name",
+            ),
             (
                 Box::new(|c| {
                     c.runs[0].model = ModelSettings::Openai {

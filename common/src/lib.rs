@@ -11,6 +11,7 @@ pub mod patch_repair;
 pub mod prompt;
 pub mod repo_files;
 pub mod report;
+pub mod run_name;
 pub mod scoring;
 pub mod splice;
 pub mod tokens;

@@ -67,25 +67,13 @@ pub enum UpstreamIoError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("model and batch must be non-empty and hold no `..` or absolute path: {0:?}")]
-    BadRunName(String),
+    #[error(transparent)]
+    BadRunName(#[from] crate::run_name::RunNameError),
 }
 
-/// `{model}__{batch}`, the name of a run's folder.
+/// `{model}__{batch}`, the name of a run's folder (checked: see [`crate::run_name`]).
 pub fn run_name(model: &str, batch: &str) -> Result<String, UpstreamIoError> {
-    let name = format!("{model}__{batch}");
-    let bad = model.is_empty()
-        || batch.is_empty()
-        || name.starts_with('/')
-        || name.contains('\\')
-        || name
-            .split('/')
-            .any(|c| c == ".." || c == "." || c.is_empty())
-        || name.contains('\0');
-    if bad {
-        return Err(UpstreamIoError::BadRunName(name));
-    }
-    Ok(name)
+    Ok(crate::run_name::run_name(model, batch)?)
 }
 
 fn read_json(path: &Path) -> Result<Value, UpstreamIoError> {

@@ -57,7 +57,15 @@ struct SeedRef {
 }
 
 fn dataset_error(name: &str) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + '_ {
+    input_error("dataset", name)
+}
+
+fn input_error<'a>(
+    what: &'static str,
+    name: &'a str,
+) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + 'a {
     move |source| CoordinatorError::Dataset {
+        what,
         name: name.to_string(),
         source,
     }
@@ -119,7 +127,7 @@ pub(super) fn parse_context_file(
     }
     dataset::parse_contexts(Path::new(context_name), context_bytes)
         .map(Some)
-        .map_err(dataset_error(context_name))
+        .map_err(input_error("context file", context_name))
 }
 
 /// Second pass over a dataset `plan_dataset` accepted: writes each task's inputs, as index `t`
