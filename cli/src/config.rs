@@ -1043,7 +1043,10 @@ model = { provider = "reference" }
         many.runs[0].rounds = 0;
         many.runs[1].batch = "a/b".into();
         let err = many.validate("ase.toml").unwrap_err();
-        assert!(matches!(err, ConfigError::Several(ref p) if p.len() == 4), "{err}");
+        assert!(
+            matches!(err, ConfigError::Several(ref p) if p.len() == 4),
+            "{err}"
+        );
         let text = err.to_string();
         for key in [
             "coordinator.heartbeat_ms",
@@ -1051,7 +1054,10 @@ model = { provider = "reference" }
             "runs[0].rounds",
             "runs[1].batch",
         ] {
-            assert!(text.contains(&format!("ase.toml: key `{key}`")), "{key}: {text}");
+            assert!(
+                text.contains(&format!("ase.toml: key `{key}`")),
+                "{key}: {text}"
+            );
         }
         assert_eq!(text.lines().count(), 4, "{text}");
         let mut twice = base.clone();

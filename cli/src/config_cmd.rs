@@ -45,7 +45,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     // Every problem at once, the environment's and the file's: one pass to fix them all.
     let env = config.apply_env(&config::process_env, &source);
     let mut failed = false;
-    for e in [env.err(), config.validate(&source).err()].into_iter().flatten() {
+    for e in [env.err(), config.validate(&source).err()]
+        .into_iter()
+        .flatten()
+    {
         eprintln!("{e}");
         failed = true;
     }
