@@ -140,7 +140,9 @@ async fn follow(
         .await
     {
         Ok(s) => s.into_inner(),
-        Err(s) if is_transient(&s) => return Ok(Followed::Lost(status_error(&what(), s).to_string())),
+        Err(s) if is_transient(&s) => {
+            return Ok(Followed::Lost(status_error(&what(), s).to_string()))
+        }
         Err(s) => return Err(status_error(&what(), s)),
     };
     let mut last_state = String::new();
@@ -158,7 +160,11 @@ async fn follow(
             Ok(None) => {
                 return Ok(Followed::Lost(format!(
                     "the coordinator ended the watch with the run {}",
-                    if last_state.is_empty() { "unseen" } else { &last_state }
+                    if last_state.is_empty() {
+                        "unseen"
+                    } else {
+                        &last_state
+                    }
                 )))
             }
             Err(s) if is_transient(&s) => {
