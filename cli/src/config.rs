@@ -688,7 +688,10 @@ impl RunSettings {
         let (cut_repos, use_cut_repos) = match &self.cut_repos {
             None => (BTreeMap::new(), false),
             Some(p) => (
-                read_cut_repos(p).map_err(|m| invalid("cut_repos", m))?,
+                // The one reader: bounded, every entry checked, errors naming entry and field.
+                ase_common::dataset::load_cut_repos(p)
+                    .map_err(|e| invalid("cut_repos", e.to_string()))?
+                    .files,
                 true,
             ),
         };
@@ -741,16 +744,6 @@ fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> {
             Ok(v)
         })
         .collect()
-}
-
-fn read_cut_repos(path: &Path) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not a map of instance_id to file lists: {e}",
-            path.display()
-        )
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! move these steps between machines; every number the project reports is computed here.
 
 pub mod dataset;
+pub mod digest;
 pub mod extract;
 pub mod masking;
 pub mod patch_apply;

@@ -11,7 +11,6 @@ use crate::records::RunSpecHeader;
 use crate::store::{Store, StoreError, TaskInputs};
 use crate::CoordinatorError;
 use ase_common::dataset::{self, ContextSet, DatasetVersion, TaskContext, TaskSpec, VisitError};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::Path;
@@ -20,9 +19,7 @@ use std::path::Path;
 /// tasks' inputs are in memory at once.
 const SUBMIT_BATCH: usize = 1_000;
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub(super) use ase_common::digest::sha256_hex;
 
 /// Reads the header fields the coordinator needs from the opaque spec.
 pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorError> {
