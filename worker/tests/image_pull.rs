@@ -20,7 +20,10 @@ use test_registry::*;
 /// The daemon, the v2 test image and the registry's tools, or None after `unavailable`.
 async fn prerequisites() -> Option<Docker> {
     if let Some(why) = missing_tools() {
-        unavailable(&why);
+        unavailable_unless(
+            &why,
+            "apt-get install docker-registry apache2-utils (.ci/run does)",
+        );
         return None;
     }
     docker_with(&v2_image()).await

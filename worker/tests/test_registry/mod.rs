@@ -42,9 +42,7 @@ pub fn missing_tools() -> Option<String> {
             .map(|s| s.success())
             .unwrap_or(false);
         if !found {
-            return Some(format!(
-                "{tool} not installed (apt-get install docker-registry apache2-utils)"
-            ));
+            return Some(format!("{tool} not installed"));
         }
     }
     None
