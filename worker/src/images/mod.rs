@@ -46,6 +46,8 @@ pub struct PullSettings {
     pub backoff_max: Duration,
     /// A pull whose stream says nothing for this long is abandoned (and retried).
     pub stall_timeout: Duration,
+    /// One request's bound, however steadily it trickles (several GB at a slow link).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for PullSettings {
@@ -57,6 +59,7 @@ impl Default for PullSettings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(300),
+            attempt_timeout: Duration::from_secs(3600),
         }
     }
 }

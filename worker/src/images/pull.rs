@@ -267,8 +267,19 @@ async fn pull_once(
         auth.map(RegistryAuth::to_docker),
     );
     let mut tracker = ProgressTracker::default();
+    let deadline = tokio::time::Instant::now() + settings.attempt_timeout;
     let outcome = loop {
-        match tokio::time::timeout(settings.stall_timeout, stream.next()).await {
+        let next = deadline.min(tokio::time::Instant::now() + settings.stall_timeout);
+        match tokio::time::timeout_at(next, stream.next()).await {
+            Err(_) if next >= deadline => {
+                break Err((
+                    FailureClass::Unreachable,
+                    format!(
+                        "not done after {} s (too slow a download)",
+                        settings.attempt_timeout.as_secs()
+                    ),
+                ))
+            }
             Err(_) => {
                 break Err((
                     FailureClass::Unreachable,
