@@ -290,6 +290,58 @@ async fn a_stopped_registry_is_the_typed_registry_unreachable_failure() {
 }
 
 #[tokio::test]
+async fn a_registry_back_within_the_retries_ends_the_wait_with_the_image() {
+    let Some(docker) = prerequisites().await else {
+        return;
+    };
+    let mut registry = TestRegistry::start();
+    let image = registry.reference("pathtrav", &unique("back"));
+    let _cleanup = ImageCleanup(vec![image.clone()]);
+    build_push_remove(&docker, &v2_image(), &image, registry.credentials(PASSWORD)).await;
+    registry.stop();
+
+    let config = registry.docker_config(PASSWORD);
+    // Enough attempts to outlast the restart below (bounded all the same: 100 x <= 250 ms).
+    let s = PullSettings {
+        attempts: 100,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(200),
+        ..settings(CredentialSource::config_dir(config.path()))
+    };
+    let (_, puller) = evaluator(&docker, s);
+    let pull = tokio::spawn({
+        let puller = puller.clone();
+        let image = image.clone();
+        async move { puller.ensure(&image).await }
+    });
+    // The first request has failed: the need is waiting between retries.
+    for _ in 0..200 {
+        if puller.stats().pull_attempts >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = puller.stats();
+    assert!(waiting.pull_attempts >= 2, "{waiting:?}");
+    assert_eq!(waiting.in_progress.len(), 1, "{waiting:?}");
+    assert_eq!(waiting.in_progress[0].image, image);
+    registry.restart();
+    let resolved = tokio::time::timeout(Duration::from_secs(60), pull)
+        .await
+        .expect("the pull ends within 60 s")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        resolved.pulled && resolved.pinned.contains("@sha256:"),
+        "{resolved:?}"
+    );
+    let stats = puller.stats();
+    assert_eq!((stats.pulls_total, stats.pulls_failed), (1, 0), "{stats:?}");
+    // The attempt that succeeded came after the registry was back.
+    assert!(stats.pull_attempts > waiting.pull_attempts, "{stats:?}");
+}
+
+#[tokio::test]
 async fn a_missing_tag_is_image_not_found_and_not_retried() {
     let Some(docker) = prerequisites().await else {
         return;

@@ -126,6 +126,17 @@ impl TestRegistry {
         }
     }
 
+    /// Starts it again on the same port with the same storage (after [`Self::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("an address with a port");
+        self.serve(port);
+    }
+
     /// Stops the registry (its port then refuses connections).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
