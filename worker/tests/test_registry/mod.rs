@@ -244,6 +244,44 @@ pub async fn build_push_remove(
             panic!("building {reference}: {e:?}");
         }
     }
+    let digest = push(docker, reference, creds).await;
+    remove_image(docker, reference).await;
+    digest
+}
+
+/// Pushes the local image `source` to the registry as `reference`, then drops that name from
+/// the daemon (`source` stays: the layers are shared, so a pull fetches manifest and config).
+/// Returns the digest the registry answered.
+pub async fn push_as(
+    docker: &Docker,
+    source: &str,
+    reference: &str,
+    creds: DockerCredentials,
+) -> String {
+    let (name, tag) = reference.rsplit_once(':').unwrap();
+    docker
+        .tag_image(
+            source,
+            Some(
+                bollard::query_parameters::TagImageOptionsBuilder::new()
+                    .repo(name)
+                    .tag(tag)
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("tagging {source} as {reference}: {e}"));
+    let digest = push(docker, reference, creds).await;
+    let opts = RemoveImageOptionsBuilder::new().noprune(true).build();
+    docker
+        .remove_image(reference, Some(opts), None)
+        .await
+        .unwrap_or_else(|e| panic!("untagging {reference}: {e}"));
+    digest
+}
+
+async fn push(docker: &Docker, reference: &str, creds: DockerCredentials) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let (name, tag) = reference.rsplit_once(':').unwrap();
     let mut push = docker.push_image(
         name,
@@ -267,7 +305,6 @@ pub async fn build_push_remove(
         }
     }
     assert!(digest.starts_with("sha256:"), "no digest from the push");
-    remove_image(docker, reference).await;
     digest
 }
 
