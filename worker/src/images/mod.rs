@@ -147,14 +147,15 @@ impl StatsCell {
         })
     }
 
-    fn finished(&self, image: &str, ok: bool) {
+    /// Returns the last attempt's progress (for the log).
+    fn finished(&self, image: &str, ok: bool) -> Option<PullProgress> {
         self.with(|s| {
-            s.in_progress.remove(image);
             if ok {
                 s.stats.pulls_total += 1;
             } else {
                 s.stats.pulls_failed += 1;
             }
+            s.in_progress.remove(image)
         })
     }
 }
@@ -276,6 +277,7 @@ async fn pull_and_resolve(inner: &Inner, image: &ImageRef) -> Result<ResolvedIma
         authenticated = auth.is_some(),
         "pulling the task image"
     );
+    let started = std::time::Instant::now();
     let pulled = pull::pull_with_retries(
         &inner.docker,
         image,
@@ -284,12 +286,23 @@ async fn pull_and_resolve(inner: &Inner, image: &ImageRef) -> Result<ResolvedIma
         &inner.stats,
     )
     .await;
-    inner.stats.finished(&image.original, pulled.is_ok());
+    let last = inner
+        .stats
+        .finished(&image.original, pulled.is_ok())
+        .unwrap_or_default();
     pulled?;
     match resolve(&inner.docker, image).await? {
         Some(mut r) => {
             r.pulled = true;
-            tracing::info!(image = %image.original, pinned = %r.pinned, "task image pulled");
+            tracing::info!(
+                image = %image.original,
+                pinned = %r.pinned,
+                attempts = last.attempt,
+                layers = last.layers_seen,
+                bytes_downloaded = last.bytes_downloaded,
+                seconds = started.elapsed().as_secs_f64(),
+                "task image pulled"
+            );
             Ok(r)
         }
         None => Err(PullError::Daemon {
