@@ -160,6 +160,11 @@ pub enum EvaluationRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         seconds: f64,
+        /// The image the checks ran in, pinned: `name@sha256:…` as pulled from its registry,
+        /// or the image id (`sha256:…`) of an image that never came from one. None: no
+        /// container ran (failed generation, refused upload), or a record older than this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_digest: Option<String>,
     },
 }
 
@@ -214,5 +219,29 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "static");
         assert_eq!(serde_json::from_value::<EvaluationRecord>(json).unwrap(), e);
+    }
+
+    #[test]
+    fn a_dynamic_record_keeps_its_image_digest_and_older_records_still_read() {
+        let e = EvaluationRecord::Dynamic {
+            unit: UnitId::new("v_01", 1),
+            checks: Default::default(),
+            steps: vec![],
+            reason: None,
+            seconds: 2.0,
+            image_digest: Some("127.0.0.1:5000/x@sha256:abc".into()),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["image_digest"], "127.0.0.1:5000/x@sha256:abc");
+        assert_eq!(serde_json::from_value::<EvaluationRecord>(json).unwrap(), e);
+        // Written before the field existed.
+        let old = r#"{"kind": "dynamic", "unit": {"instance_id": "v_01", "round": 1},
+            "checks": {"completion": true, "image_status_check": false,
+                       "test_case_check": false, "poc_check": false},
+            "steps": [], "seconds": 1.0}"#;
+        match serde_json::from_str::<EvaluationRecord>(old).unwrap() {
+            EvaluationRecord::Dynamic { image_digest, .. } => assert_eq!(image_digest, None),
+            other => panic!("{other:?}"),
+        }
     }
 }

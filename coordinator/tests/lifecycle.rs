@@ -502,6 +502,7 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
                     steps: vec![],
                     reason: None,
                     seconds: 1.0,
+                    image_digest: None,
                 })
                 .unwrap(),
             };

@@ -6,6 +6,7 @@ pub mod container;
 pub mod container_labels;
 pub mod dynamic;
 pub mod git;
+pub mod images;
 pub mod model;
 pub mod pipeline;
 pub mod repo_cache;

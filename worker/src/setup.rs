@@ -4,6 +4,7 @@
 //! code (as Ballista's `executor_process` serves its executor binary).
 
 use crate::dynamic::{DynamicEvaluator, DynamicSettings};
+use crate::images::{ImagePuller, PullSettings};
 use crate::pipeline::{rules_digest, Scanner, ScannerIdentity, WorkerContext};
 use crate::repo_cache::{RepoCache, RepoCacheConfig, RepoCacheError};
 use crate::sast::{BareScanner, ContainerLimits, ContainerScanner, ScanSettings, IMAGE_RULES};
@@ -218,6 +219,11 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
         }
     };
     let ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
-    let dynamic = docker.map(|d| DynamicEvaluator::new(d, DynamicSettings::default()));
+    // Task images are pulled on demand, with the credentials and platform of this process's
+    // environment (see crate::images).
+    let dynamic = docker.map(|d| {
+        let puller = ImagePuller::new(d.clone(), PullSettings::from_env());
+        DynamicEvaluator::new(d, DynamicSettings::default()).with_puller(puller)
+    });
     Ok(WorkerParts { ctx, dynamic })
 }

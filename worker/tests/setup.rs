@@ -77,6 +77,17 @@ async fn a_worker_with_docker_gets_the_v2_evaluator_and_the_container_scanner() 
     .await
     .unwrap();
     assert!(parts.dynamic.is_some());
+    // Every worker with Docker pulls the task images it lacks, for the configured platform.
+    let puller = parts
+        .dynamic
+        .as_ref()
+        .unwrap()
+        .puller()
+        .expect("an image puller");
+    assert_eq!(
+        puller.settings().platform,
+        ase_worker::images::platform_from(std::env::var(ase_worker::images::PLATFORM_ENV).ok())
+    );
 
     let mut container = settings(&tmp.path().join("b"), ScannerKind::Container, DockerUse::On);
     let err = build(&container)

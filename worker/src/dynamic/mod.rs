@@ -35,9 +35,13 @@
 //! - an error of the Docker connection while a command runs is an infrastructure error
 //!   (retried), where upstream counts the check as failed.
 //!
-//! Infrastructure problems (daemon unreachable, image missing, a Docker call failing in a way
-//! that is not the unit's doing) are returned as [`DynamicError`] so the coordinator retries the
-//! unit; a unit that fails its checks is an `Ok` record.
+//! The image: with an [`ImagePuller`] (every worker has one) it is pulled when the daemon lacks
+//! it, and the container is created from the digest the daemon resolved, recorded in the
+//! record's `image_digest`; without one the image must already be there.
+//!
+//! Infrastructure problems (daemon unreachable, registry unreachable, image missing, a Docker
+//! call failing in a way that is not the unit's doing) are returned as [`DynamicError`] so the
+//! coordinator retries the unit; a unit that fails its checks is an `Ok` record.
 
 mod container;
 pub mod output;
@@ -53,6 +57,7 @@ use bollard::query_parameters::{CreateContainerOptions, UploadToContainerOptions
 use bollard::Docker;
 
 use crate::container::ContainerGuard;
+use crate::images::{ImagePuller, ImageRef, PullError, ResolvedImage};
 pub use container::{
     container_body, split_command, ROLE_DYNAMIC, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
@@ -112,6 +117,13 @@ pub enum DynamicError {
         #[source]
         source: DockerError,
     },
+    /// The image could not be pulled (or its reference is not one).
+    #[error("unit {unit}: {source}")]
+    Pull {
+        unit: String,
+        #[source]
+        source: PullError,
+    },
     #[error("unit {unit}: Docker failed to {op}: {source}")]
     Docker {
         unit: String,
@@ -124,7 +136,14 @@ pub enum DynamicError {
 impl DynamicError {
     /// Whether running the unit again can give a different answer.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, DynamicError::NotV2 { .. })
+        !matches!(
+            self,
+            DynamicError::NotV2 { .. }
+                | DynamicError::Pull {
+                    source: PullError::NotFound { .. } | PullError::BadReference(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -132,6 +151,8 @@ impl DynamicError {
 pub struct DynamicEvaluator {
     docker: Docker,
     settings: DynamicSettings,
+    /// None: images are never pulled (they must be on the daemon).
+    puller: Option<ImagePuller>,
 }
 
 /// The state of one evaluation in progress.
@@ -149,11 +170,66 @@ struct Evaluation<'a> {
 
 impl DynamicEvaluator {
     pub fn new(docker: Docker, settings: DynamicSettings) -> Self {
-        Self { docker, settings }
+        Self {
+            docker,
+            settings,
+            puller: None,
+        }
+    }
+
+    /// Pulls missing images with `puller` (which should talk to the same daemon).
+    pub fn with_puller(mut self, puller: ImagePuller) -> Self {
+        self.puller = Some(puller);
+        self
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    pub fn puller(&self) -> Option<&ImagePuller> {
+        self.puller.as_ref()
+    }
+
+    /// The task's image on the daemon (pulled when there is a puller), by digest.
+    async fn image(&self, image: &str, unit: &str) -> Result<ResolvedImage, DynamicError> {
+        let pull_err = |source: PullError| DynamicError::Pull {
+            unit: unit.to_string(),
+            source,
+        };
+        if let Some(puller) = &self.puller {
+            return puller.ensure(image).await.map_err(pull_err);
+        }
+        if let Err(source) = self.docker.inspect_image(image).await {
+            return Err(match source {
+                DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => DynamicError::ImageMissing {
+                    unit: unit.to_string(),
+                    image: image.to_string(),
+                    source,
+                },
+                other => DynamicError::Docker {
+                    unit: unit.to_string(),
+                    op: "inspect the image".into(),
+                    source: other,
+                },
+            });
+        }
+        let parsed = ImageRef::parse(image).map_err(|e| pull_err(e.into()))?;
+        match crate::images::resolve(&self.docker, &parsed).await {
+            Ok(Some(r)) => Ok(r),
+            // Removed between the two looks: as missing, retried.
+            Ok(None) => Err(DynamicError::ImageMissing {
+                unit: unit.to_string(),
+                image: image.to_string(),
+                source: DockerError::DockerResponseServerError {
+                    status_code: 404,
+                    message: "removed while it was inspected".into(),
+                },
+            }),
+            Err(e) => Err(pull_err(e)),
+        }
     }
 
     /// Evaluates one unit; see the module documentation for the procedure.
@@ -170,13 +246,17 @@ impl DynamicEvaluator {
             });
         };
         let unit = generation.unit.to_string();
-        let record = |checks: V2Scan, steps: Vec<StepLog>, reason: Option<String>| {
+        let record = |checks: V2Scan,
+                      steps: Vec<StepLog>,
+                      reason: Option<String>,
+                      image_digest: Option<String>| {
             EvaluationRecord::Dynamic {
                 unit: generation.unit.clone(),
                 checks,
                 steps,
                 reason,
                 seconds: started.elapsed().as_secs_f64(),
+                image_digest,
             }
         };
 
@@ -184,7 +264,7 @@ impl DynamicEvaluator {
         // false without a container.
         if !generation.success {
             let why = "generation failed: not evaluated (as upstream)".to_string();
-            return Ok(record(V2Scan::default(), Vec::new(), Some(why)));
+            return Ok(record(V2Scan::default(), Vec::new(), Some(why), None));
         }
         // The unit's own data is checked before any container exists.
         let prepared =
@@ -199,7 +279,12 @@ impl DynamicEvaluator {
             Ok(p) => p,
             Err(e) => {
                 let step = failed_step("upload", format!("unit {unit}: {e}"));
-                return Ok(record(V2Scan::default(), vec![step], Some(e.to_string())));
+                return Ok(record(
+                    V2Scan::default(),
+                    vec![step],
+                    Some(e.to_string()),
+                    None,
+                ));
             }
         };
         let run_cmd = if spec.image_run_cmd.trim().is_empty() {
@@ -213,7 +298,7 @@ impl DynamicEvaluator {
                         spec.image_run_cmd
                     );
                     let step = failed_step("start", why.clone());
-                    return Ok(record(V2Scan::default(), vec![step], Some(why)));
+                    return Ok(record(V2Scan::default(), vec![step], Some(why), None));
                 }
             }
         };
@@ -223,23 +308,17 @@ impl DynamicEvaluator {
             op: op.to_string(),
             source,
         };
-        if let Err(source) = self.docker.inspect_image(&spec.image).await {
-            return Err(match source {
-                DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                } => DynamicError::ImageMissing {
-                    unit: unit.clone(),
-                    image: spec.image.clone(),
-                    source,
-                },
-                other => docker_err("inspect the image", other),
-            });
-        }
+        let image = self.image(&spec.image, &unit).await?;
+        // By digest: what the tag named when this worker got it, whatever it names now.
+        let pinned_spec = DynamicSpec {
+            image: image.pinned.clone(),
+            ..spec.clone()
+        };
         let created = self
             .docker
             .create_container(
                 Some(CreateContainerOptions::default()),
-                container_body(spec, run_cmd, labels),
+                container_body(&pinned_spec, run_cmd, labels),
             )
             .await
             .map_err(|e| docker_err("create the container", e))?;
@@ -267,7 +346,7 @@ impl DynamicEvaluator {
                 None => note,
             });
         }
-        Ok(record(ev.checks, ev.steps, reason))
+        Ok(record(ev.checks, ev.steps, reason, Some(image.pinned)))
     }
 
     /// The creation request this evaluator sends for `spec` (for inspection and tests).

@@ -78,6 +78,11 @@ pub enum InfraKind {
     Worker,
     /// The scanner (v1), or the Docker daemon running a v2 evaluation, could not run at all.
     Scanner,
+    /// A task image's registry is unreachable or limiting this worker: wait and retry.
+    Registry,
+    /// The task's image does not exist (404, unknown manifest, bad reference): the task's
+    /// problem, the same on every worker.
+    TaskImage,
 }
 
 /// A phase failed for a reason that says nothing about the model: retry the unit later.

@@ -5,6 +5,7 @@
 use super::{evaluate_static, generate, EvaluateInput, GenerateInput};
 use super::{InfraError, InfraKind, RunSpec, WorkerContext};
 use crate::dynamic::{DynamicError, DynamicEvaluator, UnitLabels};
+use crate::images::PullError;
 use crate::model::ApiKey;
 use ase_common::dataset::{Task, TaskContext, TaskSpec};
 use ase_common::scoring::UnitId;
@@ -128,8 +129,25 @@ fn dynamic_infra_error(unit: &UnitId, e: DynamicError) -> InfraError {
         // This worker cannot run what the run asks of it.
         DynamicError::NotV2 { .. } | DynamicError::ImageMissing { .. } => InfraKind::Configuration,
         DynamicError::Docker { .. } => InfraKind::Scanner,
+        DynamicError::Pull { source, .. } => match source {
+            PullError::Unreachable { .. } | PullError::RateLimited { .. } => InfraKind::Registry,
+            PullError::NotFound { .. } | PullError::BadReference(_) => InfraKind::TaskImage,
+            PullError::Unauthorized { .. } | PullError::Credentials(_) => InfraKind::Configuration,
+            PullError::Daemon { .. } => InfraKind::Scanner,
+        },
     };
-    InfraError::new(unit, kind, e.to_string())
+    let retry_after_secs = match &e {
+        DynamicError::Pull {
+            source: PullError::RateLimited {
+                retry_after_secs, ..
+            },
+            ..
+        } => *retry_after_secs,
+        _ => None,
+    };
+    let mut out = InfraError::new(unit, kind, e.to_string());
+    out.retry_after_secs = retry_after_secs;
+    out
 }
 
 #[cfg(test)]
@@ -204,5 +222,49 @@ mod tests {
         let e = dynamic_infra_error(&unit, docker);
         assert_eq!(e.kind, InfraKind::Scanner);
         assert!(e.reason.contains("start the container"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_registry_and_a_missing_image_are_blamed_apart() {
+        let unit = UnitId::new("t1", 1);
+        let pull = |source| DynamicError::Pull {
+            unit: unit.to_string(),
+            source,
+        };
+        let e = dynamic_infra_error(
+            &unit,
+            pull(PullError::Unreachable {
+                image: "127.0.0.1:1/x:1".into(),
+                registry: "127.0.0.1:1".into(),
+                attempts: 4,
+                detail: "connection refused".into(),
+            }),
+        );
+        assert_eq!(e.kind, InfraKind::Registry);
+        assert!(e.reason.contains("registry unreachable"), "{e}");
+        let e = dynamic_infra_error(
+            &unit,
+            pull(PullError::NotFound {
+                image: "r:1/x:nope".into(),
+                registry: "r:1".into(),
+                detail: "manifest unknown".into(),
+            }),
+        );
+        assert_eq!(e.kind, InfraKind::TaskImage);
+        assert!(e.reason.contains("image not found"), "{e}");
+        let e = dynamic_infra_error(
+            &unit,
+            pull(PullError::RateLimited {
+                image: "x:1".into(),
+                registry: "docker.io".into(),
+                attempts: 4,
+                retry_after_secs: Some(60),
+                detail: "toomanyrequests".into(),
+            }),
+        );
+        assert_eq!(
+            (e.kind, e.retry_after_secs),
+            (InfraKind::Registry, Some(60))
+        );
     }
 }

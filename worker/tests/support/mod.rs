@@ -43,10 +43,15 @@ pub fn osemgrep_path() -> PathBuf {
 /// A prerequisite is missing: in CI that is a failure, elsewhere the test says why it did
 /// not run (never a silent pass). Returns normally only outside CI.
 pub fn unavailable(why: &str) {
+    unavailable_unless(why, "run deploy/images/build.sh");
+}
+
+/// As [`unavailable`], naming what to do (`fix`) instead of building the images.
+pub fn unavailable_unless(why: &str, fix: &str) {
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("{why}; run deploy/images/build.sh first");
+        panic!("{why}; {fix} first");
     }
-    eprintln!("skipped: {why} (run deploy/images/build.sh to enable this test)");
+    eprintln!("skipped: {why} ({fix} to enable this test)");
 }
 
 pub fn osemgrep_or_skip() -> Option<PathBuf> {

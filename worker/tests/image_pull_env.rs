@@ -1,0 +1,79 @@
+//! The worker as `ase worker` assembles it (`setup::build`) finds its registry credentials
+//! where `DOCKER_CONFIG` points, as the docker CLI does, and pulls a v2 unit's image from a
+//! real registry on loopback. Alone in its binary: it sets this process's environment.
+
+mod dynamic_fixtures;
+mod support;
+mod test_registry;
+
+use ase_common::unit::EvaluationRecord;
+use ase_worker::images::credentials::{PASSWORD_ENV, SERVER_ENV, USERNAME_ENV};
+use ase_worker::images::PLATFORM_ENV;
+use ase_worker::setup::{build, DockerUse, ScannerKind, WorkerSetup};
+use dynamic_fixtures::*;
+use support::*;
+use test_registry::*;
+
+#[tokio::test]
+async fn a_worker_pulls_with_the_credentials_docker_config_names() {
+    if let Some(why) = missing_tools() {
+        unavailable_unless(
+            &why,
+            "apt-get install docker-registry apache2-utils (.ci/run does)",
+        );
+        return;
+    }
+    let Some(docker) = docker_with(&v2_image()).await else {
+        return;
+    };
+    let registry = TestRegistry::start();
+    let image = registry.reference("pathtrav", &format!("env-{}", std::process::id()));
+    let _cleanup = ImageCleanup(vec![image.clone()]);
+    let pushed =
+        build_push_remove(&docker, &v2_image(), &image, registry.credentials(PASSWORD)).await;
+
+    let config = registry.docker_config(PASSWORD);
+    std::env::set_var("DOCKER_CONFIG", config.path());
+    for var in [USERNAME_ENV, PASSWORD_ENV, SERVER_ENV, PLATFORM_ENV] {
+        std::env::remove_var(var);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let parts = build(&WorkerSetup {
+        name: "w-pull-env".into(),
+        cache: cache.path().to_path_buf(),
+        cache_max_bytes: Some(1 << 30),
+        repo_url_template: Some("/nowhere/{repo}".into()),
+        scanner: ScannerKind::Bare,
+        osemgrep: "/nonexistent/osemgrep".into(),
+        rules: rules_dir(),
+        sast_image: None,
+        docker: DockerUse::On,
+    })
+    .await
+    .unwrap();
+    let dynamic = parts.dynamic.expect("Docker is on");
+    let puller = dynamic.puller().expect("a puller").clone();
+    assert_eq!(puller.settings().platform.as_deref(), Some("linux/amd64"));
+
+    let labels = labels("pull-env");
+    let rec = dynamic
+        .evaluate(
+            &task(spec(&image)),
+            &generation(&[(VULN_FILE, FIXED)]),
+            &labels,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let EvaluationRecord::Dynamic {
+        checks,
+        image_digest,
+        ..
+    } = rec
+    else {
+        panic!("not a dynamic record")
+    };
+    assert!(checks.is_secure());
+    let name = image.rsplit_once(':').unwrap().0;
+    assert_eq!(image_digest, Some(format!("{name}@{pushed}")));
+    assert_eq!(puller.stats().pulls_total, 1);
+}
