@@ -157,19 +157,10 @@ fn display(p: &Path) -> String {
 
 /// A run is scored one way: every task of the dataset must be of the same version.
 fn dataset_version(tasks: &[Task]) -> anyhow::Result<DatasetVersion> {
-    let Some(first) = tasks.first() else {
-        bail!("has no task");
-    };
-    if let Some(other) = tasks.iter().find(|t| t.version() != first.version()) {
-        bail!(
-            "mixes v1 and v2 tasks ({} is {:?}, {} is {:?})",
-            first.instance_id,
-            first.version(),
-            other.instance_id,
-            other.version()
-        );
-    }
-    Ok(first.version())
+    ase_common::dataset::single_version(
+        tasks.iter().map(|t| (t.instance_id.as_str(), t.version())),
+    )?
+    .ok_or_else(|| anyhow::anyhow!("has no task"))
 }
 
 fn v1_task(t: &Task) -> anyhow::Result<V1Task> {

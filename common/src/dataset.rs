@@ -46,6 +46,36 @@ pub enum DatasetVersion {
     V2,
 }
 
+/// A run scores one version: its tasks must all be v1 or all v2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mixes v1 and v2 tasks ({first} is {first_version:?}, {other} is {other_version:?})")]
+pub struct MixedVersions {
+    pub first: String,
+    pub first_version: DatasetVersion,
+    pub other: String,
+    pub other_version: DatasetVersion,
+}
+
+/// The one version of `tasks` (`(instance_id, version)`), `None` when there is no task; the
+/// one check of it, for submitting, finishing and re-scoring a run.
+pub fn single_version<'a>(
+    tasks: impl IntoIterator<Item = (&'a str, DatasetVersion)>,
+) -> Result<Option<DatasetVersion>, MixedVersions> {
+    let mut tasks = tasks.into_iter();
+    let Some((first, first_version)) = tasks.next() else {
+        return Ok(None);
+    };
+    match tasks.find(|(_, v)| *v != first_version) {
+        Some((other, other_version)) => Err(MixedVersions {
+            first: first.to_string(),
+            first_version,
+            other: other.to_string(),
+            other_version,
+        }),
+        None => Ok(Some(first_version)),
+    }
+}
+
 /// Fields only v1 (static, SAST-scored) tasks carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StaticSpec {

@@ -35,8 +35,11 @@ pub enum OutputError {
         run_id: String,
         source: upstream_io::UpstreamIoError,
     },
-    #[error("run {run_id}: the dataset mixes v1 and v2 tasks")]
-    MixedVersions { run_id: String },
+    #[error("run {run_id}: the dataset {source}")]
+    MixedVersions {
+        run_id: String,
+        source: ase_common::dataset::MixedVersions,
+    },
     #[error(transparent)]
     Store(#[from] OutputStoreError),
     #[error("run outputs, {name}: {source}")]
@@ -262,17 +265,16 @@ pub struct RunOutputInput<'a> {
 }
 
 /// The dataset's version; a dataset mixing both is refused.
-pub fn dataset_version(
+pub fn dataset_version<'a>(
     run_id: &str,
-    mut versions: impl Iterator<Item = DatasetVersion>,
+    tasks: impl IntoIterator<Item = (&'a str, DatasetVersion)>,
 ) -> Result<DatasetVersion, OutputError> {
-    let first = versions.next().unwrap_or(DatasetVersion::V1);
-    if versions.any(|v| v != first) {
-        return Err(OutputError::MixedVersions {
+    ase_common::dataset::single_version(tasks)
+        .map(|v| v.unwrap_or(DatasetVersion::V1))
+        .map_err(|source| OutputError::MixedVersions {
             run_id: run_id.to_string(),
-        });
-    }
-    Ok(first)
+            source,
+        })
 }
 
 /// Scores the run and puts its files into `sink` one at a time; returns the report (redacted,
@@ -331,117 +333,122 @@ pub fn build_outputs(
         source,
     };
     let rounds = input.header.rounds;
-    let (scores, mut outcomes) =
-        match dataset_version(input.run_id, input.tasks.iter().map(|t| t.version))? {
-            DatasetVersion::V1 => {
-                let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
-                let mut scans = BTreeMap::new();
-                for (i, u) in input.units.iter().enumerate() {
-                    if let Some(EvaluationFacts::Static {
-                        detected_vul_num,
-                        baseline,
-                        ..
-                    }) = input.evaluations.get(&(i as u32))
-                    {
-                        scans.insert(u.unit.clone(), *detected_vul_num);
-                        baseline_of
-                            .entry(input.tasks[u.task_index as usize].instance_id.as_str())
-                            .or_insert(*baseline);
-                    }
+    let (scores, mut outcomes) = match dataset_version(
+        input.run_id,
+        input
+            .tasks
+            .iter()
+            .map(|t| (t.instance_id.as_str(), t.version)),
+    )? {
+        DatasetVersion::V1 => {
+            let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
+            let mut scans = BTreeMap::new();
+            for (i, u) in input.units.iter().enumerate() {
+                if let Some(EvaluationFacts::Static {
+                    detected_vul_num,
+                    baseline,
+                    ..
+                }) = input.evaluations.get(&(i as u32))
+                {
+                    scans.insert(u.unit.clone(), *detected_vul_num);
+                    baseline_of
+                        .entry(input.tasks[u.task_index as usize].instance_id.as_str())
+                        .or_insert(*baseline);
                 }
-                let tasks = input
+            }
+            let tasks = input
+                .tasks
+                .iter()
+                .map(|t| v1::V1Task {
+                    instance_id: t.instance_id.clone(),
+                    vuln_type: t.vuln_type.clone(),
+                    baseline: baseline_of
+                        .get(t.instance_id.as_str())
+                        .copied()
+                        .unwrap_or(t.detected_vul_num),
+                })
+                .collect();
+            let sast: Vec<SastRow> = scans
+                .iter()
+                .map(|(unit, n)| SastRow {
+                    instance_id: unit.dir_name(),
+                    detected_vul_num: *n,
+                })
+                .collect();
+            put_python_json(
+                sink,
+                &format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
+                &sast,
+            )?;
+            drop(sast);
+            let v1_input = v1::V1Input {
+                rounds,
+                tasks,
+                generations,
+                scans,
+            };
+            let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
+            put_python_json(
+                sink,
+                &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                &upstream_io::v1_eval_result(&score),
+            )?;
+            put_text(
+                sink,
+                &format!("{run}_eval_result.txt"),
+                &upstream_io::v1_text_report(&run, &score),
+            )?;
+            (Scores::V1(score), v1::unit_outcomes(&v1_input))
+        }
+        DatasetVersion::V2 => {
+            let mut scans = BTreeMap::new();
+            for (i, u) in input.units.iter().enumerate() {
+                if let Some(EvaluationFacts::Dynamic { checks, .. }) =
+                    input.evaluations.get(&(i as u32))
+                {
+                    scans.insert(u.unit.clone(), *checks);
+                }
+            }
+            let listed: Vec<Value> = scans
+                .iter()
+                .map(|(unit, s)| {
+                    json!({
+                        "instance_id": unit.dir_name(),
+                        "completion": s.completion,
+                        "image_status_check": s.image_status_check,
+                        "test_case_check": s.test_case_check,
+                        "poc_check": s.poc_check,
+                    })
+                })
+                .collect();
+            put_python_json(
+                sink,
+                &format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
+                &listed,
+            )?;
+            drop(listed);
+            let v2_input = v2::V2Input {
+                rounds,
+                tasks: input
                     .tasks
                     .iter()
-                    .map(|t| v1::V1Task {
+                    .map(|t| v2::V2Task {
                         instance_id: t.instance_id.clone(),
-                        vuln_type: t.vuln_type.clone(),
-                        baseline: baseline_of
-                            .get(t.instance_id.as_str())
-                            .copied()
-                            .unwrap_or(t.detected_vul_num),
+                        cwe_id: t.cwe_id.clone(),
                     })
-                    .collect();
-                let sast: Vec<SastRow> = scans
-                    .iter()
-                    .map(|(unit, n)| SastRow {
-                        instance_id: unit.dir_name(),
-                        detected_vul_num: *n,
-                    })
-                    .collect();
-                put_python_json(
-                    sink,
-                    &format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
-                    &sast,
-                )?;
-                drop(sast);
-                let v1_input = v1::V1Input {
-                    rounds,
-                    tasks,
-                    generations,
-                    scans,
-                };
-                let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
-                put_python_json(
-                    sink,
-                    &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                    &upstream_io::v1_eval_result(&score),
-                )?;
-                put_text(
-                    sink,
-                    &format!("{run}_eval_result.txt"),
-                    &upstream_io::v1_text_report(&run, &score),
-                )?;
-                (Scores::V1(score), v1::unit_outcomes(&v1_input))
-            }
-            DatasetVersion::V2 => {
-                let mut scans = BTreeMap::new();
-                for (i, u) in input.units.iter().enumerate() {
-                    if let Some(EvaluationFacts::Dynamic { checks, .. }) =
-                        input.evaluations.get(&(i as u32))
-                    {
-                        scans.insert(u.unit.clone(), *checks);
-                    }
-                }
-                let listed: Vec<Value> = scans
-                    .iter()
-                    .map(|(unit, s)| {
-                        json!({
-                            "instance_id": unit.dir_name(),
-                            "completion": s.completion,
-                            "image_status_check": s.image_status_check,
-                            "test_case_check": s.test_case_check,
-                            "poc_check": s.poc_check,
-                        })
-                    })
-                    .collect();
-                put_python_json(
-                    sink,
-                    &format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
-                    &listed,
-                )?;
-                drop(listed);
-                let v2_input = v2::V2Input {
-                    rounds,
-                    tasks: input
-                        .tasks
-                        .iter()
-                        .map(|t| v2::V2Task {
-                            instance_id: t.instance_id.clone(),
-                            cwe_id: t.cwe_id.clone(),
-                        })
-                        .collect(),
-                    generations,
-                    scans,
-                };
-                let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
-                put_python_json(
-                    sink,
-                    &format!("{run}_score.json"),
-                    &upstream_io::v2_score_json(&score),
-                )?;
-                (Scores::V2(score), v2::unit_outcomes(&v2_input))
-            }
-        };
+                    .collect(),
+                generations,
+                scans,
+            };
+            let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
+            put_python_json(
+                sink,
+                &format!("{run}_score.json"),
+                &upstream_io::v2_score_json(&score),
+            )?;
+            (Scores::V2(score), v2::unit_outcomes(&v2_input))
+        }
+    };
     let index_of: std::collections::HashMap<&UnitId, usize> = input
         .units
         .iter()
@@ -566,6 +573,15 @@ mod tests {
         assert!(e.is_permanent(), "{e}");
         assert!(!sink_error(28).is_permanent(), "ENOSPC is waited out");
         assert!(!sink_error(5).is_permanent(), "EIO is waited out");
-        assert!(OutputError::MixedVersions { run_id: "r".into() }.is_permanent());
+        let mixed = ase_common::dataset::single_version([
+            ("a", DatasetVersion::V1),
+            ("b", DatasetVersion::V2),
+        ])
+        .unwrap_err();
+        assert!(OutputError::MixedVersions {
+            run_id: "r".into(),
+            source: mixed
+        }
+        .is_permanent());
     }
 }

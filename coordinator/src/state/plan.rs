@@ -74,12 +74,13 @@ pub(super) fn plan_dataset(
     dataset_name: &str,
     dataset_bytes: &[u8],
 ) -> Result<DatasetPlan, CoordinatorError> {
-    let mut versions: Vec<DatasetVersion> = Vec::new();
+    // The first task of each version seen, to name both when they mix.
+    let mut versions: Vec<(String, DatasetVersion)> = Vec::new();
     let mut seeds: HashMap<String, SeedRef> = HashMap::new();
     let mut mutated_sources: HashSet<String> = HashSet::new();
     let summary = dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
-        if !versions.contains(&t.version()) {
-            versions.push(t.version());
+        if !versions.iter().any(|(_, v)| *v == t.version()) {
+            versions.push((t.instance_id.clone(), t.version()));
         }
         match &t.spec {
             TaskSpec::V1(s) if s.seed => {
@@ -107,7 +108,10 @@ pub(super) fn plan_dataset(
             "dataset {dataset_name} has no task"
         )));
     }
-    outputs::dataset_version(dataset_name, versions.into_iter())?;
+    outputs::dataset_version(
+        dataset_name,
+        versions.iter().map(|(id, v)| (id.as_str(), *v)),
+    )?;
     seeds.retain(|source, _| mutated_sources.contains(source));
     Ok(DatasetPlan {
         tasks: summary.tasks,
