@@ -1,0 +1,217 @@
+//! A burst of 429s (`Retry-After: 2`) then of 500s fails no unit: provider failures are the
+//! run's condition, so they use up no attempt; the coordinator pauses the run's model calls on
+//! every worker (`ase status` shows `paused: ...`) and the run resumes by itself. The run
+//! scores what the same run scores without faults. Real coordinator and worker processes,
+//! mutual TLS, sled, osemgrep; the model server speaks the OpenAI wire protocol.
+//!
+//! Needs `cargo build -p ase` first (or ASE_BIN), and osemgrep (skipped outside CI without it).
+
+use ase_cluster_tests::{
+    ase_bin, fetch_report, submit, FaultWindow, LocalCluster, ModelBehaviour, RunFiles,
+};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
+
+/// The cluster's run under another batch name, with the endpoint's own retries short (the
+/// in-unit retries are not what is tested; upstream's 30 s back-off would only slow it down).
+fn run_files(cluster: &LocalCluster, batch: &str) -> RunFiles {
+    let spec = json!({
+        "model_name": "fake-model",
+        "batch": batch,
+        "rounds": cluster.rounds,
+        "model": {
+            "provider": "openai",
+            "config": {
+                "base_url": cluster.model.base_url(),
+                "model": "fake-model",
+                "api_key": {"from": "none"},
+                "request_timeout": 60.0,
+                "retry": {"initial_backoff": 0.5, "max_backoff": 1.0}
+            }
+        }
+    });
+    let parsed: ase_worker::pipeline::RunSpec =
+        serde_json::from_value(spec.clone()).expect("the test's run spec is a RunSpec");
+    let dir = cluster.tmp.path().join(format!("run-{batch}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    RunFiles {
+        spec: spec_path,
+        dataset: cluster.files.dataset.clone(),
+        context: cluster.files.context.clone(),
+        run_id: parsed.run_name(),
+    }
+}
+
+/// Runs `files` to completion (`ase submit --watch`) and fetches its report.
+fn run_to_completion(cluster: &LocalCluster, files: &RunFiles, out: &Path) {
+    let mut watch = submit(&cluster.access, files, true, cluster.log_path("submit"));
+    let status = watch
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| {
+            panic!(
+                "run {} not completed; submit log:\n{}\ncoordinator log:\n{}",
+                files.run_id,
+                watch.log_text(),
+                cluster.coordinator.log_text()
+            )
+        });
+    assert!(status.success(), "ase submit --watch: {}", watch.log_text());
+    fetch_report(&cluster.access, &files.run_id, out);
+}
+
+/// `ase status` every 200 ms until `stop`: the distinct run lines seen.
+fn watch_status(
+    cluster: &LocalCluster,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let args = vec![
+        "status".to_string(),
+        "--coordinator".into(),
+        cluster.access.url.clone(),
+        "--tls-dir".into(),
+        cluster.access.tls_dir.display().to_string(),
+    ];
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(out) = Command::new(ase_bin()).args(&args).output() {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let mut seen = seen.lock().unwrap();
+                for line in text.lines().filter(|l| l.starts_with("run ")) {
+                    let key = line.split(" | eta ").next().unwrap_or(line).to_string();
+                    if !seen.contains(&key) {
+                        seen.push(key);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let seen = seen.lock().unwrap().clone();
+        seen
+    })
+}
+
+/// The report's scores without the wall-clock fields.
+fn scores(report_dir: &Path, run_id: &str) -> Value {
+    let path = report_dir
+        .join(run_id)
+        .join(ase_common::report::REPORT_JSON);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let mut scores = report["scores"].clone();
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("gen_code_time_sum");
+                m.remove("average_gen_code_time");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut scores);
+    assert!(scores.is_object(), "{}: no scores", path.display());
+    scores
+}
+
+#[test]
+fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults() {
+    let behaviour = ModelBehaviour {
+        delay: Duration::from_millis(300),
+    };
+    let Some(cluster) = LocalCluster::start(&WORKERS, 4, 3, behaviour) else {
+        return;
+    };
+    let _workers: Vec<_> = WORKERS
+        .iter()
+        .map(|n| cluster.start_worker(&cluster.worker_options(n, 2, 2)))
+        .collect();
+    let units = cluster.project.tasks.len() as u32 * cluster.rounds;
+
+    // The same run without faults: what the run must score.
+    let clean = run_files(&cluster, "clean");
+    let clean_out = cluster.tmp.path().join("report-clean");
+    run_to_completion(&cluster, &clean, &clean_out);
+    let clean_calls = cluster.model.total_calls();
+    assert_eq!(clean_calls, units, "{:?}", cluster.model.calls());
+
+    // The issue's scenario scaled down: 429 with Retry-After 2 s for 6 s, then 500 for 4 s.
+    cluster.model.set_faults(vec![
+        FaultWindow {
+            status: 429,
+            retry_after_secs: Some(2),
+            duration: Duration::from_secs(6),
+        },
+        FaultWindow {
+            status: 500,
+            retry_after_secs: None,
+            duration: Duration::from_secs(4),
+        },
+    ]);
+    let faulty = run_files(&cluster, "faults");
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = watch_status(&cluster, stop.clone());
+    let started = Instant::now();
+    let faulty_out = cluster.tmp.path().join("report-faults");
+    run_to_completion(&cluster, &faulty, &faulty_out);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let seen = status.join().unwrap();
+
+    let report = cluster.model.fault_report();
+    let answered = cluster.model.total_calls() - clean_calls;
+    let failed_calls: u32 = report.failed.values().sum();
+    eprintln!(
+        "429/500 scenario: {units} units, {answered} answered calls, {failed_calls} failed calls \
+         {:?}, recovery after the last window {:?}, run {elapsed:?}",
+        report.failed, report.recovery
+    );
+    assert!(
+        report.failed.get(&429).is_some_and(|n| *n > 0)
+            && report.failed.get(&500).is_some_and(|n| *n > 0),
+        "the faults happened: {report:?}"
+    );
+
+    // No unit failed, none was answered twice, and the scores are those of the clean run.
+    let processed = ase_cluster_tests::reported_units(&faulty_out, &faulty.run_id);
+    assert_eq!(processed.len(), units as usize, "{processed:?}");
+    assert!(
+        processed.iter().all(|(_, ok)| *ok),
+        "failed units: {processed:?}"
+    );
+    for (task, n) in cluster.model.calls() {
+        assert_eq!(
+            n,
+            2 * cluster.rounds,
+            "answers for {task}: one per unit of each run"
+        );
+    }
+    assert_eq!(
+        scores(&faulty_out, &faulty.run_id),
+        scores(&clean_out, &clean.run_id),
+        "the faults changed the scores"
+    );
+
+    // Status showed the pause, and no attempt was spent on it.
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&faulty.run_id) && l.contains("[paused: ")),
+        "ase status never showed the pause: {seen:#?}"
+    );
+    let last = seen
+        .iter()
+        .rev()
+        .find(|l| l.contains(&faulty.run_id))
+        .expect("status showed the run");
+    assert!(last.contains("retries 0"), "{last}");
+    assert!(last.contains("provider failures"), "{last}");
+}
