@@ -121,12 +121,22 @@ fn scores(report_dir: &Path) -> Value {
     scores
 }
 
-#[test]
-fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults() {
+/// One fault scenario: the cluster, its model's latency and the fault windows.
+struct Scenario {
+    tasks: usize,
+    rounds: u32,
+    model_delay: Duration,
+    faults: Vec<FaultWindow>,
+}
+
+/// A run without faults, then the same run (another batch) under `faults`: asserts that no unit
+/// failed, none was answered twice, the scores are the clean run's, and `ase status` showed the
+/// pause without spending an attempt on it; prints the figures.
+fn run_scenario(name: &str, sc: Scenario) {
     let behaviour = ModelBehaviour {
-        delay: Duration::from_millis(300),
+        delay: sc.model_delay,
     };
-    let Some(cluster) = LocalCluster::start(&WORKERS, 4, 3, behaviour) else {
+    let Some(cluster) = LocalCluster::start(&WORKERS, sc.tasks, sc.rounds, behaviour) else {
         return;
     };
     let _workers: Vec<_> = WORKERS
@@ -138,23 +148,13 @@ fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults(
     // The same run without faults: what the run must score.
     let clean = run_files(&cluster, "clean");
     let clean_out = cluster.tmp.path().join("report-clean");
+    let started = Instant::now();
     run_to_completion(&cluster, &clean, &clean_out);
+    let clean_elapsed = started.elapsed();
     let clean_calls = cluster.model.total_calls();
     assert_eq!(clean_calls, units, "{:?}", cluster.model.calls());
 
-    // The issue's scenario scaled down: 429 with Retry-After 2 s for 6 s, then 500 for 4 s.
-    cluster.model.set_faults(vec![
-        FaultWindow {
-            status: 429,
-            retry_after_secs: Some(2),
-            duration: Duration::from_secs(6),
-        },
-        FaultWindow {
-            status: 500,
-            retry_after_secs: None,
-            duration: Duration::from_secs(4),
-        },
-    ]);
+    cluster.model.set_faults(sc.faults);
     let faulty = run_files(&cluster, "faults");
     let stop = Arc::new(AtomicBool::new(false));
     let status = watch_status(&cluster, stop.clone());
@@ -168,10 +168,15 @@ fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults(
     let report = cluster.model.fault_report();
     let answered = cluster.model.total_calls() - clean_calls;
     let failed_calls: u32 = report.failed.values().sum();
+    let processed = ase_cluster_tests::reported_units(&faulty_out, &faulty.run_id);
+    let lost = processed.iter().filter(|(_, ok)| !*ok).count();
     eprintln!(
-        "429/500 scenario: {units} units, {answered} answered calls, {failed_calls} failed calls \
-         {:?}, recovery after the last window {:?}, run {elapsed:?}",
-        report.failed, report.recovery
+        "{name}: {units} units, {lost} lost, {answered} answered calls ({} repeated), \
+         {failed_calls} failed calls {:?}, first answer {:?} after the last window, \
+         run {elapsed:.1?} (without faults {clean_elapsed:.1?})",
+        answered.saturating_sub(units),
+        report.failed,
+        report.recovery
     );
     assert!(
         report.failed.get(&429).is_some_and(|n| *n > 0)
@@ -180,12 +185,8 @@ fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults(
     );
 
     // No unit failed, none was answered twice, and the scores are those of the clean run.
-    let processed = ase_cluster_tests::reported_units(&faulty_out, &faulty.run_id);
     assert_eq!(processed.len(), units as usize, "{processed:?}");
-    assert!(
-        processed.iter().all(|(_, ok)| *ok),
-        "failed units: {processed:?}"
-    );
+    assert_eq!(lost, 0, "failed units: {processed:?}");
     for (task, n) in cluster.model.calls() {
         assert_eq!(
             n,
@@ -215,4 +216,49 @@ fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults(
         .expect("status showed the run");
     assert!(last.contains("retries 0"), "{last}");
     assert!(last.contains("provider failures"), "{last}");
+}
+
+fn windows(rate_limited: Duration, server_error: Duration) -> Vec<FaultWindow> {
+    vec![
+        FaultWindow {
+            status: 429,
+            retry_after_secs: Some(2),
+            duration: rate_limited,
+        },
+        FaultWindow {
+            status: 500,
+            retry_after_secs: None,
+            duration: server_error,
+        },
+    ]
+}
+
+#[test]
+fn a_burst_of_429s_then_500s_fails_no_unit_and_the_run_scores_as_without_faults() {
+    // The issue's scenario scaled down: 429 with Retry-After 2 s for 6 s, then 500 for 4 s.
+    run_scenario(
+        "429 6 s + 500 4 s",
+        Scenario {
+            tasks: 4,
+            rounds: 3,
+            model_delay: Duration::from_millis(300),
+            faults: windows(Duration::from_secs(6), Duration::from_secs(4)),
+        },
+    );
+}
+
+/// The issue's scenario at its own scale (24 units, a model answering in 2 s, 429 for 20 s then
+/// 500 for 15 s): about two minutes, so run on demand (`-- --ignored`) to measure.
+#[test]
+#[ignore]
+fn the_issues_429_then_500_scenario_at_full_scale() {
+    run_scenario(
+        "429 20 s + 500 15 s",
+        Scenario {
+            tasks: 8,
+            rounds: 3,
+            model_delay: Duration::from_secs(2),
+            faults: windows(Duration::from_secs(20), Duration::from_secs(15)),
+        },
+    );
 }
