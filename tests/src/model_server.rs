@@ -90,6 +90,8 @@ struct State {
     calls: Mutex<BTreeMap<String, u32>>,
     unrecognised: Mutex<Vec<String>>,
     faults: Mutex<Faults>,
+    /// When set, a call without `Authorization: Bearer KEY` is answered 401.
+    required_key: Mutex<Option<String>>,
 }
 
 /// A running server; stops when dropped (its runtime thread ends with the process's tests).
@@ -116,6 +118,7 @@ impl FakeModel {
             calls: Mutex::new(BTreeMap::new()),
             unrecognised: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
+            required_key: Mutex::new(None),
         });
         let listener = std::net::TcpListener::bind(bind)
             .unwrap_or_else(|e| panic!("model server: bind {bind}: {e}"));
@@ -157,6 +160,12 @@ impl FakeModel {
             plan,
             ..Faults::default()
         };
+    }
+
+    /// From now on, answers 401 (as OpenAI does for a wrong key) to calls without
+    /// `Authorization: Bearer KEY`; counted with the failures of [`FakeModel::fault_report`].
+    pub fn require_key(&self, key: &str) {
+        *self.state.required_key.lock().unwrap() = Some(format!("Bearer {key}"));
     }
 
     /// The failures answered so far and the time from the end of the windows to the first
@@ -270,6 +279,11 @@ async fn handle(
     if req.method() != hyper::Method::POST || req.uri().path() != "/v1/chat/completions" {
         return Ok(reply(404, json!({"error": {"message": "not found"}})));
     }
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
@@ -301,6 +315,15 @@ async fn handle(
             .push(prompt.chars().take(2000).collect());
         return Ok(reply(400, json!({"error": {"message": "unknown prompt"}})));
     };
+    let required = state.required_key.lock().unwrap().clone();
+    if required.is_some() && authorization != required {
+        *state.faults.lock().unwrap().failed.entry(401).or_insert(0) += 1;
+        return Ok(reply(
+            401,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                             "code": "invalid_api_key"}}),
+        ));
+    }
     let fault = state.faults.lock().unwrap().at(Instant::now());
     if let Some(w) = fault {
         return Ok(failure_reply(&w));

@@ -1,13 +1,14 @@
 //! A burst of 429s (`Retry-After: 2`) then of 500s fails no unit: provider failures are the
 //! run's condition, so they use up no attempt; the coordinator pauses the run's model calls on
 //! every worker (`ase status` shows `paused: ...`) and the run resumes by itself. The run
-//! scores what the same run scores without faults. Real coordinator and worker processes,
+//! scores what the same run scores without faults. A wrong key pauses the run (`paused: auth`)
+//! until the right one is supplied again. Real coordinator and worker processes,
 //! mutual TLS, sled, osemgrep; the model server speaks the OpenAI wire protocol.
 //!
 //! Needs `cargo build -p ase` first (or ASE_BIN), and osemgrep (skipped outside CI without it).
 
 use ase_cluster_tests::{
-    ase_bin, fetch_report, submit, FaultWindow, LocalCluster, ModelBehaviour, RunFiles,
+    ase_bin, fetch_report, submit, FaultWindow, LocalCluster, ModelBehaviour, Proc, RunFiles,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -261,4 +262,119 @@ fn the_issues_429_then_500_scenario_at_full_scale() {
             faults: windows(Duration::from_secs(20), Duration::from_secs(15)),
         },
     );
+}
+
+/// `ase submit` of `files` with the model key `key` (through `--api-key-env`).
+fn submit_with_key(cluster: &LocalCluster, files: &RunFiles, key: &str, watch: bool) -> Proc {
+    let mut args = vec![
+        "submit".to_string(),
+        "--coordinator".into(),
+        cluster.access.url.clone(),
+        "--tls-dir".into(),
+        cluster.access.tls_dir.display().to_string(),
+        "--spec".into(),
+        files.spec.display().to_string(),
+        "--dataset".into(),
+        files.dataset.display().to_string(),
+        "--context".into(),
+        files.context.display().to_string(),
+        "--api-key-env".into(),
+        "ASE_TEST_MODEL_KEY".into(),
+    ];
+    if watch {
+        args.push("--watch".into());
+    }
+    Proc::spawn(
+        "submit",
+        &ase_bin(),
+        &args,
+        &[("ASE_TEST_MODEL_KEY", key)],
+        cluster.log_path("submit"),
+    )
+}
+
+/// The run's `ase status` line once it contains `needle`.
+fn status_line_with(cluster: &LocalCluster, run_id: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(ase_bin())
+            .args([
+                "status",
+                "--coordinator",
+                &cluster.access.url,
+                "--tls-dir",
+                &cluster.access.tls_dir.display().to_string(),
+                "--run",
+                run_id,
+            ])
+            .output()
+            .expect("run ase status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(run_id) && l.contains(needle))
+        {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ase status never showed {needle:?}; last: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_wrong_key_pauses_the_run_until_the_right_one_is_supplied_again() {
+    const RIGHT: &str = "sk-the-right-key-0123456789";
+    const WRONG: &str = "sk-a-revoked-key-0123456789";
+    let behaviour = ModelBehaviour {
+        delay: Duration::from_millis(100),
+    };
+    let Some(cluster) = LocalCluster::start(&WORKERS, 2, 2, behaviour) else {
+        return;
+    };
+    let _workers: Vec<_> = WORKERS
+        .iter()
+        .map(|n| cluster.start_worker(&cluster.worker_options(n, 2, 2)))
+        .collect();
+    let units = cluster.project.tasks.len() as u32 * cluster.rounds;
+    cluster.model.require_key(RIGHT);
+    let files = run_files(&cluster, "auth");
+    let mut first = submit_with_key(&cluster, &files, WRONG, false);
+    let status = first
+        .wait_exit(Duration::from_secs(30))
+        .expect("submit ends");
+    assert!(status.success(), "{}", first.log_text());
+
+    // Refused calls pause the run instead of failing its units one after another.
+    let paused = status_line_with(&cluster, &files.run_id, "[paused: auth]");
+    eprintln!("status: {paused}");
+    assert!(paused.contains("done 0 failed 0"), "{paused}");
+    assert!(
+        paused.contains("model calls resume when the key is supplied again"),
+        "{paused}"
+    );
+
+    // The right key supplied again: the run goes on and completes with every unit.
+    let mut again = submit_with_key(&cluster, &files, RIGHT, true);
+    let status = again
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("run not completed: {}", cluster.coordinator.log_text()));
+    assert!(status.success(), "{}", again.log_text());
+    let out = cluster.tmp.path().join("report-auth");
+    fetch_report(&cluster.access, &files.run_id, &out);
+    let processed = ase_cluster_tests::reported_units(&out, &files.run_id);
+    assert_eq!(processed.len(), units as usize, "{processed:?}");
+    assert!(processed.iter().all(|(_, ok)| *ok), "{processed:?}");
+    assert_eq!(
+        cluster.model.total_calls(),
+        units,
+        "{:?}",
+        cluster.model.calls()
+    );
+    // The calls of the first wave were refused, then none until the key came.
+    let refused = cluster.model.fault_report().failed.get(&401).copied();
+    eprintln!("wrong key: {refused:?} refused calls for {units} units");
+    assert!(refused.is_some_and(|n| n <= units), "{refused:?}");
 }

@@ -340,3 +340,35 @@ fn infra_kind_from_proto(value: i32) -> messages::InfraKind {
         Ok(v1::InfraKind::Unspecified) | Err(_) => K::Unspecified,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messages::{InfraKind as K, ProviderFault as P};
+
+    #[test]
+    fn every_provider_kind_arrives_typed_and_unknown_ones_count_as_unspecified() {
+        let cases = [
+            (
+                v1::InfraKind::ProviderRateLimited,
+                K::Provider(P::RateLimited),
+            ),
+            (v1::InfraKind::ProviderQuota, K::Provider(P::Quota)),
+            (v1::InfraKind::ProviderAuth, K::Provider(P::Auth)),
+            (
+                v1::InfraKind::ProviderServerError,
+                K::Provider(P::ServerError),
+            ),
+            (v1::InfraKind::ProviderTimeout, K::Provider(P::Timeout)),
+            (v1::InfraKind::ProviderNetwork, K::Provider(P::Network)),
+            (v1::InfraKind::Repository, K::Repository),
+            (v1::InfraKind::ModelEndpoint, K::ModelEndpoint),
+            (v1::InfraKind::Unspecified, K::Unspecified),
+        ];
+        for (wire, kind) in cases {
+            assert_eq!(infra_kind_from_proto(wire as i32), kind, "{wire:?}");
+        }
+        // A newer worker's kind: counted like an unclassified failure, never a pause.
+        assert_eq!(infra_kind_from_proto(999), K::Unspecified);
+    }
+}

@@ -1,11 +1,13 @@
 //! A run's pause after provider failures (429, quota, auth, 5xx, timeouts): the run's
 //! condition, not a unit's fault. Such a failure uses up no attempt of its unit; instead the
 //! run's generate leases stop, on every worker, until the provider's `Retry-After` (at least
-//! the back-off of the pause's level) has passed. After `visible_after` consecutive failures
-//! the run shows `paused: KIND`, and then gets one generation at a time (a probe) until one
-//! succeeds: a provider that is still down costs one call per pause, not one per slot. A wrong
-//! key or an exhausted quota does not mend with time: once visible, such a pause holds until a
-//! client supplies the key again (`resume`).
+//! the back-off of the pause's level) has passed. The back-off doubles when a call made after
+//! a pause fails again without a `Retry-After`, and starts from its base when the kind
+//! changes. After `visible_after` consecutive failures the run shows `paused: KIND`, and then
+//! gets one generation at a time (a probe) until one succeeds: a provider that is still down
+//! costs one call per pause, not one per slot. A wrong key or an exhausted quota does not mend
+//! with time: once visible, such a pause holds until a client supplies the key again
+//! (`resume`).
 //!
 //! Reports about calls made before the current pause began say nothing new: a failure of such
 //! a call only extends the pause to its `Retry-After` (it does not raise the back-off level),
@@ -105,13 +107,18 @@ impl ProviderPause {
         if self.kind == Some(f.fault) {
             self.streak = self.streak.saturating_add(1);
         } else {
+            // Another condition (the 429s became 500s): its back-off starts from the base.
             self.kind = Some(f.fault);
             self.streak = 1;
+            self.level = 0;
         }
-        // A call granted after the pause began failed too: the pause was not long enough.
+        // A call granted after the pause began failed too: the pause was not long enough. A
+        // provider that announces when to come back is taken at its word (no doubling).
         let fresh = self.level == 0 || f.granted_ms > self.since_ms;
         if fresh {
-            self.level = self.level.saturating_add(1);
+            if self.level == 0 || f.retry_after_ms.is_none() {
+                self.level = self.level.saturating_add(1);
+            }
             self.since_ms = now_ms;
         }
         let until = now_ms.saturating_add(policy.delay_ms(self.level, f.retry_after_ms));
@@ -256,6 +263,30 @@ mod tests {
         assert_eq!(p.may_grant(&P, 8_500), Grant::Any);
         assert_eq!(p.visible(&P), None);
         assert_eq!(p.total(), 7);
+    }
+
+    #[test]
+    fn an_announced_retry_after_is_not_doubled_and_a_new_kind_starts_from_the_base() {
+        let mut p = ProviderPause::default();
+        p.failed(&P, rate_limited(0, Some(2_000)), 10);
+        p.failed(&P, rate_limited(2_010, Some(2_000)), 2_100);
+        p.failed(&P, rate_limited(4_100, Some(2_000)), 4_200);
+        assert_eq!(p.level, 1);
+        assert_eq!(p.until_ms, 6_200, "the announced 2 s, not 8 s");
+        // No Retry-After: doubling.
+        p.failed(&P, rate_limited(6_200, None), 6_300);
+        assert_eq!(p.until_ms, 8_300);
+        p.failed(&P, rate_limited(8_300, None), 8_400);
+        assert_eq!(p.until_ms, 12_400);
+        // The 429s turn into 500s: the back-off starts again at its base.
+        let server = ProviderFailure {
+            fault: ProviderFault::ServerError,
+            retry_after_ms: None,
+            granted_ms: 12_400,
+        };
+        p.failed(&P, server, 12_500);
+        assert_eq!(p.until_ms, 13_500);
+        assert_eq!(p.visible(&P), Some(ProviderFault::ServerError));
     }
 
     #[test]
