@@ -112,7 +112,8 @@ pub struct Completion {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// Counts against the unit's retry budget.
+    /// Counts against the unit's retry budget, unless the provider is to blame
+    /// ([`InfraKind::Provider`]: the run pauses instead).
     Infrastructure,
     /// Given back without trying (drain, shutdown): no attempt counted.
     Released,
