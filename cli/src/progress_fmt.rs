@@ -21,8 +21,26 @@ pub fn eta(seconds: f64) -> String {
 }
 
 pub fn run_line(p: &RunProgress) -> String {
+    // Provider failures (429, 5xx, auth) use up no attempt: shown apart from retries. The time
+    // to the next try changes every tick, so it goes after the ETA (see `ProgressView`).
+    let provider = if p.provider_failures > 0 {
+        format!(" | provider failures {}", p.provider_failures)
+    } else {
+        String::new()
+    };
+    let next_try = if p.pause_remaining_ms > 0 {
+        format!(
+            " | model calls resume in {:.1}s",
+            p.pause_remaining_ms as f64 / 1000.0
+        )
+    } else if p.state == "paused: auth" || p.state == "paused: quota" {
+        " | model calls resume when the key is supplied again (ase submit with the key)".into()
+    } else {
+        String::new()
+    };
     format!(
-        "run {} [{}] units {} | generate: {} | evaluate: {} | retries {} | model calls {} | eta {}",
+        "run {} [{}] units {} | generate: {} | evaluate: {} | retries {}{provider} | model calls {} \
+         | eta {}{next_try}",
         p.run_id,
         p.state,
         p.total_units,
@@ -67,6 +85,27 @@ pub fn worker_line(w: &WorkerInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paused_run_says_why_and_when_it_resumes() {
+        let mut p = RunProgress {
+            run_id: "m__b".into(),
+            state: "paused: rate_limited".into(),
+            provider_failures: 6,
+            pause_remaining_ms: 1500,
+            ..Default::default()
+        };
+        let line = run_line(&p);
+        assert!(line.contains("[paused: rate_limited]"), "{line}");
+        assert!(line.contains("provider failures 6"), "{line}");
+        assert!(line.ends_with("model calls resume in 1.5s"), "{line}");
+        p.state = "paused: auth".into();
+        p.pause_remaining_ms = 0;
+        assert!(run_line(&p).contains("when the key is supplied again"));
+        p.state = "running".into();
+        p.provider_failures = 0;
+        assert!(!run_line(&p).contains("provider"), "{}", run_line(&p));
+    }
 
     #[test]
     fn a_worker_never_heard_from_says_so() {

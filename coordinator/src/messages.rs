@@ -112,7 +112,8 @@ pub struct Completion {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// Counts against the unit's retry budget.
+    /// Counts against the unit's retry budget, unless the provider is to blame
+    /// ([`InfraKind::Provider`]: the run pauses instead).
     Infrastructure,
     /// Given back without trying (drain, shutdown): no attempt counted.
     Released,
@@ -126,12 +127,82 @@ pub struct Progress {
     pub step: String,
 }
 
+/// A failure of the model provider: the run's condition (every unit of the run would meet it),
+/// not the unit's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderFault {
+    /// HTTP 429.
+    RateLimited,
+    /// The account's quota or credit is exhausted.
+    Quota,
+    /// The key is missing, wrong or revoked (401/403).
+    Auth,
+    /// 5xx.
+    ServerError,
+    /// No answer in time (408, or the client's timeout).
+    Timeout,
+    /// The endpoint could not be reached.
+    Network,
+}
+
+impl ProviderFault {
+    pub const ALL: [ProviderFault; 6] = [
+        ProviderFault::RateLimited,
+        ProviderFault::Quota,
+        ProviderFault::Auth,
+        ProviderFault::ServerError,
+        ProviderFault::Timeout,
+        ProviderFault::Network,
+    ];
+
+    /// The name shown in `paused: NAME` and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderFault::RateLimited => "rate_limited",
+            ProviderFault::Quota => "quota",
+            ProviderFault::Auth => "auth",
+            ProviderFault::ServerError => "server_error",
+            ProviderFault::Timeout => "timeout",
+            ProviderFault::Network => "network",
+        }
+    }
+
+    /// Waiting mends it; a wrong key or an empty account waits for an operator (a key
+    /// supplied again) instead.
+    pub fn resumes_by_itself(self) -> bool {
+        !matches!(self, ProviderFault::Quota | ProviderFault::Auth)
+    }
+}
+
+/// Who is to blame for an infrastructure failure, as the worker classified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfraKind {
+    /// Not said (a worker of an earlier version).
+    Unspecified,
+    Repository,
+    Configuration,
+    Worker,
+    Scanner,
+    /// The endpoint refused the client in a way no wait mends (wrong URL or model name).
+    ModelEndpoint,
+    /// Uses up no attempt of the unit: the run's model calls are paused instead.
+    Provider(ProviderFault),
+    /// A task image's registry is unreachable or limiting the worker.
+    Registry,
+    /// The task's image does not exist.
+    TaskImage,
+}
+
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub worker_id: String,
     pub lease: LeaseRef,
     pub kind: FailureKind,
     pub reason: String,
+    /// `FailureKind::Infrastructure`: who is to blame.
+    pub infra: InfraKind,
+    /// The provider's `Retry-After`, when it sent one.
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,6 +264,11 @@ pub struct RunProgress {
     pub evaluate_eta_seconds: f64,
     /// Leased units by the last step their worker reported ("leased" when none yet).
     pub leased_by_step: std::collections::BTreeMap<String, u64>,
+    /// How long until the run's generations are tried again after provider failures; 0 when
+    /// not paused or when paused until a key is supplied.
+    pub pause_remaining_ms: u64,
+    /// Provider failures of the run's generations since this process loaded it.
+    pub provider_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

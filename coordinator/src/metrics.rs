@@ -2,7 +2,7 @@
 //! HTTP/1 listener. Counters of RPC outcomes live here; unit, run and worker gauges are read
 //! from the coordinator at scrape time, so they cannot drift from its state.
 
-use crate::messages::{Ack, FailureKind};
+use crate::messages::{Ack, FailureKind, InfraKind, ProviderFault};
 use crate::records::Phase;
 use crate::Coordinator;
 use std::fmt::Write as _;
@@ -32,6 +32,8 @@ pub struct Metrics {
     refused_results: AtomicU64,
     infrastructure_failures: AtomicU64,
     released_leases: AtomicU64,
+    /// Index: position in [`ProviderFault::ALL`].
+    provider_failures: [AtomicU64; ProviderFault::ALL.len()],
 }
 
 fn phase_index(phase: Phase) -> usize {
@@ -70,10 +72,15 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, kind: FailureKind, ack: &Ack) {
+    pub fn record_failure(&self, kind: FailureKind, infra: InfraKind, ack: &Ack) {
         if !ack.accepted {
             self.refused_results.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if let (FailureKind::Infrastructure, InfraKind::Provider(fault)) = (kind, infra) {
+            if let Some(i) = ProviderFault::ALL.iter().position(|f| *f == fault) {
+                self.provider_failures[i].fetch_add(1, Ordering::Relaxed);
+            }
         }
         match kind {
             FailureKind::Infrastructure => &self.infrastructure_failures,
@@ -150,6 +157,51 @@ impl Metrics {
                 "ase_run_retries_total{{run=\"{}\"}} {}",
                 escape(&run.run_id),
                 run.retries
+            );
+        }
+
+        header(
+            &mut out,
+            "ase_run_paused",
+            "gauge",
+            "1 per run whose model calls are paused after consecutive provider failures, labelled with the kind (rate_limited, quota, auth, server_error, timeout, network).",
+        );
+        for run in &runs {
+            if let Some(reason) = run.state.strip_prefix("paused: ") {
+                let _ = writeln!(
+                    out,
+                    "ase_run_paused{{run=\"{}\",reason=\"{}\"}} 1",
+                    escape(&run.run_id),
+                    escape(reason)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "ase_run_pause_remaining_seconds",
+            "gauge",
+            "Seconds until a run's generations are tried again after provider failures (0: not paused by time).",
+        );
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "ase_run_pause_remaining_seconds{{run=\"{}\"}} {}",
+                escape(&run.run_id),
+                run.pause_remaining_ms as f64 / 1000.0
+            );
+        }
+        header(
+            &mut out,
+            "ase_run_provider_failures_total",
+            "counter",
+            "Provider failures of a run's generations since the coordinator loaded it (no unit attempt used up).",
+        );
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "ase_run_provider_failures_total{{run=\"{}\"}} {}",
+                escape(&run.run_id),
+                run.provider_failures
             );
         }
 
@@ -241,6 +293,20 @@ impl Metrics {
             "ase_unit_failures_total{{kind=\"released\"}} {}",
             load(&self.released_leases)
         );
+        header(
+            &mut out,
+            "ase_provider_failures_total",
+            "counter",
+            "Failure reports of generations the model provider is to blame for, by kind.",
+        );
+        for (i, fault) in ProviderFault::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ase_provider_failures_total{{kind=\"{}\"}} {}",
+                fault.as_str(),
+                load(&self.provider_failures[i])
+            );
+        }
 
         header(
             &mut out,

@@ -236,6 +236,8 @@ async fn out_of_retries_the_unit_fails_with_reasons_and_the_run_still_scores() {
                 lease: g.lease,
                 kind,
                 reason: format!("docker error {i}"),
+                infra: InfraKind::Scanner,
+                retry_after_ms: None,
             })
             .await
             .unwrap();

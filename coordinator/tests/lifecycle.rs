@@ -436,6 +436,8 @@ fn every_operation_future_is_send() {
         lease,
         kind: FailureKind::Released,
         reason: String::new(),
+        infra: InfraKind::Unspecified,
+        retry_after_ms: None,
     }));
     send(&c.cancel_run("x"));
     send(&c.drain_worker("w"));

@@ -15,7 +15,7 @@ pub mod model_server;
 pub mod process;
 pub mod project;
 
-pub use model_server::{FakeModel, ModelBehaviour};
+pub use model_server::{FakeModel, FaultReport, FaultWindow, ModelBehaviour};
 pub use process::{free_loopback_addr, Proc};
 pub use project::{Project, TaskFixture};
 

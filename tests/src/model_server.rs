@@ -2,7 +2,7 @@
 //! HTTP/1.1, JSON) on an address the test chooses. It recognises the task of a prompt by the
 //! function name just before the `<MASKED>` line, counts calls per task, and answers with the
 //! task's fixing patch after an optional delay (so that generations are in flight when a test
-//! kills a process).
+//! kills a process). Windows of provider failures (429 with `Retry-After`, 5xx) can be set.
 
 use crate::project::TaskFixture;
 use ase_common::masking::MASK_TOKEN;
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Request bodies read at most (a prompt of the fixture is a few KiB).
 const MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -28,12 +28,70 @@ pub struct ModelBehaviour {
     pub delay: Duration,
 }
 
+/// A window of provider failures: every call in it is answered `status` (429 with
+/// `Retry-After: retry_after_secs` when set, or 5xx) for `duration`.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub status: u16,
+    pub retry_after_secs: Option<u64>,
+    pub duration: Duration,
+}
+
+/// The windows set by [`FakeModel::set_faults`] and what they did.
+#[derive(Debug, Default)]
+struct Faults {
+    plan: Vec<FaultWindow>,
+    /// The first call after the plan was set: the windows follow one another from there.
+    started: Option<Instant>,
+    /// Calls answered with a failure, by status.
+    failed: BTreeMap<u16, u32>,
+    /// The first call answered after the last window.
+    first_answer_after: Option<Instant>,
+}
+
+/// What the fault windows did (see [`FakeModel::fault_report`]).
+#[derive(Debug, Clone)]
+pub struct FaultReport {
+    /// Calls answered with a failure, by status.
+    pub failed: BTreeMap<u16, u32>,
+    /// From the end of the last window to the first call answered after it.
+    pub recovery: Option<Duration>,
+}
+
+impl Faults {
+    /// The failure to answer a call arriving at `now`, if it falls in a window.
+    fn at(&mut self, now: Instant) -> Option<FaultWindow> {
+        if self.plan.is_empty() {
+            return None;
+        }
+        let started = *self.started.get_or_insert(now);
+        let mut end = started;
+        for w in &self.plan {
+            end += w.duration;
+            if now < end {
+                *self.failed.entry(w.status).or_insert(0) += 1;
+                return Some(w.clone());
+            }
+        }
+        self.first_answer_after.get_or_insert(now);
+        None
+    }
+
+    fn end(&self) -> Option<Instant> {
+        let total: Duration = self.plan.iter().map(|w| w.duration).sum();
+        self.started.map(|s| s + total)
+    }
+}
+
 struct State {
     /// function name -> (instance id, answer)
     answers: BTreeMap<String, (String, String)>,
     behaviour: ModelBehaviour,
     calls: Mutex<BTreeMap<String, u32>>,
     unrecognised: Mutex<Vec<String>>,
+    faults: Mutex<Faults>,
+    /// When set, a call without `Authorization: Bearer KEY` is answered 401.
+    required_key: Mutex<Option<String>>,
 }
 
 /// A running server; stops when dropped (its runtime thread ends with the process's tests).
@@ -59,6 +117,8 @@ impl FakeModel {
             behaviour,
             calls: Mutex::new(BTreeMap::new()),
             unrecognised: Mutex::new(Vec::new()),
+            faults: Mutex::new(Faults::default()),
+            required_key: Mutex::new(None),
         });
         let listener = std::net::TcpListener::bind(bind)
             .unwrap_or_else(|e| panic!("model server: bind {bind}: {e}"));
@@ -93,7 +153,36 @@ impl FakeModel {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Calls answered so far, per instance id.
+    /// From the next call on, answers with these failures, one window after the other, then
+    /// normally again.
+    pub fn set_faults(&self, plan: Vec<FaultWindow>) {
+        *self.state.faults.lock().unwrap() = Faults {
+            plan,
+            ..Faults::default()
+        };
+    }
+
+    /// From now on, answers 401 (as OpenAI does for a wrong key) to calls without
+    /// `Authorization: Bearer KEY`; counted with the failures of [`FakeModel::fault_report`].
+    pub fn require_key(&self, key: &str) {
+        *self.state.required_key.lock().unwrap() = Some(format!("Bearer {key}"));
+    }
+
+    /// The failures answered so far and the time from the end of the windows to the first
+    /// answer after them.
+    pub fn fault_report(&self) -> FaultReport {
+        let f = self.state.faults.lock().unwrap();
+        FaultReport {
+            failed: f.failed.clone(),
+            recovery: f
+                .end()
+                .zip(f.first_answer_after)
+                .map(|(end, first)| first.saturating_duration_since(end)),
+        }
+    }
+
+    /// Calls answered with a fixing answer so far, per instance id (failures of
+    /// [`FakeModel::set_faults`] are not among them).
     pub fn calls(&self) -> BTreeMap<String, u32> {
         self.state.calls.lock().unwrap().clone()
     }
@@ -145,6 +234,25 @@ fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
+/// A provider failure as OpenAI sends it: 429 with `Retry-After` and the `rate_limit_exceeded`
+/// code, or a 5xx.
+fn failure_reply(w: &FaultWindow) -> Response<Full<Bytes>> {
+    let body = if w.status == 429 {
+        json!({"error": {"message": "Rate limit reached for requests", "type": "requests",
+                         "code": "rate_limit_exceeded"}})
+    } else {
+        json!({"error": {"message": "The server had an error while processing your request",
+                         "type": "server_error"}})
+    };
+    let mut r = Response::builder()
+        .status(w.status)
+        .header("content-type", "application/json");
+    if let Some(secs) = w.retry_after_secs {
+        r = r.header("retry-after", secs.to_string());
+    }
+    r.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
 /// The function whose body was masked: the last `function NAME(` before the `<MASKED>` line
 /// of a quoted file (`[start of FILE]` ... `[end of FILE]`); the token also occurs in the
 /// instructions, outside any file.
@@ -171,6 +279,11 @@ async fn handle(
     if req.method() != hyper::Method::POST || req.uri().path() != "/v1/chat/completions" {
         return Ok(reply(404, json!({"error": {"message": "not found"}})));
     }
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
@@ -202,6 +315,19 @@ async fn handle(
             .push(prompt.chars().take(2000).collect());
         return Ok(reply(400, json!({"error": {"message": "unknown prompt"}})));
     };
+    let required = state.required_key.lock().unwrap().clone();
+    if required.is_some() && authorization != required {
+        *state.faults.lock().unwrap().failed.entry(401).or_insert(0) += 1;
+        return Ok(reply(
+            401,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                             "code": "invalid_api_key"}}),
+        ));
+    }
+    let fault = state.faults.lock().unwrap().at(Instant::now());
+    if let Some(w) = fault {
+        return Ok(failure_reply(&w));
+    }
     // Counted on arrival: a call whose caller dies while waiting still happened.
     *state.calls.lock().unwrap().entry(instance_id).or_insert(0) += 1;
     if !state.behaviour.delay.is_zero() {

@@ -533,7 +533,13 @@ async fn an_endpoint_that_fails_is_an_infrastructure_error_not_a_record() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.kind, InfraKind::ModelEndpoint, "{err}");
+    // A 5xx is the provider's failure: the coordinator pauses the run rather than spend an
+    // attempt of the unit.
+    assert_eq!(
+        err.kind,
+        InfraKind::Provider(ase_worker::model::ProviderFault::ServerError),
+        "{err}"
+    );
     assert!(err.reason.contains("500"), "{err}");
     // One request (max_attempts = 1), carrying the lease's key; the error never quotes it.
     assert_eq!(*seen.lock().unwrap(), vec![format!("Bearer {lease_key}")]);

@@ -57,6 +57,8 @@ pub(crate) fn progress_to_proto(p: messages::RunProgress) -> v1::RunProgress {
         generate_eta_seconds: p.generate_eta_seconds,
         evaluate_eta_seconds: p.evaluate_eta_seconds,
         leased_by_step: p.leased_by_step.into_iter().collect(),
+        pause_remaining_ms: p.pause_remaining_ms,
+        provider_failures: p.provider_failures,
     }
 }
 

@@ -290,6 +290,7 @@ impl ase_proto::WorkerApi for WorkerService {
                     )))
                 }
             };
+            let infra = infra_kind_from_proto(req.infra_kind);
             let ack = self
                 .coordinator
                 .fail(messages::Failure {
@@ -297,12 +298,20 @@ impl ase_proto::WorkerApi for WorkerService {
                     lease,
                     kind,
                     reason: req.reason.clone(),
+                    infra,
+                    retry_after_ms: req.retry_after_ms,
                 })
                 .await
                 .map_err(|e| status_of(&e))?;
-            self.metrics.record_failure(kind, &ack);
+            self.metrics.record_failure(kind, infra, &ack);
             if ack.accepted {
-                tracing::warn!(reason = %truncate(&req.reason, 512), kind = ?kind, "unit failed");
+                tracing::warn!(
+                    reason = %truncate(&req.reason, 512),
+                    kind = ?kind,
+                    infra = ?infra,
+                    retry_after_ms = ?req.retry_after_ms,
+                    "unit failed"
+                );
             } else {
                 tracing::warn!(reason = %ack.reason, "failure report refused");
             }
@@ -310,5 +319,60 @@ impl ase_proto::WorkerApi for WorkerService {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// A value this version does not know (a newer worker) counts like an unclassified failure.
+fn infra_kind_from_proto(value: i32) -> messages::InfraKind {
+    use messages::{InfraKind as K, ProviderFault as P};
+    match v1::InfraKind::try_from(value) {
+        Ok(v1::InfraKind::Repository) => K::Repository,
+        Ok(v1::InfraKind::Configuration) => K::Configuration,
+        Ok(v1::InfraKind::Worker) => K::Worker,
+        Ok(v1::InfraKind::Scanner) => K::Scanner,
+        Ok(v1::InfraKind::ModelEndpoint) => K::ModelEndpoint,
+        Ok(v1::InfraKind::ProviderRateLimited) => K::Provider(P::RateLimited),
+        Ok(v1::InfraKind::ProviderQuota) => K::Provider(P::Quota),
+        Ok(v1::InfraKind::ProviderAuth) => K::Provider(P::Auth),
+        Ok(v1::InfraKind::ProviderServerError) => K::Provider(P::ServerError),
+        Ok(v1::InfraKind::ProviderTimeout) => K::Provider(P::Timeout),
+        Ok(v1::InfraKind::ProviderNetwork) => K::Provider(P::Network),
+        Ok(v1::InfraKind::Registry) => K::Registry,
+        Ok(v1::InfraKind::TaskImage) => K::TaskImage,
+        Ok(v1::InfraKind::Unspecified) | Err(_) => K::Unspecified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messages::{InfraKind as K, ProviderFault as P};
+
+    #[test]
+    fn every_provider_kind_arrives_typed_and_unknown_ones_count_as_unspecified() {
+        let cases = [
+            (
+                v1::InfraKind::ProviderRateLimited,
+                K::Provider(P::RateLimited),
+            ),
+            (v1::InfraKind::ProviderQuota, K::Provider(P::Quota)),
+            (v1::InfraKind::ProviderAuth, K::Provider(P::Auth)),
+            (
+                v1::InfraKind::ProviderServerError,
+                K::Provider(P::ServerError),
+            ),
+            (v1::InfraKind::ProviderTimeout, K::Provider(P::Timeout)),
+            (v1::InfraKind::ProviderNetwork, K::Provider(P::Network)),
+            (v1::InfraKind::Repository, K::Repository),
+            (v1::InfraKind::ModelEndpoint, K::ModelEndpoint),
+            (v1::InfraKind::Registry, K::Registry),
+            (v1::InfraKind::TaskImage, K::TaskImage),
+            (v1::InfraKind::Unspecified, K::Unspecified),
+        ];
+        for (wire, kind) in cases {
+            assert_eq!(infra_kind_from_proto(wire as i32), kind, "{wire:?}");
+        }
+        // A newer worker's kind: counted like an unclassified failure, never a pause.
+        assert_eq!(infra_kind_from_proto(999), K::Unspecified);
     }
 }

@@ -10,6 +10,9 @@ use crate::records::{FailureNote, Fence, LeaseRecord, Phase, UnitState};
 use crate::store::{Op, StoreError};
 use crate::CoordinatorError;
 
+/// Notes kept in a unit's record about leases that ended without a result.
+const MAX_FAILURE_NOTES: usize = 32;
+
 /// Why a lease is no longer current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Expiry {
@@ -147,6 +150,14 @@ impl Coordinator {
             LeaseEnd::Counted(r) => (true, r),
             LeaseEnd::Released(r) => (false, r),
         };
+        if !counted && unit.failures.len() >= MAX_FAILURE_NOTES {
+            // Uncounted ends (provider pauses, give-backs) have no bound of their own: keep
+            // the record bounded by dropping the oldest of them; counted ones are bounded by
+            // the retry budget and name why a unit failed.
+            if let Some(i) = unit.failures.iter().position(|f| !f.counted) {
+                unit.failures.remove(i);
+            }
+        }
         unit.failures.push(FailureNote {
             phase: rec.phase,
             attempt: rec.fence.attempt,
@@ -195,6 +206,7 @@ impl Coordinator {
         if l.record.phase == Phase::Generate {
             if let Some(run) = st.runs.get_mut(&l.record.run_seq) {
                 run.inflight_generate = run.inflight_generate.saturating_sub(1);
+                run.pause.lease_ended(lease_id);
             }
         }
         Some(l)

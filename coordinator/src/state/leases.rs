@@ -4,16 +4,16 @@
 
 use super::Coordinator;
 use crate::messages::{LeaseReply, LeaseWork};
-use crate::records::Phase;
+use crate::records::{Phase, RunState};
 use crate::CoordinatorError;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Coordinator {
     /// Grants work within the worker's free slots and every run's limits; waits up to
     /// `wait_ms` for work when there is none.
     pub async fn lease_work(&self, mut req: LeaseWork) -> Result<LeaseReply, CoordinatorError> {
-        let deadline =
-            tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(req.wait_ms));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms));
         let mut changes = self.changes.subscribe();
         loop {
             changes.borrow_and_update();
@@ -21,7 +21,12 @@ impl Coordinator {
             if !reply.leases.is_empty() || reply.drain || reply.reregister {
                 return Ok(reply);
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            // A pause after provider failures ends without any change to wake on.
+            let pause_end = self
+                .next_pause_end()
+                .map(|d| tokio::time::Instant::now() + d)
+                .filter(|at| *at < deadline);
+            match tokio::time::timeout_at(pause_end.unwrap_or(deadline), changes.changed()).await {
                 Ok(Ok(())) => {
                     // The worker asked with the slots it had free when it asked. While it
                     // waits, its own units finish (their reports are among the changes) and
@@ -33,9 +38,22 @@ impl Coordinator {
                     req.max_evaluate = u32::MAX;
                     continue;
                 }
+                Err(_) if pause_end.is_some() => continue,
                 _ => return Ok(reply),
             }
         }
+    }
+
+    /// How long until the first pause of a running run's generations ends.
+    fn next_pause_end(&self) -> Option<Duration> {
+        let now = self.clock.now_ms();
+        let st = self.lock();
+        st.runs
+            .values()
+            .filter(|r| r.record.state == RunState::Running)
+            .filter_map(|r| r.pause.ends_at(&self.config.provider_pause, now))
+            .min()
+            .map(|at| Duration::from_millis(at.saturating_sub(now)))
     }
 
     async fn lease_once(&self, req: &LeaseWork) -> Result<LeaseReply, CoordinatorError> {

@@ -2,6 +2,7 @@
 //! without a store read. Everything here is rebuilt from the store at open (see `recovery`);
 //! full unit records, task inputs and results stay in the store.
 
+use super::provider_pause::ProviderPause;
 use super::rate_limit::TokenBucket;
 use super::scheduler::RepoQueues;
 use crate::messages::{Capabilities, LeaseRef};
@@ -56,6 +57,8 @@ pub(super) struct RunMem {
     pub(super) queues: [RepoQueues; 2],
     pub(super) inflight_generate: u32,
     pub(super) bucket: TokenBucket,
+    /// Generate leases held back after provider failures (memory only, see `provider_pause`).
+    pub(super) pause: ProviderPause,
     pub(super) api_key: Option<String>,
     pub(super) retries: u64,
     pub(super) model_calls: u64,
@@ -90,6 +93,7 @@ impl RunMem {
             queues: [RepoQueues::default(), RepoQueues::default()],
             inflight_generate: 0,
             bucket: TokenBucket::new(rpm, now),
+            pause: ProviderPause::default(),
             api_key: None,
             retries: 0,
             model_calls: 0,

@@ -11,7 +11,8 @@
 //! `plan` (a submitted dataset, checked and stored), `memory` (the in-memory indexes),
 //! `recovery` (memory rebuilt at open), `runs` (submit, resume, cancel), `workers` (register,
 //! heartbeat, drain), `leases` (lease requests) and `scheduler` (which unit a worker gets),
-//! `lease_end` (a lease ending without a result: expiry, revocation, give-back), `results`
+//! `lease_end` (a lease ending without a result: expiry, revocation, give-back),
+//! `provider_pause` (a run's model calls held back after 429s, 5xx or auth failures), `results`
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
@@ -21,6 +22,7 @@ mod lease_end;
 mod leases;
 mod memory;
 mod plan;
+mod provider_pause;
 mod queries;
 mod rate_limit;
 mod recovery;
@@ -32,6 +34,7 @@ mod workers;
 pub use error::CoordinatorError;
 pub use finish::FINISH_RETRY_MS;
 pub use plan::parse_spec_header;
+pub use provider_pause::PausePolicy;
 pub use results::MAX_RESULT_BYTES;
 pub use workers::MAX_WORKER_NAME;
 
@@ -56,6 +59,8 @@ pub struct CoordinatorConfig {
     pub output_dir: Option<PathBuf>,
     /// Bytes of the store's page cache (the bound of its memory).
     pub store_cache_bytes: u64,
+    /// How a run's model calls are paused after provider failures (429, 5xx, auth).
+    pub provider_pause: PausePolicy,
 }
 
 impl Default for CoordinatorConfig {
@@ -67,6 +72,7 @@ impl Default for CoordinatorConfig {
             evaluate_deadline_ms: 40 * 60_000,
             output_dir: None,
             store_cache_bytes: StoreOptions::default().cache_bytes,
+            provider_pause: PausePolicy::default(),
         }
     }
 }

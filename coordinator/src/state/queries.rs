@@ -87,20 +87,27 @@ impl Coordinator {
         }
         // All units finished but the run not completed: the finisher is making its outputs,
         // or tries again after a failure (a full disk).
-        let state = if run.finishing
-            || (run.record.state == RunState::Running && run.all_finished())
-        {
-            "scoring"
-        } else if run.record.state == RunState::Running && run.waiting_for_key() && g.queued > 0 {
+        let policy = &self.config.provider_pause;
+        let running = run.record.state == RunState::Running;
+        let state = if run.finishing || (running && run.all_finished()) {
+            "scoring".to_string()
+        } else if running && run.waiting_for_key() && g.queued > 0 {
             // Visible rather than failing units: `ase submit` of the same run with its key
             // (or `ase resume`) lets the generations go on.
-            "waiting_for_key"
+            "waiting_for_key".to_string()
+        } else if let Some(kind) = run
+            .pause
+            .visible(policy)
+            .filter(|_| running && g.queued > 0)
+        {
+            // Rate limited or down: resumes by itself; auth, quota: `ase submit` with the key.
+            format!("paused: {}", kind.as_str())
         } else {
-            run.record.state.as_str()
+            run.record.state.as_str().to_string()
         };
         RunProgress {
             run_id: run.record.run_id.clone(),
-            state: state.to_string(),
+            state,
             total_units: run.record.total_units,
             generate: g,
             evaluate: e,
@@ -112,6 +119,8 @@ impl Coordinator {
             generate_eta_seconds,
             evaluate_eta_seconds: eta_seconds,
             leased_by_step,
+            pause_remaining_ms: run.pause.remaining_ms(policy, now),
+            provider_failures: run.pause.total(),
         }
     }
 

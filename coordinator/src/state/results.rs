@@ -2,8 +2,9 @@
 //! duplicate), a failure or a lease given back, and a worker's progress report on a lease.
 
 use super::lease_end::{check_fence, expiry, LeaseEnd};
+use super::provider_pause::ProviderFailure;
 use super::Coordinator;
-use crate::messages::{Ack, Completion, Failure, FailureKind, Progress};
+use crate::messages::{Ack, Completion, Failure, FailureKind, InfraKind, Progress};
 use crate::records::{Phase, UnitState};
 use crate::store::{CommittedLease, Op};
 use crate::CoordinatorError;
@@ -57,7 +58,11 @@ impl Coordinator {
                     req.phase.as_str()
                 )));
             }
-            let (seq, index) = (l.record.run_seq, l.record.unit_index);
+            let (seq, index, granted_ms) = (
+                l.record.run_seq,
+                l.record.unit_index,
+                l.record.granted_unix_ms,
+            );
             let rounds = st.runs[&seq].rounds();
             let mut unit = self.unit_record(seq, index, rounds)?;
             let model_calls = match parsed {
@@ -80,6 +85,8 @@ impl Coordinator {
             unit.phase_failures = 0;
             match req.phase {
                 Phase::Generate => {
+                    // The provider answered (a model that failed to fix the code answered too).
+                    run.pause.succeeded(granted_ms);
                     unit.state = UnitState::EvaluateQueued;
                     unit.generated_by = Some(lease_id);
                     unit.model_calls = model_calls;
@@ -179,7 +186,9 @@ impl Coordinator {
         Ack::accepted()
     }
 
-    /// An infrastructure failure or a lease given back.
+    /// An infrastructure failure or a lease given back. A provider failure of a generation
+    /// (429, quota, auth, 5xx, timeout) gives the unit back without using up an attempt and
+    /// pauses the run's generations (`provider_pause`).
     pub async fn fail(&self, req: Failure) -> Result<Ack, CoordinatorError> {
         let lease_id = req.lease.lease_id;
         let mut ops = Vec::new();
@@ -195,9 +204,28 @@ impl Coordinator {
                 return Ok(Ack::refused(why));
             }
             let reason: String = req.reason.chars().take(MAX_REASON_CHARS).collect();
-            let end = match req.kind {
-                FailureKind::Infrastructure => LeaseEnd::Counted(reason),
-                FailureKind::Released => LeaseEnd::Released(reason),
+            let end = match (req.kind, req.infra) {
+                // The provider failed the run, not the unit: no attempt is used up, and the
+                // run's model calls pause on every worker instead.
+                (FailureKind::Infrastructure, InfraKind::Provider(fault))
+                    if l.record.phase == Phase::Generate =>
+                {
+                    let failure = ProviderFailure {
+                        fault,
+                        retry_after_ms: req.retry_after_ms,
+                        granted_ms: l.record.granted_unix_ms,
+                    };
+                    let (seq, now) = (l.record.run_seq, self.clock.now_ms());
+                    if let Some(run) = st.runs.get_mut(&seq) {
+                        run.pause.failed(&self.config.provider_pause, failure, now);
+                    }
+                    LeaseEnd::Released(format!(
+                        "provider failure ({}), no attempt counted: {reason}",
+                        fault.as_str()
+                    ))
+                }
+                (FailureKind::Infrastructure, _) => LeaseEnd::Counted(reason),
+                (FailureKind::Released, _) => LeaseEnd::Released(reason),
             };
             self.end_lease(&mut st, lease_id, end, false, &mut ops)?;
             self.store.apply(&ops)?;

@@ -109,8 +109,8 @@ impl Coordinator {
         })
     }
 
-    /// Submitting a run that exists resumes it: a cancelled run runs again, and a key given
-    /// now replaces the one held in memory. `None` when the run does not exist.
+    /// Submitting a run that exists resumes it: a cancelled run runs again, a key given now
+    /// replaces the one held in memory, and a pause waiting for the key ends. `None` when the run does not exist.
     async fn resume_run(
         &self,
         run_id: &str,
@@ -135,6 +135,11 @@ impl Coordinator {
                 });
             }
             let mut changed = false;
+            // The key supplied again (or, for a run whose workers hold the key, the run
+            // submitted again) ends a pause after auth or quota failures.
+            if req.api_key.is_some() || !run.record.key_supplied {
+                run.pause.resume();
+            }
             if req.api_key.is_some() {
                 run.api_key = req.api_key.clone();
                 changed |= !run.record.key_supplied;

@@ -3,12 +3,14 @@
 //!
 //! Evaluations go before generations (they finish units that already cost a model call); runs
 //! are served in submission order. Generations respect the run's limits: in-flight model
-//! calls, requests per minute, and a key this process must hold. Within a queue, a worker
+//! calls, requests per minute, a key this process must hold, and a pause after provider
+//! failures (`provider_pause`). Within a queue, a worker
 //! first gets units of repos it caches (no clone, warm mirror); then units of repos no live
 //! worker caches (someone has to clone them, and nobody is better placed); then anything, so no
 //! worker idles while work is queued and no repo starves.
 
 use super::memory::{pi, LeaseMem};
+use super::provider_pause::Grant;
 use super::Coordinator;
 use crate::messages::{LeaseGrant, LeaseRef, LeaseReply, LeaseWork};
 use crate::records::{Fence, LeaseRecord, Phase, RunState, UnitState};
@@ -141,6 +143,7 @@ impl Coordinator {
                     if run.record.state != RunState::Running {
                         break;
                     }
+                    let mut pause_grant = Grant::Any;
                     if phase == Phase::Generate {
                         let limit = run.record.header.limits.max_inflight_model_calls;
                         if limit > 0 && run.inflight_generate >= limit {
@@ -150,6 +153,12 @@ impl Coordinator {
                             break;
                         }
                         if run.waiting_for_key() {
+                            break;
+                        }
+                        // Paused after provider failures: other runs, and this run's
+                        // evaluations, go on.
+                        pause_grant = run.pause.may_grant(&self.config.provider_pause, now);
+                        if pause_grant == Grant::No {
                             break;
                         }
                     }
@@ -166,6 +175,9 @@ impl Coordinator {
                         run.inflight_generate += 1;
                     }
                     let lease_id = self.store.next_id()?;
+                    if phase == Phase::Generate {
+                        run.pause.granted(pause_grant, lease_id);
+                    }
                     let rounds = run.rounds();
                     let mut unit = self.unit_record(seq, index, rounds)?;
                     unit.attempt += 1;

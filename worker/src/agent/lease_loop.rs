@@ -3,15 +3,14 @@
 //! answer: accepted, or refused (a stale fence: the result is dropped).
 
 use super::connection::{sleep_or_stop, Backoff};
+use super::failure_report::fail_request;
 use super::{AgentError, RunningUnit, Shared};
 use crate::model::{ApiKey, ApiKeySource};
 use crate::pipeline::{
     run_phase, InfraError, InfraKind, ModelSpec, PhaseInput, PhaseWork, RunSpec,
 };
 use ase_common::scoring::UnitId;
-use ase_proto::v1::{
-    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport,
-};
+use ase_proto::v1::{CompleteRequest, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,15 +300,8 @@ async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome:
                         .await
                 }
                 Err(e) => {
-                    // The wire carries the failure as text for now; the kind and retry-after
-                    // stay in the worker's log.
                     client
-                        .fail_unit(FailRequest {
-                            worker_id: worker_id.clone(),
-                            lease: Some(lease_ref.clone()),
-                            kind: FailureKind::Infrastructure as i32,
-                            reason: e.to_string(),
-                        })
+                        .fail_unit(fail_request(worker_id.clone(), lease_ref.clone(), e))
                         .await
                 }
             }

@@ -14,6 +14,7 @@
 //! and dropped here.
 
 pub mod connection;
+mod failure_report;
 pub mod heartbeat;
 pub mod lease_loop;
 
@@ -337,6 +338,7 @@ async fn release(shared: &Arc<Shared>, worker_id: String, lease: LeaseRef) {
         lease: Some(lease.clone()),
         kind: FailureKind::Released as i32,
         reason: format!("worker {} is shutting down", shared.config.name),
+        ..FailRequest::default()
     };
     let bound = shared.config.rpc_timeout.min(Duration::from_secs(5));
     match tokio::time::timeout(bound, shared.client().fail_unit(request)).await {

@@ -96,6 +96,10 @@ pub enum InfraFailure {
     /// `Retry-After`, so the coordinator knows when to try again.
     #[error("rate limited (HTTP 429), retry after {retry_after_secs:?} s")]
     RateLimited { retry_after_secs: Option<u64> },
+    /// 429 `insufficient_quota`, or 402: the account's quota or credit is exhausted; waiting
+    /// a few seconds does not mend it.
+    #[error("quota exhausted (HTTP {status}): {message}")]
+    QuotaExceeded { status: u16, message: String },
     #[error("server error HTTP {status}: {message}")]
     ServerError { status: u16, message: String },
     #[error("request timed out")]
@@ -108,6 +112,46 @@ pub enum InfraFailure {
     ClientError { status: u16, message: String },
     #[error("cannot read the repository: {detail}")]
     Repository { detail: String },
+}
+
+/// A failure of the model provider: the run's condition (every unit of the run would meet it
+/// now), not the unit's. The coordinator pauses the run's model calls instead of using up the
+/// unit's attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderFault {
+    RateLimited,
+    Quota,
+    Auth,
+    ServerError,
+    Timeout,
+    Network,
+}
+
+impl InfraFailure {
+    /// The provider's part in this failure; `None` when waiting or another key cannot mend
+    /// it (a wrong URL or model name, a repository the reference provider cannot read).
+    pub fn provider_fault(&self) -> Option<ProviderFault> {
+        Some(match self {
+            InfraFailure::RateLimited { .. } => ProviderFault::RateLimited,
+            InfraFailure::QuotaExceeded { .. } => ProviderFault::Quota,
+            InfraFailure::ServerError { .. } => ProviderFault::ServerError,
+            InfraFailure::Timeout => ProviderFault::Timeout,
+            InfraFailure::Network { .. } => ProviderFault::Network,
+            InfraFailure::ClientError {
+                status: 401 | 403, ..
+            } => ProviderFault::Auth,
+            InfraFailure::ClientError { .. } | InfraFailure::Repository { .. } => return None,
+        })
+    }
+
+    /// The provider's `Retry-After`, when it sent one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            InfraFailure::RateLimited { retry_after_secs } => *retry_after_secs,
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of one unit's generation. Exactly one of `answer` and `failure` is set.

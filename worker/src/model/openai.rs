@@ -474,10 +474,20 @@ impl OpenAiClient {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // The error body only feeds a message; a transport error while reading it changes
         // nothing about how the status is classified.
-        let message = match read_bounded(&mut response, MAX_ERROR_BODY_BYTES).await {
-            Ok((bytes, _)) => self.error_message(&bytes),
-            Err(_) => String::new(),
+        let (message, code) = match read_bounded(&mut response, MAX_ERROR_BODY_BYTES).await {
+            Ok((bytes, _)) => (self.error_message(&bytes), error_body_code(&bytes)),
+            Err(_) => (String::new(), None),
         };
+        if quota_exhausted(status, code.as_deref()) {
+            return Err(AttemptFailure::infra(
+                InfraFailure::QuotaExceeded {
+                    status: status.as_u16(),
+                    message,
+                },
+                false,
+                retry_after,
+            ));
+        }
         Err(classify_status(status, message, retry_after))
     }
 
@@ -549,6 +559,22 @@ fn validate(c: &OpenAiConfig) -> Result<(), OpenAiError> {
         }
     }
     Ok(())
+}
+
+/// 402, or a 429 whose error code is `insufficient_quota` (OpenAI's answer when the account
+/// is out of credit): another try within the unit would get the same answer, and it is not a
+/// rate limit that passes in seconds.
+fn quota_exhausted(status: StatusCode, code: Option<&str>) -> bool {
+    status.as_u16() == 402 || (status.as_u16() == 429 && code == Some("insufficient_quota"))
+}
+
+/// The machine-readable code of an error body (`error.code`, else `error.type`).
+fn error_body_code(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    v.pointer("/error/code")
+        .and_then(Value::as_str)
+        .or_else(|| v.pointer("/error/type").and_then(Value::as_str))
+        .map(|c| truncate_chars(c, 64))
 }
 
 /// 429, 408 and 5xx are worth another try; other statuses are final.
@@ -891,6 +917,25 @@ mod tests {
                 FailureReason::Infrastructure(InfraFailure::ClientError { .. })
             ));
         }
+    }
+
+    #[test]
+    fn quota_is_told_apart_from_a_rate_limit() {
+        let code = error_body_code(
+            br#"{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}"#,
+        );
+        assert_eq!(code.as_deref(), Some("insufficient_quota"));
+        assert!(quota_exhausted(
+            StatusCode::TOO_MANY_REQUESTS,
+            code.as_deref()
+        ));
+        assert!(quota_exhausted(StatusCode::PAYMENT_REQUIRED, None));
+        let limited = error_body_code(br#"{"error": {"code": "rate_limit_exceeded"}}"#);
+        assert!(!quota_exhausted(
+            StatusCode::TOO_MANY_REQUESTS,
+            limited.as_deref()
+        ));
+        assert!(!quota_exhausted(StatusCode::TOO_MANY_REQUESTS, None));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::spec::RunSpec;
 use super::unit_code::{collect_changed, join_rel, relative_root, UnitCodeError};
 use super::{InfraError, InfraKind, WorkerContext};
-use crate::model::{ApiKey, ChatPrompt, FailureReason, InfraFailure, UnitInput};
+use crate::model::{ApiKey, ChatPrompt, FailureReason, UnitInput};
 use crate::repo_cache::{RepoCacheError, UnitTree};
 use ase_common::dataset::{DatasetVersion, Task, TaskContext, TaskSpec};
 use ase_common::extract::{extract_code, extract_patch};
@@ -359,11 +359,7 @@ pub async fn generate(
     };
     let answer = match (generation.answer, generation.failure) {
         (_, Some(FailureReason::Infrastructure(f))) => {
-            let mut e = InfraError::new(&unit_id, InfraKind::ModelEndpoint, f.to_string());
-            if let InfraFailure::RateLimited { retry_after_secs } = f {
-                e.retry_after_secs = retry_after_secs;
-            }
-            return Err(e);
+            return Err(InfraError::of_model_failure(&unit_id, &f));
         }
         (_, Some(FailureReason::Model(m))) => {
             record.reason = Some(format!("failed generation: {m}"));

@@ -28,6 +28,7 @@ pub use spec::{
     CountScopeSetting, EvaluationSettings, ModelSpec, PromptSettings, RunLimits, RunSpec,
 };
 
+use crate::model::{InfraFailure, ProviderFault};
 use crate::repo_cache::RepoCache;
 use ase_common::patch_apply::ApplyOptions;
 use ase_common::scoring::UnitId;
@@ -70,8 +71,11 @@ impl WorkerContext {
 pub enum InfraKind {
     /// The repo could not be cloned, fetched or checked out, or a revision is missing.
     Repository,
-    /// The model endpoint failed without an answer (5xx, 429, network, credentials).
+    /// The model endpoint refused the client in a way no wait mends (wrong URL or model).
     ModelEndpoint,
+    /// The model provider failed without an answer (429, quota, credentials, 5xx, timeout,
+    /// network): the run's condition, which uses up no attempt of the unit.
+    Provider(ProviderFault),
     /// The run's settings cannot be used on this worker (bad template, missing key).
     Configuration,
     /// The worker's disk or a blocking task failed.
@@ -96,7 +100,28 @@ pub struct InfraError {
     pub retry_after_secs: Option<u64>,
 }
 
+impl InfraKind {
+    /// Who is to blame when the model provider gave no answer.
+    pub fn of_model_failure(f: &InfraFailure) -> InfraKind {
+        match (f.provider_fault(), f) {
+            (Some(p), _) => InfraKind::Provider(p),
+            (None, InfraFailure::Repository { .. }) => InfraKind::Repository,
+            (None, _) => InfraKind::ModelEndpoint,
+        }
+    }
+}
+
 impl InfraError {
+    /// The failure of a generation whose provider gave no answer, kind and `Retry-After` kept.
+    pub fn of_model_failure(unit: &UnitId, f: &InfraFailure) -> Self {
+        InfraError {
+            unit: unit.clone(),
+            kind: InfraKind::of_model_failure(f),
+            reason: f.to_string(),
+            retry_after_secs: f.retry_after_secs(),
+        }
+    }
+
     pub fn new(unit: &UnitId, kind: InfraKind, reason: impl Into<String>) -> Self {
         InfraError {
             unit: unit.clone(),

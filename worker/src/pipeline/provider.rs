@@ -75,7 +75,7 @@ impl ProviderFactory {
     }
 
     /// The provider of `spec`'s run. `api_key` (from the lease) wins over the configured key
-    /// source; it is only used when the run's provider is first built on this worker.
+    /// source.
     pub fn for_run(
         &self,
         spec: &RunSpec,
@@ -83,9 +83,12 @@ impl ProviderFactory {
     ) -> Result<Arc<RunProvider>, ProviderError> {
         let run = spec.run_name();
         // Keyed by the model settings too: a run re-submitted under the same name with other
-        // settings must not get the old provider.
+        // settings must not get the old provider; and by the lease's key, so that a key
+        // supplied again (after `paused: auth`) is the one the next calls use.
         let settings = serde_json::to_vec(&(&spec.model, &spec.limits)).expect("spec serialises");
-        let key = format!("{run}/{}", ase_common::digest::sha256_hex(&settings));
+        let mut material = settings;
+        material.extend_from_slice(api_key.as_ref().map_or("", |k| k.expose()).as_bytes());
+        let key = format!("{run}/{}", ase_common::digest::sha256_hex(&material));
         if let Some(p) = self.lock().get(&key) {
             return Ok(p.clone());
         }
@@ -94,7 +97,12 @@ impl ProviderFactory {
             provider,
             inflight: Semaphore::new(spec.limits.max_inflight_model_calls.max(1)),
         });
-        Ok(self.lock().entry(key).or_insert(built).clone())
+        let mut runs = self.lock();
+        // The run's providers of other settings or keys are done with (calls in flight hold
+        // their own reference).
+        let prefix = format!("{run}/");
+        runs.retain(|k, _| !k.starts_with(&prefix) || *k == key);
+        Ok(runs.entry(key).or_insert(built).clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunProvider>>> {
