@@ -4,8 +4,10 @@
 use crate::connect::{runtime, status_error, ConnectArgs};
 use crate::progress_view::ProgressView;
 use anyhow::Context;
-use ase_proto::v1::{SubmitRunRequest, WatchRunRequest};
-use ase_worker::pipeline::spec::RunSpec;
+use ase_proto::limits;
+use ase_proto::submit::SubmitInputs;
+use ase_proto::v1::WatchRunRequest;
+use ase_worker::pipeline::spec::{ModelSpec, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,6 +24,10 @@ pub struct Args {
     /// The context file, sent verbatim.
     #[arg(long)]
     context: Option<PathBuf>,
+    /// A predictions JSONL file (`{"instance_id", "round"?, "answer" | "model_patch"}` per
+    /// line): the run's answers, in place of the spec's `model`.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Environment variable holding the model API key handed to the coordinator (memory only).
     #[arg(long)]
     api_key_env: Option<String>,
@@ -35,6 +41,20 @@ pub fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
 
+/// A file the user named, refused before it is read when it is larger than `limit` (the
+/// coordinator's limit for that input): the error names the file, its size and the limit.
+pub fn read_within(path: &Path, what: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading the {what} {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= limit,
+        "the {what} {} is {len} bytes, more than the limit of {limit} bytes",
+        path.display()
+    );
+    read(path, what)
+}
+
 /// The name a file goes by in the run (its last component).
 pub fn file_name(path: &Path) -> String {
     path.file_name()
@@ -43,14 +63,22 @@ pub fn file_name(path: &Path) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec_json = read(&args.spec, "run spec")?;
+    let mut spec_json = read_within(&args.spec, "run spec", limits::MAX_RUN_SPEC_BYTES)?;
     // Checked here so that a typo fails before anything is sent (the coordinator only reads
     // the header fields it needs).
-    let spec: RunSpec = serde_json::from_slice(&spec_json)
+    let mut spec: RunSpec = serde_json::from_slice(&spec_json)
         .with_context(|| format!("the run spec {} is not a RunSpec", args.spec.display()))?;
-    let dataset = read(&args.dataset, "dataset")?;
+    if let Some(p) = &args.predictions {
+        let entries = crate::config::read_jsonl(p).map_err(anyhow::Error::msg)?;
+        spec.model = ModelSpec::Predictions { entries };
+        spec_json = serde_json::to_vec(&spec).expect("a run spec serialises");
+    }
+    let dataset = read_within(&args.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
     let (context, context_name) = match &args.context {
-        Some(p) => (read(p, "context file")?, file_name(p)),
+        Some(p) => (
+            read_within(p, "context file", limits::MAX_CONTEXT_BYTES)?,
+            file_name(p),
+        ),
         None => (Vec::new(), String::new()),
     };
     let api_key = match &args.api_key_env {
@@ -60,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("--api-key-env {var}: the variable is unset or empty"),
         },
     };
-    let request = SubmitRunRequest {
+    let inputs = SubmitInputs {
         run_spec_json: spec_json,
         dataset,
         dataset_name: file_name(&args.dataset),
@@ -68,12 +96,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         context_name,
         api_key,
     };
+    let run_name = spec.run_name();
+    // Before connecting: an input over its limit is named with the limit, never sent.
+    let parts = ase_proto::submit::stream(inputs)
+        .map_err(|e| anyhow::anyhow!("cannot submit run {run_name}: {e}"))?;
     runtime()?.block_on(async move {
         let mut client = args.connect.client().await?;
         let submitted = client
-            .submit_run(request)
+            .submit_run(parts)
             .await
-            .map_err(|s| status_error(&format!("submitting run {}", spec.run_name()), s))?
+            .map_err(|s| status_error(&format!("submitting run {run_name}"), s))?
             .into_inner();
         println!("{}", submitted.run_id);
         eprintln!(

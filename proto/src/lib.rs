@@ -8,12 +8,14 @@
 //!   [`identity::RequireRole`] interceptor that keeps clients off `WorkerApi` and workers off
 //!   `ClientApi`.
 //! - [`endpoint`]: bind rules (plaintext only on loopback), server builder and client channels.
-//! - [`limits`]: sizes both ends agree on (the largest message).
+//! - [`limits`]: sizes both ends agree on (the largest message, the submission limits).
+//! - [`submit`]: the client-streaming SubmitRun: its parts, sent, received and checked.
 
 pub mod certs;
 pub mod endpoint;
 pub mod identity;
 pub mod limits;
+pub mod submit;
 pub mod tls;
 
 /// Code generated from `proto/ase.proto`.
