@@ -69,9 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut spec: RunSpec = serde_json::from_slice(&spec_json)
         .with_context(|| format!("the run spec {} is not a RunSpec", args.spec.display()))?;
     if let Some(p) = &args.predictions {
-        let entries = crate::config::read_jsonl(p).map_err(anyhow::Error::msg)?;
-        spec.model = ModelSpec::Predictions { entries };
-        spec_json = serde_json::to_vec(&spec).expect("a run spec serialises");
+        (spec, spec_json) = with_predictions(spec, p)?;
     }
     let dataset = read_within(&args.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
     let (context, context_name) = match &args.context {
@@ -125,6 +123,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The spec with the answers of a predictions JSONL file as its model, and its JSON.
+fn with_predictions(mut spec: RunSpec, path: &Path) -> anyhow::Result<(RunSpec, Vec<u8>)> {
+    let entries = crate::config::read_jsonl(path).map_err(anyhow::Error::msg)?;
+    spec.model = ModelSpec::Predictions { entries };
+    let json = serde_json::to_vec(&spec).expect("a run spec serialises");
+    Ok((spec, json))
+}
+
 /// Prints progress lines until the run ends: exit 0 when completed, 1 when cancelled.
 pub async fn watch(
     client: &mut ase_proto::ClientApiClient<ase_proto::tonic::transport::Channel>,
@@ -156,5 +162,35 @@ pub async fn watch(
             Ok(ExitCode::from(1))
         }
         other => anyhow::bail!("the watch of run {run_id} ended in state {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_predictions_file_becomes_the_specs_model_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "model_name": "m", "batch": "b", "rounds": 1, "model": {"provider": "original"}
+        }))
+        .unwrap();
+        let file = dir.path().join("p.jsonl");
+        std::fs::write(
+            &file,
+            "{\"instance_id\": \"t1\", \"answer\": \"a\"}\n\n{\"instance_id\": \"t2\", \"round\": 2, \"answer\": \"b\"}\n",
+        )
+        .unwrap();
+        let (spec2, json) = with_predictions(spec.clone(), &file).unwrap();
+        let ModelSpec::Predictions { entries } = &spec2.model else {
+            panic!("{:?}", spec2.model)
+        };
+        assert_eq!(entries.len(), 2);
+        let back: RunSpec = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, spec2);
+        std::fs::write(&file, "{\"instance_id\": \"t1\"}\nnot json\n").unwrap();
+        let err = with_predictions(spec, &file).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 }

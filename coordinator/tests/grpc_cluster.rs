@@ -483,8 +483,7 @@ async fn callers_are_bound_to_their_certificates() {
     let err = client
         .submit_run(
             ase_proto::submit::stream(ase_proto::submit::SubmitInputs {
-                run_spec_json: b"{\"model_name\": \"m\", \"batch\": \"b\", \"rounds\": 0}"
-                    .to_vec(),
+                run_spec_json: b"{\"model_name\": \"m\", \"batch\": \"b\", \"rounds\": 0}".to_vec(),
                 dataset: v1_dataset(&[("t1", "o/r1", "xss", 0)]),
                 dataset_name: "tasks.json".into(),
                 api_key: API_KEY.into(),

@@ -14,8 +14,10 @@ use support::*;
 /// long and names its unit.
 fn predictions_submit(tasks: usize, rounds: u32, answer_bytes: usize) -> SubmitRun {
     let ids: Vec<String> = (0..tasks).map(|i| format!("t{i}")).collect();
-    let rows: Vec<(&str, &str, &str, i64)> =
-        ids.iter().map(|id| (id.as_str(), "o/r", "SQLI", 1)).collect();
+    let rows: Vec<(&str, &str, &str, i64)> = ids
+        .iter()
+        .map(|id| (id.as_str(), "o/r", "SQLI", 1))
+        .collect();
     let mut entries = Vec::new();
     for id in &ids {
         for round in 1..=rounds {
@@ -71,9 +73,16 @@ async fn each_generate_lease_carries_only_its_units_answers_and_names_the_spec()
     let value: serde_json::Value = serde_json::from_slice(&spec).unwrap();
     assert_eq!(value["model"]["entries"], json!([]));
     assert_eq!(value["model"]["provider"], "predictions");
-    assert!(spec.len() < 1024, "{} of {submitted_bytes} bytes", spec.len());
+    assert!(
+        spec.len() < 1024,
+        "{} of {submitted_bytes} bytes",
+        spec.len()
+    );
     let wrong = c.fetch_run_spec(&spec_ref(&"0".repeat(64))).unwrap_err();
-    assert!(matches!(wrong, CoordinatorError::Conflict { .. }), "{wrong}");
+    assert!(
+        matches!(wrong, CoordinatorError::Conflict { .. }),
+        "{wrong}"
+    );
 
     // The answers are stored with their tasks: they survive a restart.
     drop(reply);
@@ -111,8 +120,15 @@ async fn a_reply_stays_within_its_byte_budget_and_the_rest_is_given_back_uncount
         if leased == 6 {
             break;
         }
-        assert!(!reply.leases.is_empty(), "the rest comes with the next request");
+        assert!(
+            !reply.leases.is_empty(),
+            "the rest comes with the next request"
+        );
     }
     assert_eq!(leased, 6, "every unit leased");
-    assert_eq!(c.progress(&run.run_id).unwrap().retries, 0, "no attempt counted");
+    assert_eq!(
+        c.progress(&run.run_id).unwrap().retries,
+        0,
+        "no attempt counted"
+    );
 }

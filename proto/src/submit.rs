@@ -5,9 +5,8 @@
 //! the value.
 
 use crate::limits::{
-    MAX_API_KEY_BYTES, MAX_CONTEXT_BYTES, MAX_DATASET_BYTES, MAX_FIELD_BYTES,
-    MAX_FILE_NAME_BYTES, MAX_PREDICTION_BYTES, MAX_RUN_SPEC_BYTES, MAX_TEMPLATE_BYTES,
-    SUBMIT_CHUNK_BYTES,
+    MAX_API_KEY_BYTES, MAX_CONTEXT_BYTES, MAX_DATASET_BYTES, MAX_FIELD_BYTES, MAX_FILE_NAME_BYTES,
+    MAX_PREDICTION_BYTES, MAX_RUN_SPEC_BYTES, MAX_TEMPLATE_BYTES, SUBMIT_CHUNK_BYTES,
 };
 use crate::v1::submit_run_part::Part;
 use crate::v1::{SubmitRunHeader, SubmitRunPart};
@@ -350,7 +349,9 @@ mod tests {
     fn an_oversized_field_is_named_with_its_limit_and_not_echoed() {
         let value = "Q".repeat(1 << 20);
         let spec = serde_json::json!({"model": {"config": {"model": value}}});
-        let err = check(&inputs(spec, b"[]".to_vec())).unwrap_err().to_string();
+        let err = check(&inputs(spec, b"[]".to_vec()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`model.config.model`"), "{err}");
         assert!(err.contains(&MAX_FIELD_BYTES.to_string()), "{err}");
         assert!(!err.contains("QQQQ"), "{err}");
@@ -359,10 +360,12 @@ mod tests {
     #[test]
     fn an_answer_may_be_long_but_not_unbounded() {
         let answer = "a".repeat(2 << 20);
-        let spec = serde_json::json!({"model": {"entries": [{"instance_id": "t", "answer": answer}]}});
+        let spec =
+            serde_json::json!({"model": {"entries": [{"instance_id": "t", "answer": answer}]}});
         check(&inputs(spec, Vec::new())).unwrap();
         let answer = "a".repeat(MAX_PREDICTION_BYTES as usize + 1);
-        let spec = serde_json::json!({"model": {"entries": [{"instance_id": "t", "answer": answer}]}});
+        let spec =
+            serde_json::json!({"model": {"entries": [{"instance_id": "t", "answer": answer}]}});
         let err = check(&inputs(spec, Vec::new())).unwrap_err().to_string();
         assert!(err.contains("`model.entries[0].answer`"), "{err}");
     }
@@ -373,7 +376,10 @@ mod tests {
             part: Some(Part::DatasetChunk(c)),
         };
         let mut a = Assembler::new();
-        assert!(matches!(a.push(chunk(vec![1])), Err(SubmitError::Protocol(_))));
+        assert!(matches!(
+            a.push(chunk(vec![1])),
+            Err(SubmitError::Protocol(_))
+        ));
         let header = SubmitRunHeader {
             dataset_bytes: 2,
             ..SubmitRunHeader::default()

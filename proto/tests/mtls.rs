@@ -11,7 +11,8 @@ use ase_proto::v1::{
     Ack, CompleteRequest, DrainWorkerRequest, FailRequest, FetchReportResponse, HeartbeatRequest,
     HeartbeatResponse, LeaseRequest, LeaseResponse, ListRunsRequest, ListRunsResponse,
     ListWorkersRequest, ListWorkersResponse, ProgressReport, RegisterRequest, RegisterResponse,
-    RunProgress, RunRef, RunSpecBlob, RunSpecRef, SubmitRunPart, SubmitRunResponse, WatchRunRequest,
+    RunProgress, RunRef, RunSpecBlob, RunSpecRef, SubmitRunPart, SubmitRunResponse,
+    WatchRunRequest,
 };
 use ase_proto::{
     ClientApi, ClientApiClient, ClientApiServer, WorkerApi, WorkerApiClient, WorkerApiServer,

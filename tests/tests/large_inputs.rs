@@ -123,7 +123,10 @@ fn a_50_mb_predictions_run_over_three_workers_completes_every_unit() {
         .map(|e| serde_json::to_string(e).unwrap().len())
         .max()
         .unwrap();
-    assert!(largest_entry > TONIC_DEFAULT_LIMIT, "each answer alone is over 4 MiB");
+    assert!(
+        largest_entry > TONIC_DEFAULT_LIMIT,
+        "each answer alone is over 4 MiB"
+    );
     cluster.files = predictions_run(&cluster, entries);
     let _workers: Vec<_> = names
         .iter()
@@ -142,7 +145,10 @@ fn a_50_mb_predictions_run_over_three_workers_completes_every_unit() {
         "predictions {total} bytes; largest lease {largest} bytes; run completed in {:.1} s",
         elapsed.as_secs_f64()
     );
-    assert!(largest > 0, "the coordinator logs each lease's size:\n{log}");
+    assert!(
+        largest > 0,
+        "the coordinator logs each lease's size:\n{log}"
+    );
     assert!(
         largest < 2 * largest_entry,
         "a lease of {largest} bytes carries more than its unit's answer ({largest_entry})"
@@ -150,10 +156,9 @@ fn a_50_mb_predictions_run_over_three_workers_completes_every_unit() {
     // Each worker fetched the run's spec at most once, whatever number of leases it ran.
     let mut fetches = 0;
     for n in names {
-        let worker_log = std::fs::read_to_string(cluster.tmp.path().join(format!(
-            "logs/worker-{n}-0.log"
-        )))
-        .unwrap();
+        let worker_log =
+            std::fs::read_to_string(cluster.tmp.path().join(format!("logs/worker-{n}-0.log")))
+                .unwrap();
         let fetched = strip_ansi(&worker_log).matches("run spec fetched").count();
         assert!(fetched <= 1, "worker {n} fetched the spec {fetched} times");
         fetches += fetched;
@@ -187,7 +192,12 @@ fn a_dataset_larger_than_one_message_is_streamed_and_accepted() {
         dataset,
         ..cluster.files.clone()
     };
-    let mut p = submit(&cluster.access, &files, false, cluster.log_path("submit-big"));
+    let mut p = submit(
+        &cluster.access,
+        &files,
+        false,
+        cluster.log_path("submit-big"),
+    );
     let status = p.wait_exit(Duration::from_secs(300)).expect("submit ends");
     assert!(
         status.success(),
@@ -216,12 +226,23 @@ fn an_oversized_spec_field_is_refused_by_the_client_naming_field_and_limit() {
         spec: path,
         ..cluster.files.clone()
     };
-    let mut p = submit(&cluster.access, &files, false, cluster.log_path("submit-field"));
+    let mut p = submit(
+        &cluster.access,
+        &files,
+        false,
+        cluster.log_path("submit-field"),
+    );
     let status = p.wait_exit(Duration::from_secs(60)).expect("submit ends");
     let err = p.log_text();
     assert!(!status.success(), "an oversized field was accepted:\n{err}");
-    assert!(err.contains("`model.config.model`"), "names the field:\n{err}");
-    assert!(err.contains("1000004 bytes"), "says how large it is:\n{err}");
+    assert!(
+        err.contains("`model.config.model`"),
+        "names the field:\n{err}"
+    );
+    assert!(
+        err.contains("1000004 bytes"),
+        "says how large it is:\n{err}"
+    );
     assert!(err.contains("65536"), "says the limit:\n{err}");
     assert!(!err.contains("ZZZZZZZZ"), "does not echo the value");
     assert!(!err.contains("h2 protocol"), "{err}");

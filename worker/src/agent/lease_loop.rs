@@ -11,8 +11,8 @@ use crate::pipeline::{
 };
 use ase_common::scoring::UnitId;
 use ase_proto::v1::{
-    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport,
-    RunSpecRef,
+    CompleteRequest, FailRequest, FailureKind, Lease, LeaseRef, LeaseRequest, Phase,
+    ProgressReport, RunSpecRef,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
