@@ -167,18 +167,11 @@ async fn run_async(
                 eprintln!("{line}");
             }
             eprintln!("reports under {}", output.display());
-            let all_done = rows.len() == prepared.len();
-            // Every run completed but not one unit of any is ok: nothing was evaluated, which
-            // is not a success (a run with some units ok is reported above and exits 0).
-            let nothing_ok = !rows.is_empty() && rows.iter().all(|r| r.units_ok == 0);
-            if nothing_ok {
+            let code = exit_code(prepared.len(), &rows);
+            if code != 0 && rows.len() == prepared.len() {
                 eprintln!("no unit of any run is ok: see the reasons in the reports");
             }
-            Ok(if all_done && !nothing_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(ExitCode::from(code))
         }
     }
 }
@@ -288,6 +281,19 @@ async fn fetch_report(cluster: &mut Embedded, run_id: &str, output: &Path) -> an
     Ok(())
 }
 
+/// 0 when every run has its report and some unit of some run is ok; 1 when a run has no
+/// report (cancelled), or when not one unit of any run is ok: nothing was evaluated, which is
+/// not a success (a run with some units ok is named by [`failure_summary`] and exits 0).
+fn exit_code(runs: usize, rows: &[ScoreRow]) -> u8 {
+    let all_done = rows.len() == runs;
+    let nothing_ok = !rows.is_empty() && rows.iter().all(|r| r.units_ok == 0);
+    if all_done && !nothing_ok {
+        0
+    } else {
+        1
+    }
+}
+
 /// One line per run with failed units: a run whose every unit failed completed, but its scores
 /// say nothing about the model, and that must not pass unnoticed under a table of zeros.
 fn failure_summary(rows: &[ScoreRow]) -> Vec<String> {
@@ -351,5 +357,17 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains("every unit failed in run a__b: 0 of 8 units ok, 8 failed"));
         assert!(lines[1].contains("some units failed in run e__f: 2 of 3 units ok"));
+    }
+
+    #[test]
+    fn nothing_ok_anywhere_is_not_a_success() {
+        assert_eq!(exit_code(1, &[row("a__b", 0, 8)]), 1, "0 of 8 units ok");
+        assert_eq!(exit_code(2, &[row("a__b", 0, 8), row("c__d", 1, 0)]), 0);
+        assert_eq!(
+            exit_code(2, &[row("c__d", 1, 0)]),
+            1,
+            "a run without report"
+        );
+        assert_eq!(exit_code(1, &[row("c__d", 3, 0)]), 0);
     }
 }
