@@ -419,5 +419,25 @@ mod tests {
             matches!(&err, SubmitError::TooLarge { what, .. } if what.contains("big.json")),
             "{err}"
         );
+        // A client that skipped the checks: the receiver applies them to what arrived.
+        let spec = serde_json::json!({"batch": "B".repeat(100_000)});
+        let mut a = Assembler::new();
+        for p in parts(inputs(serde_json::json!({}), Vec::new()))
+            .unwrap()
+            .map(|mut p| {
+                match &mut p.part {
+                    Some(Part::Header(h)) => {
+                        h.run_spec_bytes = serde_json::to_vec(&spec).unwrap().len() as u64
+                    }
+                    Some(Part::RunSpecChunk(c)) => *c = serde_json::to_vec(&spec).unwrap(),
+                    _ => {}
+                }
+                p
+            })
+        {
+            a.push(p).unwrap();
+        }
+        let err = a.finish().unwrap_err().to_string();
+        assert!(err.contains("`batch`") && !err.contains("BBBB"), "{err}");
     }
 }
