@@ -159,7 +159,14 @@ fn a_50_mb_predictions_run_over_three_workers_completes_every_unit() {
         let worker_log =
             std::fs::read_to_string(cluster.tmp.path().join(format!("logs/worker-{n}-0.log")))
                 .unwrap();
-        let fetched = strip_ansi(&worker_log).matches("run spec fetched").count();
+        let worker_log = strip_ansi(&worker_log);
+        let fetched = worker_log.matches("run spec fetched").count();
+        for l in worker_log
+            .lines()
+            .filter(|l| l.contains("run spec fetched"))
+        {
+            eprintln!("worker {n}: {l}");
+        }
         assert!(fetched <= 1, "worker {n} fetched the spec {fetched} times");
         fetches += fetched;
     }
