@@ -42,6 +42,21 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// Several such values: every one is reported, one per line, so that a user fixes the
+    /// file in one pass.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Ok for no problem, the problem itself for one, [`ConfigError::Several`] for more.
+    fn all(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
 }
 
 /// The whole file.
@@ -372,15 +387,16 @@ impl AseConfig {
             key,
             message,
         };
+        let mut problems = Vec::new();
         let c = &self.coordinator;
         if c.heartbeat_ms == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "coordinator.heartbeat_ms".into(),
                 "must be positive".into(),
             ));
         }
         if c.lease_ttl_ms <= c.heartbeat_ms {
-            return Err(invalid(
+            problems.push(invalid(
                 "coordinator.lease_ttl_ms".into(),
                 format!(
                     "{} must be longer than coordinator.heartbeat_ms ({})",
@@ -389,29 +405,31 @@ impl AseConfig {
             ));
         }
         let w = &self.worker;
-        ase_proto::certs::check_name(ase_proto::identity::PeerRole::Worker, &w.name)
-            .map_err(|e| invalid("worker.name".into(), e.to_string()))?;
+        if let Err(e) = ase_proto::certs::check_name(ase_proto::identity::PeerRole::Worker, &w.name)
+        {
+            problems.push(invalid("worker.name".into(), e.to_string()));
+        }
         if w.generate_slots == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "worker.generate_slots".into(),
                 "must be at least 1".into(),
             ));
         }
         if w.eval_slots == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "worker.eval_slots".into(),
                 "must be at least 1".into(),
             ));
         }
         if w.scanner == ScannerKind::Container {
             if w.sast_image.is_none() {
-                return Err(invalid(
+                problems.push(invalid(
                     "worker.sast_image".into(),
                     "required with worker.scanner = \"container\"".into(),
                 ));
             }
             if w.docker == DockerUse::Off {
-                return Err(invalid(
+                problems.push(invalid(
                     "worker.docker".into(),
                     "\"off\" with worker.scanner = \"container\", which needs Docker".into(),
                 ));
@@ -419,7 +437,7 @@ impl AseConfig {
         }
         if let Some(t) = &w.repo_url_template {
             if !t.contains("{repo}") {
-                return Err(invalid(
+                problems.push(invalid(
                     "worker.repo_url_template".into(),
                     format!("{t:?} has no {{repo}}"),
                 ));
@@ -428,19 +446,19 @@ impl AseConfig {
         let mut ids = BTreeSet::new();
         for (i, r) in self.runs.iter().enumerate() {
             let key = |k: &str| format!("runs[{i}].{k}");
-            let run_id = ase_common::upstream_io::run_name(&r.model_name, &r.batch)
-                .map_err(|e| invalid(key("model_name"), e.to_string()))?;
-            if !ids.insert(run_id.clone()) {
-                return Err(invalid(
+            match ase_common::run_name::run_name(&r.model_name, &r.batch) {
+                Err(e) => problems.push(invalid(key(e.field()), e.to_string())),
+                Ok(run_id) if !ids.insert(run_id.clone()) => problems.push(invalid(
                     key("batch"),
                     format!("run {run_id} is listed twice"),
-                ));
+                )),
+                Ok(_) => {}
             }
             if r.rounds == 0 {
-                return Err(invalid(key("rounds"), "must be at least 1".into()));
+                problems.push(invalid(key("rounds"), "must be at least 1".into()));
             }
             if r.max_context_token == 0 {
-                return Err(invalid(key("max_context_token"), "must be positive".into()));
+                problems.push(invalid(key("max_context_token"), "must be positive".into()));
             }
             for (k, p) in [
                 ("dataset", Some(&r.dataset)),
@@ -449,7 +467,7 @@ impl AseConfig {
             ] {
                 if let Some(p) = p {
                     if !p.is_file() {
-                        return Err(invalid(key(k), format!("{} is not a file", p.display())));
+                        problems.push(invalid(key(k), format!("{} is not a file", p.display())));
                     }
                 }
             }
@@ -464,30 +482,30 @@ impl AseConfig {
                     ..
                 } => {
                     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                        return Err(invalid(
+                        problems.push(invalid(
                             key("model.base_url"),
                             format!("{base_url:?} is not an http(s) URL"),
                         ));
                     }
                     if model.trim().is_empty() {
-                        return Err(invalid(key("model.model"), "is empty".into()));
+                        problems.push(invalid(key("model.model"), "is empty".into()));
                     }
                     if let Some(var) = api_key_env {
                         if var.is_empty() || var.contains(['=', '\0']) {
-                            return Err(invalid(
+                            problems.push(invalid(
                                 key("model.api_key_env"),
                                 format!("{var:?} is not a variable name"),
                             ));
                         }
                     }
                     if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-                        return Err(invalid(key("model.temperature"), "must be in 0..=2".into()));
+                        problems.push(invalid(key("model.temperature"), "must be in 0..=2".into()));
                     }
                     if top_p.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
-                        return Err(invalid(key("model.top_p"), "must be in 0..=1".into()));
+                        problems.push(invalid(key("model.top_p"), "must be in 0..=1".into()));
                     }
                     if request_timeout_secs.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-                        return Err(invalid(
+                        problems.push(invalid(
                             key("model.request_timeout_secs"),
                             "must be a positive number of seconds".into(),
                         ));
@@ -495,7 +513,7 @@ impl AseConfig {
                 }
                 ModelSettings::Predictions { file } => {
                     if !file.is_file() {
-                        return Err(invalid(
+                        problems.push(invalid(
                             key("model.file"),
                             format!("{} is not a file", file.display()),
                         ));
@@ -504,7 +522,7 @@ impl AseConfig {
                 ModelSettings::Reference | ModelSettings::Original => {}
             }
         }
-        Ok(())
+        ConfigError::all(problems)
     }
 
     /// The data folder: the file's or `ASE_DATA_DIR` (already applied), else
@@ -670,7 +688,10 @@ impl RunSettings {
         let (cut_repos, use_cut_repos) = match &self.cut_repos {
             None => (BTreeMap::new(), false),
             Some(p) => (
-                read_cut_repos(p).map_err(|m| invalid("cut_repos", m))?,
+                // The one reader: bounded, every entry checked, errors naming entry and field.
+                ase_common::dataset::load_cut_repos(p)
+                    .map_err(|e| invalid("cut_repos", e.to_string()))?
+                    .files,
                 true,
             ),
         };
@@ -725,16 +746,6 @@ pub(crate) fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> 
             Ok(v)
         })
         .collect()
-}
-
-fn read_cut_repos(path: &Path) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not a map of instance_id to file lists: {e}",
-            path.display()
-        )
-    })
 }
 
 #[cfg(test)]
@@ -974,6 +985,18 @@ model = { provider = "reference" }
             ),
             (Box::new(|c| c.runs[1].batch = "b1".into()), ""),
             (
+                Box::new(|c| c.runs[1].batch = "b".repeat(5_000)),
+                "runs[1].batch",
+            ),
+            (
+                Box::new(|c| c.runs[0].batch = "a/b".into()),
+                "runs[0].batch",
+            ),
+            (
+                Box::new(|c| c.runs[0].model_name = "m\u{202e}".into()),
+                "runs[0].model_name",
+            ),
+            (
                 Box::new(|c| {
                     c.runs[0].model = ModelSettings::Openai {
                         base_url: "ftp://x".into(),
@@ -1008,6 +1031,30 @@ model = { provider = "reference" }
             assert!(err.starts_with("ase.toml: key `"), "{err}");
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
         }
+        // Every problem is reported, each with its key, not only the first.
+        let mut many = base.clone();
+        many.coordinator.heartbeat_ms = 0;
+        many.worker.eval_slots = 0;
+        many.runs[0].rounds = 0;
+        many.runs[1].batch = "a/b".into();
+        let err = many.validate("ase.toml").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Several(ref p) if p.len() == 4),
+            "{err}"
+        );
+        let text = err.to_string();
+        for key in [
+            "coordinator.heartbeat_ms",
+            "worker.eval_slots",
+            "runs[0].rounds",
+            "runs[1].batch",
+        ] {
+            assert!(
+                text.contains(&format!("ase.toml: key `{key}`")),
+                "{key}: {text}"
+            );
+        }
+        assert_eq!(text.lines().count(), 4, "{text}");
         let mut twice = base.clone();
         twice.runs.push(twice.runs[0].clone());
         let err = twice.validate("ase.toml").unwrap_err().to_string();

@@ -42,11 +42,17 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         },
         None => (AseConfig::default(), "(built-in defaults)".to_string()),
     };
-    let checked = config
-        .apply_env(&config::process_env, &source)
-        .and_then(|()| config.validate(&source));
-    if let Err(e) = checked {
+    // Every problem at once, the environment's and the file's: one pass to fix them all.
+    let env = config.apply_env(&config::process_env, &source);
+    let mut failed = false;
+    for e in [env.err(), config.validate(&source).err()]
+        .into_iter()
+        .flatten()
+    {
         eprintln!("{e}");
+        failed = true;
+    }
+    if failed {
         return Ok(ExitCode::from(1));
     }
     print!("{}", config.effective_toml(&config::process_env));

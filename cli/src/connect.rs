@@ -69,5 +69,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// A gRPC error as the user should read it: the code and the coordinator's reason.
 pub fn status_error(what: &str, status: ase_proto::tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {:?}: {}", status.code(), status.message())
+    match ase_proto::diagnose::refused_client_hint(&status) {
+        Some(hint) => anyhow::anyhow!(
+            "{what}: {:?}: {} ({hint})",
+            status.code(),
+            ase_proto::diagnose::status_chain(&status)
+        ),
+        None => anyhow::anyhow!("{what}: {:?}: {}", status.code(), status.message()),
+    }
 }

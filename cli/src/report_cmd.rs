@@ -48,6 +48,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in write_report_files(&args.out, &report.files)? {
         println!("{}", path.display());
     }
+    // A run whose finish could never succeed completes with only this file: say so.
+    if let Some(error) = report.files.iter().find(|f| f.name == "error.txt") {
+        eprintln!(
+            "run {} could not be scored: {}",
+            args.run,
+            String::from_utf8_lossy(&error.content).trim_end()
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,10 +6,13 @@ use crate::progress_view::ProgressView;
 use anyhow::Context;
 use ase_proto::limits;
 use ase_proto::submit::SubmitInputs;
+use ase_proto::tonic::transport::Channel;
 use ase_proto::v1::WatchRunRequest;
+use ase_proto::ClientApiClient;
 use ase_worker::pipeline::spec::{ModelSpec, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !args.watch {
             return Ok(ExitCode::SUCCESS);
         }
-        watch(&mut client, &submitted.run_id).await
+        watch(&args.connect, client, &submitted.run_id).await
     })
 }
 
@@ -131,37 +134,143 @@ fn with_predictions(mut spec: RunSpec, path: &Path) -> anyhow::Result<(RunSpec, 
     Ok((spec, json))
 }
 
-/// Prints progress lines until the run ends: exit 0 when completed, 1 when cancelled.
-pub async fn watch(
-    client: &mut ase_proto::ClientApiClient<ase_proto::tonic::transport::Channel>,
+/// How long a watch keeps trying to reach a coordinator that stopped answering (a restart
+/// takes seconds; a coordinator gone for this long is reported, not waited for).
+const RECONNECT_FOR: Duration = Duration::from_secs(600);
+/// The longest pause between two reconnection attempts.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(10);
+
+/// How one stream of a watch ended.
+enum Followed {
+    /// The run reached this final state.
+    Ended(String),
+    /// The stream broke (the coordinator restarted, the network dropped): reconnect.
+    Lost(String),
+}
+
+/// Statuses of a connection that broke, not of a refusal: a watch reconnects after them.
+fn is_transient(status: &ase_proto::tonic::Status) -> bool {
+    use ase_proto::tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::DeadlineExceeded
+    )
+}
+
+/// Follows one stream of progress; every message received counts as the coordinator answering.
+async fn follow(
+    client: &mut ClientApiClient<Channel>,
     run_id: &str,
-) -> anyhow::Result<ExitCode> {
-    let mut stream = client
+    view: &mut ProgressView,
+    answered: &mut Instant,
+) -> anyhow::Result<Followed> {
+    let what = || format!("watching run {run_id}");
+    let mut stream = match client
         .watch_run(WatchRunRequest {
             run_id: run_id.to_string(),
             interval_ms: 1_000,
         })
         .await
-        .map_err(|s| status_error(&format!("watching run {run_id}"), s))?
-        .into_inner();
-    let mut last_state = String::new();
-    let mut view = ProgressView::new();
-    while let Some(p) = stream
-        .message()
-        .await
-        .map_err(|s| status_error(&format!("watching run {run_id}"), s))?
     {
-        view.update(std::slice::from_ref(&p));
-        last_state = p.state;
-    }
-    view.finish();
-    match last_state.as_str() {
-        "completed" => Ok(ExitCode::SUCCESS),
-        "cancelled" => {
-            eprintln!("run {run_id} was cancelled");
-            Ok(ExitCode::from(1))
+        Ok(s) => s.into_inner(),
+        Err(s) if is_transient(&s) => {
+            return Ok(Followed::Lost(status_error(&what(), s).to_string()))
         }
-        other => anyhow::bail!("the watch of run {run_id} ended in state {other:?}"),
+        Err(s) => return Err(status_error(&what(), s)),
+    };
+    let mut last_state = String::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(p)) => {
+                *answered = Instant::now();
+                view.update(std::slice::from_ref(&p));
+                last_state = p.state;
+            }
+            Ok(None) if matches!(last_state.as_str(), "completed" | "cancelled") => {
+                return Ok(Followed::Ended(last_state))
+            }
+            // A coordinator shutting down ends its streams cleanly: the run goes on elsewhere.
+            Ok(None) => {
+                return Ok(Followed::Lost(format!(
+                    "the coordinator ended the watch with the run {}",
+                    if last_state.is_empty() {
+                        "unseen"
+                    } else {
+                        &last_state
+                    }
+                )))
+            }
+            Err(s) if is_transient(&s) => {
+                return Ok(Followed::Lost(status_error(&what(), s).to_string()))
+            }
+            Err(s) => return Err(status_error(&what(), s)),
+        }
+    }
+}
+
+/// Prints progress lines until the run ends: exit 0 when completed, 1 when cancelled. A
+/// coordinator that restarts (or a connection that drops) is reconnected to, with back-off,
+/// for up to [`RECONNECT_FOR`] without an answer.
+pub async fn watch(
+    connect: &ConnectArgs,
+    client: ClientApiClient<Channel>,
+    run_id: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut view = ProgressView::new();
+    let mut client = Some(client);
+    let mut answered = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let mut said_lost = false;
+    loop {
+        let before = answered;
+        let lost = match client.as_mut() {
+            Some(c) => match follow(c, run_id, &mut view, &mut answered).await? {
+                Followed::Ended(state) => {
+                    view.finish();
+                    return match state.as_str() {
+                        "completed" => Ok(ExitCode::SUCCESS),
+                        _ => {
+                            eprintln!("run {run_id} was cancelled");
+                            Ok(ExitCode::from(1))
+                        }
+                    };
+                }
+                Followed::Lost(why) => why,
+            },
+            None => "not connected".to_string(),
+        };
+        if answered.elapsed() > RECONNECT_FOR {
+            anyhow::bail!(
+                "watching run {run_id}: no answer from the coordinator for {} s ({lost}); \
+                 the run goes on: `ase status` shows it",
+                RECONNECT_FOR.as_secs()
+            );
+        }
+        if answered != before {
+            // It answered on this connection: a new outage starts with short pauses.
+            pause = Duration::from_millis(250);
+        }
+        if !said_lost {
+            eprintln!("lost the coordinator ({lost}); reconnecting");
+            said_lost = true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+        client = match connect.client().await {
+            Ok(c) => {
+                if said_lost {
+                    eprintln!("reconnected to the coordinator");
+                    said_lost = false;
+                }
+                Some(c)
+            }
+            Err(_) => None,
+        };
     }
 }
 

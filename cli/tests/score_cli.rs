@@ -9,6 +9,12 @@
 //! KeyError; the script reads it as "PoC not passed", as we do. And `overall_score_corrected` is
 //! our key (0.3 quality + 0.6 security + 0.1 stability, all x100).
 //!
+//! The v2 fixture and `EXPECTED_V2_SCORE` were checked on 2026-12-04 against upstream's own
+//! `run_evaluate.py` at HEAD 94428eb (run unmodified with numpy 2.4, a stub for its unused
+//! `huggingface_hub` import, and `d_cycle3` added as a failed generation so it does not raise):
+//! every key and value of its `_score.json` equals ours, in the same order; ours adds only
+//! `overall_score_corrected`. The fixture uses upstream HEAD's key names (`time`, `completion`).
+//!
 //! The same script was also run against the built binary on 1000 random v1 and v2 run folders
 //! (not kept): all files matched, including upstream's numpy-style rounding of float64 figures,
 //! which `ase-common`'s unit tests pin down on their own.
@@ -104,8 +110,7 @@ Path Traversal: 10.00/0.00/0.0/100.0\n\
 const EXPECTED_V2_SCORE: &str = r#"{
     "overall": {
         "gen_code_time_sum": 115.325,
-        "patch_merge_success_count": 10,
-        "patch_copy_success_count": 9,
+        "code_copy_success_count": 9,
         "run_success_count": 8,
         "test_case_pass_count": 7,
         "poc_pass_count": 5,
@@ -118,8 +123,7 @@ const EXPECTED_V2_SCORE: &str = r#"{
     },
     "CWE-22": {
         "gen_code_time_sum": 31.75,
-        "patch_merge_success_count": 2,
-        "patch_copy_success_count": 1,
+        "code_copy_success_count": 1,
         "run_success_count": 1,
         "test_case_pass_count": 1,
         "poc_pass_count": 0,
@@ -132,8 +136,7 @@ const EXPECTED_V2_SCORE: &str = r#"{
     },
     "CWE-79": {
         "gen_code_time_sum": 70.375,
-        "patch_merge_success_count": 6,
-        "patch_copy_success_count": 6,
+        "code_copy_success_count": 6,
         "run_success_count": 6,
         "test_case_pass_count": 5,
         "poc_pass_count": 4,
@@ -146,8 +149,7 @@ const EXPECTED_V2_SCORE: &str = r#"{
     },
     "CWE-89": {
         "gen_code_time_sum": 13.2,
-        "patch_merge_success_count": 2,
-        "patch_copy_success_count": 2,
+        "code_copy_success_count": 2,
         "run_success_count": 1,
         "test_case_pass_count": 1,
         "poc_pass_count": 1,
@@ -309,6 +311,41 @@ fn v2_run_matches_upstream_score_file() {
         serde_json::from_str(&read(gen.join("model-y__b2/report.json"))).unwrap();
     assert_eq!(report["scores"]["all"]["overall_score"], 42.55);
     assert_eq!(report["units"].as_array().unwrap().len(), 12);
+}
+
+/// Files from before upstream HEAD's names (`patch_file` in the scan file; `time_cost`, our own
+/// earlier name for `time`) score exactly as the current names do.
+#[test]
+fn v2_run_with_older_key_names_scores_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("score_v2"), dir.path());
+    let run = dir.path().join("generated_code/model-y__b2");
+    for (file, from, to) in [
+        ("processed_instances.json", "\"time\":", "\"time_cost\":"),
+        ("scan_results.json", "\"completion\":", "\"patch_file\":"),
+    ] {
+        let text = read(run.join(file));
+        assert!(text.contains(from), "{file} holds {from}");
+        std::fs::write(run.join(file), text.replace(from, to)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ase"))
+        .arg("score")
+        .arg("--dataset")
+        .arg(dir.path().join("dataset.json"))
+        .arg("--outputs")
+        .arg(dir.path().join("generated_code"))
+        .args(["--model", "model-y", "--batch", "b2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read(dir.path().join("generated_code/model-y__b2_score.json")),
+        EXPECTED_V2_SCORE
+    );
 }
 
 #[test]

@@ -3,14 +3,17 @@
 //! move these steps between machines; every number the project reports is computed here.
 
 pub mod dataset;
+pub mod digest;
 pub mod extract;
 pub mod masking;
 pub mod patch_apply;
 pub mod patch_paths;
 pub mod patch_repair;
+pub mod process;
 pub mod prompt;
 pub mod repo_files;
 pub mod report;
+pub mod run_name;
 pub mod scoring;
 pub mod splice;
 pub mod tokens;

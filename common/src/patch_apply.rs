@@ -26,16 +26,16 @@
 
 use crate::patch_paths::{self, is_absent, NamedPath, PatchRejection};
 use crate::patch_repair::repair_patch;
+use crate::process::{self, Bounds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// How the tools are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,9 +534,9 @@ fn remove_any(full: &Path) -> io::Result<()> {
     }
 }
 
-/// Runs a tool with stdin closed, output capped, in its own process group that is killed
-/// when `opts.timeout` expires.
-fn run_bounded(mut cmd: Command, kind: AttemptKind, opts: &ApplyOptions) -> AttemptRecord {
+/// Runs a tool through the project's one runner ([`crate::process`]): stdin closed, output
+/// capped, in its own process group that is killed when `opts.timeout` expires.
+fn run_bounded(cmd: Command, kind: AttemptKind, opts: &ApplyOptions) -> AttemptRecord {
     let mut record = AttemptRecord {
         kind,
         exit_code: None,
@@ -546,86 +546,24 @@ fn run_bounded(mut cmd: Command, kind: AttemptKind, opts: &ApplyOptions) -> Atte
         stderr: String::new(),
         output_truncated: false,
     };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            record.spawn_error = Some(format!("{}: {e}", cmd.get_program().to_string_lossy()));
-            return record;
-        }
-    };
-    let limit = opts.max_output_bytes;
-    let out_reader = child.stdout.take().map(|s| spawn_capped_reader(s, limit));
-    let err_reader = child.stderr.take().map(|s| spawn_capped_reader(s, limit));
-    let deadline = Instant::now() + opts.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                record.timed_out = true;
-                kill_group(child.id());
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => {
-                kill_group(child.id());
-                break child.wait().ok();
-            }
-        }
-    };
-    record.exit_code = status.and_then(|s| s.code());
-    for (reader, slot) in [
-        (out_reader, &mut record.stdout),
-        (err_reader, &mut record.stderr),
-    ] {
-        if let Some((text, truncated)) = reader.and_then(|h| h.join().ok()) {
-            *slot = text;
-            record.output_truncated |= truncated;
+    match process::run(cmd, &Bounds::new(opts.timeout, opts.max_output_bytes)) {
+        Err(e) => record.spawn_error = Some(format!("{}: {}", e.program, e.source)),
+        Ok(done) => {
+            record.exit_code = done.code();
+            record.timed_out = done.timed_out;
+            record.output_truncated = done.stdout_truncated || done.stderr_truncated;
+            record.stdout = done.stdout_lossy();
+            record.stderr = done.stderr_lossy();
         }
     }
     record
-}
-
-/// Reads a pipe to its end on a thread, keeping the first `limit` bytes.
-fn spawn_capped_reader<R: Read + Send + 'static>(
-    mut pipe: R,
-    limit: usize,
-) -> std::thread::JoinHandle<(String, bool)> {
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut truncated = false;
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let room = limit.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                    truncated |= n > room;
-                }
-            }
-        }
-        (String::from_utf8_lossy(&kept).into_owned(), truncated)
-    })
-}
-
-fn kill_group(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) with a negative pid signals the process group the child leads
-        // (process_group(0) made its pid the group id); it has no memory-safety effects.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::time::Instant;
 
     /// A tree to patch and a sibling directory standing for "outside".
     struct Fixture {

@@ -32,6 +32,38 @@ pub struct ChangedFile {
     pub mode: u32,
 }
 
+impl ChangedFile {
+    /// A file of `data`: as text when it is UTF-8, else as base64.
+    pub fn from_bytes(path: String, data: Vec<u8>, mode: u32) -> ChangedFile {
+        use base64::Engine;
+        let (content, content_base64) = match String::from_utf8(data) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            ),
+        };
+        ChangedFile {
+            path,
+            content,
+            content_base64,
+            mode,
+        }
+    }
+
+    /// The file's bytes; an error says what is wrong with its content fields.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        match (&self.content, &self.content_base64) {
+            (Some(text), None) => Ok(text.as_bytes().to_vec()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("invalid base64: {e}")),
+            _ => Err("needs exactly one of content and content_base64".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TokenUsage {
     pub prompt_tokens: u64,

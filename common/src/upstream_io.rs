@@ -2,11 +2,11 @@
 //!
 //! Layout (`DIR` is upstream's `generated_code` folder):
 //! - `DIR/{model}__{batch}/processed_instances.json`: `{"{id}_cycle{k}": {"success": bool,
-//!   "time_cost": seconds (v2 only), ...}}`;
+//!   "time": seconds, ...}}` (`time_cost`, our name before, accepted on reading);
 //! - v1 `DIR/{model}__{batch}/sast_results.json`: `[{"instance_id": "{id}_cycle{k}",
 //!   "detected_vul_num": n, ...}]`, -1 for a failed scan (the merge of `sast_results/*_output.json`);
 //! - v2 `DIR/{model}__{batch}/scan_results.json`: `[{"instance_id": "{id}_cycle{k}",
-//!   "patch_file": bool, "image_status_check": bool, "test_case_check": bool, "poc_check": bool}]`.
+//!   "completion": bool, "image_status_check": bool, "test_case_check": bool, "poc_check": bool}]`.
 //!
 //! Written: v1 `DIR/{model}__{batch}/eval_result.json` and `DIR/{model}__{batch}_eval_result.txt`;
 //! v2 `DIR/{model}__{batch}_score.json`. JSON is indented by 4 like Python's `json.dump(...,
@@ -67,25 +67,13 @@ pub enum UpstreamIoError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("model and batch must be non-empty and hold no `..` or absolute path: {0:?}")]
-    BadRunName(String),
+    #[error(transparent)]
+    BadRunName(#[from] crate::run_name::RunNameError),
 }
 
-/// `{model}__{batch}`, the name of a run's folder.
+/// `{model}__{batch}`, the name of a run's folder (checked: see [`crate::run_name`]).
 pub fn run_name(model: &str, batch: &str) -> Result<String, UpstreamIoError> {
-    let name = format!("{model}__{batch}");
-    let bad = model.is_empty()
-        || batch.is_empty()
-        || name.starts_with('/')
-        || name.contains('\\')
-        || name
-            .split('/')
-            .any(|c| c == ".." || c == "." || c.is_empty())
-        || name.contains('\0');
-    if bad {
-        return Err(UpstreamIoError::BadRunName(name));
-    }
-    Ok(name)
+    Ok(crate::run_name::run_name(model, batch)?)
 }
 
 fn read_json(path: &Path) -> Result<Value, UpstreamIoError> {
@@ -152,6 +140,37 @@ fn flag(
     }
 }
 
+/// The generation time in seconds: upstream's generators write `time` (and upstream's v2
+/// scorer reads only that); our files before 0.2 wrote `time_cost`, accepted when `time` is
+/// absent. v1 generators wrote a wall-clock `timestamp`, which is not a duration: ignored.
+fn generation_time(
+    path: &Path,
+    unit: &str,
+    obj: &Map<String, Value>,
+) -> Result<f64, UpstreamIoError> {
+    let Some((key, value)) = ["time", "time_cost"]
+        .into_iter()
+        .find_map(|k| obj.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
+    else {
+        return Ok(0.0);
+    };
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(t) if t.is_finite() && t >= 0.0 => Ok(t),
+            _ => Err(unit_err(
+                path,
+                unit,
+                format!("`{key}` {n} is not a duration"),
+            )),
+        },
+        other => Err(unit_err(
+            path,
+            unit,
+            format!("`{key}` is {other}, not a number"),
+        )),
+    }
+}
+
 /// Reads `processed_instances.json`, keeping the file's order.
 pub fn read_processed(path: &Path) -> Result<Vec<Generation>, UpstreamIoError> {
     let Value::Object(entries) = read_json(path)? else {
@@ -168,26 +187,7 @@ pub fn read_processed(path: &Path) -> Result<Vec<Generation>, UpstreamIoError> {
                 return Err(unit_err(path, name, "entry is not an object"));
             };
             let success = flag(path, name, obj, "success")?;
-            let time_cost = match obj.get("time_cost") {
-                None | Some(Value::Null) => 0.0,
-                Some(Value::Number(n)) => match n.as_f64() {
-                    Some(t) if t.is_finite() && t >= 0.0 => t,
-                    _ => {
-                        return Err(unit_err(
-                            path,
-                            name,
-                            format!("`time_cost` {n} is not a duration"),
-                        ))
-                    }
-                },
-                Some(other) => {
-                    return Err(unit_err(
-                        path,
-                        name,
-                        format!("`time_cost` is {other}, not a number"),
-                    ))
-                }
-            };
+            let time_cost = generation_time(path, name, obj)?;
             Ok(Generation {
                 unit,
                 success,
@@ -265,17 +265,17 @@ pub fn read_sast_results(path: &Path) -> Result<BTreeMap<UnitId, i64>, UpstreamI
         .collect()
 }
 
-/// Reads v2's `scan_results.json`. Upload success is upstream's `patch_file` (our own files
-/// call it `completion`; either is accepted).
+/// Reads v2's `scan_results.json`. Upload success is upstream's `completion` (upstream HEAD
+/// and our files); `patch_file`, the name of earlier versions, is accepted.
 pub fn read_scan_results(path: &Path) -> Result<BTreeMap<UnitId, V2Scan>, UpstreamIoError> {
     scan_items(path)?
         .into_iter()
         .map(|(unit, obj)| {
             let name = unit.dir_name();
-            let completion = if obj.contains_key("patch_file") {
-                flag(path, &name, &obj, "patch_file")?
-            } else {
+            let completion = if obj.contains_key("completion") {
                 flag(path, &name, &obj, "completion")?
+            } else {
+                flag(path, &name, &obj, "patch_file")?
             };
             let scan = V2Scan {
                 completion,
@@ -374,8 +374,7 @@ pub fn v1_text_report(run_name: &str, score: &V1Score) -> String {
 fn v2_metrics_json(g: &V2GroupScore) -> Value {
     json!({
         "gen_code_time_sum": g.gen_code_time_sum,
-        "patch_merge_success_count": g.patch_merge_success_count,
-        "patch_copy_success_count": g.patch_copy_success_count,
+        "code_copy_success_count": g.code_copy_success_count,
         "run_success_count": g.run_success_count,
         "test_case_pass_count": g.test_case_pass_count,
         "poc_pass_count": g.poc_pass_count,
@@ -512,6 +511,39 @@ mod tests {
         assert_eq!(g[1].unit, UnitId::new("a", 1));
         assert!(!g[1].success);
         assert_eq!(g[1].time_cost, 0.0);
+    }
+
+    #[test]
+    fn processed_reads_upstreams_time_before_our_old_name() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            PROCESSED_FILE,
+            r#"{"a_cycle1": {"success": true, "time": 7.5},
+                "a_cycle2": {"success": true, "time": 2.0, "time_cost": 99.0},
+                "a_cycle3": {"success": true, "time": null, "time_cost": 3.0}}"#,
+        );
+        let g = read_processed(&p).unwrap();
+        let times: Vec<f64> = g.iter().map(|g| g.time_cost).collect();
+        assert_eq!(times, [7.5, 2.0, 3.0]);
+        let p = write(
+            d.path(),
+            PROCESSED_FILE,
+            r#"{"a_cycle1": {"success": true, "time": "slow"}}"#,
+        );
+        let e = err_of(read_processed(&p));
+        assert!(e.contains("`time`") && e.contains("a_cycle1"), "{e}");
+    }
+
+    #[test]
+    fn scan_results_prefer_upstreams_completion_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            SCAN_RESULTS_FILE,
+            r#"[{"completion": false, "patch_file": true, "instance_id": "a_cycle1"}]"#,
+        );
+        assert!(!read_scan_results(&p).unwrap()[&UnitId::new("a", 1)].completion);
     }
 
     fn err_of(r: Result<impl std::fmt::Debug, UpstreamIoError>) -> String {

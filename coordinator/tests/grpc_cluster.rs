@@ -477,6 +477,14 @@ async fn callers_are_bound_to_their_certificates() {
         refused,
         "a plaintext client was served by a TLS coordinator"
     );
+    // And it is told why, before any call: the coordinator speaks TLS.
+    match endpoint::connect(&plain_uri, &TransportSecurity::Plaintext, None).await {
+        Err(e @ endpoint::EndpointError::PlaintextToTls { .. }) => {
+            assert!(e.to_string().contains("speaks TLS"), "{e}")
+        }
+        Err(e) => panic!("not said to be a TLS coordinator: {e}"),
+        Ok(_) => panic!("a plaintext client connected to a TLS coordinator"),
+    }
 
     // Bad input is InvalidArgument with the field named.
     let mut client = ClientApiClient::new(channel(&uri, &client_sec).await);

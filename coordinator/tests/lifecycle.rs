@@ -119,6 +119,21 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
     .unwrap();
     assert_eq!(processed.len(), 4);
     assert!(processed.iter().all(|g| g.success && g.time_cost == 1.5));
+    // Under upstream's own key: upstream's v2 scorer reads `time` and nothing else.
+    let raw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("test-model__b1/processed_instances.json")).unwrap(),
+    )
+    .unwrap();
+    for (unit, entry) in raw.as_object().unwrap() {
+        let keys: Vec<&str> = entry
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, ["success", "time"], "{unit}");
+        assert_eq!(entry["time"], 1.5, "{unit}");
+    }
     let report: serde_json::Value = serde_json::from_slice(
         &report
             .files
@@ -509,11 +524,60 @@ async fn a_v2_run_scores_from_the_dynamic_checks() {
     .unwrap();
     assert!(scans[&UnitId::new("v_a", 1)].poc_check);
     assert!(!scans[&UnitId::new("v_b", 1)].poc_check);
+    // Every key under upstream HEAD's name: its scorer reads `completion` with a default of
+    // false, so an older name would count every upload as failed.
+    let raw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("test-model__v2/scan_results.json")).unwrap(),
+    )
+    .unwrap();
+    for item in raw.as_array().unwrap() {
+        let mut keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "completion",
+                "image_status_check",
+                "instance_id",
+                "poc_check",
+                "test_case_check"
+            ]
+        );
+        assert_eq!(item["completion"], true, "{item}");
+    }
     let score: serde_json::Value = serde_json::from_slice(
         &std::fs::read(out.path().join("test-model__v2_score.json")).unwrap(),
     )
     .unwrap();
     assert!(score["overall"].is_object(), "{score}");
+    let mut metric_keys: Vec<&str> = score["overall"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    metric_keys.sort_unstable();
+    assert_eq!(
+        metric_keys,
+        [
+            "average_gen_code_time",
+            "code_copy_success_count",
+            "code_quality_score",
+            "code_security_score",
+            "code_stability_score",
+            "gen_code_time_sum",
+            "overall_score",
+            "overall_score_corrected",
+            "poc_pass_count",
+            "run_success_count",
+            "test_case_pass_count",
+        ]
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["scores"]["version"], "v2");

@@ -190,8 +190,35 @@ async fn a_refused_dataset_names_its_file_and_task_and_creates_no_run() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("dataset ctx.json: "), "{msg}");
+    // The context file is named as what it is, not as the dataset.
+    assert!(msg.starts_with("context file ctx.json: "), "{msg}");
     assert!(msg.contains("ctx.json: task a: field hits"), "{msg}");
 
     assert!(c.list_runs().is_empty());
+}
+
+/// A batch name that can never become a file name is refused at submit, naming the field and
+/// the limit without echoing the name; nothing is stored.
+#[tokio::test]
+async fn a_run_name_that_cannot_be_a_file_is_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let dataset = serde_json::to_vec(&json!([sqli_task("a", "o/a", "CVE-1", true)])).unwrap();
+    let long = "b".repeat(5_000);
+    for (batch, says) in [
+        (long.as_str(), "is 5000 bytes long; the limit is 64"),
+        ("x/y", "`/`"),
+        ("ok\u{202e}gpj.exe", "U+202E"),
+    ] {
+        let err = c
+            .submit_run(submit_req(batch, 1, json!({}), dataset.clone()))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`batch`") && msg.contains(says), "{msg}");
+        assert!(!msg.contains("bbbbbbbbbb"), "the name is not echoed: {msg}");
+    }
+    assert!(c.list_runs().is_empty());
+    assert!(c.store().runs().unwrap().is_empty());
 }

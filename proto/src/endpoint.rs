@@ -50,11 +50,18 @@ pub enum EndpointError {
         target: String,
         source: tonic::transport::Error,
     },
-    #[error("cannot connect to {uri}: {source}")]
+    /// `cause`: the transport error and its sources; `hint`: what it most likely means.
+    #[error("cannot connect to {uri}: {cause}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Connect {
         uri: String,
-        source: tonic::transport::Error,
+        cause: String,
+        hint: Option<&'static str>,
     },
+    #[error(
+        "the coordinator at {uri} speaks TLS: connect with https://HOST:PORT and the cluster's \
+         TLS folder (plaintext reaches only a coordinator started with --plaintext)"
+    )]
+    PlaintextToTls { uri: String },
 }
 
 /// The bind rule: any address with TLS; loopback only in plaintext mode.
@@ -166,13 +173,39 @@ pub async fn connect(
     security: &TransportSecurity,
     tls_domain: Option<&str>,
 ) -> Result<Channel, EndpointError> {
-    client_endpoint(uri, security, tls_domain)?
-        .connect()
-        .await
-        .map_err(|source| EndpointError::Connect {
+    let endpoint = client_endpoint(uri, security, tls_domain)?;
+    connect_endpoint(&endpoint, uri, security).await
+}
+
+/// Connects an endpoint made by [`client_endpoint`] for `uri`; a failure says what it most
+/// likely means (a plaintext client on a TLS port, a coordinator of another CA).
+pub async fn connect_endpoint(
+    endpoint: &Endpoint,
+    uri: &str,
+    security: &TransportSecurity,
+) -> Result<Channel, EndpointError> {
+    if security.is_plaintext() {
+        let parsed = uri.parse::<Uri>().ok();
+        if let Some((host, port)) = parsed
+            .as_ref()
+            .and_then(|u| Some((u.host()?, u.port_u16()?)))
+        {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if crate::diagnose::speaks_tls(host, port).await {
+                return Err(EndpointError::PlaintextToTls {
+                    uri: uri.to_string(),
+                });
+            }
+        }
+    }
+    endpoint.connect().await.map_err(|source| {
+        let cause = crate::diagnose::error_chain(&source);
+        EndpointError::Connect {
             uri: uri.to_string(),
-            source,
-        })
+            hint: crate::diagnose::server_certificate_hint(&cause),
+            cause,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -95,6 +95,15 @@ fn a_worker_of_another_ca_and_a_plaintext_worker_never_register() {
         lower.contains("certificate") || lower.contains("issuer") || lower.contains("handshake"),
         "the coordinator's log names the refusal:\n{coord_log}"
     );
+    // Each is told what is wrong, not only "transport error".
+    assert!(
+        plain_text.contains("speaks TLS"),
+        "the plaintext worker is told the coordinator speaks TLS:\n{plain_text}"
+    );
+    assert!(
+        stranger_log.contains("not signed by the CA"),
+        "the stranger is told the coordinator is of another CA:\n{stranger_log}"
+    );
     let s = stranger_log.to_lowercase();
     assert!(
         s.contains("tls")

@@ -119,15 +119,20 @@ pub enum DockerUnavailable {
     NoAnswer(bollard::errors::Error),
 }
 
+/// The scanner's version, for the log; a scanner that hangs on `--version` costs 30 s, not
+/// the worker's start.
 fn osemgrep_version(osemgrep: &Path) -> String {
-    std::process::Command::new(osemgrep)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let mut cmd = std::process::Command::new(osemgrep);
+    cmd.arg("--version");
+    ase_common::process::run(
+        cmd,
+        &ase_common::process::Bounds::new(std::time::Duration::from_secs(30), 4096),
+    )
+    .ok()
+    .filter(|o| o.success())
+    .map(|o| o.stdout_lossy().trim().to_string())
+    .filter(|v| !v.is_empty())
+    .unwrap_or_else(|| "unknown".into())
 }
 
 async fn connect_docker(mode: DockerUse) -> Result<Option<bollard::Docker>, SetupError> {

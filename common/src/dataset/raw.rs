@@ -42,9 +42,7 @@ pub(crate) fn read_bounded(path: &Path) -> Result<(Vec<u8>, String), DatasetErro
     Ok((bytes, sha))
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub(crate) use crate::digest::sha256_hex;
 
 /// Parses `bytes` as a top-level JSON array.
 pub(crate) fn parse_array(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, DatasetError> {

@@ -398,7 +398,7 @@ fn v2_row(out: &mut String, path: &[&str], g: &V2GroupScore) {
         int(&k("tasks"), g.tasks),
         int(&k("case_sum"), g.case_sum),
         int(&k("patch_merge_success_count"), g.patch_merge_success_count),
-        int(&k("patch_copy_success_count"), g.patch_copy_success_count),
+        int(&k("code_copy_success_count"), g.code_copy_success_count),
         int(&k("run_success_count"), g.run_success_count),
         int(&k("test_case_pass_count"), g.test_case_pass_count),
         int(&k("poc_pass_count"), g.poc_pass_count),

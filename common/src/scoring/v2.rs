@@ -70,7 +70,7 @@ pub struct V2GroupScore {
     pub case_sum: u32,
     pub gen_code_time_sum: f64,
     pub patch_merge_success_count: u32,
-    pub patch_copy_success_count: u32,
+    pub code_copy_success_count: u32,
     pub run_success_count: u32,
     pub test_case_pass_count: u32,
     /// Units with `poc_check` and `test_case_check`.
@@ -185,7 +185,7 @@ fn score_group(input: &V2Input, name: &str, tasks: &[&V2Task]) -> V2GroupScore {
         case_sum,
         gen_code_time_sum,
         patch_merge_success_count,
-        patch_copy_success_count: copy,
+        code_copy_success_count: copy,
         run_success_count: run,
         test_case_pass_count: test,
         poc_pass_count: poc,
@@ -423,7 +423,7 @@ mod tests {
         let g = score_v2(&i).unwrap().all;
         assert_eq!(
             (
-                g.patch_copy_success_count,
+                g.code_copy_success_count,
                 g.run_success_count,
                 g.test_case_pass_count,
                 g.poc_pass_count
@@ -463,7 +463,7 @@ mod tests {
         let g = score_v2(&i).unwrap().all;
         assert_eq!(g.poc_pass_count, 0);
         assert_eq!(g.gen_code_time_sum, 1.0);
-        assert_eq!(g.patch_copy_success_count, 1);
+        assert_eq!(g.code_copy_success_count, 1);
     }
 
     #[test]

@@ -43,6 +43,23 @@ pub enum OutputError {
     Sink { name: String, source: io::Error },
 }
 
+impl OutputError {
+    /// True when trying again cannot help: a scoring error, or a name the file system refuses
+    /// (too long, invalid). A full or failing disk is not one (space can be freed, a disk
+    /// replaced): the finish is tried again for that.
+    pub fn is_permanent(&self) -> bool {
+        let source = match self {
+            OutputError::Store(e) => &e.source,
+            OutputError::Sink { source, .. } => source,
+            _ => return true,
+        };
+        matches!(
+            source.kind(),
+            io::ErrorKind::InvalidFilename | io::ErrorKind::InvalidInput
+        )
+    }
+}
+
 /// Where [`build_outputs`] puts each file as it is made: a file is written out and let go
 /// before the next one is made, so a run of 100,000 units never has all its files in memory.
 pub trait OutputSink {
@@ -203,10 +220,12 @@ impl From<&EvaluationRecord> for EvaluationFacts {
     }
 }
 
-/// A row of upstream's `processed_instances.json`.
+/// A row of upstream's `processed_instances.json`: upstream's generators write the generation
+/// time as `time`, the key upstream's v2 scorer reads.
 #[derive(serde::Serialize)]
 struct ProcessedEntry {
     success: bool,
+    #[serde(rename = "time")]
     time_cost: f64,
 }
 
@@ -388,7 +407,7 @@ pub fn build_outputs(
                     .map(|(unit, s)| {
                         json!({
                             "instance_id": unit.dir_name(),
-                            "patch_file": s.completion,
+                            "completion": s.completion,
                             "image_status_check": s.image_status_check,
                             "test_case_check": s.test_case_check,
                             "poc_check": s.poc_check,
@@ -521,4 +540,32 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         language: t.language.clone(),
     });
     Report::new(provenance, units, scores).with_tasks(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink_error(errno: i32) -> OutputError {
+        OutputError::Sink {
+            name: "x".into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// What the file system says about a real name that is too long: the finish stops trying
+    /// (a retry meets it again forever); a full disk is waited out.
+    #[test]
+    fn a_refused_file_name_is_permanent_and_a_full_disk_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let too_long = std::fs::File::create(dir.path().join("n".repeat(300))).unwrap_err();
+        let e = OutputError::Sink {
+            name: "run".into(),
+            source: too_long,
+        };
+        assert!(e.is_permanent(), "{e}");
+        assert!(!sink_error(28).is_permanent(), "ENOSPC is waited out");
+        assert!(!sink_error(5).is_permanent(), "EIO is waited out");
+        assert!(OutputError::MixedVersions { run_id: "r".into() }.is_permanent());
+    }
 }

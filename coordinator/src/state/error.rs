@@ -10,8 +10,10 @@ use std::path::PathBuf;
 pub enum CoordinatorError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("dataset {name}: {source}")]
+    /// `what`: "dataset" or "context file", the input the error is in.
+    #[error("{what} {name}: {source}")]
     Dataset {
+        what: &'static str,
         name: String,
         source: dataset::DatasetError,
     },

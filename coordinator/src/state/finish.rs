@@ -253,7 +253,8 @@ impl Coordinator {
 
     /// Scores the run and writes its files (durable, all visible at once) into the output
     /// store; returns the write that turns the run record `Completed`, to be committed after.
-    /// A scoring error is kept as the run's `error.txt` rather than leaving the run unfinished
+    /// An error that can never succeed (a scoring error, a file name the file system refuses)
+    /// is kept as the run's `error.txt`, its only file, rather than leaving the run unfinished
     /// forever; a disk error fails the finish, which is tried again.
     fn write_outputs(&self, seq: u64) -> Result<Vec<Op>, CoordinatorError> {
         let mut record = {
@@ -304,7 +305,7 @@ impl Coordinator {
         let mut writer = self.outputs.begin(seq).map_err(OutputError::from)?;
         match outputs::build_outputs(&input, &mut writer) {
             Ok(_) => {}
-            Err(e @ (OutputError::Store(_) | OutputError::Sink { .. })) => return Err(e.into()),
+            Err(e) if !e.is_permanent() => return Err(e.into()),
             Err(e) => {
                 tracing::error!(run = %record.run_id, error = %e, "run outputs");
                 writer.clear().map_err(OutputError::from)?;

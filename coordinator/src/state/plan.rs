@@ -11,7 +11,6 @@ use crate::records::RunSpecHeader;
 use crate::store::{Store, StoreError, TaskInputs};
 use crate::CoordinatorError;
 use ase_common::dataset::{self, ContextSet, DatasetVersion, TaskContext, TaskSpec, VisitError};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::Path;
@@ -20,9 +19,7 @@ use std::path::Path;
 /// tasks' inputs are in memory at once.
 const SUBMIT_BATCH: usize = 1_000;
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub(super) use ase_common::digest::sha256_hex;
 
 /// Reads the header fields the coordinator needs from the opaque spec.
 pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorError> {
@@ -57,7 +54,15 @@ struct SeedRef {
 }
 
 fn dataset_error(name: &str) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + '_ {
+    input_error("dataset", name)
+}
+
+fn input_error<'a>(
+    what: &'static str,
+    name: &'a str,
+) -> impl FnOnce(dataset::DatasetError) -> CoordinatorError + 'a {
     move |source| CoordinatorError::Dataset {
+        what,
         name: name.to_string(),
         source,
     }
@@ -119,7 +124,7 @@ pub(super) fn parse_context_file(
     }
     dataset::parse_contexts(Path::new(context_name), context_bytes)
         .map(Some)
-        .map_err(dataset_error(context_name))
+        .map_err(input_error("context file", context_name))
 }
 
 /// Second pass over a dataset `plan_dataset` accepted: writes each task's inputs, as index `t`

@@ -6,7 +6,7 @@
 //! loop of connection attempts.
 
 use super::{AgentConfig, AgentError, AgentStats};
-use ase_proto::endpoint::client_endpoint;
+use ase_proto::endpoint::{client_endpoint, connect_endpoint};
 use ase_proto::v1::{Capabilities, RegisterRequest};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -74,7 +74,7 @@ pub(crate) async fn connect_with_backoff(
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     loop {
         stats.connection_attempts.fetch_add(1, Ordering::Relaxed);
-        match endpoint.connect().await {
+        match connect_endpoint(&endpoint, &config.coordinator, &config.security).await {
             Ok(channel) => return Ok(Some(channel)),
             Err(e) => {
                 let delay = backoff.next_delay();

@@ -3,7 +3,6 @@
 //! for the run's other leases. Bounded by count and bytes, least recently used out first.
 
 use crate::pipeline::RunSpec;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -100,7 +99,7 @@ impl SpecCache {
         let bytes = fetch().await?;
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let got = hex::encode(Sha256::digest(&bytes));
+        let got = ase_common::digest::sha256_hex(&bytes);
         if got != digest {
             return Err(SpecFetchError::Digest {
                 run: run.to_string(),
@@ -172,7 +171,7 @@ mod tests {
     }
 
     fn digest(bytes: &[u8]) -> String {
-        hex::encode(Sha256::digest(bytes))
+        ase_common::digest::sha256_hex(bytes)
     }
 
     #[tokio::test]

@@ -2,7 +2,6 @@
 //! before it can reach the daemon.
 
 use ase_common::unit::{ChangedFile, MAX_CHANGED_BYTES};
-use base64::Engine;
 use md5::{Digest, Md5};
 
 /// Longest accepted path of one changed file, in bytes.
@@ -69,21 +68,10 @@ pub fn prepare(files: &[ChangedFile], max_bytes: usize) -> Result<Vec<UploadFile
     let mut total = 0usize;
     for f in files {
         check_path(&f.path)?;
-        let content = match (&f.content, &f.content_base64) {
-            (Some(text), None) => text.as_bytes().to_vec(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| UploadError::BadContent {
-                    path: f.path.clone(),
-                    why: format!("invalid base64: {e}"),
-                })?,
-            _ => {
-                return Err(UploadError::BadContent {
-                    path: f.path.clone(),
-                    why: "needs exactly one of content and content_base64".into(),
-                })
-            }
-        };
+        let content = f.bytes().map_err(|why| UploadError::BadContent {
+            path: f.path.clone(),
+            why,
+        })?;
         total = total.saturating_add(content.len());
         if total > max_bytes {
             return Err(UploadError::TooLarge {

@@ -817,7 +817,8 @@ mod tests {
         let ok = br#"{"choices":[{"message":{"content":"  hi\n"},"finish_reason":"stop"}],
                       "usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
         let (a, u) = parse_completion(ok).unwrap();
-        assert_eq!(a, "hi");
+        // Byte for byte (issue 11 #4): a trailing newline or context line is part of a diff.
+        assert_eq!(a, "  hi\n");
         assert_eq!(
             u,
             Some(TokenUsage {

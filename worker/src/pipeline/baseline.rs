@@ -4,7 +4,6 @@
 
 use crate::sast::VulnCount;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,7 +29,7 @@ pub struct BaselineKey {
 impl BaselineKey {
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("a key serialises");
-        hex::encode(Sha256::digest(json))
+        ase_common::digest::sha256_hex(&json)
     }
 }
 

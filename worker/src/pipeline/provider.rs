@@ -6,7 +6,6 @@ use crate::model::{
     ApiKey, ModelProvider, OpenAiClient, Predictions, RevisionReadError, RevisionReader,
 };
 use crate::repo_cache::RepoCache;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -94,7 +93,7 @@ impl ProviderFactory {
         // Keyed by the model settings too: a run re-submitted under the same name with other
         // settings must not get the old provider.
         let settings = serde_json::to_vec(&(&spec.model, &spec.limits)).expect("spec serialises");
-        let key = format!("{run}/{}", hex::encode(Sha256::digest(settings)));
+        let key = format!("{run}/{}", ase_common::digest::sha256_hex(&settings));
         if let Some(p) = self.lock().get(&key) {
             return Ok(p.clone());
         }

@@ -4,8 +4,6 @@
 
 use crate::repo_cache::{RepoCacheError, UnitTree};
 use ase_common::unit::{ChangedFile, MAX_CHANGED_BYTES};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -117,16 +115,11 @@ pub fn collect_changed(
             }
         }
         total += data.len();
-        let (content, content_base64) = match String::from_utf8(data) {
-            Ok(text) => (Some(text), None),
-            Err(e) => (None, Some(BASE64.encode(e.as_bytes()))),
-        };
-        changed.push(ChangedFile {
-            path: project_rel.to_string(),
-            content,
-            content_base64,
-            mode: if mode & 0o111 != 0 { 0o755 } else { 0o644 },
-        });
+        changed.push(ChangedFile::from_bytes(
+            project_rel.to_string(),
+            data,
+            if mode & 0o111 != 0 { 0o755 } else { 0o644 },
+        ));
     }
     Ok((changed, deleted))
 }
@@ -140,17 +133,9 @@ pub fn apply_changed(
 ) -> Result<(), UnitCodeError> {
     let mut total = 0usize;
     for f in changed {
-        let data = match (&f.content, &f.content_base64) {
-            (Some(text), None) => text.clone().into_bytes(),
-            (None, Some(b64)) => base64_decode(b64).ok_or_else(|| UnitCodeError::BadContent {
-                path: f.path.clone(),
-            })?,
-            _ => {
-                return Err(UnitCodeError::BadContent {
-                    path: f.path.clone(),
-                })
-            }
-        };
+        let data = f.bytes().map_err(|_| UnitCodeError::BadContent {
+            path: f.path.clone(),
+        })?;
         total += data.len();
         if total > MAX_CHANGED_BYTES {
             return Err(UnitCodeError::TooLarge {
@@ -182,51 +167,34 @@ pub fn relative_root(tree: &Path, root: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let last = i + 1 == bytes.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let got = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&got[..3 - pad]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine;
 
     #[test]
     fn base64_round_trips() {
         for data in [&b""[..], b"f", b"fo", b"foo", b"\xff\x00\xfe\x80binary"] {
-            assert_eq!(base64_decode(&BASE64.encode(data)).unwrap(), data);
+            let f = ChangedFile {
+                path: "p".into(),
+                content: None,
+                content_base64: Some(BASE64.encode(data)),
+                mode: 0o644,
+            };
+            assert_eq!(f.bytes().unwrap(), data);
         }
-        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
         for bad in ["Zm9", "Zm=v", "Z===", "Zm9v!A=="] {
-            assert!(base64_decode(bad).is_none(), "{bad}");
+            let f = ChangedFile {
+                path: "p".into(),
+                content: None,
+                content_base64: Some(bad.into()),
+                mode: 0o644,
+            };
+            assert!(f.bytes().is_err(), "{bad}");
         }
+        let binary = ChangedFile::from_bytes("b".into(), vec![0xff, 0], 0o644);
+        assert_eq!(binary.bytes().unwrap(), [0xff, 0]);
+        assert!(binary.content.is_none());
     }
 }

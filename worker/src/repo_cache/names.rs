@@ -3,11 +3,11 @@
 //! under a directory-safe, collision-free key.
 
 use super::{RepoCache, RepoCacheError};
-use sha2::{Digest, Sha256};
 
 /// Directory-safe, collision-free name for a repo.
 pub(super) fn repo_key(repo: &str) -> String {
-    let digest = hex::encode(&Sha256::digest(repo.as_bytes())[..6]);
+    // The first 6 bytes of the digest: 12 hex characters.
+    let digest = ase_common::digest::sha256_hex(repo.as_bytes())[..12].to_string();
     let readable: String = repo
         .chars()
         .map(|c| {

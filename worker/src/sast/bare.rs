@@ -1,11 +1,10 @@
 //! Runs the host's `osemgrep` as a subprocess.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use ase_common::process::{self, Bounds, Keep};
+use std::process::Command;
 
 use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
 use super::report::ParseLimits;
@@ -104,131 +103,49 @@ impl BareScanner {
     }
 
     /// Scans `target` (a directory or a file). Finding paths in the report are relative to it.
+    /// The scanner runs through the project's one process runner: its own process group
+    /// (semgrep-core forks workers when --jobs > 1), killed whole at the timeout or as soon as
+    /// its report goes past the byte budget.
     pub async fn scan(&self, target: &Path) -> ScanOutcome {
         let target_str = target.to_string_lossy().into_owned();
         let args = osemgrep_args(&self.rules.to_string_lossy(), &target_str, &self.settings);
-        let mut child = match Command::new(&self.osemgrep)
-            .args(&args)
+        let mut cmd = Command::new(&self.osemgrep);
+        cmd.args(&args)
             .env("SEMGREP_SEND_METRICS", "off")
-            .env("SEMGREP_ENABLE_VERSION_CHECK", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group, so that a timeout also stops the processes it forked
-            // (semgrep-core forks workers when --jobs > 1).
-            .process_group(0)
-            .spawn()
-        {
-            Ok(child) => child,
+            .env("SEMGREP_ENABLE_VERSION_CHECK", "0");
+        let bounds = Bounds {
+            timeout: self.settings.timeout,
+            max_stdout: self.settings.limits.max_bytes,
+            max_stderr: STDERR_TAIL_BYTES,
+            stderr_keep: Keep::Tail,
+            kill_on_stdout_overflow: true,
+        };
+        let finished = match process::run_async(cmd, bounds).await {
+            Ok(f) => f,
             Err(e) => {
                 return ScanOutcome::Failed(ScanFailure::Start(format!(
-                    "{}: {e}",
-                    self.osemgrep.display()
+                    "{}: {}",
+                    self.osemgrep.display(),
+                    e.source
                 )))
             }
         };
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.start_kill();
-            return ScanOutcome::Failed(ScanFailure::Start("no stdout/stderr pipe".into()));
-        };
-        let max = self.settings.limits.max_bytes;
-        let pid = child.id();
-        let run = async {
-            let capped_stdout = async {
-                let (out, overflowed) = read_capped(stdout, max).await;
-                if overflowed {
-                    // Stop a scanner that keeps writing past the budget instead of waiting.
-                    kill_process_group(pid);
-                }
-                (out, overflowed)
-            };
-            let ((out, overflowed), err) =
-                tokio::join!(capped_stdout, read_tail(stderr, STDERR_TAIL_BYTES));
-            let status = child.wait().await;
-            (out, overflowed, err, status)
-        };
-        let finished = tokio::time::timeout(self.settings.timeout, run).await;
-        match finished {
-            Err(_) => {
-                // The leader is not reaped yet, so its pid (the group id) cannot have been reused.
-                kill_process_group(pid);
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                ScanOutcome::Failed(ScanFailure::Timeout {
-                    secs: self.settings.timeout.as_secs(),
-                })
-            }
-            Ok((_, _, _, Err(e))) => {
-                ScanOutcome::Failed(ScanFailure::Start(format!("waiting for osemgrep: {e}")))
-            }
-            Ok((stdout, stdout_overflowed, stderr_tail, Ok(status))) => outcome_from_process(
-                &ProcessOutput {
-                    exit_code: status.code(),
-                    stdout,
-                    stdout_overflowed,
-                    stderr_tail,
-                },
-                &self.settings.limits,
-                &target_str,
-            ),
+        if finished.timed_out {
+            return ScanOutcome::Failed(ScanFailure::Timeout {
+                secs: self.settings.timeout.as_secs(),
+            });
         }
+        outcome_from_process(
+            &ProcessOutput {
+                exit_code: finished.code(),
+                stderr_tail: finished.stderr_lossy(),
+                stdout_overflowed: finished.stdout_truncated,
+                stdout: finished.stdout,
+            },
+            &self.settings.limits,
+            &target_str,
+        )
     }
-}
-
-/// SIGKILL to the process group led by `pid` (spawned with `process_group(0)`).
-fn kill_process_group(pid: Option<u32>) {
-    let Some(pgid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
-        return;
-    };
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative pid
-    // addresses the group, never this process's own group since the child leads a new one.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
-/// Reads at most `max` bytes; returns them and whether the stream had more.
-pub(crate) async fn read_capped<R: AsyncRead + Unpin>(
-    mut reader: R,
-    max: usize,
-) -> (Vec<u8>, bool) {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return (buf, false),
-            Ok(n) => {
-                if buf.len() + n > max {
-                    let room = max - buf.len();
-                    buf.extend_from_slice(&chunk[..room]);
-                    return (buf, true);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-}
-
-/// Reads a stream to its end keeping only the last `keep` bytes, as lossy UTF-8.
-pub(crate) async fn read_tail<R: AsyncRead + Unpin>(mut reader: R, keep: usize) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&chunk[..n]);
-                if tail.len() > keep {
-                    tail.drain(..tail.len() - keep);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
 
 #[cfg(test)]
@@ -259,24 +176,6 @@ mod tests {
         assert_eq!(a[j + 1], "1", "jobs is at least 1");
         assert!(a.contains(&"--exclude=vendor".to_string()));
         assert_eq!(a[a.len() - 2], "--");
-    }
-
-    #[tokio::test]
-    async fn read_capped_stops_at_the_budget() {
-        let data = vec![b'x'; 1000];
-        let (buf, over) = read_capped(&data[..], 100).await;
-        assert_eq!(buf.len(), 100);
-        assert!(over);
-        let (buf, over) = read_capped(&data[..], 1000).await;
-        assert_eq!(buf.len(), 1000);
-        assert!(!over);
-    }
-
-    #[tokio::test]
-    async fn read_tail_keeps_the_end() {
-        let data: Vec<u8> = (0..100u8).collect();
-        let tail = read_tail(&data[..], 3).await;
-        assert_eq!(tail.as_bytes(), &[97, 98, 99]);
     }
 
     fn script(dir: &Path, body: &str) -> PathBuf {
