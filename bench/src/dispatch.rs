@@ -22,7 +22,6 @@ use ase_proto::tls::TlsFiles;
 use ase_proto::tonic::transport::Channel;
 use ase_proto::v1::{
     self, Capabilities, CompleteRequest, LeaseRef, LeaseRequest, ListRunsRequest, RegisterRequest,
-    SubmitRunRequest,
 };
 use ase_proto::{ClientApiClient, WorkerApiClient};
 use std::io::{BufRead, BufReader};
@@ -410,12 +409,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
         let submit_started = Instant::now();
         let submitted = client
-            .submit_run(SubmitRunRequest {
-                run_spec_json: serde_json::to_vec(&spec)?,
-                dataset: dataset(tasks),
-                dataset_name: "bench.json".into(),
-                ..SubmitRunRequest::default()
-            })
+            .submit_run(ase_proto::submit::stream(
+                ase_proto::submit::SubmitInputs {
+                    run_spec_json: serde_json::to_vec(&spec)?,
+                    dataset: dataset(tasks),
+                    dataset_name: "bench.json".into(),
+                    ..Default::default()
+                },
+            )?)
             .await?
             .into_inner();
         let submit_secs = submit_started.elapsed().as_secs_f64();

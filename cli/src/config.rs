@@ -714,16 +714,18 @@ impl RunSettings {
     }
 }
 
-/// Bytes of a predictions file read into a spec.
-const MAX_PREDICTIONS_BYTES: u64 = 32 << 20;
+/// Bytes of a predictions file read into a spec: the spec's own limit (the coordinator hands
+/// each unit only its answers, so the file is not bounded by one message).
+const MAX_PREDICTIONS_BYTES: u64 = ase_proto::limits::MAX_RUN_SPEC_BYTES;
 
-fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> {
+/// The entries of a predictions JSONL file; errors name the file and the line.
+pub(crate) fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> {
     let len = std::fs::metadata(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
     if len > MAX_PREDICTIONS_BYTES {
         return Err(format!(
-            "{}: larger than {MAX_PREDICTIONS_BYTES} bytes",
+            "{}: {len} bytes, more than the limit of {MAX_PREDICTIONS_BYTES} bytes",
             path.display()
         ));
     }

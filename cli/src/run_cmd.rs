@@ -10,9 +10,11 @@ use crate::embedded::{Embedded, Paths};
 use crate::progress_view::ProgressView;
 use crate::report_cmd::write_report_files;
 use crate::score_table::{self, ScoreRow};
-use crate::submit_cmd::{file_name, read};
+use crate::submit_cmd::{file_name, read_within};
 use anyhow::Context;
-use ase_proto::v1::{ListRunsRequest, RunRef, SubmitRunRequest};
+use ase_proto::limits;
+use ase_proto::submit::SubmitInputs;
+use ase_proto::v1::{ListRunsRequest, RunRef};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,7 +37,7 @@ pub struct Args {
 /// One run, ready to submit.
 struct PreparedRun {
     run_id: String,
-    request: SubmitRunRequest,
+    request: SubmitInputs,
     /// The dataset holds v2 tasks (they need Docker to be evaluated).
     dynamic: bool,
 }
@@ -55,23 +57,30 @@ fn prepare(config: &AseConfig, source: &str) -> anyhow::Result<Vec<PreparedRun>>
         .iter()
         .map(|r| {
             let spec = r.run_spec(source)?;
-            let dataset = read(&r.dataset, "dataset")?;
+            let dataset = read_within(&r.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
             let dynamic = dataset_is_v2(&r.dataset, &dataset)?;
             let (context, context_name) = match &r.context {
-                Some(p) => (read(p, "context file")?, file_name(p)),
+                Some(p) => (
+                    read_within(p, "context file", limits::MAX_CONTEXT_BYTES)?,
+                    file_name(p),
+                ),
                 None => (Vec::new(), String::new()),
             };
+            let request = SubmitInputs {
+                run_spec_json: serde_json::to_vec(&spec).expect("a run spec serialises"),
+                dataset,
+                dataset_name: file_name(&r.dataset),
+                context,
+                context_name,
+                api_key: r.api_key(&config::process_env).unwrap_or_default(),
+            };
+            // Before the cluster starts: an input over its limit is named with the limit.
+            ase_proto::submit::check(&request)
+                .map_err(|e| anyhow::anyhow!("{source}: run {}: {e}", r.run_id()))?;
             Ok(PreparedRun {
                 run_id: r.run_id(),
                 dynamic,
-                request: SubmitRunRequest {
-                    run_spec_json: serde_json::to_vec(&spec).expect("a run spec serialises"),
-                    dataset,
-                    dataset_name: file_name(&r.dataset),
-                    context,
-                    context_name,
-                    api_key: r.api_key(&config::process_env).unwrap_or_default(),
-                },
+                request,
             })
         })
         .collect()
@@ -154,13 +163,15 @@ async fn run_async(
         Ending::Finished => {
             let rows = write_reports_and_rows(&output, &prepared)?;
             print!("{}", score_table::render(&rows));
+            for line in failure_summary(&rows) {
+                eprintln!("{line}");
+            }
             eprintln!("reports under {}", output.display());
-            let all_done = rows.len() == prepared.len();
-            Ok(if all_done {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let code = exit_code(prepared.len(), &rows);
+            if code != 0 && rows.len() == prepared.len() {
+                eprintln!("no unit of any run is ok: see the reasons in the reports");
+            }
+            Ok(ExitCode::from(code))
         }
     }
 }
@@ -186,9 +197,11 @@ async fn drive(
                 }
             );
         }
+        let parts = ase_proto::submit::stream(run.request.clone())
+            .map_err(|e| anyhow::anyhow!("run {}: {e}", run.run_id))?;
         let submitted = cluster
             .client
-            .submit_run(run.request.clone())
+            .submit_run(parts)
             .await
             .map_err(|s| status_error(&format!("submitting run {}", run.run_id), s))?
             .into_inner();
@@ -268,6 +281,40 @@ async fn fetch_report(cluster: &mut Embedded, run_id: &str, output: &Path) -> an
     Ok(())
 }
 
+/// 0 when every run has its report and some unit of some run is ok; 1 when a run has no
+/// report (cancelled), or when not one unit of any run is ok: nothing was evaluated, which is
+/// not a success (a run with some units ok is named by [`failure_summary`] and exits 0).
+fn exit_code(runs: usize, rows: &[ScoreRow]) -> u8 {
+    let all_done = rows.len() == runs;
+    let nothing_ok = !rows.is_empty() && rows.iter().all(|r| r.units_ok == 0);
+    if all_done && !nothing_ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// One line per run with failed units: a run whose every unit failed completed, but its scores
+/// say nothing about the model, and that must not pass unnoticed under a table of zeros.
+fn failure_summary(rows: &[ScoreRow]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.units_failed > 0)
+        .map(|r| {
+            let total = r.units_ok + r.units_failed;
+            let what = if r.units_ok == 0 {
+                "warning: every unit failed"
+            } else {
+                "warning: some units failed"
+            };
+            format!(
+                "{what} in run {}: {} of {total} units ok, {} failed (the reasons are in its \
+                 report's units)",
+                r.run_id, r.units_ok, r.units_failed
+            )
+        })
+        .collect()
+}
+
 /// The score rows of the runs whose report was written (a cancelled run has none).
 fn write_reports_and_rows(
     output: &Path,
@@ -286,4 +333,44 @@ fn write_reports_and_rows(
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(run_id: &str, ok: usize, failed: usize) -> ScoreRow {
+        ScoreRow {
+            run_id: run_id.into(),
+            model: "m".into(),
+            dataset: "v1 tasks.json".into(),
+            quality: 0.0,
+            security: 0.0,
+            stability: None,
+            overall: 0.0,
+            overall_corrected: None,
+            units_ok: ok,
+            units_failed: failed,
+        }
+    }
+
+    #[test]
+    fn runs_with_failed_units_are_named_with_their_counts() {
+        let lines = failure_summary(&[row("a__b", 0, 8), row("c__d", 3, 0), row("e__f", 2, 1)]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("every unit failed in run a__b: 0 of 8 units ok, 8 failed"));
+        assert!(lines[1].contains("some units failed in run e__f: 2 of 3 units ok"));
+    }
+
+    #[test]
+    fn nothing_ok_anywhere_is_not_a_success() {
+        assert_eq!(exit_code(1, &[row("a__b", 0, 8)]), 1, "0 of 8 units ok");
+        assert_eq!(exit_code(2, &[row("a__b", 0, 8), row("c__d", 1, 0)]), 0);
+        assert_eq!(
+            exit_code(2, &[row("c__d", 1, 0)]),
+            1,
+            "a run without report"
+        );
+        assert_eq!(exit_code(1, &[row("c__d", 3, 0)]), 0);
+    }
 }

@@ -4,10 +4,12 @@
 use crate::connect::{runtime, status_error, ConnectArgs};
 use crate::progress_view::ProgressView;
 use anyhow::Context;
+use ase_proto::limits;
+use ase_proto::submit::SubmitInputs;
 use ase_proto::tonic::transport::Channel;
-use ase_proto::v1::{SubmitRunRequest, WatchRunRequest};
+use ase_proto::v1::WatchRunRequest;
 use ase_proto::ClientApiClient;
-use ase_worker::pipeline::spec::RunSpec;
+use ase_worker::pipeline::spec::{ModelSpec, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -25,6 +27,10 @@ pub struct Args {
     /// The context file, sent verbatim.
     #[arg(long)]
     context: Option<PathBuf>,
+    /// A predictions JSONL file (`{"instance_id", "round"?, "answer" | "model_patch"}` per
+    /// line): the run's answers, in place of the spec's `model`.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Environment variable holding the model API key handed to the coordinator (memory only).
     #[arg(long)]
     api_key_env: Option<String>,
@@ -38,6 +44,20 @@ pub fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
 
+/// A file the user named, refused before it is read when it is larger than `limit` (the
+/// coordinator's limit for that input): the error names the file, its size and the limit.
+pub fn read_within(path: &Path, what: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading the {what} {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= limit,
+        "the {what} {} is {len} bytes, more than the limit of {limit} bytes",
+        path.display()
+    );
+    read(path, what)
+}
+
 /// The name a file goes by in the run (its last component).
 pub fn file_name(path: &Path) -> String {
     path.file_name()
@@ -46,14 +66,20 @@ pub fn file_name(path: &Path) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec_json = read(&args.spec, "run spec")?;
+    let mut spec_json = read_within(&args.spec, "run spec", limits::MAX_RUN_SPEC_BYTES)?;
     // Checked here so that a typo fails before anything is sent (the coordinator only reads
     // the header fields it needs).
-    let spec: RunSpec = serde_json::from_slice(&spec_json)
+    let mut spec: RunSpec = serde_json::from_slice(&spec_json)
         .with_context(|| format!("the run spec {} is not a RunSpec", args.spec.display()))?;
-    let dataset = read(&args.dataset, "dataset")?;
+    if let Some(p) = &args.predictions {
+        (spec, spec_json) = with_predictions(spec, p)?;
+    }
+    let dataset = read_within(&args.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
     let (context, context_name) = match &args.context {
-        Some(p) => (read(p, "context file")?, file_name(p)),
+        Some(p) => (
+            read_within(p, "context file", limits::MAX_CONTEXT_BYTES)?,
+            file_name(p),
+        ),
         None => (Vec::new(), String::new()),
     };
     let api_key = match &args.api_key_env {
@@ -63,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("--api-key-env {var}: the variable is unset or empty"),
         },
     };
-    let request = SubmitRunRequest {
+    let inputs = SubmitInputs {
         run_spec_json: spec_json,
         dataset,
         dataset_name: file_name(&args.dataset),
@@ -71,12 +97,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         context_name,
         api_key,
     };
+    let run_name = spec.run_name();
+    // Before connecting: an input over its limit is named with the limit, never sent.
+    let parts = ase_proto::submit::stream(inputs)
+        .map_err(|e| anyhow::anyhow!("cannot submit run {run_name}: {e}"))?;
     runtime()?.block_on(async move {
         let mut client = args.connect.client().await?;
         let submitted = client
-            .submit_run(request)
+            .submit_run(parts)
             .await
-            .map_err(|s| status_error(&format!("submitting run {}", spec.run_name()), s))?
+            .map_err(|s| status_error(&format!("submitting run {run_name}"), s))?
             .into_inner();
         println!("{}", submitted.run_id);
         eprintln!(
@@ -94,6 +124,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         watch(&args.connect, client, &submitted.run_id).await
     })
+}
+
+/// The spec with the answers of a predictions JSONL file as its model, and its JSON.
+fn with_predictions(mut spec: RunSpec, path: &Path) -> anyhow::Result<(RunSpec, Vec<u8>)> {
+    let entries = crate::config::read_jsonl(path).map_err(anyhow::Error::msg)?;
+    spec.model = ModelSpec::Predictions { entries };
+    let json = serde_json::to_vec(&spec).expect("a run spec serialises");
+    Ok((spec, json))
 }
 
 /// How long a watch keeps trying to reach a coordinator that stopped answering (a restart
@@ -233,5 +271,35 @@ pub async fn watch(
             }
             Err(_) => None,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_predictions_file_becomes_the_specs_model_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "model_name": "m", "batch": "b", "rounds": 1, "model": {"provider": "original"}
+        }))
+        .unwrap();
+        let file = dir.path().join("p.jsonl");
+        std::fs::write(
+            &file,
+            "{\"instance_id\": \"t1\", \"answer\": \"a\"}\n\n{\"instance_id\": \"t2\", \"round\": 2, \"answer\": \"b\"}\n",
+        )
+        .unwrap();
+        let (spec2, json) = with_predictions(spec.clone(), &file).unwrap();
+        let ModelSpec::Predictions { entries } = &spec2.model else {
+            panic!("{:?}", spec2.model)
+        };
+        assert_eq!(entries.len(), 2);
+        let back: RunSpec = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, spec2);
+        std::fs::write(&file, "{\"instance_id\": \"t1\"}\nnot json\n").unwrap();
+        let err = with_predictions(spec, &file).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 }

@@ -88,11 +88,32 @@ pub struct LeaseGrant {
     pub task_json: Arc<Vec<u8>>,
     /// Empty when the task has no context.
     pub context_json: Arc<Vec<u8>>,
-    pub run_spec_json: Arc<Vec<u8>>,
+    /// The run spec's digest; the worker fetches the spec by it ([`SpecRef`]).
+    pub spec_digest: Arc<str>,
+    /// Generate phase of a predictions run: this unit's own entries (JSONL).
+    pub unit_predictions_jsonl: Vec<u8>,
     /// Evaluate phase: the committed generation record.
     pub generation_json: Option<Vec<u8>>,
     pub api_key: Option<String>,
     pub seed_repo: String,
+}
+
+impl LeaseGrant {
+    /// Bytes this grant adds to a LeaseWork reply (its inputs; the rest is small).
+    pub fn payload_bytes(&self) -> usize {
+        self.task_json.len()
+            + self.context_json.len()
+            + self.unit_predictions_jsonl.len()
+            + self.generation_json.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A worker asks for a run's spec by the digest its lease named (FetchRunSpec).
+#[derive(Debug, Clone)]
+pub struct SpecRef {
+    pub worker_id: String,
+    pub run_id: String,
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -76,16 +76,20 @@ pub struct TaskInputs {
     pub task_json: Vec<u8>,
     /// `ase_common::dataset::TaskContext` as JSON; empty when the task has none.
     pub context_json: Vec<u8>,
+    /// A predictions run: the task's entries as JSONL (each generate lease carries its
+    /// round's); empty otherwise.
+    pub predictions_jsonl: Vec<u8>,
 }
 
 impl TaskInputs {
     fn encode(&self) -> Vec<u8> {
-        let fields: [&[u8]; 5] = [
+        let fields: [&[u8]; 6] = [
             self.instance_id.as_bytes(),
             self.repo.as_bytes(),
             self.seed_repo.as_bytes(),
             &self.task_json,
             &self.context_json,
+            &self.predictions_jsonl,
         ];
         let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 4).sum());
         for f in fields {
@@ -96,24 +100,31 @@ impl TaskInputs {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut rest = bytes;
-        let mut next = || -> Option<Vec<u8>> {
+        fn next(rest: &mut &[u8]) -> Option<Vec<u8>> {
             let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
             let field = rest.get(4..4 + len)?.to_vec();
-            rest = &rest[4 + len..];
+            *rest = &rest[4 + len..];
             Some(field)
+        }
+        let mut rest = bytes;
+        let instance_id = String::from_utf8(next(&mut rest)?).ok()?;
+        let repo = String::from_utf8(next(&mut rest)?).ok()?;
+        let seed_repo = String::from_utf8(next(&mut rest)?).ok()?;
+        let task_json = next(&mut rest)?;
+        let context_json = next(&mut rest)?;
+        // Records written before predictions were split by unit end here.
+        let predictions_jsonl = if rest.is_empty() {
+            Vec::new()
+        } else {
+            next(&mut rest)?
         };
-        let instance_id = String::from_utf8(next()?).ok()?;
-        let repo = String::from_utf8(next()?).ok()?;
-        let seed_repo = String::from_utf8(next()?).ok()?;
-        let task_json = next()?;
-        let context_json = next()?;
         Some(TaskInputs {
             instance_id,
             repo,
             seed_repo,
             task_json,
             context_json,
+            predictions_jsonl,
         })
     }
 }
@@ -719,12 +730,20 @@ mod tests {
             seed_repo: "o/seed".into(),
             task_json: br#"{"instance_id":"a_1"}"#.to_vec(),
             context_json: Vec::new(),
+            predictions_jsonl: b"{\"instance_id\":\"a_1\",\"answer\":\"x\"}\n".to_vec(),
         };
         let bytes = t.encode();
-        assert_eq!(TaskInputs::decode(&bytes), Some(t));
+        assert_eq!(TaskInputs::decode(&bytes), Some(t.clone()));
         for cut in [0, 3, 5, bytes.len() - 1] {
             assert_eq!(TaskInputs::decode(&bytes[..cut]), None, "cut at {cut}");
         }
+        // A record of five fields (before predictions were stored per task) still reads.
+        let legacy = TaskInputs {
+            predictions_jsonl: Vec::new(),
+            ..t
+        };
+        let five = &legacy.encode()[..legacy.encode().len() - 4];
+        assert_eq!(TaskInputs::decode(five), Some(legacy));
     }
 
     #[test]

@@ -116,14 +116,20 @@ fn unit_of(l: &Lease) -> UnitId {
 
 async fn submit(client: &mut ClientApiClient<Channel>, batch: &str) -> SubmitRunResponse {
     client
-        .submit_run(SubmitRunRequest {
-            run_spec_json: support::spec(batch, 1, serde_json::json!({})),
-            dataset: v1_dataset(&[("t1", "o/r1", "sql_injection", 1), ("t2", "o/r2", "xss", 0)]),
-            dataset_name: "tasks.json".into(),
-            context: Vec::new(),
-            context_name: String::new(),
-            api_key: API_KEY.into(),
-        })
+        .submit_run(
+            ase_proto::submit::stream(ase_proto::submit::SubmitInputs {
+                run_spec_json: support::spec(batch, 1, serde_json::json!({})),
+                dataset: v1_dataset(&[
+                    ("t1", "o/r1", "sql_injection", 1),
+                    ("t2", "o/r2", "xss", 0),
+                ]),
+                dataset_name: "tasks.json".into(),
+                context: Vec::new(),
+                context_name: String::new(),
+                api_key: API_KEY.into(),
+            })
+            .unwrap(),
+        )
         .await
         .unwrap()
         .into_inner()
@@ -154,7 +160,18 @@ async fn work(worker: &mut WorkerApiClient<Channel>, reg: &RegisterResponse, exp
                 l.api_key, API_KEY,
                 "the submitted key reaches the worker in the lease"
             );
-            assert!(!l.task_json.is_empty() && !l.run_spec_json.is_empty());
+            assert!(!l.task_json.is_empty() && !l.spec_digest.is_empty());
+            // The spec is not in the lease: the worker fetches it by the digest.
+            let spec = worker
+                .fetch_run_spec(RunSpecRef {
+                    worker_id: reg.worker_id.clone(),
+                    run_id: l.run_id.clone(),
+                    digest: l.spec_digest.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!spec.run_spec_json.is_empty());
             let (phase, result) = match Phase::try_from(l.phase).unwrap() {
                 Phase::Generate => (Phase::Generate, generation(&unit_of(l), true)),
                 Phase::Evaluate => {
@@ -472,13 +489,16 @@ async fn callers_are_bound_to_their_certificates() {
     // Bad input is InvalidArgument with the field named.
     let mut client = ClientApiClient::new(channel(&uri, &client_sec).await);
     let err = client
-        .submit_run(SubmitRunRequest {
-            run_spec_json: b"{\"model_name\": \"m\", \"batch\": \"b\", \"rounds\": 0}".to_vec(),
-            dataset: v1_dataset(&[("t1", "o/r1", "xss", 0)]),
-            dataset_name: "tasks.json".into(),
-            api_key: API_KEY.into(),
-            ..Default::default()
-        })
+        .submit_run(
+            ase_proto::submit::stream(ase_proto::submit::SubmitInputs {
+                run_spec_json: b"{\"model_name\": \"m\", \"batch\": \"b\", \"rounds\": 0}".to_vec(),
+                dataset: v1_dataset(&[("t1", "o/r1", "xss", 0)]),
+                dataset_name: "tasks.json".into(),
+                api_key: API_KEY.into(),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

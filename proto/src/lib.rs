@@ -9,13 +9,15 @@
 //!   `ClientApi`.
 //! - [`endpoint`]: bind rules (plaintext only on loopback), server builder and client channels.
 //! - [`diagnose`]: why a connection failed, in the user's terms.
-//! - [`limits`]: sizes both ends agree on (the largest message).
+//! - [`limits`]: sizes both ends agree on (the largest message, the submission limits).
+//! - [`submit`]: the client-streaming SubmitRun: its parts, sent, received and checked.
 
 pub mod certs;
 pub mod diagnose;
 pub mod endpoint;
 pub mod identity;
 pub mod limits;
+pub mod submit;
 pub mod tls;
 
 /// Code generated from `proto/ase.proto`.

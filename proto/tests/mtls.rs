@@ -11,7 +11,8 @@ use ase_proto::v1::{
     Ack, CompleteRequest, DrainWorkerRequest, FailRequest, FetchReportResponse, HeartbeatRequest,
     HeartbeatResponse, LeaseRequest, LeaseResponse, ListRunsRequest, ListRunsResponse,
     ListWorkersRequest, ListWorkersResponse, ProgressReport, RegisterRequest, RegisterResponse,
-    RunProgress, RunRef, SubmitRunRequest, SubmitRunResponse, WatchRunRequest,
+    RunProgress, RunRef, RunSpecBlob, RunSpecRef, SubmitRunPart, SubmitRunResponse,
+    WatchRunRequest,
 };
 use ase_proto::{
     ClientApi, ClientApiClient, ClientApiServer, WorkerApi, WorkerApiClient, WorkerApiServer,
@@ -78,6 +79,13 @@ impl WorkerApi for TestWorkerApi {
         record(&self.seen, &req);
         Ok(Response::new(Ack::default()))
     }
+    async fn fetch_run_spec(
+        &self,
+        req: Request<RunSpecRef>,
+    ) -> Result<Response<RunSpecBlob>, Status> {
+        record(&self.seen, &req);
+        Ok(Response::new(RunSpecBlob::default()))
+    }
 }
 
 struct TestClientApi {
@@ -90,7 +98,7 @@ impl ClientApi for TestClientApi {
 
     async fn submit_run(
         &self,
-        req: Request<SubmitRunRequest>,
+        req: Request<tonic::Streaming<SubmitRunPart>>,
     ) -> Result<Response<SubmitRunResponse>, Status> {
         record(&self.seen, &req);
         Ok(Response::new(SubmitRunResponse::default()))

@@ -67,6 +67,11 @@ pub fn is_final_state(state: &str) -> bool {
     state == "completed" || state == "cancelled"
 }
 
+/// An input over its limit, or a broken stream of parts: the client's to fix.
+fn submit_status(e: &ase_proto::submit::SubmitError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::RunProgress, Status>> + Send>>;
 
 struct WatchState {
@@ -122,27 +127,41 @@ async fn next_progress(
 impl ase_proto::ClientApi for ClientService {
     async fn submit_run(
         &self,
-        req: Request<v1::SubmitRunRequest>,
+        req: Request<ase_proto::tonic::Streaming<v1::SubmitRunPart>>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
-        // The request holds the API key: only named, sized fields go into the span.
+        // The header holds the API key: only named, sized fields go into the span.
         let span = tracing::info_span!(
             "submit_run",
             run = tracing::field::Empty,
-            dataset = %truncate(&req.get_ref().dataset_name, 128),
-            dataset_bytes = req.get_ref().dataset.len(),
-            with_key = !req.get_ref().api_key.is_empty(),
+            dataset = tracing::field::Empty,
+            dataset_bytes = tracing::field::Empty,
+            with_key = tracing::field::Empty,
         );
         async {
-            let req = req.into_inner();
+            let mut parts = req.into_inner();
+            let mut assembler = ase_proto::submit::Assembler::new();
+            // Bounded: the assembler refuses more bytes than the header declared, and the
+            // header was checked against the limits.
+            while let Some(part) = parts.message().await? {
+                let first = assembler.header().is_none();
+                assembler.push(part).map_err(|e| submit_status(&e))?;
+                if let (true, Some(h)) = (first, assembler.header()) {
+                    let span = tracing::Span::current();
+                    span.record("dataset", truncate(&h.dataset_name, 128).as_str());
+                    span.record("dataset_bytes", h.dataset_bytes);
+                    span.record("with_key", !h.api_key.is_empty());
+                }
+            }
+            let inputs = assembler.finish().map_err(|e| submit_status(&e))?;
             let submitted = self
                 .coordinator
                 .submit_run(messages::SubmitRun {
-                    run_spec_json: req.run_spec_json,
-                    dataset: req.dataset,
-                    dataset_name: req.dataset_name,
-                    context: req.context,
-                    context_name: req.context_name,
-                    api_key: (!req.api_key.is_empty()).then_some(req.api_key),
+                    run_spec_json: inputs.run_spec_json,
+                    dataset: inputs.dataset,
+                    dataset_name: inputs.dataset_name,
+                    context: inputs.context,
+                    context_name: inputs.context_name,
+                    api_key: (!inputs.api_key.is_empty()).then_some(inputs.api_key),
                 })
                 .await
                 .map_err(|e| status_of(&e))?;

@@ -37,8 +37,13 @@ pub fn status_of(err: &CoordinatorError) -> Status {
     if code == Code::Internal {
         tracing::error!(error = %err, "coordinator failure");
     }
-    Status::new(code, err.to_string())
+    Status::new(code, truncate(&err.to_string(), MAX_STATUS_CHARS))
 }
+
+/// Characters of an error message sent back. The message travels in an HTTP/2 trailer: one
+/// that echoed a large input would exceed the peer's header limit and reach it as a bare
+/// "h2 protocol error" instead of the reason.
+const MAX_STATUS_CHARS: usize = 2_000;
 
 pub(crate) fn phase_from_proto(value: i32, field: &str) -> Result<Phase, Status> {
     match v1::Phase::try_from(value) {

@@ -67,10 +67,13 @@ fn grant_to_proto(g: messages::LeaseGrant) -> v1::Lease {
         expires_unix_ms: g.expires_unix_ms,
         task_json: g.task_json.as_ref().clone(),
         context_json: g.context_json.as_ref().clone(),
-        run_spec_json: g.run_spec_json.as_ref().clone(),
+        // The worker fetches the spec once by its digest (FetchRunSpec).
+        run_spec_json: Vec::new(),
         generation_json: g.generation_json.unwrap_or_default(),
         api_key: g.api_key.unwrap_or_default(),
         seed_repo: g.seed_repo,
+        spec_digest: g.spec_digest.to_string(),
+        unit_predictions_jsonl: g.unit_predictions_jsonl,
     }
 }
 
@@ -175,21 +178,31 @@ impl ase_proto::WorkerApi for WorkerService {
             };
             if !reply.leases.is_empty() {
                 self.metrics.observe_lease_grant(started.elapsed());
-                for g in &reply.leases {
-                    tracing::info!(
-                        run = %g.run_id,
-                        unit = %format!("{}#{}", g.instance_id, g.round),
-                        phase = g.phase.as_str(),
-                        lease = g.lease.lease_id,
-                        "lease granted"
-                    );
-                }
             }
-            Ok(Response::new(v1::LeaseResponse {
-                leases: reply.leases.into_iter().map(grant_to_proto).collect(),
+            let mut leases = Vec::with_capacity(reply.leases.len());
+            for g in reply.leases {
+                let (run, unit, phase) = (
+                    g.run_id.clone(),
+                    format!("{}#{}", g.instance_id, g.round),
+                    g.phase.as_str(),
+                );
+                let lease = grant_to_proto(g);
+                tracing::info!(
+                    %run,
+                    %unit,
+                    phase,
+                    lease = %lease.lease_id,
+                    bytes = ase_proto::prost::Message::encoded_len(&lease),
+                    "lease granted"
+                );
+                leases.push(lease);
+            }
+            let response = v1::LeaseResponse {
+                leases,
                 drain: reply.drain,
                 reregister: reply.reregister,
-            }))
+            };
+            Ok(Response::new(response))
         }
         .instrument(span)
         .await
@@ -262,6 +275,31 @@ impl ase_proto::WorkerApi for WorkerService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn fetch_run_spec(
+        &self,
+        req: Request<v1::RunSpecRef>,
+    ) -> Result<Response<v1::RunSpecBlob>, Status> {
+        self.check_caller(&req, &req.get_ref().worker_id)?;
+        let req = req.into_inner();
+        let spec = self
+            .coordinator
+            .fetch_run_spec(&messages::SpecRef {
+                worker_id: req.worker_id,
+                run_id: req.run_id,
+                digest: req.digest.clone(),
+            })
+            .map_err(|e| status_of(&e))?;
+        tracing::debug!(
+            run = %truncate(&req.digest, 64),
+            bytes = spec.len(),
+            "run spec fetched"
+        );
+        Ok(Response::new(v1::RunSpecBlob {
+            digest: req.digest,
+            run_spec_json: spec.as_ref().clone(),
+        }))
     }
 
     async fn fail_unit(&self, req: Request<v1::FailRequest>) -> Result<Response<v1::Ack>, Status> {

@@ -2,10 +2,13 @@
 //! there is none; the grant itself is the scheduler's (`scheduler::grant_locked`). A grant's
 //! task inputs are read from the store after the lock is released.
 
+use super::lease_end::LeaseEnd;
+use super::unit_answers::unit_lines;
 use super::Coordinator;
-use crate::messages::{LeaseReply, LeaseWork};
+use crate::messages::{LeaseGrant, LeaseReply, LeaseWork, SpecRef};
 use crate::records::{Phase, RunState};
 use crate::CoordinatorError;
+use ase_proto::limits::MAX_LEASE_REPLY_BYTES;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,14 +74,85 @@ impl Coordinator {
             g.task_json = Arc::new(task.task_json);
             g.context_json = Arc::new(task.context_json);
             g.seed_repo = task.seed_repo;
-            if g.phase == Phase::Evaluate {
-                g.generation_json = self.store.generation(seq, index)?;
+            match g.phase {
+                Phase::Generate if !task.predictions_jsonl.is_empty() => {
+                    g.unit_predictions_jsonl = unit_lines(&task.predictions_jsonl, g.round);
+                }
+                Phase::Generate => {}
+                Phase::Evaluate => g.generation_json = self.store.generation(seq, index)?,
             }
         }
+        let grants = self.within_reply_budget(grants).await?;
         Ok(LeaseReply {
             leases: grants,
             drain: false,
             reregister: false,
         })
+    }
+
+    /// Keeps the grants that fit in one reply ([`MAX_LEASE_REPLY_BYTES`], at least one) and
+    /// gives the others back at once, no attempt counted: they go to the next request rather
+    /// than make a reply the worker cannot receive (and expire there as if it were dead).
+    async fn within_reply_budget(
+        &self,
+        mut grants: Vec<LeaseGrant>,
+    ) -> Result<Vec<LeaseGrant>, CoordinatorError> {
+        let mut total = 0usize;
+        let keep = grants
+            .iter()
+            .take_while(|g| {
+                total += g.payload_bytes();
+                total <= MAX_LEASE_REPLY_BYTES
+            })
+            .count()
+            .max(1);
+        if keep >= grants.len() {
+            return Ok(grants);
+        }
+        let over = grants.split_off(keep);
+        let mut ops = Vec::new();
+        {
+            let mut st = self.lock();
+            for g in &over {
+                self.end_lease(
+                    &mut st,
+                    g.lease.lease_id,
+                    LeaseEnd::Released(format!(
+                        "lease {} given back: the reply to the worker was full",
+                        g.lease.lease_id
+                    )),
+                    false,
+                    &mut ops,
+                )?;
+            }
+            self.store.apply(&ops)?;
+        }
+        self.commit(ops).await?;
+        tracing::debug!(
+            kept = keep,
+            given_back = over.len(),
+            "lease reply at its byte budget"
+        );
+        Ok(grants)
+    }
+
+    /// The spec a lease named: the run's current spec when `digest` is its digest.
+    pub fn fetch_run_spec(&self, req: &SpecRef) -> Result<Arc<Vec<u8>>, CoordinatorError> {
+        let st = self.lock();
+        let run = st
+            .run_by_id
+            .get(&req.run_id)
+            .and_then(|seq| st.runs.get(seq))
+            .ok_or_else(|| CoordinatorError::UnknownRun(req.run_id.clone()))?;
+        if *run.spec_digest != *req.digest {
+            return Err(CoordinatorError::Conflict {
+                run_id: req.run_id.clone(),
+                message: format!(
+                    "its spec has digest {}, not the one asked for",
+                    run.spec_digest
+                ),
+            });
+        }
+        Ok(run.spec_json.clone())
     }
 }

@@ -49,7 +49,10 @@ pub(super) struct FinishFailure {
 
 pub(super) struct RunMem {
     pub(super) record: RunRecord,
+    /// The spec as workers fetch it (a predictions run's answers are with its tasks).
     pub(super) spec_json: Arc<Vec<u8>>,
+    /// sha256 (hex) of `spec_json`: leases name the spec by it.
+    pub(super) spec_digest: Arc<str>,
     /// Repo of each task, as an index into `repos` (for repo affinity).
     pub(super) task_repo: Vec<u32>,
     pub(super) repos: Vec<String>,
@@ -86,6 +89,7 @@ impl RunMem {
         let units = Vec::with_capacity(record.total_units as usize);
         RunMem {
             record,
+            spec_digest: super::plan::sha256_hex(&spec_json).into(),
             spec_json: Arc::new(spec_json),
             task_repo,
             repos,

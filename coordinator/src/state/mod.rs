@@ -11,8 +11,9 @@
 //! `plan` (a submitted dataset, checked and stored), `memory` (the in-memory indexes),
 //! `recovery` (memory rebuilt at open), `runs` (submit, resume, cancel), `workers` (register,
 //! heartbeat, drain), `leases` (lease requests) and `scheduler` (which unit a worker gets),
-//! `lease_end` (a lease ending without a result: expiry, revocation, give-back),
-//! `provider_pause` (a run's model calls held back after 429s, 5xx or auth failures), `results`
+//! `unit_answers` (a predictions run's answers, split by unit), `lease_end` (a lease ending
+//! without a result: expiry, revocation, give-back), `provider_pause` (a run's model calls held
+//! back after 429s, 5xx or auth failures), `results`
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
@@ -29,6 +30,7 @@ mod recovery;
 mod results;
 mod runs;
 mod scheduler;
+mod unit_answers;
 mod workers;
 
 pub use error::CoordinatorError;

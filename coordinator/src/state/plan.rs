@@ -132,7 +132,9 @@ pub(super) fn parse_context_file(
 }
 
 /// Second pass over a dataset `plan_dataset` accepted: writes each task's inputs, as index `t`
-/// for the `t`-th task, in batches; returns the repo index of the tasks.
+/// for the `t`-th task, in batches; returns the repo index of the tasks. `answers`: a
+/// predictions run's entries by instance_id (see `unit_answers`), taken as their tasks are
+/// written.
 pub(super) fn write_task_inputs(
     store: &Store,
     seq: u64,
@@ -140,6 +142,7 @@ pub(super) fn write_task_inputs(
     dataset_bytes: &[u8],
     plan: &DatasetPlan,
     contexts: Option<&ContextSet>,
+    answers: &mut HashMap<String, Vec<u8>>,
 ) -> Result<(Vec<u32>, Vec<String>), CoordinatorError> {
     let context_of: HashMap<&str, &TaskContext> = contexts
         .map(|c| {
@@ -182,6 +185,7 @@ pub(super) fn write_task_inputs(
             seed_repo: seed.map_or(t.repo.as_str(), |(_, repo)| repo).to_string(),
             task_json: serde_json::to_vec(&t).expect("a task serialises to JSON"),
             context_json,
+            predictions_jsonl: answers.remove(&t.instance_id).unwrap_or_default(),
         });
         if batch.len() == SUBMIT_BATCH {
             flush(&mut batch)?;

@@ -6,6 +6,7 @@ use super::memory::{RunMem, UnitMem};
 use super::plan::{
     parse_context_file, parse_spec_header, plan_dataset, sha256_hex, write_task_inputs,
 };
+use super::unit_answers::{split_spec, SplitSpec};
 use super::Coordinator;
 use crate::messages::{Ack, SubmitRun, Submitted};
 use crate::records::{RunRecord, RunState};
@@ -34,6 +35,11 @@ impl Coordinator {
         // Parsed outside the lock: datasets can be large. The bytes are not kept: each task's
         // inputs are stored on their own, and only the digests go into the report.
         let plan = plan_dataset(&dataset_name, &dataset)?;
+        // A predictions run's answers are stored with their tasks, not in the spec.
+        let SplitSpec {
+            worker_spec: run_spec_json,
+            mut answers,
+        } = split_spec(run_spec_json)?;
         let contexts = parse_context_file(&context_name, &context)?;
         drop(context);
         let context_sha256 = contexts.as_ref().map(|c| c.sha256.clone());
@@ -51,8 +57,9 @@ impl Coordinator {
             &dataset,
             &plan,
             contexts.as_ref(),
+            &mut answers,
         )?;
-        drop((dataset, contexts, plan));
+        drop((dataset, contexts, plan, answers));
         let total_units = repos.0.len() as u64 * u64::from(rounds);
         let record = RunRecord {
             run_id: run_id.clone(),

@@ -216,7 +216,8 @@ impl Coordinator {
                         // Filled from the store once the lock is released.
                         task_json: Arc::default(),
                         context_json: Arc::default(),
-                        run_spec_json: run.spec_json.clone(),
+                        spec_digest: run.spec_digest.clone(),
+                        unit_predictions_jsonl: Vec::new(),
                         generation_json: None,
                         api_key: run.api_key.clone(),
                         seed_repo: String::new(),

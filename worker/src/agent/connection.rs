@@ -8,7 +8,6 @@
 use super::{AgentConfig, AgentError, AgentStats};
 use ase_proto::endpoint::{client_endpoint, connect_endpoint};
 use ase_proto::v1::{Capabilities, RegisterRequest};
-use ase_proto::WorkerApiClient;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -139,7 +138,7 @@ impl Registrar {
                 worker_name: shared.config.name.clone(),
                 capabilities: Some(capabilities(shared)),
             };
-            let mut client = WorkerApiClient::new(shared.channel.clone());
+            let mut client = super::worker_client(shared.channel.clone());
             let reply = tokio::time::timeout(shared.config.rpc_timeout, client.register(request));
             let failure = match reply.await {
                 Ok(Ok(r)) => {

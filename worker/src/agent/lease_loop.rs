@@ -4,13 +4,16 @@
 
 use super::connection::{sleep_or_stop, Backoff};
 use super::failure_report::fail_request;
+use super::spec_cache::SpecFetchError;
 use super::{AgentError, RunningUnit, Shared};
 use crate::model::{ApiKey, ApiKeySource};
 use crate::pipeline::{
     run_phase, InfraError, InfraKind, ModelSpec, PhaseInput, PhaseWork, RunSpec,
 };
 use ase_common::scoring::UnitId;
-use ase_proto::v1::{CompleteRequest, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport};
+use ase_proto::v1::{
+    CompleteRequest, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport, RunSpecRef,
+};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,8 +255,82 @@ fn phase_work(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<PhaseWor
     }
 }
 
+/// The run spec the lease runs under: from the spec cache (fetched by digest at the run's first
+/// lease), or inline from a coordinator that sends no digest.
+async fn run_spec(shared: &Shared, lease: &Lease) -> Result<Arc<RunSpec>, InfraError> {
+    if lease.spec_digest.is_empty() {
+        return parse(lease, "run_spec_json", &lease.run_spec_json).map(Arc::new);
+    }
+    let fetch = || async {
+        let fetch_err = |detail: String, definite: bool| SpecFetchError::Fetch {
+            run: lease.run_id.clone(),
+            digest: lease.spec_digest.clone(),
+            detail,
+            definite,
+        };
+        let worker_id = shared
+            .registrar
+            .current()
+            .map(|s| s.worker_id)
+            .unwrap_or_default();
+        let request = RunSpecRef {
+            worker_id,
+            run_id: lease.run_id.clone(),
+            digest: lease.spec_digest.clone(),
+        };
+        let mut client = shared.client();
+        match tokio::time::timeout(shared.config.rpc_timeout, client.fetch_run_spec(request)).await
+        {
+            Ok(Ok(blob)) => {
+                let bytes = blob.into_inner().run_spec_json;
+                tracing::info!(digest = %lease.spec_digest, bytes = bytes.len(), "run spec fetched");
+                Ok(bytes)
+            }
+            Ok(Err(status)) => Err(fetch_err(status.to_string(), super::is_definite(&status))),
+            Err(_) => Err(fetch_err(
+                format!("no answer within {:?}", shared.config.rpc_timeout),
+                false,
+            )),
+        }
+    };
+    shared
+        .specs
+        .get_or_fetch(&lease.run_id, &lease.spec_digest, fetch)
+        .await
+        .map_err(|e| {
+            let kind = match &e {
+                SpecFetchError::Fetch {
+                    definite: false, ..
+                } => InfraKind::Worker,
+                _ => InfraKind::Configuration,
+            };
+            InfraError::new(&lease_unit(lease), kind, e.to_string())
+        })
+}
+
+/// A predictions run's spec holds no answers: the unit's own come with its lease. (A lease
+/// without any keeps the spec's entries: a run stored before answers were split by unit still
+/// has them there, and a split run's spec has none.)
+fn unit_spec(lease: &Lease, spec: Arc<RunSpec>) -> Result<Arc<RunSpec>, InfraError> {
+    if !matches!(spec.model, ModelSpec::Predictions { .. })
+        || lease.phase() != Phase::Generate
+        || lease.unit_predictions_jsonl.is_empty()
+    {
+        return Ok(spec);
+    }
+    let entries = lease
+        .unit_predictions_jsonl
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| parse(lease, "unit_predictions_jsonl", l))
+        .collect::<Result<Vec<serde_json::Value>, _>>()?;
+    let mut unit = RunSpec::clone(&spec);
+    unit.model = ModelSpec::Predictions { entries };
+    Ok(Arc::new(unit))
+}
+
 async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
-    let spec: RunSpec = parse(lease, "run_spec_json", &lease.run_spec_json)?;
+    let spec = unit_spec(lease, run_spec(shared, lease).await?)?;
     let input = PhaseInput {
         run_id: lease.run_id.clone(),
         task: parse(lease, "task_json", &lease.task_json)?,

@@ -6,7 +6,8 @@
 //! - [`heartbeat`]: liveness and lease renewal on its own task, never waiting for a slot;
 //!   handles `revoked` (cancels those units), `drain` and `reregister`;
 //! - [`lease_loop`]: long polls for as many units as there are free slots, runs each on its
-//!   own task and reports its result until the coordinator gives a definite answer.
+//!   own task and reports its result until the coordinator gives a definite answer;
+//! - [`spec_cache`]: run specs by digest, fetched once per worker (a lease names its spec).
 //!
 //! A network partition does not stop running units: their reports are retried with back-off.
 //! When the coordinator comes back and no longer knows the session, the worker registers again
@@ -17,6 +18,7 @@ pub mod connection;
 mod failure_report;
 pub mod heartbeat;
 pub mod lease_loop;
+pub mod spec_cache;
 
 pub use connection::{Backoff, Session};
 
@@ -24,6 +26,7 @@ use crate::dynamic::DynamicEvaluator;
 use crate::model::ApiKey;
 use crate::pipeline::WorkerContext;
 use ase_proto::endpoint::{EndpointError, TransportSecurity};
+use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::v1::{FailRequest, FailureKind, LeaseRef, Phase};
 use ase_proto::WorkerApiClient;
 use connection::Registrar;
@@ -152,11 +155,20 @@ pub(crate) struct Shared {
     /// A unit ended: a slot may be free.
     slot_freed: Notify,
     stats: Arc<AgentStats>,
+    specs: spec_cache::SpecCache,
+}
+
+/// A client of the coordinator with the limits its server has: a message one end may send,
+/// the other receives (tonic's own default would be 4 MiB to receive).
+pub(crate) fn worker_client(channel: Channel) -> WorkerApiClient<Channel> {
+    WorkerApiClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 impl Shared {
     fn client(&self) -> WorkerApiClient<Channel> {
-        WorkerApiClient::new(self.channel.clone())
+        worker_client(self.channel.clone())
     }
 
     fn units(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningUnit>> {
@@ -272,6 +284,7 @@ impl Agent {
                 draining: AtomicBool::new(false),
                 slot_freed: Notify::new(),
                 stats: self.stats.clone(),
+                specs: spec_cache::SpecCache::new(),
             });
             let mut stop_r = stop.clone();
             if shared

@@ -82,6 +82,14 @@ impl ProviderFactory {
         api_key: Option<ApiKey>,
     ) -> Result<Arc<RunProvider>, ProviderError> {
         let run = spec.run_name();
+        // A predictions run's spec holds only the unit's own answers (from its lease): built
+        // for the unit, not kept, so memory does not grow with the units a worker ran.
+        if matches!(spec.model, ModelSpec::Predictions { .. }) {
+            return Ok(Arc::new(RunProvider {
+                provider: self.build(&run, spec, api_key)?,
+                inflight: Semaphore::new(spec.limits.max_inflight_model_calls.max(1)),
+            }));
+        }
         // Keyed by the model settings too: a run re-submitted under the same name with other
         // settings must not get the old provider; and by the lease's key, so that a key
         // supplied again (after `paused: auth`) is the one the next calls use.
