@@ -140,7 +140,54 @@ rule_files() {
     (cd "$REPO_ROOT" && find rules -type f -name '*.yaml' -not -path 'rules/fixtures/*' | LC_ALL=C sort)
 }
 
+# The one builder of every image: builds `tag` from a fresh context filled by `populate`
+# (a function given the context directory) unless an image of that tag exists, labelled with
+# its kind and content hash (the tag is the hash: a changed input is a new image).
+# build_image TAG KIND HASH DOCKERFILE POPULATE [--label K=V ...]
+build_image() {
+    local tag="$1" kind="$2" hash="$3" dockerfile="$4" populate="$5"
+    shift 5
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "$tag already built"
+        return
+    fi
+    log "assembling the build context for $tag"
+    local ctx
+    ctx="$(mktemp -d "$CACHE/images/ctx.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: ctx is local
+    trap "rm -rf '$ctx'" EXIT
+    "$populate" "$ctx"
+    cp "$dockerfile" "$ctx/Dockerfile"
+    log "building $tag"
+    DOCKER_BUILDKIT=0 docker build --quiet \
+        --label "ase.image=$kind" --label "ase.content-hash=$hash" "$@" \
+        -t "$tag" "$ctx" >&2
+    rm -rf "$ctx"
+    trap - EXIT
+}
+
 # --- ase-sast ------------------------------------------------------------------------------
+
+# The build context of the image sast (its root file system in "$1/rootfs"); called by
+# build_image with the caller's locals in scope.
+sast_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    mkdir -p "$root/semgrep" "$root/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/rules"
+    cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
+    for lib in "${libs[@]}"; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    dpkg -x "$deb" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    for applet in sh uname; do ln -s busybox "$root/bin/$applet"; done
+    cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
+    for rule in "${rules[@]}"; do
+        mkdir -p "$root/$(dirname "$rule")"
+        cp "$REPO_ROOT/$rule" "$root/$rule"
+    done
+}
 
 build_sast() {
     local wheel deb ca="/etc/ssl/certs/ca-certificates.crt"
@@ -171,43 +218,29 @@ build_sast() {
     )"
     local tag="ase-sast:$hash"
 
-    if docker image inspect "$tag" >/dev/null 2>&1; then
-        log "$tag already built"
-    else
-        log "assembling the build context for $tag"
-        local ctx
-        ctx="$(mktemp -d "$CACHE/images/sast-ctx.XXXXXX")"
-        # shellcheck disable=SC2064 # expand now: ctx is local
-        trap "rm -rf '$ctx'" EXIT
-        local root="$ctx/rootfs"
-        mkdir -p "$root/semgrep" "$root/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/rules"
-        cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
-        for lib in "${libs[@]}"; do
-            mkdir -p "$root$(dirname "$lib")"
-            cp -L "$lib" "$root$lib"
-        done
-        dpkg -x "$deb" "$ctx/busybox"
-        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
-        for applet in sh uname; do ln -s busybox "$root/bin/$applet"; done
-        cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
-        for rule in "${rules[@]}"; do
-            mkdir -p "$root/$(dirname "$rule")"
-            cp "$REPO_ROOT/$rule" "$root/$rule"
-        done
-        cp "$IMAGES_DIR/sast/Dockerfile" "$ctx/Dockerfile"
-        log "building $tag"
-        DOCKER_BUILDKIT=0 docker build --quiet \
-            --label "ase.image=sast" --label "ase.content-hash=$hash" \
-            --label "ase.semgrep-version=$SEMGREP_VERSION" \
-            -t "$tag" "$ctx" >&2
-        rm -rf "$ctx"
-        trap - EXIT
-    fi
+    build_image "$tag" "sast" "$hash" "$IMAGES_DIR/sast/Dockerfile" sast_context --label "ase.semgrep-version=$SEMGREP_VERSION"
     docker tag "$tag" "ase-sast:latest"
     printf '%s\n' "$tag" "ase-sast:latest"
 }
 
 # --- ase-v2-* (v2 contract test images) ----------------------------------------------------
+
+# The build context of the image v2 (its root file system in "$1/rootfs"); called by
+# build_image with the caller's locals in scope.
+v2_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    mkdir -p "$root/bin" "$root/tmp"
+    chmod 1777 "$root/tmp"
+    dpkg -x "$deb" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    # Every applet, so the images' scripts (and the worker's md5sum check) find their tools.
+    local applet
+    while read -r applet; do
+        [[ "$applet" == busybox || -z "$applet" ]] || ln -s busybox "$root/bin/$applet"
+    done < <("$root/bin/busybox" --list)
+    if [[ -d "$dir/app" ]]; then cp -a "$dir/app" "$root/app"; fi
+}
 
 build_v2_image() {
     local dir="$1" name deb
@@ -227,32 +260,7 @@ build_v2_image() {
         } | sha256sum | cut -c1-16
     )"
     local repo="ase-$name" tag="ase-$name:$hash"
-    if docker image inspect "$tag" >/dev/null 2>&1; then
-        log "$tag already built"
-    else
-        local ctx
-        ctx="$(mktemp -d "$CACHE/images/v2-ctx.XXXXXX")"
-        # shellcheck disable=SC2064 # expand now: ctx is local
-        trap "rm -rf '$ctx'" EXIT
-        local root="$ctx/rootfs"
-        mkdir -p "$root/bin" "$root/tmp"
-        chmod 1777 "$root/tmp"
-        dpkg -x "$deb" "$ctx/busybox"
-        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
-        # Every applet, so the images' scripts (and the worker's md5sum check) find their tools.
-        local applet
-        while read -r applet; do
-            [[ "$applet" == busybox || -z "$applet" ]] || ln -s busybox "$root/bin/$applet"
-        done < <("$root/bin/busybox" --list)
-        if [[ -d "$dir/app" ]]; then cp -a "$dir/app" "$root/app"; fi
-        cp "$dir/Dockerfile" "$ctx/Dockerfile"
-        log "building $tag"
-        DOCKER_BUILDKIT=0 docker build --quiet \
-            --label "ase.image=$name" --label "ase.content-hash=$hash" \
-            -t "$tag" "$ctx" >&2
-        rm -rf "$ctx"
-        trap - EXIT
-    fi
+    build_image "$tag" "$name" "$hash" "$dir/Dockerfile" v2_context
     docker tag "$tag" "$repo:latest"
     printf '%s\n' "$tag" "$repo:latest"
 }
@@ -303,6 +311,28 @@ python_rootfs() {
     printf '%s\n' "$dir"
 }
 
+# The build context of the image demo (its root file system in "$1/rootfs"); called by
+# build_image with the caller's locals in scope.
+demo_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    cp -a "$pyroot" "$root"
+    mkdir -p "$root/bin" "$root/tmp"
+    chmod 1777 "$root/tmp"
+    dpkg -x "$deb" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ "$applet" == busybox || -z "$applet" || -e "$root/bin/$applet" ]] ||
+            ln -s busybox "$root/bin/$applet"
+    done < <("$root/bin/busybox" --list)
+    # The project as the demo repo's base commit has it (files 0644, as committed).
+    mkdir -p "$root/app"
+    (cd "$app" && cp --parents "${app_files[@]}" "$root/app/")
+    find "$root/app" -type f -exec chmod 0644 {} +
+    cp -a "$dir/ase" "$root/ase"
+}
+
 build_demo_image() {
     local dir="$1" name deb pyroot
     name="$(basename "$dir")"
@@ -329,37 +359,7 @@ build_demo_image() {
         } | sha256sum | cut -c1-16
     )"
     local repo="ase-demo-$name" tag="ase-demo-$name:$hash"
-    if docker image inspect "$tag" >/dev/null 2>&1; then
-        log "$tag already built"
-    else
-        local ctx
-        ctx="$(mktemp -d "$CACHE/images/demo-ctx.XXXXXX")"
-        # shellcheck disable=SC2064 # expand now: ctx is local
-        trap "rm -rf '$ctx'" EXIT
-        local root="$ctx/rootfs"
-        cp -a "$pyroot" "$root"
-        mkdir -p "$root/bin" "$root/tmp"
-        chmod 1777 "$root/tmp"
-        dpkg -x "$deb" "$ctx/busybox"
-        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
-        local applet
-        while read -r applet; do
-            [[ "$applet" == busybox || -z "$applet" || -e "$root/bin/$applet" ]] ||
-                ln -s busybox "$root/bin/$applet"
-        done < <("$root/bin/busybox" --list)
-        # The project as the demo repo's base commit has it (files 0644, as committed).
-        mkdir -p "$root/app"
-        (cd "$app" && cp --parents "${app_files[@]}" "$root/app/")
-        find "$root/app" -type f -exec chmod 0644 {} +
-        cp -a "$dir/ase" "$root/ase"
-        cp "$dir/Dockerfile" "$ctx/Dockerfile"
-        log "building $tag"
-        DOCKER_BUILDKIT=0 docker build --quiet \
-            --label "ase.image=demo-$name" --label "ase.content-hash=$hash" \
-            -t "$tag" "$ctx" >&2
-        rm -rf "$ctx"
-        trap - EXIT
-    fi
+    build_image "$tag" "demo-$name" "$hash" "$dir/Dockerfile" demo_context
     docker tag "$tag" "$repo:$DEMO_STABLE_TAG"
     printf '%s\n' "$tag" "$repo:$DEMO_STABLE_TAG"
 }
@@ -396,6 +396,47 @@ node_host_libs() {
 tree_digest() {
     (cd "$1" && find . \( -type f -o -type l \) -printf '%y %m %p %l\n' | LC_ALL=C sort &&
         find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum) | sha256sum | cut -d' ' -f1
+}
+
+# The build context of the image node (its root file system in "$1/rootfs"); called by
+# build_image with the caller's locals in scope.
+node_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    mkdir -p "$root/usr/local/bin" "$root/usr/bin" "$root/bin" "$root/etc/ssl/certs" \
+        "$root/tmp" "$root/semgrep" "$root/rules" "$root/data" "$root/cache" "$root/certs"
+    chmod 1777 "$root/tmp"
+    # Debug info is most of a debug build's size and nothing a node needs.
+    strip --strip-debug -o "$root/usr/local/bin/ase" "$ase"
+    cp "$git_bin" "$root/usr/bin/git"
+    mkdir -p "$root$(dirname "$git_exec")"
+    cp -a "$git_exec" "$root$git_exec"
+    if [[ -d "$git_templates" ]]; then
+        mkdir -p "$root$(dirname "$git_templates")"
+        cp -a "$git_templates" "$root$git_templates"
+    fi
+    cp "$patch_bin" "$root/usr/bin/patch"
+    cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
+    for lib in "${libs[@]}"; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    dpkg -x "$deb" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    local applet
+    while read -r applet; do
+        # git and patch are the real ones (PATH puts /usr/bin first; no shadowing here).
+        case "$applet" in busybox | "" | git | patch) ;; *) ln -s busybox "$root/bin/$applet" ;; esac
+    done < <("$root/bin/busybox" --list)
+    cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
+    # git and glibc look the user up; Docker supplies /etc/hosts and /etc/resolv.conf.
+    printf 'root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
+    for rule in "${rules[@]}"; do
+        mkdir -p "$root/$(dirname "$rule")"
+        cp "$REPO_ROOT/$rule" "$root/$rule"
+    done
 }
 
 build_node() {
@@ -443,58 +484,7 @@ build_node() {
     )"
     local tag="ase-node:$hash"
 
-    if docker image inspect "$tag" >/dev/null 2>&1; then
-        log "$tag already built"
-    else
-        log "assembling the build context for $tag"
-        local ctx
-        ctx="$(mktemp -d "$CACHE/images/node-ctx.XXXXXX")"
-        # shellcheck disable=SC2064 # expand now: ctx is local
-        trap "rm -rf '$ctx'" EXIT
-        local root="$ctx/rootfs"
-        mkdir -p "$root/usr/local/bin" "$root/usr/bin" "$root/bin" "$root/etc/ssl/certs" \
-            "$root/tmp" "$root/semgrep" "$root/rules" "$root/data" "$root/cache" "$root/certs"
-        chmod 1777 "$root/tmp"
-        # Debug info is most of a debug build's size and nothing a node needs.
-        strip --strip-debug -o "$root/usr/local/bin/ase" "$ase"
-        cp "$git_bin" "$root/usr/bin/git"
-        mkdir -p "$root$(dirname "$git_exec")"
-        cp -a "$git_exec" "$root$git_exec"
-        if [[ -d "$git_templates" ]]; then
-            mkdir -p "$root$(dirname "$git_templates")"
-            cp -a "$git_templates" "$root$git_templates"
-        fi
-        cp "$patch_bin" "$root/usr/bin/patch"
-        cp -a "$CACHE/semgrep/bin" "$root/semgrep/bin"
-        for lib in "${libs[@]}"; do
-            mkdir -p "$root$(dirname "$lib")"
-            cp -L "$lib" "$root$lib"
-        done
-        dpkg -x "$deb" "$ctx/busybox"
-        cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
-        local applet
-        while read -r applet; do
-            # git and patch are the real ones (PATH puts /usr/bin first; no shadowing here).
-            case "$applet" in busybox | "" | git | patch) ;; *) ln -s busybox "$root/bin/$applet" ;; esac
-        done < <("$root/bin/busybox" --list)
-        cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
-        # git and glibc look the user up; Docker supplies /etc/hosts and /etc/resolv.conf.
-        printf 'root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
-        printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-        printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-        for rule in "${rules[@]}"; do
-            mkdir -p "$root/$(dirname "$rule")"
-            cp "$REPO_ROOT/$rule" "$root/$rule"
-        done
-        cp "$IMAGES_DIR/node/Dockerfile" "$ctx/Dockerfile"
-        log "building $tag"
-        DOCKER_BUILDKIT=0 docker build --quiet \
-            --label "ase.image=node" --label "ase.content-hash=$hash" \
-            --label "ase.semgrep-version=$SEMGREP_VERSION" \
-            -t "$tag" "$ctx" >&2
-        rm -rf "$ctx"
-        trap - EXIT
-    fi
+    build_image "$tag" "node" "$hash" "$IMAGES_DIR/node/Dockerfile" node_context --label "ase.semgrep-version=$SEMGREP_VERSION"
     docker tag "$tag" "ase-node:latest"
     # Every ase build makes a new ~350 MB image: drop the older ones (an image a container
     # still uses stays, `docker rmi` refuses it).
