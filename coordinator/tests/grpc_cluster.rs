@@ -260,6 +260,7 @@ async fn a_run_over_mutual_tls_completes_and_reports() {
     let reg = worker
         .register(RegisterRequest {
             worker_name: "w1".into(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: 2,
                 generate_slots: 2,
@@ -402,6 +403,7 @@ async fn callers_are_bound_to_their_certificates() {
     let uri = https(server.addr);
     let register = |name: &str| RegisterRequest {
         worker_name: name.into(),
+        held: Vec::new(),
         capabilities: Some(Capabilities {
             eval_slots: 1,
             generate_slots: 1,
@@ -531,6 +533,7 @@ async fn a_cancelled_run_ends_its_watch_and_long_polls_end_at_shutdown() {
     let reg = worker
         .register(RegisterRequest {
             worker_name: "w1".into(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: 1,
                 generate_slots: 1,

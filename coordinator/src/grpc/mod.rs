@@ -28,6 +28,7 @@ pub fn status_of(err: &CoordinatorError) -> Status {
             Code::InvalidArgument
         }
         CoordinatorError::Conflict { .. } => Code::FailedPrecondition,
+        CoordinatorError::NameInUse { .. } => Code::AlreadyExists,
         CoordinatorError::UnknownRun(_) => Code::NotFound,
         CoordinatorError::ReportTooLarge { .. } => Code::ResourceExhausted,
         CoordinatorError::Store(_)

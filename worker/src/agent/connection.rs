@@ -134,10 +134,15 @@ impl Registrar {
             }
         }
         let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
+        // Since the first refusal for a name in use (an unreachable coordinator is no refusal).
+        let mut refused_since: Option<tokio::time::Instant> = None;
         loop {
             let request = RegisterRequest {
                 worker_name: shared.config.name.clone(),
                 capabilities: Some(capabilities(shared)),
+                // Units in hand are kept and reported under their leases, not dropped: the
+                // coordinator keeps these leases current across the new session.
+                held: shared.active(),
             };
             let mut client = WorkerApiClient::new(shared.channel.clone());
             let reply = tokio::time::timeout(shared.config.rpc_timeout, client.register(request));
@@ -160,6 +165,34 @@ impl Registrar {
                     }
                     *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                     return Ok(Some(session));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => {
+                    // Another process holds the name. If it is an earlier life of this worker
+                    // (killed, restarted quickly) its session lapses within the lease TTL; a
+                    // second live worker with this name never lets go, and then this one
+                    // gives up rather than fight it for the name.
+                    let waited = refused_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed();
+                    if waited >= shared.config.name_in_use_wait {
+                        return Err(AgentError::NameInUse {
+                            name: shared.config.name.clone(),
+                            waited_secs: waited.as_secs(),
+                            reason: status.message().to_string(),
+                        });
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        worker = %shared.config.name,
+                        reason = %status.message(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        gives_up_after_secs = shared.config.name_in_use_wait.as_secs(),
+                        "worker name in use by another live worker; waiting for it to lapse"
+                    );
+                    if sleep_or_stop(delay, stop).await {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 Ok(Err(status)) if super::is_definite(&status) => {
                     return Err(AgentError::Refused {
