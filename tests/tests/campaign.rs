@@ -67,21 +67,4 @@ fn killing_a_worker_that_holds_evaluate_leases_loses_nothing_and_calls_the_model
         scans_started,
         "the killed worker scanned nothing more"
     );
-    // Each expiry of the victim's leases is logged with its unit, worker and phase.
-    let log = cluster.coordinator.log_text();
-    let units = cluster.project.unit_names(cluster.rounds);
-    let expiries: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains("lease ended without a result")
-                && l.contains("missed its heartbeats")
-                && l.contains("victim")
-                && l.contains("evaluate")
-                && units.iter().any(|u| l.contains(u.as_str()))
-        })
-        .collect();
-    assert!(
-        !expiries.is_empty(),
-        "no logged expiry of the victim's leases; coordinator log:\n{log}"
-    );
 }
