@@ -49,7 +49,9 @@ fn a_killed_workers_lease_expiry_is_logged_with_unit_worker_and_phase() {
     // The killed worker's one call in flight may be asked again, nothing else.
     cluster.assert_model_calls(1);
     eprintln!(
-        "expiry logged {logged_after:?} after the kill: {}",
+        "{} units, {} model calls; expiry logged {logged_after:?} after the kill: {}",
+        units.len(),
+        cluster.model.total_calls(),
         expiry(&cluster.coordinator.log_text()).unwrap_or_default()
     );
 }
