@@ -14,6 +14,7 @@ pub mod certs;
 pub mod endpoint;
 pub mod identity;
 pub mod limits;
+pub mod name_in_use;
 pub mod tls;
 
 /// Code generated from `proto/ase.proto`.

@@ -70,3 +70,47 @@ fn a_second_worker_with_the_same_name_is_refused_and_exits_while_the_first_runs_
          exited with {status}"
     );
 }
+
+/// The other side of the refusal: a worker killed (-9) and started again at once under its name
+/// finds its earlier session still live. It waits (no exit, no storm) until that session has
+/// missed its heartbeats for the lease TTL, then gets the name and finishes the run.
+#[test]
+fn a_worker_restarted_at_once_under_its_name_gets_it_back_when_the_old_session_lapses() {
+    let behaviour = ModelBehaviour {
+        delay: Duration::from_secs(2),
+    };
+    let Some(cluster) = LocalCluster::start(&["w1"], 2, 2, behaviour) else {
+        return;
+    };
+    let opts = cluster.worker_options("w1", 2, 2);
+    let mut first = cluster.start_worker(&opts);
+    let mut submit = cluster.submit_watch();
+    ase_cluster_tests::wait_until("a call at the model", Duration::from_secs(120), || {
+        cluster.model.in_flight() >= 1
+    });
+    first.kill9();
+    let in_flight = cluster.model.in_flight();
+    let restarted = std::time::Instant::now();
+    let mut again = cluster.start_worker(&opts);
+    let waited = restarted.elapsed();
+    cluster.wait_run_completed(&mut submit, Duration::from_secs(240));
+    cluster.assert_report_has_every_unit_once();
+    // The killed process's calls in flight may be asked again, nothing else.
+    cluster.assert_model_calls(in_flight.max(1));
+    let log = again.log_text();
+    assert!(
+        again.exited().is_none(),
+        "the restarted worker runs on; log:\n{log}"
+    );
+    let refusals = log
+        .matches("worker name in use by another live worker")
+        .count();
+    assert!(refusals <= MAX_REFUSALS, "{refusals} refusals; log:\n{log}");
+    eprintln!(
+        "restarted worker: registered {waited:?} after its start ({refusals} refusals first; \
+         lease TTL {} ms), {} model calls for {} units",
+        cluster.opts.lease_ttl_ms,
+        cluster.model.total_calls(),
+        cluster.project.unit_names(cluster.rounds).len()
+    );
+}

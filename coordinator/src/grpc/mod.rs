@@ -38,6 +38,18 @@ pub fn status_of(err: &CoordinatorError) -> Status {
     if code == Code::Internal {
         tracing::error!(error = %err, "coordinator failure");
     }
+    if let CoordinatorError::NameInUse {
+        heard_ms_ago,
+        ttl_ms,
+        ..
+    } = err
+    {
+        let free_in = u64::from(*ttl_ms).saturating_sub(*heard_ms_ago) + 1;
+        return ase_proto::name_in_use::refusal(
+            err.to_string(),
+            std::time::Duration::from_millis(free_in),
+        );
+    }
     Status::new(code, err.to_string())
 }
 

@@ -135,7 +135,8 @@ impl Registrar {
         }
         let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
         // Since the first refusal for a name in use (an unreachable coordinator is no refusal).
-        let mut refused_since: Option<tokio::time::Instant> = None;
+        // With how long to keep asking.
+        let mut refused_since: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let request = RegisterRequest {
                 worker_name: shared.config.name.clone(),
@@ -171,10 +172,15 @@ impl Registrar {
                     // (killed, restarted quickly) its session lapses within the lease TTL; a
                     // second live worker with this name never lets go, and then this one
                     // gives up rather than fight it for the name.
-                    let waited = refused_since
-                        .get_or_insert_with(tokio::time::Instant::now)
-                        .elapsed();
-                    if waited >= shared.config.name_in_use_wait {
+                    let now = tokio::time::Instant::now();
+                    let (since, bound) = *refused_since.get_or_insert_with(|| {
+                        // However long the coordinator's TTL, wait for a silent session to
+                        // lapse before giving up.
+                        let lapse = ase_proto::name_in_use::free_in(&status).unwrap_or_default();
+                        (now, shared.config.name_in_use_wait.max(lapse * 2))
+                    });
+                    let waited = now - since;
+                    if waited >= bound {
                         return Err(AgentError::NameInUse {
                             name: shared.config.name.clone(),
                             waited_secs: waited.as_secs(),
@@ -186,7 +192,7 @@ impl Registrar {
                         worker = %shared.config.name,
                         reason = %status.message(),
                         retry_in_ms = delay.as_millis() as u64,
-                        gives_up_after_secs = shared.config.name_in_use_wait.as_secs(),
+                        gives_up_after_secs = bound.as_secs(),
                         "worker name in use by another live worker; waiting for it to lapse"
                     );
                     if sleep_or_stop(delay, stop).await {

@@ -59,9 +59,9 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// At shutdown, how long running units may take before they are given back.
     pub shutdown_grace: Duration,
-    /// How long to keep asking for a name another live worker holds (an earlier life of this
-    /// worker lapses within the coordinator's lease TTL) before giving up with
-    /// [`AgentError::NameInUse`].
+    /// How long to keep asking for a name another live worker holds before giving up with
+    /// [`AgentError::NameInUse`]; at least twice the time the coordinator says a silent
+    /// holder takes to lapse (an earlier life of this worker lapses within the lease TTL).
     pub name_in_use_wait: Duration,
     /// The key used when neither the lease nor the run spec's key source gives one
     /// (`ASE_API_KEY` of the worker's environment).
