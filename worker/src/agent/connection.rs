@@ -134,8 +134,8 @@ impl Registrar {
             }
         }
         let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
-        // Since the first refusal for a name in use (an unreachable coordinator is no refusal).
-        // With how long to keep asking.
+        // When the name was first refused as in use (an unreachable coordinator is no refusal),
+        // and how long to keep asking from then.
         let mut refused_since: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let request = RegisterRequest {
@@ -177,7 +177,10 @@ impl Registrar {
                         // However long the coordinator's TTL, wait for a silent session to
                         // lapse before giving up.
                         let lapse = ase_proto::name_in_use::free_in(&status).unwrap_or_default();
-                        (now, shared.config.name_in_use_wait.max(lapse * 2))
+                        (
+                            now,
+                            shared.config.name_in_use_wait.max(lapse.saturating_mul(2)),
+                        )
                     });
                     let waited = now - since;
                     if waited >= bound {
