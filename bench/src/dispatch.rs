@@ -292,6 +292,7 @@ async fn worker(
     let reg = client
         .register(RegisterRequest {
             worker_name: name.clone(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: slots,
                 generate_slots: slots,

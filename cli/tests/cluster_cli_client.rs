@@ -97,6 +97,7 @@ async fn play_worker(uri: String, units: usize) {
     let reg = w
         .register(RegisterRequest {
             worker_name: "w1".into(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: 2,
                 generate_slots: 2,

@@ -9,6 +9,7 @@ pub mod masking;
 pub mod patch_apply;
 pub mod patch_paths;
 pub mod patch_repair;
+pub mod phase_deadline;
 pub mod process;
 pub mod prompt;
 pub mod repo_files;

@@ -277,6 +277,7 @@ async fn a_run_over_mutual_tls_completes_and_reports() {
     let reg = worker
         .register(RegisterRequest {
             worker_name: "w1".into(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: 2,
                 generate_slots: 2,
@@ -419,6 +420,7 @@ async fn callers_are_bound_to_their_certificates() {
     let uri = https(server.addr);
     let register = |name: &str| RegisterRequest {
         worker_name: name.into(),
+        held: Vec::new(),
         capabilities: Some(Capabilities {
             eval_slots: 1,
             generate_slots: 1,
@@ -559,6 +561,7 @@ async fn a_cancelled_run_ends_its_watch_and_long_polls_end_at_shutdown() {
     let reg = worker
         .register(RegisterRequest {
             worker_name: "w1".into(),
+            held: Vec::new(),
             capabilities: Some(Capabilities {
                 eval_slots: 1,
                 generate_slots: 1,
@@ -591,4 +594,48 @@ async fn a_cancelled_run_ends_its_watch_and_long_polls_end_at_shutdown() {
     assert!(reply.leases.is_empty());
     server.task.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_registration_of_a_live_name_is_refused_with_when_the_name_frees() {
+    let cluster = Cluster::new();
+    let server = start(TransportSecurity::MutualTls(cluster.coordinator.clone())).await;
+    let uri = https(server.addr);
+    let register = || RegisterRequest {
+        worker_name: "w1".into(),
+        held: Vec::new(),
+        capabilities: Some(Capabilities {
+            eval_slots: 1,
+            generate_slots: 1,
+            ..Default::default()
+        }),
+    };
+    // Two processes with w1's certificate.
+    let mut first = WorkerApiClient::new(channel(&uri, &cluster.worker("w1")).await);
+    let mut second = WorkerApiClient::new(channel(&uri, &cluster.worker("w1")).await);
+    let reg = first.register(register()).await.unwrap().into_inner();
+    let err = second.register(register()).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(
+        err.message().contains("w1") && err.message().contains("live session"),
+        "{}",
+        err.message()
+    );
+    let free_in = ase_proto::name_in_use::free_in(&err).expect("a name-in-use refusal");
+    assert!(
+        free_in > Duration::ZERO
+            && free_in <= Duration::from_millis(u64::from(support::TTL_MS) + 1),
+        "{free_in:?}"
+    );
+    // The first session was not disturbed.
+    let hb = first
+        .heartbeat(HeartbeatRequest {
+            worker_id: reg.worker_id.clone(),
+            session: reg.session,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!hb.reregister, "{hb:?}");
 }

@@ -189,3 +189,156 @@ fn every_acknowledged_transition_survives_kill_9() {
         evaluated.len()
     );
 }
+
+const LEASES_DB_ENV: &str = "ASE_TEST_COORDINATOR_LEASES_DB";
+const LEASED: usize = 6;
+
+/// Not a test on its own: the child process of
+/// `leases_held_through_a_kill_9_are_kept_when_their_worker_registers_again`.
+#[test]
+#[ignore]
+fn child_leases_then_waits_to_be_killed() {
+    let Ok(db) = std::env::var(LEASES_DB_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let c =
+            Coordinator::open(std::path::Path::new(&db), config(), Arc::new(SystemClock)).unwrap();
+        let ids: Vec<String> = (0..LEASED).map(|i| format!("h{i}")).collect();
+        let tasks: Vec<(&str, &str, &str, i64)> = ids
+            .iter()
+            .map(|id| (id.as_str(), "o/r", "SQLI", 1))
+            .collect();
+        let sub = c
+            .submit_run(submit_req("held", 1, json!({}), v1_dataset(&tasks)))
+            .await
+            .unwrap();
+        let r = c.register("w", caps(LEASED as u32, 0, &[])).await.unwrap();
+        let leases = c
+            .lease_work(lease_req(&r, LEASED as u32, 0))
+            .await
+            .unwrap()
+            .leases;
+        let mut out = std::io::stdout();
+        writeln!(out, "RUN {}", sub.run_id).unwrap();
+        // Each grant is durable once lease_work returns: the worker has it in hand.
+        for g in &leases {
+            writeln!(
+                out,
+                "LEASE {} {} {} {} {}",
+                g.lease.lease_id,
+                g.lease.fence.session,
+                g.lease.fence.attempt,
+                g.instance_id,
+                g.round
+            )
+            .unwrap();
+        }
+        writeln!(out, "READY").unwrap();
+        out.flush().unwrap();
+        // Model calls in flight: the parent kills this process now.
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    });
+}
+
+#[test]
+fn leases_held_through_a_kill_9_are_kept_when_their_worker_registers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_leases_then_waits_to_be_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(LEASES_DB_ENV, &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut run_id = String::new();
+    let mut leases: Vec<(LeaseRef, UnitId)> = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("RUN ") {
+            run_id = id.to_string();
+        } else if let Some(rest) = line.strip_prefix("LEASE ") {
+            let p: Vec<&str> = rest.split(' ').collect();
+            leases.push((
+                LeaseRef {
+                    lease_id: p[0].parse().unwrap(),
+                    fence: Fence {
+                        session: p[1].parse().unwrap(),
+                        attempt: p[2].parse().unwrap(),
+                    },
+                },
+                UnitId::new(p[3], p[4].parse().unwrap()),
+            ));
+        } else if line == "READY" {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, with every lease in the worker's hands
+    child.wait().unwrap();
+    assert_eq!(leases.len(), LEASED, "every unit leased before the kill");
+
+    // Back at once: the leases' execution deadlines (set by the child's clock) are ahead.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Arc::new(ManualClock::new(now_ms));
+    let c = Coordinator::open(&db, config(), clock).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The worker comes back holding the first half: their model calls were answered
+        // while the coordinator was down. The others it lost (say, it restarted too).
+        let (kept, lost) = leases.split_at(LEASED / 2);
+        let held: Vec<LeaseRef> = kept.iter().map(|(l, _)| *l).collect();
+        let w = c
+            .register_holding("w", caps(LEASED as u32, 4, &[]), &held)
+            .await
+            .unwrap();
+        for (lease, unit) in kept {
+            let ack = c
+                .complete(Completion {
+                    worker_id: w.worker_id.clone(),
+                    lease: *lease,
+                    phase: Phase::Generate,
+                    result_json: generation(unit, true),
+                })
+                .await
+                .unwrap();
+            assert!(ack.accepted && !ack.duplicate, "{unit}: {ack:?}");
+        }
+        let units = c.units(&run_id).unwrap();
+        for (_, unit) in kept {
+            let u = units.iter().find(|u| &u.unit == unit).unwrap();
+            assert_eq!(u.state, UnitState::EvaluateQueued, "{unit}");
+            assert_eq!(u.attempt, 1, "{unit} never leased again");
+            assert!(u.failures.is_empty(), "{unit}: {:?}", u.failures);
+        }
+        for (_, unit) in lost {
+            let u = units.iter().find(|u| &u.unit == unit).unwrap();
+            assert_eq!(u.state, UnitState::GenerateQueued, "{unit}");
+            assert_eq!(
+                u.phase_failures, 0,
+                "{unit}: the restart lost it, not the unit"
+            );
+        }
+        drive(&c, &w, 0, 1).await;
+        let p = c.progress(&run_id).unwrap();
+        assert_eq!(p.state, "completed", "{p:?}");
+        let units = c.units(&run_id).unwrap();
+        let generations: u32 = units.iter().map(|u| u.model_calls).sum();
+        assert_eq!(generations, LEASED as u32, "one generation per unit");
+    });
+}

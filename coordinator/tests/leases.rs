@@ -101,6 +101,14 @@ async fn reregistering_voids_old_leases_and_counts_an_attempt() {
     let run = one_unit_run(&c, json!({})).await;
     let w = c.register("w", caps(1, 1, &[])).await.unwrap();
     let g = first_lease(&c, &w, 1, 0).await;
+    // While its session is live the name is not taken over.
+    let refused = c.register("w", caps(1, 1, &[])).await.unwrap_err();
+    assert!(
+        matches!(refused, CoordinatorError::NameInUse { .. }),
+        "{refused}"
+    );
+    // Not heard from for the TTL: the name is free, and a new process takes it.
+    clock.advance_ms(u64::from(TTL_MS) + 1);
     let w2 = c.register("w", caps(1, 1, &[])).await.unwrap();
     assert_eq!(w2.session, w.session + 1);
     let ack = c
@@ -407,4 +415,180 @@ async fn a_run_whose_last_report_was_cancelled_midway_is_still_finished() {
     c.finish_pending().await;
     assert_eq!(c.progress(&run).unwrap().state, "completed");
     assert!(c.fetch_report(&run).unwrap().complete);
+}
+
+#[tokio::test]
+async fn a_second_worker_with_a_live_name_is_refused_until_the_first_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    let first = c.register("w1", caps(1, 1, &[])).await.unwrap();
+    // Heartbeats keep the name: a newcomer is refused however often it asks, and the first
+    // session stays current (no supersession back and forth).
+    for _ in 0..5 {
+        clock.advance_ms(u64::from(TTL_MS) / 2);
+        let hb = c
+            .heartbeat(Heartbeat {
+                worker_id: first.worker_id.clone(),
+                session: first.session,
+                ..Heartbeat::default()
+            })
+            .await
+            .unwrap();
+        assert!(!hb.reregister, "{hb:?}");
+        let err = c.register("w1", caps(1, 1, &[])).await.unwrap_err();
+        match &err {
+            CoordinatorError::NameInUse {
+                name,
+                session,
+                heard_ms_ago,
+                ttl_ms,
+            } => {
+                assert_eq!(name, "w1");
+                assert_eq!(*session, first.session);
+                assert_eq!(*heard_ms_ago, 0);
+                assert_eq!(*ttl_ms, TTL_MS);
+            }
+            other => panic!("{other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("w1") && text.contains("live session"),
+            "{text}"
+        );
+    }
+    // Silent for the whole TTL: the name is free again.
+    clock.advance_ms(u64::from(TTL_MS));
+    assert!(
+        c.register("w1", caps(1, 1, &[])).await.is_err(),
+        "heard exactly TTL ago"
+    );
+    clock.advance_ms(1);
+    let second = c.register("w1", caps(1, 1, &[])).await.unwrap();
+    assert_eq!(second.session, first.session + 1);
+    let hb = c
+        .heartbeat(Heartbeat {
+            worker_id: first.worker_id.clone(),
+            session: first.session,
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        hb.reregister,
+        "the lapsed session is told to register again"
+    );
+    // ... and the lapsed process is now the newcomer: refused while the second one lives.
+    assert!(matches!(
+        c.register("w1", caps(1, 1, &[])).await.unwrap_err(),
+        CoordinatorError::NameInUse { .. }
+    ));
+    // Other names are not affected.
+    c.register("w2", caps(1, 1, &[])).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_held_lease_stays_current_across_a_restart_and_a_reregistration() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let ds = v1_dataset(&[("a", "o/a", "SQLI", 1), ("b", "o/b", "SQLI", 1)]);
+    let (run, w, held, dropped) = {
+        let c = open(dir.path(), &clock);
+        let run = c
+            .submit_run(submit_req("h", 1, json!({}), ds))
+            .await
+            .unwrap()
+            .run_id;
+        let w = c.register("w", caps(2, 1, &[])).await.unwrap();
+        let g = c.lease_work(lease_req(&w, 2, 0)).await.unwrap().leases;
+        assert_eq!(g.len(), 2);
+        (run, w, g[0].clone(), g[1].clone())
+    };
+    // The coordinator restarts; the worker comes back still working on one unit (its model
+    // call was answered during the outage) and no longer holding the other.
+    let c = open(dir.path(), &clock);
+    let w2 = c
+        .register_holding("w", caps(2, 1, &[]), &[held.lease])
+        .await
+        .unwrap();
+    assert_eq!(w2.session, w.session + 1);
+    // The lease given up is queued again at once, without spending an attempt.
+    let units = c.units(&run).unwrap();
+    let gone = units.iter().find(|u| u.unit == unit_of(&dropped)).unwrap();
+    assert_eq!(gone.state, UnitState::GenerateQueued);
+    assert_eq!(gone.phase_failures, 0);
+    assert!(!gone.failures[0].counted);
+    // The held one is still leased: heartbeats of the new session renew it under its old
+    // fence, and nobody else can get its unit.
+    clock.advance_ms(u64::from(TTL_MS) / 2);
+    let hb = c
+        .heartbeat(Heartbeat {
+            worker_id: w2.worker_id.clone(),
+            session: w2.session,
+            active: vec![held.lease],
+            ..Heartbeat::default()
+        })
+        .await
+        .unwrap();
+    assert!(hb.revoked.is_empty() && !hb.reregister, "{hb:?}");
+    clock.advance_ms(u64::from(TTL_MS) / 2 + 1);
+    assert_eq!(c.sweep().await.unwrap(), 0, "renewed, not expired");
+    let other = c.register("x", caps(2, 0, &[])).await.unwrap();
+    let given = c.lease_work(lease_req(&other, 2, 0)).await.unwrap().leases;
+    assert_eq!(given.len(), 1, "only the released unit is leased again");
+    assert_eq!(unit_of(&given[0]), unit_of(&dropped));
+    // The result computed under the held lease is accepted, once.
+    let result = generation(&unit_of(&held), true);
+    let ack = c
+        .complete(completion(&w, &held, result.clone()))
+        .await
+        .unwrap();
+    assert!(ack.accepted && !ack.duplicate, "{ack:?}");
+    let ack = c.complete(completion(&w, &held, result)).await.unwrap();
+    assert!(ack.accepted && ack.duplicate, "{ack:?}");
+    let units = c.units(&run).unwrap();
+    let done = units.iter().find(|u| u.unit == unit_of(&held)).unwrap();
+    assert_eq!(done.state, UnitState::EvaluateQueued);
+    assert_eq!(done.attempt, 1, "never leased again");
+    assert!(done.failures.is_empty(), "{:?}", done.failures);
+}
+
+#[tokio::test]
+async fn a_held_claim_with_a_wrong_fence_or_another_workers_lease_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let ds = v1_dataset(&[("a", "o/a", "SQLI", 1), ("b", "o/b", "SQLI", 1)]);
+    let (run, g_w, g_v) = {
+        let c = open(dir.path(), &clock);
+        let run = c
+            .submit_run(submit_req("x", 1, json!({}), ds))
+            .await
+            .unwrap()
+            .run_id;
+        let w = c.register("w", caps(1, 0, &[])).await.unwrap();
+        let v = c.register("v", caps(1, 0, &[])).await.unwrap();
+        let g_w = first_lease(&c, &w, 1, 0).await;
+        let g_v = first_lease(&c, &v, 1, 0).await;
+        (run, g_w, g_v)
+    };
+    let c = open(dir.path(), &clock);
+    let mut wrong = g_w.lease;
+    wrong.fence.attempt += 1;
+    // w claims its lease under a wrong fence, and v's lease.
+    c.register_holding("w", caps(1, 0, &[]), &[wrong, g_v.lease])
+        .await
+        .unwrap();
+    let units = c.units(&run).unwrap();
+    let of_w = units.iter().find(|u| u.unit == unit_of(&g_w)).unwrap();
+    let of_v = units.iter().find(|u| u.unit == unit_of(&g_v)).unwrap();
+    assert_eq!(
+        of_w.state,
+        UnitState::GenerateQueued,
+        "a wrong fence keeps nothing"
+    );
+    assert_eq!(
+        of_v.state,
+        UnitState::GenerateLeased,
+        "v's lease is v's to keep or lose"
+    );
 }

@@ -17,6 +17,7 @@ pub mod diagnose;
 pub mod endpoint;
 pub mod identity;
 pub mod limits;
+pub mod name_in_use;
 pub mod submit;
 pub mod tls;
 

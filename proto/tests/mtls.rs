@@ -226,6 +226,7 @@ impl Cluster {
 fn register(name: &str) -> RegisterRequest {
     RegisterRequest {
         worker_name: name.into(),
+        held: Vec::new(),
         capabilities: None,
     }
 }

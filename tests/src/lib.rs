@@ -259,6 +259,20 @@ fn worker_args(coord: &CoordinatorAccess, cache: &Path, opts: &WorkerOptions) ->
 /// `ase submit` of the project's run; returns the process (its stdout's first line is the
 /// run id). With `watch` the process ends when the run completes.
 pub fn submit(coord: &CoordinatorAccess, files: &RunFiles, watch: bool, log: PathBuf) -> Proc {
+    submit_with_key(coord, files, watch, None, log)
+}
+
+/// Environment variable through which [`submit_with_key`] hands `ase submit` the key.
+pub const TEST_KEY_ENV: &str = "ASE_TEST_MODEL_KEY";
+
+/// [`submit`], supplying the model API key `key` (`--api-key-env`) when given.
+pub fn submit_with_key(
+    coord: &CoordinatorAccess,
+    files: &RunFiles,
+    watch: bool,
+    key: Option<&str>,
+    log: PathBuf,
+) -> Proc {
     let mut args = vec!["submit".to_string()];
     args.extend(coord.client_args());
     args.extend([
@@ -272,7 +286,12 @@ pub fn submit(coord: &CoordinatorAccess, files: &RunFiles, watch: bool, log: Pat
     if watch {
         args.push("--watch".into());
     }
-    Proc::spawn("submit", &ase_bin(), &args, &[], log)
+    let mut envs = Vec::new();
+    if let Some(key) = key {
+        args.extend(["--api-key-env".into(), TEST_KEY_ENV.into()]);
+        envs.push((TEST_KEY_ENV, key));
+    }
+    Proc::spawn("submit", &ase_bin(), &args, &envs, log)
 }
 
 /// `ase report --run ID --out DIR`.
@@ -547,6 +566,35 @@ impl LocalCluster {
     /// `ase submit --watch`: returns the process (it ends when the run completes).
     pub fn submit_watch(&self) -> Proc {
         submit(&self.access, &self.files, true, self.log_path("submit"))
+    }
+
+    /// `ase submit --watch` supplying the model API key `key`.
+    pub fn submit_watch_with_key(&self, key: &str) -> Proc {
+        submit_with_key(
+            &self.access,
+            &self.files,
+            true,
+            Some(key),
+            self.log_path("submit"),
+        )
+    }
+
+    /// `kill -9` the coordinator, and only that (the test restarts it when it chooses).
+    pub fn kill_coordinator(&mut self) {
+        self.coordinator.kill9();
+    }
+
+    /// Starts the coordinator again on the same address and data directory (after
+    /// [`LocalCluster::kill_coordinator`]).
+    pub fn start_coordinator_again(&mut self) {
+        self.restarts += 1;
+        self.coordinator = start_coordinator(
+            self.listen,
+            &self.data,
+            &self.access.tls_dir,
+            &self.opts,
+            self.log_path("coordinator"),
+        );
     }
 
     /// Waits for `ase submit --watch` to end successfully and checks the run id it printed.

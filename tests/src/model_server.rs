@@ -88,6 +88,8 @@ struct State {
     answers: BTreeMap<String, (String, String)>,
     behaviour: ModelBehaviour,
     calls: Mutex<BTreeMap<String, u32>>,
+    /// Calls received and not yet answered (waiting out the delay).
+    in_flight: std::sync::atomic::AtomicU32,
     unrecognised: Mutex<Vec<String>>,
     faults: Mutex<Faults>,
     /// When set, a call without `Authorization: Bearer KEY` is answered 401.
@@ -116,6 +118,7 @@ impl FakeModel {
                 .collect(),
             behaviour,
             calls: Mutex::new(BTreeMap::new()),
+            in_flight: std::sync::atomic::AtomicU32::new(0),
             unrecognised: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             required_key: Mutex::new(None),
@@ -189,6 +192,13 @@ impl FakeModel {
 
     pub fn total_calls(&self) -> u32 {
         self.calls().values().sum()
+    }
+
+    /// Calls received whose answer is not sent yet.
+    pub fn in_flight(&self) -> u32 {
+        self.state
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Prompts that named no task of the fixture (answered 400).
@@ -331,7 +341,10 @@ async fn handle(
     // Counted on arrival: a call whose caller dies while waiting still happened.
     *state.calls.lock().unwrap().entry(instance_id).or_insert(0) += 1;
     if !state.behaviour.delay.is_zero() {
+        use std::sync::atomic::Ordering;
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(state.behaviour.delay).await;
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
     Ok(reply(
         200,

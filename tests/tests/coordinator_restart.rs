@@ -1,6 +1,6 @@
 //! The coordinator is killed (-9) mid-run and started again on the same data directory: the
-//! run completes with every unit once, and a generation committed before the kill is never
-//! asked of the model again.
+//! run completes with every unit once, and no unit is asked of the model twice: neither a
+//! generation committed before the kill nor one in flight at the kill.
 //!
 //! Needs `cargo build -p ase` first (or ASE_BIN), and osemgrep (skipped outside CI without it).
 
@@ -44,7 +44,13 @@ fn coordinator_killed_and_restarted_on_its_data_completes_the_run() {
     let mut again = cluster.submit_watch();
     cluster.wait_run_completed(&mut again, Duration::from_secs(240));
     cluster.assert_report_has_every_unit_once();
-    // A generation in flight at the kill (at most one per generate slot) may be asked again:
-    // its result could not be committed. Committed ones never are.
-    cluster.assert_model_calls(GENERATE_SLOTS * names.len() as u32);
+    // A generation in flight at the kill is not asked again either: its worker keeps the
+    // answer, registers again holding its lease, and the result is accepted. Exactly one
+    // model call per unit.
+    cluster.assert_model_calls(0);
+    assert_eq!(
+        cluster.model.total_calls(),
+        units,
+        "model calls for {units} units"
+    );
 }

@@ -97,8 +97,24 @@ async fn a_restarted_coordinator_gets_a_new_session_and_the_run_finishes() {
     })
     .await;
     assert!(stat(&stats.registrations) >= 2, "re-registered");
-    // The units of the first session were cancelled (revoked) or their results refused.
-    assert!(stat(&stats.revoked) + stat(&stats.refused) >= 1);
+    // The units of the first session went on across the restart and the re-registration:
+    // nobody else was given them, so their results were accepted, not refused or revoked and
+    // asked of the model again.
+    let counts = format!(
+        "completed {} refused {} revoked {} failed {} registrations {}",
+        stat(&stats.completed),
+        stat(&stats.refused),
+        stat(&stats.revoked),
+        stat(&stats.failed),
+        stat(&stats.registrations)
+    );
+    assert_eq!(stat(&stats.revoked), 0, "{counts}");
+    assert_eq!(stat(&stats.refused), 0, "{counts}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "each unit asked of the model once"
+    );
     let units = server.coord.units(&run).unwrap();
     assert!(
         units.iter().all(|u| u.state == UnitState::Done),
@@ -120,7 +136,14 @@ async fn a_late_result_with_a_stale_fence_is_dropped_and_the_worker_goes_on() {
         lease_ttl_ms: 30_000,
         ..coordinator_config()
     };
-    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), &env.db(), config).await;
+    let clock = Arc::new(ase_coordinator::ManualClock::new(1_000_000));
+    let server = Server::start_with_clock(
+        "127.0.0.1:0".parse().unwrap(),
+        &env.db(),
+        config,
+        clock.clone(),
+    )
+    .await;
     let run = submit(
         &server,
         spec("stale", 1, openai_model(&model.base_url)),
@@ -138,8 +161,20 @@ async fn a_late_result_with_a_stale_fence_is_dropped_and_the_worker_goes_on() {
         calls.load(std::sync::atomic::Ordering::SeqCst) >= 1
     })
     .await;
+    // While the worker's session is live its name is not given to anyone else.
+    let refused = server
+        .coord
+        .register("w1", ase_coordinator::Capabilities::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ase_coordinator::CoordinatorError::NameInUse { .. }),
+        "{refused}"
+    );
     // The worker's session is superseded while its unit runs (as when the coordinator
-    // declared it dead and it came back): the lease in hand is void.
+    // declared it dead and it came back): once it has not been heard from for the lease TTL,
+    // another registration takes the name over and the lease in hand is void.
+    clock.advance_ms(30_001);
     server
         .coord
         .register("w1", ase_coordinator::Capabilities::default())

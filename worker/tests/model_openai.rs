@@ -737,3 +737,16 @@ async fn provider_sends_the_units_prompt() {
     assert_eq!(body["messages"][0]["content"], "SYS");
     assert_eq!(body["messages"][1]["content"], "USER");
 }
+
+/// The coordinator revokes a generate lease at its execution deadline and pays for the unit
+/// again: with the client's default settings a slow answer must arrive before that.
+#[test]
+fn the_coordinators_generate_deadline_outlasts_the_default_request_timeout() {
+    let timeout = OpenAiConfig::new("http://127.0.0.1:9/v1", "m").request_timeout;
+    let deadline =
+        Duration::from_millis(ase_coordinator::CoordinatorConfig::default().generate_deadline_ms);
+    assert!(
+        deadline > timeout,
+        "generate deadline {deadline:?} <= model request timeout {timeout:?}"
+    );
+}

@@ -28,6 +28,7 @@ pub fn status_of(err: &CoordinatorError) -> Status {
             Code::InvalidArgument
         }
         CoordinatorError::Conflict { .. } => Code::FailedPrecondition,
+        CoordinatorError::NameInUse { .. } => Code::AlreadyExists,
         CoordinatorError::UnknownRun(_) => Code::NotFound,
         CoordinatorError::ReportTooLarge { .. } => Code::ResourceExhausted,
         CoordinatorError::Store(_)
@@ -36,6 +37,18 @@ pub fn status_of(err: &CoordinatorError) -> Status {
     };
     if code == Code::Internal {
         tracing::error!(error = %err, "coordinator failure");
+    }
+    if let CoordinatorError::NameInUse {
+        heard_ms_ago,
+        ttl_ms,
+        ..
+    } = err
+    {
+        let free_in = u64::from(*ttl_ms).saturating_sub(*heard_ms_ago) + 1;
+        return ase_proto::name_in_use::refusal(
+            truncate(&err.to_string(), MAX_STATUS_CHARS),
+            std::time::Duration::from_millis(free_in),
+        );
     }
     Status::new(code, truncate(&err.to_string(), MAX_STATUS_CHARS))
 }

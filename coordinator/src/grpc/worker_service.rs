@@ -96,9 +96,14 @@ impl ase_proto::WorkerApi for WorkerService {
                 cached_repos: caps.cached_repos,
                 version: caps.version,
             };
+            let held = req
+                .held
+                .iter()
+                .map(|l| lease_ref_from_proto(Some(l), "held"))
+                .collect::<Result<Vec<_>, _>>()?;
             let r = self
                 .coordinator
-                .register(&req.worker_name, caps)
+                .register_holding(&req.worker_name, caps, &held)
                 .await
                 .map_err(|e| status_of(&e))?;
             tracing::info!(session = r.session, "worker registered");

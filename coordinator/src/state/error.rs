@@ -25,6 +25,20 @@ pub enum CoordinatorError {
     UnknownRun(String),
     #[error("worker name: {0}")]
     WorkerName(String),
+    /// Another process registered under this name and is still heard from: a second worker
+    /// with the same name (and certificate) must not take the name over, or the two supersede
+    /// each other in a loop.
+    #[error(
+        "worker name {name} is in use by a live session (session {session}, last heard \
+         {heard_ms_ago} ms ago): a second worker with this name is refused; the name is free \
+         once that session misses its heartbeats for {ttl_ms} ms"
+    )]
+    NameInUse {
+        name: String,
+        session: u64,
+        heard_ms_ago: u64,
+        ttl_ms: u32,
+    },
     #[error(transparent)]
     Outputs(#[from] OutputError),
     #[error(

@@ -6,7 +6,7 @@
 use super::memory::{pi, LeaseMem, State};
 use super::Coordinator;
 use crate::messages::LeaseRef;
-use crate::records::{FailureNote, Fence, LeaseRecord, Phase, UnitState};
+use crate::records::{FailureNote, Fence, LeaseRecord, Phase, UnitRecord, UnitState};
 use crate::store::{Op, StoreError};
 use crate::CoordinatorError;
 
@@ -58,6 +58,42 @@ pub(super) fn check_fence(
         ));
     }
     Ok(())
+}
+
+/// Every lease that ends without a result is logged with its unit, worker and phase: an
+/// expiry is the only trace of a worker that vanished or a unit that hung.
+fn log_lease_end(
+    rec: &LeaseRecord,
+    run_id: &str,
+    unit: &UnitRecord,
+    counted: bool,
+    out_of_retries: bool,
+) {
+    let reason = unit.failures.last().map_or("", |f| f.reason.as_str());
+    if counted {
+        tracing::warn!(
+            run = %run_id,
+            unit = %unit.unit,
+            worker = %rec.worker_id,
+            phase = %rec.phase.as_str(),
+            lease = rec.lease_id,
+            attempt = rec.fence.attempt,
+            out_of_retries,
+            %reason,
+            "lease ended without a result"
+        );
+    } else {
+        tracing::info!(
+            run = %run_id,
+            unit = %unit.unit,
+            worker = %rec.worker_id,
+            phase = %rec.phase.as_str(),
+            lease = rec.lease_id,
+            attempt = rec.fence.attempt,
+            %reason,
+            "lease ended without a result (no attempt spent)"
+        );
+    }
 }
 
 /// What a lease's end does to its unit.
@@ -172,6 +208,7 @@ impl Coordinator {
             run.retries += 1;
         }
         let out_of_retries = counted && unit.phase_failures >= max_attempts;
+        log_lease_end(&rec, &run.record.run_id, &unit, counted, out_of_retries);
         if out_of_retries {
             unit.state = UnitState::Failed;
             if rec.phase == Phase::Generate {

@@ -59,6 +59,9 @@ pub(super) struct RunMem {
     pub(super) units: Vec<UnitMem>,
     pub(super) queues: [RepoQueues; 2],
     pub(super) inflight_generate: u32,
+    /// The execution deadline its generate phases need, when its spec sets a model request
+    /// timeout.
+    pub(super) generate_deadline_ms: Option<u64>,
     pub(super) bucket: TokenBucket,
     /// Generate leases held back after provider failures (memory only, see `provider_pause`).
     pub(super) pause: ProviderPause,
@@ -87,7 +90,9 @@ impl RunMem {
     ) -> RunMem {
         let rpm = record.header.limits.requests_per_minute;
         let units = Vec::with_capacity(record.total_units as usize);
+        let generate_deadline_ms = super::deadline::run_generate_deadline_ms(&spec_json);
         RunMem {
+            generate_deadline_ms,
             record,
             spec_digest: super::plan::sha256_hex(&spec_json).into(),
             spec_json: Arc::new(spec_json),

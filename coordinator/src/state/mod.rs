@@ -11,12 +11,14 @@
 //! `plan` (a submitted dataset, checked and stored), `memory` (the in-memory indexes),
 //! `recovery` (memory rebuilt at open), `runs` (submit, resume, cancel), `workers` (register,
 //! heartbeat, drain), `leases` (lease requests) and `scheduler` (which unit a worker gets),
-//! `unit_answers` (a predictions run's answers, split by unit), `lease_end` (a lease ending
-//! without a result: expiry, revocation, give-back), `provider_pause` (a run's model calls held
-//! back after 429s, 5xx or auth failures), `results`
+//! `unit_answers` (a predictions run's answers, split by unit), `deadline` (a run's generate
+//! deadline, from its model request timeout), `lease_end` (a lease ending without a result:
+//! expiry, revocation, give-back), `provider_pause` (a run's model calls held back after 429s,
+//! 5xx or auth failures), `results`
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
+mod deadline;
 mod error;
 mod finish;
 mod lease_end;
@@ -70,7 +72,12 @@ impl Default for CoordinatorConfig {
         Self {
             heartbeat_interval_ms: 2_000,
             lease_ttl_ms: 10_000,
-            generate_deadline_ms: 20 * 60_000,
+            // Longer than the model client's default request timeout: a slow answer that
+            // arrives within it must not be revoked and paid again.
+            generate_deadline_ms: ase_common::phase_deadline::generate_deadline(
+                ase_common::phase_deadline::MODEL_REQUEST_TIMEOUT,
+            )
+            .as_millis() as u64,
             evaluate_deadline_ms: 40 * 60_000,
             output_dir: None,
             store_cache_bytes: StoreOptions::default().cache_bytes,

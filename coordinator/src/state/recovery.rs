@@ -2,10 +2,12 @@
 //!
 //! Runs, units, committed records, lease grants and the worker registry are reloaded. Leases
 //! granted before the restart stay current with a fresh TTL, so a worker that reports a result
-//! in flight is still accepted; when the worker re-registers (it must: sessions are not known
-//! to the new process) its old leases are void and their units are queued again at once,
-//! without counting an attempt (the coordinator, not the unit, caused the loss). Leases nobody
-//! claims expire with their TTL and count as an attempt.
+//! in flight is still accepted. The worker must register again (sessions are not known to the
+//! new process) and names the leases it still holds: those stay current, so results answered
+//! while the coordinator was down are accepted and never paid for twice; its other old leases
+//! are void and their units are queued again at once, without counting an attempt (the
+//! coordinator, not the unit, caused the loss). Leases nobody claims expire with their TTL and
+//! count as an attempt.
 
 use super::memory::{pi, LeaseMem, RepoIndex, RunMem, State, UnitMem, WorkerMem};
 use super::CoordinatorConfig;

@@ -185,7 +185,12 @@ impl Coordinator {
                     unit.lease = Some(lease_id);
                     run.units[index as usize].state = unit.state;
                     let deadline_ms = match phase {
-                        Phase::Generate => self.config.generate_deadline_ms,
+                        // Never shorter than the run's model client may wait for one
+                        // answer: a slow answer must not be revoked and paid again.
+                        Phase::Generate => self
+                            .config
+                            .generate_deadline_ms
+                            .max(run.generate_deadline_ms.unwrap_or(0)),
                         Phase::Evaluate => self.config.evaluate_deadline_ms,
                     };
                     let record = LeaseRecord {

@@ -1,11 +1,12 @@
-//! Workers: a (re)registration opens a new session and voids the leases of the old ones; a
-//! heartbeat proves liveness and renews leases; a drain lets leased units finish and grants no
-//! more.
+//! Workers: a (re)registration opens a new session, keeps the old sessions' leases the worker
+//! still holds and ends the others, and is refused while another session of the name is live;
+//! a heartbeat proves liveness and renews leases; a drain lets leased units finish and grants
+//! no more.
 
-use super::lease_end::{check_fence, expiry, LeaseEnd};
-use super::memory::{State, WorkerMem};
+use super::lease_end::{check_fence, expiry, Expiry, LeaseEnd};
+use super::memory::{pi, State, WorkerMem};
 use super::Coordinator;
-use crate::messages::{Ack, Capabilities, Heartbeat, HeartbeatReply, Registration};
+use crate::messages::{Ack, Capabilities, Heartbeat, HeartbeatReply, LeaseRef, Registration};
 use crate::records::WorkerRecord;
 use crate::store::Op;
 use crate::CoordinatorError;
@@ -15,11 +16,34 @@ use std::collections::BTreeSet;
 pub const MAX_WORKER_NAME: usize = 256;
 
 impl Coordinator {
-    /// A worker (re)joins with a new session; leases of its earlier sessions are void.
+    /// A worker joins with a new session and holds no lease of an earlier one (see
+    /// [`Coordinator::register_holding`]).
     pub async fn register(
         &self,
         name: &str,
         caps: Capabilities,
+    ) -> Result<Registration, CoordinatorError> {
+        self.register_holding(name, caps, &[]).await
+    }
+
+    /// A worker (re)joins with a new session.
+    ///
+    /// A name whose session is live (heard from within the lease TTL) is refused
+    /// ([`CoordinatorError::NameInUse`]): a second process with the same name would otherwise
+    /// supersede the first, which supersedes it back at its next call, in a loop. A worker that
+    /// died frees its name when its heartbeats stop; after a coordinator restart no session is
+    /// live in this process.
+    ///
+    /// `held`: leases of earlier sessions whose units this process is still working on or
+    /// reporting. They stay current with a fresh TTL, so their results are accepted: nobody
+    /// else was given their units, and refusing them would pay for the same model call
+    /// twice. The earlier sessions' other leases end at once (without spending an attempt when
+    /// they were granted before a coordinator restart: the restart lost them, not the unit).
+    pub async fn register_holding(
+        &self,
+        name: &str,
+        caps: Capabilities,
+        held: &[LeaseRef],
     ) -> Result<Registration, CoordinatorError> {
         if name.is_empty() || name.len() > MAX_WORKER_NAME || name.chars().any(char::is_control) {
             return Err(CoordinatorError::WorkerName(format!(
@@ -27,10 +51,23 @@ impl Coordinator {
             )));
         }
         let now = self.clock.now_ms();
+        let ttl = self.config.lease_ttl_ms;
         let mut ops = Vec::new();
         let registration = {
             let _writer = self.store.writer();
             let mut st = self.lock();
+            if let Some(w) = st.workers.get(name) {
+                if let Some(heard_ms_ago) = live_session_heard(w, now, ttl) {
+                    let refusal = CoordinatorError::NameInUse {
+                        name: name.to_string(),
+                        session: w.record.last_session,
+                        heard_ms_ago,
+                        ttl_ms: ttl,
+                    };
+                    tracing::warn!(worker = %name, error = %refusal, "registration refused");
+                    return Err(refusal);
+                }
+            }
             let mut record = st
                 .workers
                 .get(name)
@@ -50,8 +87,30 @@ impl Coordinator {
                 .get(name)
                 .map(|w| w.leases.iter().copied().collect())
                 .unwrap_or_default();
+            let mut kept = BTreeSet::new();
+            let mut running = [0u32; 2];
             for id in old_leases {
-                let recovered = st.leases.get(&id).is_some_and(|l| l.recovered);
+                let Some(l) = st.leases.get_mut(&id) else {
+                    continue;
+                };
+                let claimed = held
+                    .iter()
+                    .any(|h| h.lease_id == id && h.fence == l.record.fence);
+                // A unit stuck past its execution deadline is not kept alive by a new session.
+                if claimed && expiry(&l.record, now) != Some(Expiry::Deadline) {
+                    l.record.expires_unix_ms = now + u64::from(ttl);
+                    running[pi(l.record.phase)] += 1;
+                    kept.insert(id);
+                    tracing::info!(
+                        worker = %name,
+                        lease = id,
+                        phase = l.record.phase.as_str(),
+                        session = record.last_session,
+                        "lease kept across the re-registration: the worker still holds it"
+                    );
+                    continue;
+                }
+                let recovered = l.recovered;
                 let reason = format!(
                     "worker {name} re-registered: session {old_session} superseded by {}",
                     record.last_session
@@ -77,8 +136,8 @@ impl Coordinator {
                     caps,
                     cached,
                     last_heartbeat_ms: Some(now),
-                    leases: BTreeSet::new(),
-                    running: [0, 0],
+                    leases: kept,
+                    running,
                     completed,
                     revoked: Vec::new(),
                 },
@@ -87,7 +146,7 @@ impl Coordinator {
                 worker_id: record.worker_id,
                 session: record.last_session,
                 heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-                lease_ttl_ms: self.config.lease_ttl_ms,
+                lease_ttl_ms: ttl,
             }
         };
         self.commit(ops).await?;
@@ -165,4 +224,14 @@ impl Coordinator {
         self.commit(ops).await?;
         Ok(Ack::accepted())
     }
+}
+
+/// How long ago a session of this process that is still live was heard from, or `None` when
+/// the name is free (never registered with this process, or silent for longer than `ttl_ms`).
+fn live_session_heard(w: &WorkerMem, now: u64, ttl_ms: u32) -> Option<u64> {
+    if !w.live_session {
+        return None;
+    }
+    let ago = now.saturating_sub(w.last_heartbeat_ms?);
+    (ago <= u64::from(ttl_ms)).then_some(ago)
 }

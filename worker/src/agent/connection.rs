@@ -133,10 +133,16 @@ impl Registrar {
             }
         }
         let mut backoff = Backoff::new(shared.config.backoff_base, shared.config.backoff_max);
+        // When the name was first refused as in use (an unreachable coordinator is no refusal),
+        // and how long to keep asking from then.
+        let mut refused_since: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let request = RegisterRequest {
                 worker_name: shared.config.name.clone(),
                 capabilities: Some(capabilities(shared)),
+                // Units in hand are kept and reported under their leases, not dropped: the
+                // coordinator keeps these leases current across the new session.
+                held: shared.active(),
             };
             let mut client = super::worker_client(shared.channel.clone());
             let reply = tokio::time::timeout(shared.config.rpc_timeout, client.register(request));
@@ -159,6 +165,42 @@ impl Registrar {
                     }
                     *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                     return Ok(Some(session));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => {
+                    // Another process holds the name. If it is an earlier life of this worker
+                    // (killed, restarted quickly) its session lapses within the lease TTL; a
+                    // second live worker with this name never lets go, and then this one
+                    // gives up rather than fight it for the name.
+                    let now = tokio::time::Instant::now();
+                    let (since, bound) = *refused_since.get_or_insert_with(|| {
+                        // However long the coordinator's TTL, wait for a silent session to
+                        // lapse before giving up.
+                        let lapse = ase_proto::name_in_use::free_in(&status).unwrap_or_default();
+                        (
+                            now,
+                            shared.config.name_in_use_wait.max(lapse.saturating_mul(2)),
+                        )
+                    });
+                    let waited = now - since;
+                    if waited >= bound {
+                        return Err(AgentError::NameInUse {
+                            name: shared.config.name.clone(),
+                            waited_secs: waited.as_secs(),
+                            reason: status.message().to_string(),
+                        });
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        worker = %shared.config.name,
+                        reason = %status.message(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        gives_up_after_secs = bound.as_secs(),
+                        "worker name in use by another live worker; waiting for it to lapse"
+                    );
+                    if sleep_or_stop(delay, stop).await {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 Ok(Err(status)) if super::is_definite(&status) => {
                     return Err(AgentError::Refused {

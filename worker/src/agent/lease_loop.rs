@@ -14,7 +14,7 @@ use ase_common::scoring::UnitId;
 use ase_proto::v1::{
     CompleteRequest, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport, RunSpecRef,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -146,11 +146,14 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
         lease_id: lease.lease_id.clone(),
     };
     let task_shared = shared.clone();
+    let reporting = Arc::new(AtomicBool::new(false));
+    let task_reporting = reporting.clone();
     let handle = tokio::spawn(
         async move {
             let _guard = guard;
             report_step(&task_shared, &lease, &worker_id, "running");
             let outcome = execute(&task_shared, &lease).await;
+            task_reporting.store(true, Ordering::SeqCst);
             report(&task_shared, &lease, worker_id, outcome).await;
         }
         .instrument(span),
@@ -161,6 +164,7 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
             lease: lease_ref,
             phase,
             abort: handle.abort_handle(),
+            reporting,
         },
     );
 }

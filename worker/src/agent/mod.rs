@@ -11,8 +11,10 @@
 //!
 //! A network partition does not stop running units: their reports are retried with back-off.
 //! When the coordinator comes back and no longer knows the session, the worker registers again
-//! (a new session); results of the old session's leases are refused by the coordinator's fence
-//! and dropped here.
+//! (a new session) naming the leases it still holds: they stay current, and the units in hand
+//! go on and are reported under them. Only a result whose unit was given to someone else is
+//! refused by the coordinator's fence, and dropped here. A name held by another live worker is
+//! waited for a bounded time (an earlier life of this worker lapses), then given up.
 
 pub mod connection;
 mod failure_report;
@@ -61,6 +63,10 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// At shutdown, how long running units may take before they are given back.
     pub shutdown_grace: Duration,
+    /// How long to keep asking for a name another live worker holds before giving up with
+    /// [`AgentError::NameInUse`]; at least twice the time the coordinator says a silent
+    /// holder takes to lapse (an earlier life of this worker lapses within the lease TTL).
+    pub name_in_use_wait: Duration,
     /// The key used when neither the lease nor the run spec's key source gives one
     /// (`ASE_API_KEY` of the worker's environment).
     pub fallback_api_key: Option<ApiKey>,
@@ -85,6 +91,7 @@ impl AgentConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            name_in_use_wait: Duration::from_secs(30),
             fallback_api_key: None,
             on_register: None,
         }
@@ -108,6 +115,15 @@ pub enum AgentError {
     Endpoint(#[from] EndpointError),
     #[error("the coordinator refused to register worker {name}: {reason}")]
     Refused { name: String, reason: String },
+    #[error(
+        "another live worker is registered as {name}: gave up after {waited_secs} s \
+         (coordinator: {reason}); give each worker its own name and certificate"
+    )]
+    NameInUse {
+        name: String,
+        waited_secs: u64,
+        reason: String,
+    },
 }
 
 /// Counters of what the agent did (tests, logs at exit).
@@ -140,6 +156,8 @@ struct RunningUnit {
     lease: LeaseRef,
     phase: Phase,
     abort: AbortHandle,
+    /// Its result is computed and being reported: the report's answer decides its fate.
+    reporting: Arc<AtomicBool>,
 }
 
 /// What every task of the agent shares.
@@ -193,11 +211,17 @@ impl Shared {
     }
 
     /// Cancels the unit of a revoked lease; true when one was running.
+    ///
+    /// A unit whose result is already being reported is left to its report: a heartbeat that
+    /// listed the lease may cross the report that committed it (the coordinator then no longer
+    /// knows the lease and calls it revoked), and aborting would lose the answer to a result
+    /// that was accepted. If the lease really was given to someone else, the report is refused.
     fn cancel(&self, revoked: &LeaseRef) -> bool {
         let mut units = self.units();
-        let matches = units
-            .get(&revoked.lease_id)
-            .is_some_and(|u| u.lease.fence == revoked.fence || revoked.fence.is_none());
+        let matches = units.get(&revoked.lease_id).is_some_and(|u| {
+            (u.lease.fence == revoked.fence || revoked.fence.is_none())
+                && !u.reporting.load(Ordering::SeqCst)
+        });
         if !matches {
             return false;
         }

@@ -196,8 +196,8 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_request_timeout() -> Duration {
-    // 64k generated tokens at a slow 50 tokens/s is ~21 minutes.
-    Duration::from_secs(1800)
+    // The coordinator's generate deadline is derived from the same constant.
+    ase_common::phase_deadline::MODEL_REQUEST_TIMEOUT
 }
 fn default_max_response_bytes() -> usize {
     16 << 20

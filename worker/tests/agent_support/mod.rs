@@ -49,7 +49,17 @@ impl Server {
     }
 
     pub async fn start_with(addr: SocketAddr, db: &Path, config: CoordinatorConfig) -> Server {
-        let coord = Coordinator::open(db, config, Arc::new(SystemClock)).unwrap();
+        Self::start_with_clock(addr, db, config, Arc::new(SystemClock)).await
+    }
+
+    /// With the coordinator's clock in the test's hands (to let a live session lapse).
+    pub async fn start_with_clock(
+        addr: SocketAddr,
+        db: &Path,
+        config: CoordinatorConfig,
+        clock: Arc<dyn ase_coordinator::Clock>,
+    ) -> Server {
+        let coord = Coordinator::open(db, config, clock).unwrap();
         let mut listener = None;
         for _ in 0..50 {
             match tokio::net::TcpListener::bind(addr).await {
