@@ -108,3 +108,51 @@ async fn a_guard_of_a_container_already_gone_is_harmless() {
     drop(ContainerGuard::new(docker.clone(), id));
     assert_gone(&docker, &unit, &volume).await;
 }
+
+/// Two workers of one name on one daemon (two `ase run` on one machine, each "local", with
+/// their own data folders): the start of one reaps only its own orphans, never the other's
+/// running containers.
+#[tokio::test]
+async fn a_worker_start_reaps_only_the_containers_of_its_own_cache() {
+    use ase_worker::container_labels::{reap_labelled, ROLE_LABEL, WORKER_LABEL};
+    use ase_worker::pipeline::container_owner;
+    let Some(docker) = docker_with(&v2_image()).await else {
+        return;
+    };
+    let caches = tempfile::tempdir().unwrap();
+    let (a, b) = (caches.path().join("a"), caches.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (owner_a, owner_b) = (container_owner("local", &a), container_owner("local", &b));
+    assert_ne!(owner_a, owner_b);
+    assert!(owner_a.starts_with("local@"), "{owner_a}");
+    let role = format!("reap-test-{}", std::process::id());
+    let unit = unit("reap");
+    let body = ContainerCreateBody {
+        image: Some(v2_image()),
+        labels: Some(HashMap::from([
+            (UNIT_LABEL.to_string(), unit.clone()),
+            (ROLE_LABEL.to_string(), role.clone()),
+            (WORKER_LABEL.to_string(), owner_a.clone()),
+        ])),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(CreateContainerOptions::default()), body)
+        .await
+        .expect("create")
+        .id;
+    let guard = ContainerGuard::new(docker.clone(), id);
+    // The other worker of the same name starts: nothing of worker a's is touched.
+    assert_eq!(reap_labelled(&docker, &role, &owner_b).await.unwrap(), 0);
+    assert_eq!(
+        containers_labelled(&docker, UNIT_LABEL, &unit).await.len(),
+        1
+    );
+    // Worker a's own next start reaps it.
+    assert_eq!(reap_labelled(&docker, &role, &owner_a).await.unwrap(), 1);
+    assert!(containers_labelled(&docker, UNIT_LABEL, &unit)
+        .await
+        .is_empty());
+    drop(guard);
+}

@@ -280,7 +280,7 @@ impl Agent {
         let run = async {
             if let Some(dynamic) = &self.dynamic {
                 // Containers of an earlier life of this worker: nobody will ever remove them.
-                let worker = &self.ctx.worker_id;
+                let worker = &self.ctx.container_owner;
                 match crate::dynamic::reap_orphans(dynamic.docker(), worker).await {
                     Ok(n) if n > 0 => tracing::info!(removed = n, "removed orphan v2 containers"),
                     Ok(_) => {}

@@ -188,7 +188,7 @@ pub async fn evaluate_static(
     let labels = ScanLabels {
         unit: unit_id.dir_name(),
         run: input.run_id.to_string(),
-        worker: ctx.worker_id.clone(),
+        worker: ctx.container_owner.clone(),
     };
 
     let identity = ctx.scanner.identity();

@@ -42,8 +42,19 @@ pub struct WorkerContext {
     pub scanner: Scanner,
     pub baselines: BaselineCache,
     pub apply: ApplyOptions,
-    /// Names this worker on the containers it starts.
+    /// The worker's name, in messages.
     pub worker_id: String,
+    /// Labels the containers this worker starts, and names those its next start reaps: the
+    /// name and this worker's cache folder ([`container_owner`]), so that two workers of one
+    /// name on one daemon (two `ase run` on a laptop, each "local") never reap each other's.
+    pub container_owner: String,
+}
+
+/// The owner label of a worker's containers: `{name}@{12 hex of its cache folder's digest}`.
+pub fn container_owner(name: &str, cache: &std::path::Path) -> String {
+    let cache = std::fs::canonicalize(cache).unwrap_or_else(|_| cache.to_path_buf());
+    let digest = ase_common::digest::sha256_hex(cache.to_string_lossy().as_bytes());
+    format!("{name}@{}", &digest[..12])
 }
 
 impl WorkerContext {
@@ -60,6 +71,7 @@ impl WorkerContext {
             scanner,
             baselines: BaselineCache::new(cache_root.join("baselines")),
             apply: ApplyOptions::default(),
+            container_owner: container_owner(&worker_id, &cache_root),
             worker_id,
         }
     }

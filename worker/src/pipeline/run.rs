@@ -110,7 +110,7 @@ pub async fn run_phase(
                 let labels = UnitLabels {
                     run: run_id,
                     unit: generation.unit.dir_name(),
-                    worker: ctx.worker_id.clone(),
+                    worker: ctx.container_owner.clone(),
                 };
                 dynamic
                     .evaluate(&task, &generation, &labels)
