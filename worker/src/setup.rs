@@ -109,6 +109,8 @@ pub enum SetupError {
     ContainerScannerWithoutDocker,
     #[error("the container scanner needs a SAST image")]
     ContainerScannerWithoutImage,
+    #[error("task image cache budget")]
+    ImageCacheBudget(#[source] crate::images::BadBudget),
 }
 
 /// Why no Docker daemon can be used.
@@ -219,10 +221,11 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
         }
     };
     let ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
-    // Task images are pulled on demand, with the credentials and platform of this process's
-    // environment (see crate::images).
+    // Task images are pulled on demand, with the credentials, platform and cache budget of
+    // this process's environment (see crate::images).
+    let pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;
     let dynamic = docker.map(|d| {
-        let puller = ImagePuller::new(d.clone(), PullSettings::from_env());
+        let puller = ImagePuller::new(d.clone(), pull_settings.clone());
         DynamicEvaluator::new(d, DynamicSettings::default()).with_puller(puller)
     });
     Ok(WorkerParts { ctx, dynamic })

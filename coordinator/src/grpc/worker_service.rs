@@ -92,6 +92,7 @@ impl ase_proto::WorkerApi for WorkerService {
                 docker: caps.docker,
                 cached_repos: caps.cached_repos,
                 version: caps.version,
+                task_images: caps.task_images,
             };
             let r = self
                 .coordinator
@@ -133,6 +134,7 @@ impl ase_proto::WorkerApi for WorkerService {
                     free_eval_slots: req.free_eval_slots,
                     free_generate_slots: req.free_generate_slots,
                     cached_repos: req.cached_repos,
+                    task_images: req.task_images,
                 })
                 .await
                 .map_err(|e| status_of(&e))?;
