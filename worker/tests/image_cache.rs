@@ -244,3 +244,107 @@ async fn an_image_found_on_the_daemon_is_held_but_never_evicted() {
         "{stats:?}"
     );
 }
+
+/// Removes the container when dropped (also on a panic).
+struct ContainerCleanup(String);
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_image_a_container_still_uses_is_kept_and_the_refusal_counted() {
+    let Some(docker) = prerequisites().await else {
+        return;
+    };
+    let registry = TestRegistry::start();
+    let image = registry.reference("cache-used", &std::process::id().to_string());
+    let _cleanup = ImageCleanup(vec![image.clone()]);
+    build_push_remove(&docker, &v2_image(), &image, registry.credentials(PASSWORD)).await;
+    let config = registry.docker_config(PASSWORD);
+    // A budget nothing fits in: every pulled image not in use is a candidate.
+    let puller = ImagePuller::new(docker.clone(), settings(&config, Some(1)));
+    let (got, guard) = puller
+        .acquire(&image)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.pulled, "{got:?}");
+    // In use: the pass after the pull left it.
+    assert_eq!(puller.cache().stats().evictions, 0);
+    // A container of it that is not the cache's to know about (a stopped one is enough for
+    // the daemon to refuse a removal without force).
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(got.pinned.clone()),
+        ..Default::default()
+    };
+    let container = docker
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptions::default()),
+            body,
+        )
+        .await
+        .expect("create a container")
+        .id;
+    let _container = ContainerCleanup(container);
+    drop(guard);
+    assert_eq!(puller.cache().enforce_budget().await, Vec::<String>::new());
+    let stats = puller.cache().stats();
+    assert_eq!(
+        (stats.evictions, stats.evictions_refused),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert!(on_daemon(&docker, &image).await);
+    assert_eq!(puller.cache().held(), vec![image.clone()]);
+    // Once the container is gone, the next pass removes it.
+    drop(_container);
+    assert_eq!(puller.cache().enforce_budget().await, vec![got.id.clone()]);
+    assert!(!on_daemon(&docker, &image).await);
+    assert!(puller.cache().held().is_empty());
+    assert_eq!(puller.cache().stats().evictions, 1);
+}
+
+#[tokio::test]
+async fn the_in_use_guard_is_released_when_its_unit_is_cancelled_or_panics() {
+    let Some(docker) = prerequisites().await else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    let puller = ImagePuller::new(docker.clone(), settings(&config, None));
+    let in_use =
+        |p: &ImagePuller| -> u32 { p.cache().stats().images.iter().map(|i| i.in_use).sum() };
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let cancelled = tokio::spawn({
+        let puller = puller.clone();
+        async move {
+            let (_image, _guard) = puller.acquire(&v2_image()).await.expect("acquire");
+            let _ = held_tx.send(());
+            // A unit that never ends by itself.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), held_rx)
+        .await
+        .expect("held within 60 s")
+        .unwrap();
+    assert_eq!(in_use(&puller), 1);
+    cancelled.abort();
+    let _ = cancelled.await;
+    assert_eq!(in_use(&puller), 0, "cancelled");
+
+    let panicked = tokio::spawn({
+        let puller = puller.clone();
+        async move {
+            let (_image, _guard) = puller.acquire(&v2_image()).await.expect("acquire");
+            panic!("a unit that panics while it holds its image");
+        }
+    });
+    assert!(panicked.await.unwrap_err().is_panic());
+    assert_eq!(in_use(&puller), 0, "panicked");
+}
