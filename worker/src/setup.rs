@@ -84,6 +84,9 @@ pub struct WorkerSetup {
     pub rules: PathBuf,
     pub sast_image: Option<String>,
     pub docker: DockerUse,
+    /// Disk budget of the task images this worker pulls; None: `ASE_IMAGE_CACHE_BYTES`, else
+    /// unlimited.
+    pub image_cache_bytes: Option<u64>,
 }
 
 pub struct WorkerParts {
@@ -223,7 +226,10 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
     let ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
     // Task images are pulled on demand, with the credentials, platform and cache budget of
     // this process's environment (see crate::images).
-    let pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;
+    let mut pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;
+    if let Some(budget) = s.image_cache_bytes {
+        pull_settings.cache_bytes = Some(budget);
+    }
     let dynamic = docker.map(|d| {
         let puller = ImagePuller::new(d.clone(), pull_settings.clone());
         DynamicEvaluator::new(d, DynamicSettings::default()).with_puller(puller)
