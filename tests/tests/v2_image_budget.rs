@@ -85,11 +85,14 @@ fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expecte
         .collect();
     let tasks_path = tmp.path().join("v2-budget-tasks.json");
     std::fs::write(&tasks_path, serde_json::to_vec_pretty(&tasks).unwrap()).unwrap();
+    // A worker name of its own: an `ase run` starting elsewhere on this daemon reaps the v2
+    // containers of its worker's name ("local" by default), which would kill this run's.
     let config = tmp.path().join("ase.toml");
     std::fs::write(
         &config,
         format!(
-            "[worker]\nrepo_url_template = {:?}\ndocker = \"on\"\neval_slots = 1\nimage_cache_bytes = 1\n\n[[runs]]\nmodel_name = \"reference\"\nbatch = \"budget-v2\"\ndataset = {:?}\ncontext = {:?}\nrounds = 3\nmodel = {{ provider = \"reference\" }}\n",
+            "[worker]\nname = \"budget-{}\"\nrepo_url_template = {:?}\ndocker = \"on\"\neval_slots = 1\nimage_cache_bytes = 1\n\n[[runs]]\nmodel_name = \"reference\"\nbatch = \"budget-v2\"\ndataset = {:?}\ncontext = {:?}\nrounds = 3\nmodel = {{ provider = \"reference\" }}\n",
+            std::process::id(),
             world.repo_url_template,
             tasks_path.display().to_string(),
             world.v2_context.as_ref().unwrap().display().to_string(),
