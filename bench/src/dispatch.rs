@@ -299,6 +299,7 @@ async fn worker(
                 docker: true,
                 cached_repos: vec![],
                 version: "bench".into(),
+                task_images: vec![],
             }),
         })
         .await?

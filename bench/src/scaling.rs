@@ -53,6 +53,7 @@ async fn measure(units: usize, workers: usize, unit_ms: u64) -> anyhow::Result<f
                 docker: true,
                 cached_repos: vec![],
                 version: "bench".into(),
+                task_images: vec![],
             };
             let r = c.register(&format!("scale-{w}"), caps).await?;
             loop {

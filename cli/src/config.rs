@@ -142,6 +142,10 @@ pub struct WorkerSettings {
     pub repo_url_template: Option<String>,
     /// `auto`, `on` or `off`. Environment: `ASE_DOCKER`.
     pub docker: DockerUse,
+    /// Disk budget in bytes of the v2 task images this worker pulled (evicted least recently
+    /// used, never while a unit uses them); none: `ASE_IMAGE_CACHE_BYTES` (which also takes
+    /// `50G`-style sizes), else unlimited.
+    pub image_cache_bytes: Option<u64>,
 }
 
 impl Default for WorkerSettings {
@@ -158,6 +162,7 @@ impl Default for WorkerSettings {
             sast_image: None,
             repo_url_template: None,
             docker: DockerUse::Auto,
+            image_cache_bytes: None,
         }
     }
 }

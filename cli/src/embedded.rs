@@ -168,6 +168,7 @@ impl Embedded {
             rules: worker.rules_or_default(),
             sast_image: worker.sast_image.clone(),
             docker: worker.docker,
+            image_cache_bytes: worker.image_cache_bytes,
         })
         .await?;
         let worker_has_docker = parts.dynamic.is_some();

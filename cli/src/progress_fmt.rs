@@ -65,7 +65,7 @@ pub fn worker_line(w: &WorkerInfo) -> String {
     let drain = if w.draining { " draining" } else { "" };
     format!(
         "worker {} [{liveness}{drain}] session {} running {}/{} (generate {} + eval {}) completed {} \
-         last heartbeat {} cached repos: {}",
+         last heartbeat {} cached repos: {} task images: {}",
         w.name,
         w.session,
         w.running,
@@ -74,12 +74,17 @@ pub fn worker_line(w: &WorkerInfo) -> String {
         w.eval_slots,
         w.completed,
         heartbeat_ago(w.last_heartbeat_ms_ago),
-        if w.cached_repos.is_empty() {
-            "-".to_string()
-        } else {
-            w.cached_repos.join(",")
-        }
+        list_or_dash(&w.cached_repos),
+        list_or_dash(&w.task_images),
     )
+}
+
+fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +126,24 @@ mod tests {
         );
         w.last_heartbeat_ms_ago = 1500;
         assert!(worker_line(&w).contains("last heartbeat 1500 ms ago"));
+    }
+
+    #[test]
+    fn the_task_images_a_worker_holds_are_listed() {
+        let mut w = WorkerInfo {
+            name: "w1".into(),
+            ..Default::default()
+        };
+        assert!(
+            worker_line(&w).ends_with("task images: -"),
+            "{}",
+            worker_line(&w)
+        );
+        w.task_images = vec!["r/a:1".into(), "r/b:2".into()];
+        assert!(
+            worker_line(&w).ends_with("task images: r/a:1,r/b:2"),
+            "{}",
+            worker_line(&w)
+        );
     }
 }

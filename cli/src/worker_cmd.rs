@@ -70,6 +70,10 @@ pub struct Args {
     /// Where repos come from; `{repo}` is replaced by `owner/name`.
     #[arg(long)]
     repo_url_template: Option<String>,
+    /// Disk budget of the task images this worker pulls, in bytes [default: the config's
+    /// image_cache_bytes, else ASE_IMAGE_CACHE_BYTES, else unlimited].
+    #[arg(long)]
+    image_cache_bytes: Option<u64>,
 }
 
 /// `--scanner`: the worker's names of its scanners, each with its help line.
@@ -139,6 +143,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
             rules: args.rules.clone().unwrap_or_else(|| w.rules_or_default()),
             sast_image: args.sast_image.clone().or_else(|| w.sast_image.clone()),
             docker,
+            image_cache_bytes: args.image_cache_bytes.or(w.image_cache_bytes),
         },
         generate_slots: args.generate_slots.unwrap_or(w.generate_slots),
         eval_slots: args.eval_slots.unwrap_or(w.eval_slots),

@@ -104,6 +104,7 @@ async fn play_worker(uri: String, units: usize) {
                 docker: false,
                 cached_repos: vec!["o/r1".into()],
                 version: "test".into(),
+                task_images: vec![],
             }),
         })
         .await

@@ -32,6 +32,8 @@ pub struct Capabilities {
     pub docker: bool,
     pub cached_repos: Vec<String>,
     pub version: String,
+    /// Task images the worker holds; replaced by each heartbeat's list.
+    pub task_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub struct Heartbeat {
     pub free_generate_slots: u32,
     /// Replaces the registered list when not empty.
     pub cached_repos: Vec<String>,
+    /// Always replaces the last list (an empty one: every image evicted).
+    pub task_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -308,6 +312,8 @@ pub struct WorkerInfo {
     pub completed: u64,
     pub running_generate: u32,
     pub running_evaluate: u32,
+    /// Task images the worker last said it holds, sorted.
+    pub task_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

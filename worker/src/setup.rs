@@ -84,6 +84,9 @@ pub struct WorkerSetup {
     pub rules: PathBuf,
     pub sast_image: Option<String>,
     pub docker: DockerUse,
+    /// Disk budget of the task images this worker pulls; None: `ASE_IMAGE_CACHE_BYTES`, else
+    /// unlimited.
+    pub image_cache_bytes: Option<u64>,
 }
 
 pub struct WorkerParts {
@@ -109,6 +112,8 @@ pub enum SetupError {
     ContainerScannerWithoutDocker,
     #[error("the container scanner needs a SAST image")]
     ContainerScannerWithoutImage,
+    #[error("task image cache budget")]
+    ImageCacheBudget(#[source] crate::images::BadBudget),
 }
 
 /// Why no Docker daemon can be used.
@@ -219,10 +224,14 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
         }
     };
     let ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
-    // Task images are pulled on demand, with the credentials and platform of this process's
-    // environment (see crate::images).
+    // Task images are pulled on demand, with the credentials, platform and cache budget of
+    // this process's environment (see crate::images).
+    let mut pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;
+    if let Some(budget) = s.image_cache_bytes {
+        pull_settings.cache_bytes = Some(budget);
+    }
     let dynamic = docker.map(|d| {
-        let puller = ImagePuller::new(d.clone(), PullSettings::from_env());
+        let puller = ImagePuller::new(d.clone(), pull_settings.clone());
         DynamicEvaluator::new(d, DynamicSettings::default()).with_puller(puller)
     });
     Ok(WorkerParts { ctx, dynamic })

@@ -8,7 +8,7 @@ mod test_registry;
 
 use ase_common::unit::EvaluationRecord;
 use ase_worker::images::credentials::{PASSWORD_ENV, SERVER_ENV, USERNAME_ENV};
-use ase_worker::images::PLATFORM_ENV;
+use ase_worker::images::{CACHE_BYTES_ENV, PLATFORM_ENV};
 use ase_worker::setup::{build, DockerUse, ScannerKind, WorkerSetup};
 use dynamic_fixtures::*;
 use support::*;
@@ -38,7 +38,7 @@ async fn a_worker_pulls_with_the_credentials_docker_config_names() {
         std::env::remove_var(var);
     }
     let cache = tempfile::tempdir().unwrap();
-    let parts = build(&WorkerSetup {
+    let setup = WorkerSetup {
         name: "w-pull-env".into(),
         cache: cache.path().to_path_buf(),
         cache_max_bytes: Some(1 << 30),
@@ -48,12 +48,39 @@ async fn a_worker_pulls_with_the_credentials_docker_config_names() {
         rules: rules_dir(),
         sast_image: None,
         docker: DockerUse::On,
-    })
-    .await
-    .unwrap();
+        image_cache_bytes: None,
+    };
+
+    // The image cache budget: a size the worker cannot read stops it, naming the variable;
+    // the worker's own setting (flag or config file) wins over the environment.
+    std::env::set_var(CACHE_BYTES_ENV, "lots");
+    let err = match build(&setup).await {
+        Err(e) => format!("{e}: {}", std::error::Error::source(&e).unwrap()),
+        Ok(_) => panic!("a budget of \"lots\" was accepted"),
+    };
+    assert!(
+        err.contains(CACHE_BYTES_ENV) && err.contains("lots"),
+        "{err}"
+    );
+    std::env::set_var(CACHE_BYTES_ENV, "3G");
+    {
+        // Its own parts, dropped before the next build takes the repo cache's lock.
+        let own = build(&WorkerSetup {
+            image_cache_bytes: Some(12345),
+            ..setup.clone()
+        })
+        .await
+        .unwrap();
+        let own = own.dynamic.expect("Docker is on");
+        assert_eq!(own.puller().unwrap().settings().cache_bytes, Some(12345));
+    }
+
+    let parts = build(&setup).await.unwrap();
     let dynamic = parts.dynamic.expect("Docker is on");
     let puller = dynamic.puller().expect("a puller").clone();
     assert_eq!(puller.settings().platform.as_deref(), Some("linux/amd64"));
+    assert_eq!(puller.settings().cache_bytes, Some(3 << 30));
+    assert_eq!(puller.cache().budget(), Some(3 << 30));
 
     let labels = labels("pull-env");
     let rec = dynamic

@@ -19,6 +19,7 @@ fn settings(cache: &Path, scanner: ScannerKind, docker: DockerUse) -> WorkerSetu
         rules: rules_dir(),
         sast_image: None,
         docker,
+        image_cache_bytes: None,
     }
 }
 

@@ -264,6 +264,7 @@ impl ase_proto::ClientApi for ClientService {
                 completed: w.completed,
                 running_generate: w.running_generate,
                 running_evaluate: w.running_evaluate,
+                task_images: w.task_images,
             })
             .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))

@@ -95,6 +95,7 @@ impl ase_proto::WorkerApi for WorkerService {
                 docker: caps.docker,
                 cached_repos: caps.cached_repos,
                 version: caps.version,
+                task_images: caps.task_images,
             };
             let held = req
                 .held
@@ -141,6 +142,7 @@ impl ase_proto::WorkerApi for WorkerService {
                     free_eval_slots: req.free_eval_slots,
                     free_generate_slots: req.free_generate_slots,
                     cached_repos: req.cached_repos,
+                    task_images: req.task_images,
                 })
                 .await
                 .map_err(|e| status_of(&e))?;

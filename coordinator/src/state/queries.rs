@@ -160,6 +160,11 @@ impl Coordinator {
                     completed: w.completed,
                     running_generate: w.running[0],
                     running_evaluate: w.running[1],
+                    task_images: {
+                        let mut images = w.caps.task_images.clone();
+                        images.sort();
+                        images
+                    },
                 }
             })
             .collect()

@@ -184,6 +184,7 @@ impl Coordinator {
             if !hb.cached_repos.is_empty() {
                 w.cached = hb.cached_repos.iter().cloned().collect();
             }
+            w.caps.task_images = hb.task_images.clone();
             let drain = w.record.draining;
             revoked.append(&mut w.revoked);
             self.sweep_locked(&mut st, now, &mut ops)?;

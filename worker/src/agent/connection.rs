@@ -227,5 +227,6 @@ pub(crate) fn capabilities(shared: &super::Shared) -> Capabilities {
         docker: shared.dynamic.is_some(),
         cached_repos: shared.ctx.repo_cache.cached_repos(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        task_images: shared.task_images(),
     }
 }

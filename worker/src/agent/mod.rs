@@ -193,6 +193,15 @@ impl Shared {
         self.units.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The task images this worker's cache holds (told at registration and each heartbeat).
+    fn task_images(&self) -> Vec<String> {
+        self.dynamic
+            .as_ref()
+            .and_then(DynamicEvaluator::puller)
+            .map(|p| p.cache().held())
+            .unwrap_or_default()
+    }
+
     /// Free (generate, evaluate) slots.
     fn free_slots(&self) -> (u32, u32) {
         let units = self.units();

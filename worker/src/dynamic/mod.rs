@@ -37,7 +37,9 @@
 //!
 //! The image: with an [`ImagePuller`] (every worker has one) it is pulled when the daemon lacks
 //! it, and the container is created from the digest the daemon resolved, recorded in the
-//! record's `image_digest`; without one the image must already be there.
+//! record's `image_digest`; without one the image must already be there. The image is held
+//! in use (see `images::cache`) for the whole evaluation, so the worker's cache budget never
+//! evicts it under a running unit.
 //!
 //! Infrastructure problems (daemon unreachable, registry unreachable, image missing, a Docker
 //! call failing in a way that is not the unit's doing) are returned as [`DynamicError`] so the
@@ -57,7 +59,7 @@ use bollard::query_parameters::{CreateContainerOptions, UploadToContainerOptions
 use bollard::Docker;
 
 use crate::container::ContainerGuard;
-use crate::images::{ImagePuller, ImageRef, PullError, ResolvedImage};
+use crate::images::{ImageInUse, ImagePuller, ImageRef, PullError, ResolvedImage};
 pub use container::{
     container_body, split_command, ROLE_DYNAMIC, ROLE_LABEL, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
@@ -191,14 +193,20 @@ impl DynamicEvaluator {
         self.puller.as_ref()
     }
 
-    /// The task's image on the daemon (pulled when there is a puller), by digest.
-    async fn image(&self, image: &str, unit: &str) -> Result<ResolvedImage, DynamicError> {
+    /// The task's image on the daemon (pulled when there is a puller), by digest, and with a
+    /// puller the guard that keeps it from eviction while the unit uses it.
+    async fn image(
+        &self,
+        image: &str,
+        unit: &str,
+    ) -> Result<(ResolvedImage, Option<ImageInUse>), DynamicError> {
         let pull_err = |source: PullError| DynamicError::Pull {
             unit: unit.to_string(),
             source,
         };
         if let Some(puller) = &self.puller {
-            return puller.ensure(image).await.map_err(pull_err);
+            let (resolved, guard) = puller.acquire(image).await.map_err(pull_err)?;
+            return Ok((resolved, Some(guard)));
         }
         if let Err(source) = self.docker.inspect_image(image).await {
             return Err(match source {
@@ -218,7 +226,7 @@ impl DynamicEvaluator {
         }
         let parsed = ImageRef::parse(image).map_err(|e| pull_err(e.into()))?;
         match crate::images::resolve(&self.docker, &parsed).await {
-            Ok(Some(r)) => Ok(r),
+            Ok(Some(r)) => Ok((r, None)),
             // Removed between the two looks: as missing, retried.
             Ok(None) => Err(DynamicError::ImageMissing {
                 unit: unit.to_string(),
@@ -308,7 +316,9 @@ impl DynamicEvaluator {
             op: op.to_string(),
             source,
         };
-        let image = self.image(&spec.image, &unit).await?;
+        // Held until this function returns or is dropped (failed, cancelled, panicked): the
+        // cache never evicts the image while the unit's container may use it.
+        let (image, _in_use) = self.image(&spec.image, &unit).await?;
         // By digest: what the tag named when this worker got it, whatever it names now.
         let pinned_spec = DynamicSpec {
             image: image.pinned.clone(),

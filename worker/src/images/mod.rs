@@ -5,12 +5,14 @@
 //! - [`reference`]: which registry, name and tag an image reference names;
 //! - [`credentials`]: the worker's registry credentials (Docker config or environment);
 //! - [`pull`]: one pull with retries, and the typed [`PullError`];
-//! - [`progress`]: counters and the bounded progress of pulls under way.
+//! - [`progress`]: counters and the bounded progress of pulls under way;
+//! - [`cache`]: the task images held, in use, and evicted to meet the disk budget.
 //!
 //! Concurrent needs of one image on one worker share one pull: the first starts it (in a
 //! task of its own, so a need that is cancelled does not cancel the others' pull) and every
 //! need awaits the same outcome.
 
+pub mod cache;
 pub mod credentials;
 pub mod progress;
 pub mod pull;
@@ -24,6 +26,7 @@ use bollard::errors::Error as DockerError;
 use bollard::Docker;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+pub use cache::{BadBudget, CacheStats, CachedImage, ImageCache, ImageInUse, CACHE_BYTES_ENV};
 pub use credentials::{CredentialSource, CredentialsError, RegistryAuth};
 pub use progress::{PullProgress, PullStats};
 pub use pull::PullError;
@@ -48,6 +51,8 @@ pub struct PullSettings {
     pub stall_timeout: Duration,
     /// One request's bound, however steadily it trickles (several GB at a slow link).
     pub attempt_timeout: Duration,
+    /// Budget of the task images this worker pulled ([`CACHE_BYTES_ENV`]); None: unlimited.
+    pub cache_bytes: Option<u64>,
 }
 
 impl Default for PullSettings {
@@ -60,19 +65,21 @@ impl Default for PullSettings {
             backoff_max: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(300),
             attempt_timeout: Duration::from_secs(3600),
+            cache_bytes: None,
         }
     }
 }
 
 impl PullSettings {
     /// The worker process's settings: credentials from its Docker config and environment,
-    /// the platform from `ASE_IMAGE_PLATFORM`.
-    pub fn from_env() -> Self {
-        Self {
+    /// the platform from `ASE_IMAGE_PLATFORM`, the cache budget from `ASE_IMAGE_CACHE_BYTES`.
+    pub fn from_env() -> Result<Self, BadBudget> {
+        Ok(Self {
             platform: platform_from(std::env::var(PLATFORM_ENV).ok()),
             credentials: CredentialSource::from_env(),
+            cache_bytes: cache::budget_from(std::env::var(CACHE_BYTES_ENV).ok().as_deref())?,
             ..Self::default()
-        }
+        })
     }
 }
 
@@ -94,6 +101,8 @@ pub struct ResolvedImage {
     /// (`sha256:…`) for an image that never came from a registry.
     pub pinned: String,
     pub id: String,
+    /// The daemon's `Size` of the image.
+    pub size_bytes: u64,
     /// Whether this need pulled it (false: it was there, or another need pulled it).
     pub pulled: bool,
 }
@@ -166,6 +175,7 @@ struct Inner {
     /// Pulls under way, by reference as the task names it.
     pulls: Mutex<HashMap<String, SharedPull>>,
     stats: StatsCell,
+    cache: ImageCache,
 }
 
 /// Gets task images onto this worker's daemon; cheap to clone and share.
@@ -184,8 +194,10 @@ impl std::fmt::Debug for ImagePuller {
 
 impl ImagePuller {
     pub fn new(docker: Docker, settings: PullSettings) -> Self {
+        let cache = ImageCache::new(docker.clone(), settings.cache_bytes);
         Self {
             inner: Arc::new(Inner {
+                cache,
                 docker,
                 settings,
                 pulls: Mutex::new(HashMap::new()),
@@ -205,6 +217,47 @@ impl ImagePuller {
             out.in_progress = s.in_progress.values().cloned().collect();
             out.in_progress.sort_by(|a, b| a.image.cmp(&b.image));
             out
+        })
+    }
+
+    /// The task images this worker holds.
+    pub fn cache(&self) -> &ImageCache {
+        &self.inner.cache
+    }
+
+    /// The image `reference` on the daemon (pulled first when it is not there), held in use
+    /// until the returned guard is dropped; after a pull, images not in use are evicted to
+    /// meet the budget.
+    pub async fn acquire(&self, reference: &str) -> Result<(ResolvedImage, ImageInUse), PullError> {
+        let cache = &self.inner.cache;
+        let guard = cache.hold(reference);
+        let image = ImageRef::parse(reference)?;
+        // An eviction may remove the image between `ensure` and the record (a need that found
+        // it before a pass that started after): looked at again under the eviction lock, and
+        // got again when it went (bounded: each time, the guard already protects it).
+        for _ in 0..3 {
+            let ensured = self.ensure(reference).await?;
+            let recording = cache.recording().await;
+            let Some(found) = resolve(&self.inner.docker, &image).await? else {
+                continue;
+            };
+            cache.record(reference, &found.id, found.size_bytes, ensured.pulled);
+            drop(recording);
+            if ensured.pulled {
+                cache.enforce_budget().await;
+            }
+            return Ok((
+                ResolvedImage {
+                    pulled: ensured.pulled,
+                    ..found
+                },
+                guard,
+            ));
+        }
+        Err(PullError::Daemon {
+            image: reference.to_string(),
+            op: "keep the image (removed again after each of 3 pulls)",
+            detail: "removed by something else than this worker's cache".into(),
         })
     }
 
@@ -294,6 +347,11 @@ async fn pull_and_resolve(inner: &Inner, image: &ImageRef) -> Result<ResolvedIma
     match resolve(&inner.docker, image).await? {
         Some(mut r) => {
             r.pulled = true;
+            // This worker pulled it: a candidate for eviction from now on (even when the need
+            // that started the pull is gone).
+            inner
+                .cache
+                .record(&image.original, &r.id, r.size_bytes, true);
             tracing::info!(
                 image = %image.original,
                 pinned = %r.pinned,
@@ -332,6 +390,7 @@ pub async fn resolve(
         }
     };
     let id = info.id.unwrap_or_default();
+    let size_bytes = info.size.map_or(0, |s| s.max(0) as u64);
     let repository = image.repository();
     let repo_digest = info.repo_digests.unwrap_or_default().into_iter().find(|d| {
         d.split_once('@')
@@ -347,6 +406,7 @@ pub async fn resolve(
         reference: image.original.clone(),
         pinned,
         id,
+        size_bytes,
         pulled: false,
     }))
 }

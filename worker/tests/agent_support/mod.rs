@@ -250,6 +250,11 @@ impl WorkerEnv {
     }
 
     pub fn context(&self, osemgrep: PathBuf) -> WorkerContext {
+        self.context_named(osemgrep, "w1")
+    }
+
+    /// For worker `name` (also what its v2 containers are labelled with, and reaped by).
+    pub fn context_named(&self, osemgrep: PathBuf, name: &str) -> WorkerContext {
         let cache_root = self.tmp.path().join("cache");
         let mut cfg = RepoCacheConfig::new(cache_root.join("repos"));
         cfg.url_template = format!("{}/{{repo}}", self.src.display());
@@ -264,7 +269,7 @@ impl WorkerEnv {
             cache,
             Scanner::Bare { scanner, identity },
             cache_root,
-            "w1".into(),
+            name.into(),
         )
     }
 }
@@ -294,7 +299,16 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn start(config: AgentConfig, ctx: WorkerContext) -> RunningAgent {
-        let agent = Agent::new(config, ctx, None);
+        Self::start_with(config, ctx, None)
+    }
+
+    /// With a v2 evaluator (and its image puller and cache).
+    pub fn start_with(
+        config: AgentConfig,
+        ctx: WorkerContext,
+        dynamic: Option<ase_worker::dynamic::DynamicEvaluator>,
+    ) -> RunningAgent {
+        let agent = Agent::new(config, ctx, dynamic);
         let stats = agent.stats();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(agent.run(async {

@@ -1,0 +1,194 @@
+//! A v2 campaign under a task image budget smaller than its images: `ase run` of the demo's v2
+//! tasks, each image rebuilt with a layer of its own and living only in a real registry on
+//! loopback (Debian's `docker-registry` with htpasswd auth), the worker's `image_cache_bytes`
+//! set to 1 and one evaluation at a time. Each pull after the first evicts the image pulled
+//! before (not in use), the campaign completes with the demo's expected scores, and the demo's
+//! own images are untouched.
+//!
+//! Alone in its binary: it sets `DOCKER_CONFIG` for the `ase` process it starts. Needs
+//! `cargo build -p ase`, osemgrep, Docker with the demo images (deploy/images/build.sh), and
+//! docker-registry + htpasswd (.ci/run installs them).
+
+#[path = "../../worker/tests/test_registry/mod.rs"]
+mod test_registry;
+
+use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
+use serde_json::Value;
+use std::time::Duration;
+use test_registry::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[test]
+fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expected() {
+    let Some(osemgrep) = support::osemgrep_or_skip() else {
+        return;
+    };
+    if let Some(why) = missing_tools() {
+        support::unavailable_unless(&why, "apt-get install docker-registry apache2-utils");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut docker = None;
+    for image in &world.v2_images {
+        docker = rt.block_on(support::docker_with(image));
+        if docker.is_none() {
+            return;
+        }
+    }
+    let docker = docker.expect("the demo has v2 images");
+
+    // The demo's images with a layer of their own (an image id of their own: the cache never
+    // removes an id another tag names), in the registry only, under other names.
+    let registry = TestRegistry::start();
+    let mut tasks: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&world.v2_tasks).unwrap()).unwrap();
+    let mut renamed = Vec::new();
+    for task in &mut tasks {
+        let source = task["image"].as_str().unwrap().to_string();
+        let name = source
+            .split(':')
+            .next()
+            .unwrap()
+            .trim_start_matches("ase-demo-");
+        let reference = registry.reference(name, &format!("r{}", std::process::id()));
+        rt.block_on(build_push_remove(
+            &docker,
+            &source,
+            &reference,
+            registry.credentials(PASSWORD),
+        ));
+        task["image"] = Value::String(reference.clone());
+        renamed.push(reference);
+    }
+    let _cleanup = ImageCleanup(renamed.clone());
+    for r in &renamed {
+        assert!(
+            rt.block_on(docker.inspect_image(r)).is_err(),
+            "{r} is still on the daemon"
+        );
+    }
+    let demo_ids: Vec<String> = world
+        .v2_images
+        .iter()
+        .map(|i| {
+            rt.block_on(docker.inspect_image(i))
+                .unwrap()
+                .id
+                .unwrap_or_default()
+        })
+        .collect();
+    let tasks_path = tmp.path().join("v2-budget-tasks.json");
+    std::fs::write(&tasks_path, serde_json::to_vec_pretty(&tasks).unwrap()).unwrap();
+    // A worker name of its own: an `ase run` starting elsewhere on this daemon reaps the v2
+    // containers of its worker's name ("local" by default), which would kill this run's.
+    let config = tmp.path().join("ase.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nname = \"budget-{}\"\nrepo_url_template = {:?}\ndocker = \"on\"\neval_slots = 1\nimage_cache_bytes = 1\n\n[[runs]]\nmodel_name = \"reference\"\nbatch = \"budget-v2\"\ndataset = {:?}\ncontext = {:?}\nrounds = 3\nmodel = {{ provider = \"reference\" }}\n",
+            std::process::id(),
+            world.repo_url_template,
+            tasks_path.display().to_string(),
+            world.v2_context.as_ref().unwrap().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let docker_config = registry.docker_config(PASSWORD);
+    // Inherited by the `ase run` process: its worker reads credentials from there.
+    std::env::set_var("DOCKER_CONFIG", docker_config.path());
+    for var in [
+        "ASE_REGISTRY_USERNAME",
+        "ASE_REGISTRY_PASSWORD",
+        "ASE_IMAGE_PLATFORM",
+        "ASE_IMAGE_CACHE_BYTES",
+    ] {
+        std::env::remove_var(var);
+    }
+
+    let rules = repo_root().join("rules").display().to_string();
+    let mut p = Proc::spawn(
+        "ase run (v2 over an image budget)",
+        &ase_bin(),
+        &[
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data".into(),
+            tmp.path().join("data").display().to_string(),
+        ],
+        &[
+            ("ASE_OSEMGREP", osemgrep.to_str().unwrap()),
+            ("ASE_RULES", &rules),
+            ("ASE_LOG", "info"),
+        ],
+        tmp.path().join("ase-run.log"),
+    );
+    let status = p
+        .wait_exit(RUN_TIMEOUT)
+        .unwrap_or_else(|| panic!("ase run did not end; log:\n{}", p.log_text()));
+    let log = p.log_text();
+    assert!(status.success(), "ase run: {status}; log:\n{log}");
+
+    // One evaluation at a time and a budget nothing fits: every pull after the first evicts
+    // the one image held before it (not in use), none is removed under a unit, and one is
+    // left at the end.
+    let pulls = log.matches("task image pulled").count();
+    let evictions = log.matches("task image evicted").count();
+    assert!(pulls >= 2, "{log}");
+    assert_eq!(evictions, pulls - 1, "pulls {pulls}; log:\n{log}");
+    assert!(!log.contains("not removed; kept"), "{log}");
+    let left = renamed
+        .iter()
+        .filter(|r| rt.block_on(docker.inspect_image(r.as_str())).is_ok())
+        .count();
+    assert_eq!(left, 1, "{renamed:?}");
+    // The demo's own images (the layers under the pulled ones) are all there.
+    for (image, id) in world.v2_images.iter().zip(&demo_ids) {
+        let now = rt.block_on(docker.inspect_image(image)).unwrap().id;
+        assert_eq!(now.as_ref(), Some(id), "{image}");
+    }
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+    eprintln!("pulls {pulls}, evictions {evictions}");
+
+    let run_id = "reference__budget-v2";
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(
+            tmp.path()
+                .join(format!("data/results/{run_id}/report.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let expected_all: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("examples/demo/expected_scores.json")).unwrap(),
+    )
+    .unwrap();
+    let expected = &expected_all["demo-reference__v2"]["all"];
+    assert!(
+        expected.is_object(),
+        "demo-reference__v2 in expected_scores.json"
+    );
+    for field in [
+        "code_quality_score",
+        "code_security_score",
+        "code_stability_score",
+        "overall_score",
+        "overall_score_corrected",
+        "case_sum",
+        "poc_pass_count",
+    ] {
+        assert_eq!(
+            report["scores"]["all"][field], expected[field],
+            "{run_id} all.{field}; log:\n{log}"
+        );
+    }
+    let units = report["units"].as_array().unwrap();
+    assert_eq!(units.len(), 6);
+    assert!(units.iter().all(|u| u["status"] != "failed"), "{units:#?}");
+}
