@@ -714,7 +714,7 @@ impl RunSettings {
                 cut_repos,
                 use_cut_repos,
             },
-            limits: self.limits.clone(),
+            limits: self.limits,
         })
     }
 }

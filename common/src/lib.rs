@@ -14,6 +14,7 @@ pub mod process;
 pub mod prompt;
 pub mod repo_files;
 pub mod report;
+pub mod run_limits;
 pub mod run_name;
 pub mod scoring;
 pub mod splice;

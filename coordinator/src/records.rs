@@ -140,27 +140,8 @@ impl RunState {
     }
 }
 
-/// Limits of a run, enforced across all workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunLimits {
-    /// Generate leases (model calls) in flight at once; 0 = unlimited.
-    pub max_inflight_model_calls: u32,
-    /// Generate leases granted per minute (token bucket); 0 = unlimited.
-    pub requests_per_minute: u32,
-    /// Infrastructure failures a phase of a unit may take before the unit fails.
-    pub max_attempts: u32,
-}
-
-impl Default for RunLimits {
-    fn default() -> Self {
-        Self {
-            max_inflight_model_calls: 0,
-            requests_per_minute: 0,
-            max_attempts: 3,
-        }
-    }
-}
+/// Limits of a run; the coordinator enforces the run-wide ones (see its module).
+pub use ase_common::run_limits::RunLimits;
 
 /// The fields of the run spec the coordinator needs; the spec itself stays opaque JSON. Read
 /// leniently: unknown fields are ignored, missing ones take their defaults.

@@ -517,7 +517,7 @@ async fn an_endpoint_that_fails_is_an_infrastructure_error_not_a_record() {
     let mut config = OpenAiConfig::new(failing_endpoint(seen.clone()).await, "m");
     config.api_key = ApiKeySource::None;
     let mut s = spec(ModelSpec::Openai { config });
-    s.limits.max_attempts = 1;
+    s.limits.model_requests_per_attempt = 1;
     let lease_key = "sk-from-the-lease";
     let err = generate(
         &ctx,

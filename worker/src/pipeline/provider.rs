@@ -87,7 +87,9 @@ impl ProviderFactory {
         if matches!(spec.model, ModelSpec::Predictions { .. }) {
             return Ok(Arc::new(RunProvider {
                 provider: self.build(&run, spec, api_key)?,
-                inflight: Semaphore::new(spec.limits.max_inflight_model_calls.max(1)),
+                inflight: Semaphore::new(
+                    spec.limits.max_inflight_model_calls_per_worker.max(1) as usize
+                ),
             }));
         }
         // Keyed by the model settings too: a run re-submitted under the same name with other
@@ -103,7 +105,9 @@ impl ProviderFactory {
         let provider = self.build(&run, spec, api_key)?;
         let built = Arc::new(RunProvider {
             provider,
-            inflight: Semaphore::new(spec.limits.max_inflight_model_calls.max(1)),
+            inflight: Semaphore::new(
+                spec.limits.max_inflight_model_calls_per_worker.max(1) as usize
+            ),
         });
         let mut runs = self.lock();
         // The run's providers of other settings or keys are done with (calls in flight hold
@@ -126,7 +130,7 @@ impl ProviderFactory {
         Ok(match &spec.model {
             ModelSpec::Openai { config } => {
                 let mut config = config.clone();
-                config.retry.max_attempts = spec.limits.max_attempts.max(1);
+                config.retry.max_attempts = spec.limits.model_requests_per_attempt.max(1);
                 let openai = |e: crate::model::OpenAiError| ProviderError::OpenAi {
                     run: run.to_string(),
                     detail: e.to_string(),

@@ -113,28 +113,8 @@ impl EvaluationSettings {
     }
 }
 
-/// Pace of the run's model calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RunLimits {
-    /// Model calls of this run in flight at once on one worker.
-    pub max_inflight_model_calls: usize,
-    /// Requests per minute across the run (enforced by the coordinator's leasing; 0: none).
-    pub requests_per_minute: u32,
-    /// Model requests per unit attempt, the first included; replaces the endpoint's
-    /// `retry.max_attempts`.
-    pub max_attempts: u32,
-}
-
-impl Default for RunLimits {
-    fn default() -> Self {
-        RunLimits {
-            max_inflight_model_calls: 8,
-            requests_per_minute: 0,
-            max_attempts: 3,
-        }
-    }
-}
+/// Pace of the run's model calls: one type with the coordinator (see its module).
+pub use ase_common::run_limits::RunLimits;
 
 #[cfg(test)]
 mod tests {
