@@ -723,34 +723,11 @@ impl RunSettings {
 /// each unit only its answers, so the file is not bounded by one message).
 const MAX_PREDICTIONS_BYTES: u64 = ase_proto::limits::MAX_RUN_SPEC_BYTES;
 
-/// The entries of a predictions JSONL file; errors name the file and the line.
+/// The entries of a predictions JSONL file, checked by the worker's own parser (the one
+/// reader of the format); errors name the file and every bad line.
 pub(crate) fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if len > MAX_PREDICTIONS_BYTES {
-        return Err(format!(
-            "{}: {len} bytes, more than the limit of {MAX_PREDICTIONS_BYTES} bytes",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let v: serde_json::Value = serde_json::from_str(l)
-                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
-            if !v.is_object() {
-                return Err(format!(
-                    "{} line {}: not a JSON object",
-                    path.display(),
-                    i + 1
-                ));
-            }
-            Ok(v)
-        })
-        .collect()
+    ase_worker::model::predictions::read_entries(path, MAX_PREDICTIONS_BYTES)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -386,6 +386,18 @@ fn predictions_are_read_into_the_spec_and_bad_lines_are_named() {
     let err = run.run_spec("c.toml").unwrap_err().to_string();
     assert!(err.contains("line 2"), "{err}");
     assert!(err.contains("runs[p__default].model.file"), "{err}");
+    // The one reader of the format: what the worker would refuse is refused here, before
+    // anything is sent (a unit answered twice, a line without an answer).
+    std::fs::write(
+        &p,
+        "{\"instance_id\":\"t1\",\"answer\":\"a\"}\n{\"instance_id\":\"t1\",\"answer\":\"b\"}\n",
+    )
+    .unwrap();
+    let err = run.run_spec("c.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("line 2") && err.contains("already given on line 1"),
+        "{err}"
+    );
     run.model = ModelSettings::Original;
     assert_eq!(run.run_spec("c.toml").unwrap().model, ModelSpec::Original);
 }

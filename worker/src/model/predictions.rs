@@ -62,6 +62,46 @@ fn list_problems(problems: &[LineProblem]) -> String {
     s
 }
 
+/// The entries of a predictions file as they go into a run spec (`model.entries`), each line's
+/// object kept whole: read with `max_bytes` as its bound and checked by the same parser the
+/// worker answers from ([`Predictions::parse`]), so a bad file is refused, every problem with its
+/// line, before anything is sent.
+pub fn read_entries(path: &Path, max_bytes: u64) -> Result<Vec<Value>, PredictionsError> {
+    use std::io::Read;
+    let io = |source| PredictionsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    // The file may grow between a size check and the read: never take more than the bound.
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(PredictionsError::TooLarge {
+            path: path.to_path_buf(),
+            limit: max_bytes,
+        });
+    }
+    Predictions::parse(path, &bytes)?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            // Parsed once already: each non-blank line is a JSON object.
+            serde_json::from_slice(line).map_err(|e| PredictionsError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![LineProblem {
+                    line: 0,
+                    message: e.to_string(),
+                }],
+            })
+        })
+        .collect()
+}
+
 /// The answers of a predictions file, by unit.
 #[derive(Debug, Clone)]
 pub struct Predictions {
