@@ -6,8 +6,7 @@
 //! The tests run the `ase` binary and do not build it: run `cargo build -p ase` first (`.ci/run`
 //! does), or point `ASE_BIN` at a binary.
 
-#[path = "../../worker/tests/support/mod.rs"]
-pub mod support;
+pub use ase_test_support as support;
 
 pub mod client;
 pub mod docker_cluster;

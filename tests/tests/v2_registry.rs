@@ -8,13 +8,10 @@
 //! `cargo build -p ase`, osemgrep, Docker with the demo images (deploy/images/build.sh), and
 //! docker-registry + htpasswd (.ci/run installs them).
 
-#[path = "../../worker/tests/test_registry/mod.rs"]
-mod test_registry;
-
 use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
+use ase_test_support::registry::*;
 use serde_json::Value;
 use std::time::Duration;
-use test_registry::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -2,7 +2,7 @@
 //! coordinator restart survived by re-registering, and a late result with a stale fence.
 
 mod agent_support;
-mod support;
+use ase_test_support as support;
 
 use agent_support::*;
 use ase_coordinator::{CoordinatorConfig, UnitState};

@@ -1,6 +1,6 @@
 //! BareScanner with the real osemgrep: behaviours the count depends on.
 
-mod support;
+use ase_test_support as support;
 
 use std::process::Command;
 

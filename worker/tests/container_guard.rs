@@ -1,7 +1,7 @@
 //! The one container guard of SAST scans and v2 evaluations, against the real daemon: removal
 //! on the explicit path and from `Drop`, of running containers, with their anonymous volumes.
 
-mod support;
+use ase_test_support as support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The SAST image gives the same findings as the bare binary, and its containers never outlive
 //! a scan. Needs Docker and `ase-sast:latest` (or `ASE_SAST_IMAGE`) from deploy/images/build.sh.
 
-mod support;
+use ase_test_support as support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

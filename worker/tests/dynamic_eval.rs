@@ -3,7 +3,7 @@
 //! survives.
 
 mod dynamic_fixtures;
-mod support;
+use ase_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! in its test binary so that the peak RSS it reads is its own.
 
 mod dynamic_fixtures;
-mod support;
+use ase_test_support as support;
 
 use ase_common::unit::{EvaluationRecord, MAX_STEP_OUTPUT_BYTES};
 use ase_worker::dynamic::{DynamicEvaluator, DynamicSettings, UNIT_LABEL};

@@ -7,19 +7,18 @@
 
 mod agent_support;
 mod dynamic_fixtures;
-mod support;
-mod test_registry;
+use ase_test_support as support;
 
 use std::time::Duration;
 
 use ase_common::unit::EvaluationRecord;
+use ase_test_support::registry::*;
 use ase_worker::dynamic::{DynamicEvaluator, DynamicSettings};
 use ase_worker::images::{CredentialSource, ImagePuller, PullSettings};
 use bollard::query_parameters::ListImagesOptionsBuilder;
 use bollard::Docker;
 use dynamic_fixtures::*;
 use support::*;
-use test_registry::*;
 
 async fn prerequisites() -> Option<Docker> {
     if let Some(why) = missing_tools() {

@@ -4,18 +4,17 @@
 //! the evaluation must pull it; everything it creates is removed again.
 
 mod dynamic_fixtures;
-mod support;
-mod test_registry;
+use ase_test_support as support;
 
 use std::time::Duration;
 
 use ase_common::unit::EvaluationRecord;
+use ase_test_support::registry::*;
 use ase_worker::dynamic::{DynamicError, DynamicEvaluator, DynamicSettings, UNIT_LABEL};
 use ase_worker::images::{CredentialSource, ImagePuller, PullError, PullSettings};
 use bollard::Docker;
 use dynamic_fixtures::*;
 use support::*;
-use test_registry::*;
 
 /// The daemon, the v2 test image and the registry's tools, or None after `unavailable`.
 async fn prerequisites() -> Option<Docker> {

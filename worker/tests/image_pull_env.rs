@@ -3,16 +3,15 @@
 //! real registry on loopback. Alone in its binary: it sets this process's environment.
 
 mod dynamic_fixtures;
-mod support;
-mod test_registry;
+use ase_test_support as support;
 
 use ase_common::unit::EvaluationRecord;
+use ase_test_support::registry::*;
 use ase_worker::images::credentials::{PASSWORD_ENV, SERVER_ENV, USERNAME_ENV};
 use ase_worker::images::{CACHE_BYTES_ENV, PLATFORM_ENV};
 use ase_worker::setup::{build, DockerUse, ScannerKind, WorkerSetup};
 use dynamic_fixtures::*;
 use support::*;
-use test_registry::*;
 
 #[tokio::test]
 async fn a_worker_pulls_with_the_credentials_docker_config_names() {

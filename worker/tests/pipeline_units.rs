@@ -1,7 +1,7 @@
 //! The unit pipeline end to end on real git repos made here: generate (mask, prompt, answer
 //! applied, step 7) and static evaluation with the real osemgrep and the repository's rules.
 
-mod support;
+use ase_test_support as support;
 
 use ase_common::dataset::{DynamicSpec, LineRange, StaticSpec, Task, TaskSpec};
 use ase_common::masking::mask;

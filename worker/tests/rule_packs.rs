@@ -1,6 +1,6 @@
 //! Every rule of `rules/` against its fixtures, with the real osemgrep.
 
-mod support;
+use ase_test_support as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Process assembly of a worker (`ase_worker::setup::build`) from its settings: a real repo
 //! cache on disk, the repository's rules, and the real Docker daemon where one is asked for.
 
-mod support;
+use ase_test_support as support;
 
 use ase_worker::pipeline::{rules_digest, Scanner};
 use ase_worker::setup::{build, DockerUse, ScannerKind, SetupError, UnknownScanner, WorkerSetup};

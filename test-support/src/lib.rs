@@ -1,7 +1,8 @@
-//! Shared by the integration tests: where the repository's rules and fixtures are, where the
-//! real osemgrep is, and how a test reports that it cannot run.
+//! Shared by the integration tests of every crate (a dev-dependency, never a `#[path]`
+//! include): where the repository's rules and fixtures are, where the real osemgrep is, how a
+//! test reports that it cannot run, and the Docker helpers.
 
-#![allow(dead_code)]
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,7 @@ pub const LANGUAGES: [&str; 5] = ["php", "python", "go", "javascript", "java"];
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("worker/ has a parent")
+        .expect("test-support/ has a parent")
         .to_path_buf()
 }
 

@@ -7,8 +7,6 @@
 //! the test, pushed with credentials and removed from the daemon again, so the evaluation
 //! really has to pull it.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
