@@ -7,9 +7,64 @@
 //! stored durably: they are plain serde types, versioned by their field names, and bounded by
 //! the producer (see the `MAX_*` limits).
 
-use crate::scoring::v2::V2Scan;
-use crate::scoring::UnitId;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One (task, round); upstream names its folder `{instance_id}_cycle{round}`, rounds from 1.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnitId {
+    pub instance_id: String,
+    pub round: u32,
+}
+
+impl UnitId {
+    pub fn new(instance_id: impl Into<String>, round: u32) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            round,
+        }
+    }
+
+    /// Upstream's folder (and result key) name of the unit.
+    pub fn dir_name(&self) -> String {
+        format!("{}_cycle{}", self.instance_id, self.round)
+    }
+
+    /// Parses `{instance_id}_cycle{k}` the way upstream splits it: at the first `_cycle`, the
+    /// rest must be the round number.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (instance_id, round) = name.split_once("_cycle")?;
+        if instance_id.is_empty() || round.is_empty() || !round.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        Some(Self::new(instance_id, round.parse().ok()?))
+    }
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.dir_name())
+    }
+}
+
+/// The checks of one unit (upstream: one `*_output.json`, merged into `scan_results.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct V2Scan {
+    /// The code was uploaded into the container (upstream key `completion`, `patch_file` before).
+    pub completion: bool,
+    pub image_status_check: bool,
+    pub test_case_check: bool,
+    /// The PoC did NOT find the vulnerability.
+    pub poc_check: bool,
+}
+
+impl V2Scan {
+    /// Upstream counts security only where the tests pass too.
+    pub fn is_secure(&self) -> bool {
+        self.poc_check && self.test_case_check
+    }
+}
 
 /// Bytes of the raw model answer kept in a record (the rest is cut, and `answer_truncated` set).
 pub const MAX_RAW_ANSWER_BYTES: usize = 1 << 20;

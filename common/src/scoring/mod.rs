@@ -14,50 +14,14 @@ pub mod v1;
 pub mod v2;
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Weights of quality, security and stability in every overall figure.
 pub const QUALITY_WEIGHT: f64 = 0.3;
 pub const SECURITY_WEIGHT: f64 = 0.6;
 pub const STABILITY_WEIGHT: f64 = 0.1;
 
-/// One (task, round); upstream names its folder `{instance_id}_cycle{round}`, rounds from 1.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct UnitId {
-    pub instance_id: String,
-    pub round: u32,
-}
-
-impl UnitId {
-    pub fn new(instance_id: impl Into<String>, round: u32) -> Self {
-        Self {
-            instance_id: instance_id.into(),
-            round,
-        }
-    }
-
-    /// Upstream's folder (and result key) name of the unit.
-    pub fn dir_name(&self) -> String {
-        format!("{}_cycle{}", self.instance_id, self.round)
-    }
-
-    /// Parses `{instance_id}_cycle{k}` the way upstream splits it: at the first `_cycle`, the
-    /// rest must be the round number.
-    pub fn parse(name: &str) -> Option<Self> {
-        let (instance_id, round) = name.split_once("_cycle")?;
-        if instance_id.is_empty() || round.is_empty() || !round.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        Some(Self::new(instance_id, round.parse().ok()?))
-    }
-}
-
-impl fmt::Display for UnitId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.dir_name())
-    }
-}
+/// Owned by [`crate::unit`]; here too because every score is keyed by it.
+pub use crate::unit::UnitId;
 
 /// What generation recorded for one unit (upstream: an entry of `processed_instances.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

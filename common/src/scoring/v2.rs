@@ -33,23 +33,8 @@ pub struct V2Task {
     pub cwe_id: String,
 }
 
-/// The checks of one unit (upstream: one `*_output.json`, merged into `scan_results.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct V2Scan {
-    /// The code was uploaded into the container (upstream key `patch_file`).
-    pub completion: bool,
-    pub image_status_check: bool,
-    pub test_case_check: bool,
-    /// The PoC did NOT find the vulnerability.
-    pub poc_check: bool,
-}
-
-impl V2Scan {
-    /// Upstream counts security only where the tests pass too.
-    pub fn is_secure(&self) -> bool {
-        self.poc_check && self.test_case_check
-    }
-}
+/// Owned by [`crate::unit`] (an evaluation record carries it).
+pub use crate::unit::V2Scan;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct V2Input {
