@@ -111,7 +111,9 @@ fn three_runs(dir: &Path) -> [PathBuf; 3] {
     [
         write_run(dir, "A", &t, ROUNDS, SHA, |i, _| i >= 11),
         write_run(dir, "B", &t, ROUNDS, SHA, |i, _| i != 10 && i != 11),
-        write_run(dir, "C", &t, ROUNDS, SHA, |i, r| i >= 11 || (i <= 5 && r == 2)),
+        write_run(dir, "C", &t, ROUNDS, SHA, |i, r| {
+            i >= 11 || (i <= 5 && r == 2)
+        }),
     ]
 }
 
@@ -149,9 +151,19 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
     let pairs = json["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 3);
     let ab = &pairs[0];
-    assert_eq!((ab["a"].as_str(), ab["b"].as_str()), (Some("A__b1"), Some("B__b1")));
+    assert_eq!(
+        (ab["a"].as_str(), ab["b"].as_str()),
+        (Some("A__b1"), Some("B__b1"))
+    );
     assert_eq!(ab["p_value"].as_f64(), Some(0.021484375));
-    assert_eq!((ab["a_better"].as_u64(), ab["b_better"].as_u64(), ab["ties"].as_u64()), (Some(1), Some(9), Some(2)));
+    assert_eq!(
+        (
+            ab["a_better"].as_u64(),
+            ab["b_better"].as_u64(),
+            ab["ties"].as_u64()
+        ),
+        (Some(1), Some(9), Some(2))
+    );
     let mut want: Vec<String> = (1..=9).map(task_id).collect();
     want.push(task_id(11));
     assert_eq!(flipped_ids(ab), want);
@@ -171,7 +183,10 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
     assert_eq!(t11["better"], "A__b1");
     assert_eq!(t11["a"]["secure"], 2);
     assert_eq!(t11["b"]["units"][0]["verdict"], "vulnerable");
-    assert_eq!(t11["b"]["units"][0]["reason"], "the PoC found the vulnerability");
+    assert_eq!(
+        t11["b"]["units"][0]["reason"],
+        "the PoC found the vulnerability"
+    );
 
     let ac = &pairs[1];
     assert_eq!(ac["b"], "C__b1");
@@ -197,8 +212,14 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
         md.contains("| t11 | SQLI | CWE-89 | go | A | 2/2 secure; r1 secure"),
         "{md}"
     );
-    assert!(md.contains("r1 vulnerable: the PoC found the vulnerability"), "{md}");
-    assert!(md.contains("| CWE-79 | 6 | 0.00 | 100.00 | +100.00 | 0 | 6 | 0.0312 |"), "{md}");
+    assert!(
+        md.contains("r1 vulnerable: the PoC found the vulnerability"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| CWE-79 | 6 | 0.00 | 100.00 | +100.00 | 0 | 6 | 0.0312 |"),
+        "{md}"
+    );
 
     // The same seed gives the same output; --json prints the JSON.
     let again = ase(&["compare", s(&a), s(&b), s(&c), "--json"]);
@@ -243,7 +264,10 @@ fn different_datasets_are_refused_unless_shared_tasks() {
     let o = ase(&["compare", s(&a), s(&e)]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("different datasets") && err.contains("--shared-tasks"), "{err}");
+    assert!(
+        err.contains("different datasets") && err.contains("--shared-tasks"),
+        "{err}"
+    );
     assert!(err.contains(&other_sha) && err.contains(SHA), "{err}");
 
     let o = ase(&["compare", s(&a), s(&e), "--shared-tasks", "--json"]);
@@ -258,7 +282,10 @@ fn different_datasets_are_refused_unless_shared_tasks() {
     assert_eq!(json["pairs"][0]["p_value"].as_f64(), Some(0.0078125));
     let md = ase(&["compare", s(&a), s(&e), "--shared-tasks"]);
     let md = String::from_utf8(md.stdout).unwrap();
-    assert!(md.contains("only the 10 tasks they share are compared"), "{md}");
+    assert!(
+        md.contains("only the 10 tasks they share are compared"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -287,5 +314,8 @@ fn fewer_than_two_runs_or_a_missing_folder_is_an_error() {
     let o = ase(&["compare", s(&missing), s(&missing)]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nope/report.json") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("nope/report.json") && err.contains("cannot read"),
+        "{err}"
+    );
 }

@@ -149,7 +149,12 @@ pub const METHOD: &str = "paired per task; a task counts for the run with the hi
 fn shared_tasks(runs: &[RunView]) -> Vec<String> {
     let sets: Vec<HashSet<&str>> = runs
         .iter()
-        .map(|r| r.units.iter().map(|u| u.unit.instance_id.as_str()).collect())
+        .map(|r| {
+            r.units
+                .iter()
+                .map(|u| u.unit.instance_id.as_str())
+                .collect()
+        })
         .collect();
     let mut seen = HashSet::new();
     runs[0]
@@ -264,12 +269,7 @@ struct Prepared<'a> {
     rounds: Vec<TaskRounds>,
 }
 
-fn pair(
-    a: &Prepared,
-    b: &Prepared,
-    info: &[TaskInfo],
-    options: &CompareOptions,
-) -> PairComparison {
+fn pair(a: &Prepared, b: &Prepared, info: &[TaskInfo], options: &CompareOptions) -> PairComparison {
     let weighting = if a.run.version == "v1" && b.run.version == "v1" {
         Weighting::GroupsEqually
     } else {
@@ -303,9 +303,8 @@ fn pair(
         Weighting::Pooled => vec![(0..info.len()).collect()],
         Weighting::GroupsEqually => group_indices(info, |t| &t.vuln_type),
     };
-    let diff = |s: &[usize]| {
-        security_of(&b.rounds, s, weighting) - security_of(&a.rounds, s, weighting)
-    };
+    let diff =
+        |s: &[usize]| security_of(&b.rounds, s, weighting) - security_of(&a.rounds, s, weighting);
     let delta = bootstrap(&strata, &options.bootstrap, diff).unwrap_or(Interval {
         estimate: 0.0,
         low: 0.0,
@@ -343,7 +342,10 @@ fn group_indices(info: &[TaskInfo], key: impl Fn(&TaskInfo) -> &str) -> Vec<Vec<
             })
             .push(i);
     }
-    order.iter().map(|g| members.remove(g).unwrap_or_default()).collect()
+    order
+        .iter()
+        .map(|g| members.remove(g).unwrap_or_default())
+        .collect()
 }
 
 /// Compares loaded runs (see the module documentation).

@@ -69,7 +69,10 @@ fn strata(tasks: &[TaskRounds], weighting: Weighting) -> Vec<Vec<usize>> {
                     })
                     .push(i);
             }
-            order.iter().map(|g| members.remove(g).unwrap_or_default()).collect()
+            order
+                .iter()
+                .map(|g| members.remove(g).unwrap_or_default())
+                .collect()
         }
     }
 }
@@ -79,7 +82,10 @@ pub fn security_of(tasks: &[TaskRounds], sample: &[usize], weighting: Weighting)
     match weighting {
         Weighting::Pooled => {
             let (s, n) = sample.iter().fold((0u64, 0u64), |(s, n), &i| {
-                (s + u64::from(tasks[i].secure), n + u64::from(tasks[i].rounds))
+                (
+                    s + u64::from(tasks[i].secure),
+                    n + u64::from(tasks[i].rounds),
+                )
             });
             if n == 0 {
                 0.0
@@ -296,7 +302,11 @@ mod tests {
     #[test]
     fn the_estimate_is_the_report_figure() {
         // v1: (XSS 4/9 + SQLI 3/9 + PATH 5/6) / 3.
-        let s = security_of(&fixture(), &(0..8).collect::<Vec<_>>(), Weighting::GroupsEqually);
+        let s = security_of(
+            &fixture(),
+            &(0..8).collect::<Vec<_>>(),
+            Weighting::GroupsEqually,
+        );
         assert!((s - (4.0 / 9.0 + 3.0 / 9.0 + 5.0 / 6.0) / 3.0 * 100.0).abs() < 1e-9);
     }
 

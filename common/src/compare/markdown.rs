@@ -55,7 +55,12 @@ fn side_text(s: &Side) -> String {
             }
         })
         .collect();
-    cell(&format!("{}/{} secure; {}", s.secure, s.rounds, units.join("; ")))
+    cell(&format!(
+        "{}/{} secure; {}",
+        s.secure,
+        s.rounds,
+        units.join("; ")
+    ))
 }
 
 fn pair_markdown(p: &PairComparison) -> String {
@@ -116,14 +121,20 @@ pub fn render_markdown(c: &Comparison) -> String {
             cell(c.datasets.first().map_or("", String::as_str))
         );
     }
-    out += &format!("- tasks compared: {}\n- method: {}\n", c.tasks_compared, c.method);
+    out += &format!(
+        "- tasks compared: {}\n- method: {}\n",
+        c.tasks_compared, c.method
+    );
     out += "\n## Runs\n\n| Run | Version | Rounds | Security | 95 % CI | pass@k | pass^k | Tasks left out |\n\
             |---|---|---:|---:|---:|---:|---:|---:|\n";
     let mut notes = Vec::new();
     for r in &c.runs {
         let u = &r.uncertainty;
         let (sec, ci) = match &u.security {
-            Some(i) => (format!("{:.2}", i.estimate), format!("{:.2} to {:.2}", i.low, i.high)),
+            Some(i) => (
+                format!("{:.2}", i.estimate),
+                format!("{:.2} to {:.2}", i.low, i.high),
+            ),
             None => ("n/a".into(), "n/a".into()),
         };
         let (at, hat) = match u.pass_k.last() {
@@ -145,7 +156,11 @@ pub fn render_markdown(c: &Comparison) -> String {
             r.tasks_left_out
         );
         for n in &u.not_available {
-            notes.push(format!("- {}: not available: {}\n", cell(&r.label), cell(n)));
+            notes.push(format!(
+                "- {}: not available: {}\n",
+                cell(&r.label),
+                cell(n)
+            ));
         }
     }
     if !notes.is_empty() {

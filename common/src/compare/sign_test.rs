@@ -63,7 +63,11 @@ mod tests {
     #[test]
     fn large_n_agrees_with_exact_rationals() {
         let close = |a: f64, b: f64| ((a - b) / b).abs() < 1e-10;
-        assert!(close(sign_test(200, 80), SIGN_200_80), "{}", sign_test(200, 80));
+        assert!(
+            close(sign_test(200, 80), SIGN_200_80),
+            "{}",
+            sign_test(200, 80)
+        );
         assert!(close(sign_test(1000, 470), SIGN_1000_470));
         assert!(sign_test(100_000, 0) >= 0.0);
         assert_eq!(sign_test(100_000, 50_000), 1.0);

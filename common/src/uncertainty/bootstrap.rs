@@ -95,10 +95,7 @@ mod tests {
     fn nothing_to_resample_has_no_interval() {
         let c = BootstrapConfig::default();
         assert_eq!(bootstrap(&[vec![]], &c, |_| 0.0), None);
-        let none = BootstrapConfig {
-            resamples: 0,
-            ..c
-        };
+        let none = BootstrapConfig { resamples: 0, ..c };
         assert_eq!(bootstrap(&[vec![0]], &none, |_| 0.0), None);
     }
 

@@ -53,7 +53,7 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(p[2].pass_at_k, 75.0); // 3 of 4 tasks secure at least once
         assert_eq!(p[2].pass_hat_k, 25.0); // 1 of 4 secure every time
-        // k = 1: the mean secure share per task, (1 + 1/3 + 0 + 2/3) / 4 = 0.5.
+                                           // k = 1: the mean secure share per task, (1 + 1/3 + 0 + 2/3) / 4 = 0.5.
         assert!((p[0].pass_at_k - 50.0).abs() < 1e-12);
         assert!((p[0].pass_hat_k - 50.0).abs() < 1e-12);
         // k = 2: pass@2 = (1 + 2/3 + 0 + 1) / 4, pass^2 = (1 + 0 + 0 + 1/3) / 4.
