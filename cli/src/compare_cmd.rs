@@ -3,6 +3,7 @@
 //! `ase_common::compare`; this only reads the folders and writes the results.
 
 use anyhow::Context;
+use ase_common::compare::html::render_html;
 use ase_common::compare::load::load_run;
 use ase_common::compare::markdown::render_markdown;
 use ase_common::compare::{compare, CompareOptions};
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 
 pub const COMPARE_JSON: &str = "compare.json";
 pub const COMPARE_MD: &str = "compare.md";
+pub const COMPARE_HTML: &str = "compare.html";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +23,7 @@ pub struct Args {
     /// Runs over different datasets: compare the tasks they share instead of refusing.
     #[arg(long)]
     shared_tasks: bool,
-    /// Write compare.json and compare.md into this folder (created when missing).
+    /// Write compare.json, compare.md and compare.html into this folder (created when missing).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the JSON instead of the Markdown.
@@ -55,7 +57,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let markdown = render_markdown(&comparison);
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        for (name, text) in [(COMPARE_JSON, &json), (COMPARE_MD, &markdown)] {
+        let html = render_html(&comparison);
+        for (name, text) in [
+            (COMPARE_JSON, &json),
+            (COMPARE_MD, &markdown),
+            (COMPARE_HTML, &html),
+        ] {
             let path = out.join(name);
             std::fs::write(&path, format!("{}\n", text.trim_end()))
                 .with_context(|| format!("writing {}", path.display()))?;

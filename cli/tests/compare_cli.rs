@@ -319,3 +319,109 @@ fn fewer_than_two_runs_or_a_missing_folder_is_an_error() {
         "{err}"
     );
 }
+
+/// What an injected script would do if it ran: retitle the page and add an element.
+const INJECTED: &str = "<script>document.title='PWNED';document.body.appendChild(document.createElement('pwned-marker'))</script>";
+
+/// Chromium: `ASE_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ASE_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Every `data-key="PTR" data-fmt="F">TEXT<` of `html`.
+fn keyed_values(html: &str) -> Vec<(String, String, String)> {
+    html.split("data-key=\"")
+        .skip(1)
+        .map(|rest| {
+            let (key, rest) = rest.split_once('"').unwrap();
+            let rest = rest.split_once("data-fmt=\"").unwrap().1;
+            let (fmt, rest) = rest.split_once('"').unwrap();
+            let text = rest.split_once('>').unwrap().1.split('<').next().unwrap();
+            (key.to_string(), fmt.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+fn check_keyed(html: &str, json: &Value) -> usize {
+    let values = keyed_values(html);
+    for (key, fmt, text) in &values {
+        let v = json
+            .pointer(key)
+            .unwrap_or_else(|| panic!("{key} not in the JSON"));
+        let want = match fmt.as_str() {
+            "pct" => format!("{:.2}", v.as_f64().unwrap()),
+            "signed" => format!("{:+.2}", v.as_f64().unwrap()),
+            "p" => ase_common::compare::markdown::p_text(v.as_f64().unwrap()),
+            "int" => v.as_u64().unwrap().to_string(),
+            other => panic!("unknown data-fmt {other}"),
+        };
+        assert_eq!(text, &want, "{key}");
+    }
+    values.len()
+}
+
+/// compare.html: its numbers equal compare.json's, before and after chromium renders it, and
+/// an injected script in a model name and a reason stays text.
+#[test]
+fn compare_html_numbers_equal_the_json_and_escaping_holds_in_chromium() {
+    let d = tempfile::tempdir().unwrap();
+    let [a, b, _] = three_runs(d.path());
+    let path = b.join("report.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["provenance"]["config"]["model"] = Value::from(INJECTED);
+    v["units"][0]["reason"] = Value::from(INJECTED);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = d.path().join("cmp");
+    let o = ase(&["compare", s(&a), s(&b), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let page = out.join("compare.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<script"), "{html}");
+    assert!(html.contains("&lt;script&gt;document.title="));
+    // Runs: 2 x 7 numbers; the pair: 10 + 3 groupings x 2 groups x 7.
+    assert_eq!(check_keyed(&html, &json), 14 + 10 + 42);
+
+    let Some(bin) = chromium() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromium is missing; apt-get install -y chromium");
+        }
+        eprintln!("skipped the browser half: no chromium (apt-get install -y chromium)");
+        return;
+    };
+    let profile = d.path().join("profile");
+    let rendered = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let dom = String::from_utf8(rendered.stdout).unwrap();
+    assert!(dom.contains("<title>A.S.E comparison</title>"), "{dom}");
+    assert!(
+        !dom.contains("PWNED</title>") && !dom.contains("<pwned-marker"),
+        "{dom}"
+    );
+    assert_eq!(check_keyed(&dom, &json), 14 + 10 + 42);
+}

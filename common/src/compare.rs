@@ -10,6 +10,7 @@
 //!   `shared_tasks` is set; then only the tasks every run has are compared, and the result says
 //!   so. The verdict of a unit is the report's `verdict` when present, else its status.
 
+pub mod html;
 pub mod load;
 pub mod markdown;
 pub mod sign_test;
