@@ -178,6 +178,9 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
     assert_eq!(cwe[1]["p_value"].as_f64(), Some(0.625));
     assert_eq!(ab["by_language"][1]["group"], "go");
     assert!((cwe[0]["delta"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+    // CWE-89's per-task differences are +1 x3, -1, 0 x2: its interval spans 0.
+    assert!(cwe[1]["delta_low"].as_f64().unwrap() < 0.0, "{cwe:?}");
+    assert!(cwe[1]["delta_high"].as_f64().unwrap() > 0.0, "{cwe:?}");
     // A flipped task carries both sides' verdicts and reasons.
     let t11 = &ab["flipped"][9];
     assert_eq!(t11["better"], "A__b1");
@@ -217,7 +220,9 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
         "{md}"
     );
     assert!(
-        md.contains("| CWE-79 | 6 | 0.00 | 100.00 | +100.00 | 0 | 6 | 0.0312 |"),
+        md.contains(
+            "| CWE-79 | 6 | 0.00 | 100.00 | +100.00 | +100.00 to +100.00 | 0 | 6 | 0.0312 |"
+        ),
         "{md}"
     );
 
@@ -388,8 +393,8 @@ fn compare_html_numbers_equal_the_json_and_escaping_holds_in_chromium() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(!html.contains("<script"), "{html}");
     assert!(html.contains("&lt;script&gt;document.title="));
-    // Runs: 2 x 7 numbers; the pair: 10 + 3 groupings x 2 groups x 7.
-    assert_eq!(check_keyed(&html, &json), 14 + 10 + 42);
+    // Runs: 2 x 7 numbers; the pair: 10 + 3 groupings x 2 groups x 9.
+    assert_eq!(check_keyed(&html, &json), 14 + 10 + 54);
 
     let Some(bin) = chromium() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -423,5 +428,5 @@ fn compare_html_numbers_equal_the_json_and_escaping_holds_in_chromium() {
         !dom.contains("PWNED</title>") && !dom.contains("<pwned-marker"),
         "{dom}"
     );
-    assert_eq!(check_keyed(&dom, &json), 14 + 10 + 42);
+    assert_eq!(check_keyed(&dom, &json), 14 + 10 + 54);
 }

@@ -74,6 +74,9 @@ pub struct GroupDelta {
     pub security_b: f64,
     /// `security_b - security_a`, points.
     pub delta: f64,
+    /// The delta's paired bootstrap interval (the group's tasks resampled).
+    pub delta_low: f64,
+    pub delta_high: f64,
     pub a_better: u32,
     pub b_better: u32,
     pub p_value: f64,
@@ -221,6 +224,7 @@ fn group_deltas(
     a: &[TaskRounds],
     b: &[TaskRounds],
     info: &[TaskInfo],
+    config: &BootstrapConfig,
     key: impl Fn(&TaskInfo) -> &str,
 ) -> Vec<GroupDelta> {
     let mut order: Vec<&str> = Vec::new();
@@ -248,12 +252,18 @@ fn group_deltas(
             }
             let sa = security_of(a, idx, Weighting::Pooled);
             let sb = security_of(b, idx, Weighting::Pooled);
+            let diff = |s: &[usize]| {
+                security_of(b, s, Weighting::Pooled) - security_of(a, s, Weighting::Pooled)
+            };
+            let interval = bootstrap(std::slice::from_ref(idx), config, diff);
             GroupDelta {
                 group: g.to_string(),
                 tasks: idx.len() as u32,
                 security_a: sa,
                 security_b: sb,
                 delta: sb - sa,
+                delta_low: interval.map_or(sb - sa, |i| i.low),
+                delta_high: interval.map_or(sb - sa, |i| i.high),
                 a_better: wa,
                 b_better: wb,
                 p_value: sign_test::sign_test(u64::from(wa + wb), u64::from(wa)),
@@ -324,9 +334,15 @@ fn pair(a: &Prepared, b: &Prepared, info: &[TaskInfo], options: &CompareOptions)
         delta,
         security_a: security_of(&a.rounds, &all, weighting),
         security_b: security_of(&b.rounds, &all, weighting),
-        by_type: group_deltas(&a.rounds, &b.rounds, info, |t| &t.vuln_type),
-        by_cwe: group_deltas(&a.rounds, &b.rounds, info, |t| &t.cwe_id),
-        by_language: group_deltas(&a.rounds, &b.rounds, info, |t| &t.language),
+        by_type: group_deltas(&a.rounds, &b.rounds, info, &options.bootstrap, |t| {
+            &t.vuln_type
+        }),
+        by_cwe: group_deltas(&a.rounds, &b.rounds, info, &options.bootstrap, |t| {
+            &t.cwe_id
+        }),
+        by_language: group_deltas(&a.rounds, &b.rounds, info, &options.bootstrap, |t| {
+            &t.language
+        }),
         flipped,
     }
 }

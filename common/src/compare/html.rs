@@ -30,18 +30,20 @@ fn pval(key: &str, p: f64) -> String {
 fn groups(title: &str, base: &str, gs: &[GroupDelta]) -> String {
     let mut out = format!(
         "<h4>By {}</h4>\n<table><tr><th>Group</th><th>Tasks</th><th>Security A</th>\
-         <th>Security B</th><th>Delta</th><th>A better</th><th>B better</th><th>p</th></tr>\n",
+         <th>Security B</th><th>Delta</th><th>95 % CI low</th><th>95 % CI high</th><th>A better</th><th>B better</th><th>p</th></tr>\n",
         escape(title)
     );
     for (i, g) in gs.iter().enumerate() {
         let k = format!("{base}/{i}");
         out += &format!(
-            "<tr><td>{}</td>{}{}{}{}{}{}{}</tr>\n",
+            "<tr><td>{}</td>{}{}{}{}{}{}{}{}{}</tr>\n",
             escape(&g.group),
             int(&format!("{k}/tasks"), g.tasks),
             pct(&format!("{k}/security_a"), g.security_a),
             pct(&format!("{k}/security_b"), g.security_b),
             signed(&format!("{k}/delta"), g.delta),
+            signed(&format!("{k}/delta_low"), g.delta_low),
+            signed(&format!("{k}/delta_high"), g.delta_high),
             int(&format!("{k}/a_better"), g.a_better),
             int(&format!("{k}/b_better"), g.b_better),
             pval(&format!("{k}/p_value"), g.p_value),

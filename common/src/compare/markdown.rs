@@ -24,17 +24,19 @@ fn signed(x: f64) -> String {
 
 fn groups(title: &str, column: &str, gs: &[GroupDelta]) -> String {
     let mut out = format!(
-        "\n#### By {title}\n\n| {column} | Tasks | Security A | Security B | Delta | A better | B better | p |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "\n#### By {title}\n\n| {column} | Tasks | Security A | Security B | Delta | 95 % CI | A better | B better | p |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for g in gs {
         out += &format!(
-            "| {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {} | {} to {} | {} | {} | {} |\n",
             cell(&g.group),
             g.tasks,
             g.security_a,
             g.security_b,
             signed(g.delta),
+            signed(g.delta_low),
+            signed(g.delta_high),
             g.a_better,
             g.b_better,
             p_text(g.p_value)
