@@ -17,7 +17,9 @@ pub mod sign_test;
 
 use crate::report::{TaskInfo, UNKNOWN_GROUP};
 use crate::uncertainty::bootstrap::{bootstrap, BootstrapConfig, Interval};
-use crate::uncertainty::{security_of, uncertainty, TaskRounds, Uncertainty, Weighting};
+use crate::uncertainty::{
+    security_of, uncertainty, SecurityStatistic, TaskRounds, Uncertainty, Weighting,
+};
 use load::{LoadError, RunView, UnitView};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -238,6 +240,8 @@ fn group_deltas(
             })
             .push(i);
     }
+    let pooled_a = SecurityStatistic::new(a, Weighting::Pooled);
+    let pooled_b = SecurityStatistic::new(b, Weighting::Pooled);
     order
         .iter()
         .map(|g| {
@@ -252,9 +256,7 @@ fn group_deltas(
             }
             let sa = security_of(a, idx, Weighting::Pooled);
             let sb = security_of(b, idx, Weighting::Pooled);
-            let diff = |s: &[usize]| {
-                security_of(b, s, Weighting::Pooled) - security_of(a, s, Weighting::Pooled)
-            };
+            let diff = |s: &[usize]| pooled_b.eval(s) - pooled_a.eval(s);
             let interval = bootstrap(std::slice::from_ref(idx), config, diff);
             GroupDelta {
                 group: g.to_string(),
@@ -314,8 +316,11 @@ fn pair(a: &Prepared, b: &Prepared, info: &[TaskInfo], options: &CompareOptions)
         Weighting::Pooled => vec![(0..info.len()).collect()],
         Weighting::GroupsEqually => group_indices(info, |t| &t.vuln_type),
     };
-    let diff =
-        |s: &[usize]| security_of(&b.rounds, s, weighting) - security_of(&a.rounds, s, weighting);
+    let (stat_a, stat_b) = (
+        SecurityStatistic::new(&a.rounds, weighting),
+        SecurityStatistic::new(&b.rounds, weighting),
+    );
+    let diff = |s: &[usize]| stat_b.eval(s) - stat_a.eval(s);
     let delta = bootstrap(&strata, &options.bootstrap, diff).unwrap_or(Interval {
         estimate: 0.0,
         low: 0.0,

@@ -77,52 +77,73 @@ fn strata(tasks: &[TaskRounds], weighting: Weighting) -> Vec<Vec<usize>> {
     }
 }
 
-/// The security figure (x100) of the tasks at `sample` (indices, repeats allowed).
-pub fn security_of(tasks: &[TaskRounds], sample: &[usize], weighting: Weighting) -> f64 {
-    match weighting {
-        Weighting::Pooled => {
-            let (s, n) = sample.iter().fold((0u64, 0u64), |(s, n), &i| {
-                (
-                    s + u64::from(tasks[i].secure),
-                    n + u64::from(tasks[i].rounds),
-                )
-            });
-            if n == 0 {
-                0.0
-            } else {
-                s as f64 / n as f64 * 100.0
-            }
-        }
-        Weighting::GroupsEqually => {
-            let mut order: Vec<&str> = Vec::new();
-            let mut sums: HashMap<&str, (u64, u64)> = HashMap::new();
-            for &i in sample {
-                let t = &tasks[i];
-                let e = sums.entry(t.group.as_str()).or_insert_with(|| {
-                    order.push(t.group.as_str());
-                    (0, 0)
-                });
-                e.0 += u64::from(t.secure);
-                e.1 += u64::from(t.rounds);
-            }
-            if order.is_empty() {
-                return 0.0;
-            }
-            let weight = 1.0 / order.len() as f64;
-            order
-                .iter()
-                .map(|g| {
-                    let (s, n) = sums[g];
-                    if n == 0 {
-                        0.0
-                    } else {
-                        s as f64 / n as f64 * weight
-                    }
-                })
-                .sum::<f64>()
-                * 100.0
+/// The security figure of a set of tasks, ready to be evaluated on many samples: each task's
+/// group is looked up once, not per replicate (10,000 tasks x 2000 replicates took 2.4 s in a
+/// debug build with a map per replicate).
+pub struct SecurityStatistic<'a> {
+    tasks: &'a [TaskRounds],
+    weighting: Weighting,
+    /// Group index of each task, groups numbered in order of first appearance.
+    group_of: Vec<usize>,
+    groups: usize,
+}
+
+impl<'a> SecurityStatistic<'a> {
+    pub fn new(tasks: &'a [TaskRounds], weighting: Weighting) -> Self {
+        let mut number: HashMap<&str, usize> = HashMap::new();
+        let group_of: Vec<usize> = tasks
+            .iter()
+            .map(|t| {
+                let next = number.len();
+                *number.entry(t.group.as_str()).or_insert(next)
+            })
+            .collect();
+        Self {
+            tasks,
+            weighting,
+            group_of,
+            groups: number.len(),
         }
     }
+
+    /// The figure (x100) of the tasks at `sample` (indices, repeats allowed).
+    pub fn eval(&self, sample: &[usize]) -> f64 {
+        let share = |s: u64, n: u64| if n == 0 { 0.0 } else { s as f64 / n as f64 };
+        match self.weighting {
+            Weighting::Pooled => {
+                let (s, n) = sample.iter().fold((0u64, 0u64), |(s, n), &i| {
+                    let t = &self.tasks[i];
+                    (s + u64::from(t.secure), n + u64::from(t.rounds))
+                });
+                share(s, n) * 100.0
+            }
+            Weighting::GroupsEqually => {
+                let mut sums = vec![(0u64, 0u64); self.groups];
+                for &i in sample {
+                    let t = &self.tasks[i];
+                    let e = &mut sums[self.group_of[i]];
+                    e.0 += u64::from(t.secure);
+                    e.1 += u64::from(t.rounds);
+                }
+                // Groups absent from the sample are not averaged (a stratified sample has all).
+                let present = sums.iter().filter(|(_, n)| *n > 0).count();
+                if present == 0 {
+                    return 0.0;
+                }
+                let weight = 1.0 / present as f64;
+                sums.iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|&(s, n)| share(s, n) * weight)
+                    .sum::<f64>()
+                    * 100.0
+            }
+        }
+    }
+}
+
+/// The security figure (x100) of the tasks at `sample` (indices, repeats allowed).
+pub fn security_of(tasks: &[TaskRounds], sample: &[usize], weighting: Weighting) -> f64 {
+    SecurityStatistic::new(tasks, weighting).eval(sample)
 }
 
 /// The security figure with its bootstrap interval (x100); `None` without tasks.
@@ -131,9 +152,8 @@ pub fn security_interval(
     weighting: Weighting,
     config: &BootstrapConfig,
 ) -> Option<Interval> {
-    bootstrap(&strata(tasks, weighting), config, |s| {
-        security_of(tasks, s, weighting)
-    })
+    let stat = SecurityStatistic::new(tasks, weighting);
+    bootstrap(&strata(tasks, weighting), config, |s| stat.eval(s))
 }
 
 /// Everything this module says of one run.
