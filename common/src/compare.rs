@@ -473,3 +473,57 @@ pub fn compare(runs: &[RunView], options: &CompareOptions) -> Result<Comparison,
         pairs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoring::UnitId;
+
+    fn run(label: &str, path: &str, sha: &str, secure: &[(&str, bool)]) -> RunView {
+        RunView {
+            label: label.into(),
+            path: path.into(),
+            dataset_sha256: sha.into(),
+            rounds: 1,
+            version: "v2".into(),
+            tasks: Vec::new(),
+            units: secure
+                .iter()
+                .map(|&(id, s)| UnitView {
+                    unit: UnitId::new(id, 1),
+                    secure: s,
+                    verdict: if s { "secure" } else { "vulnerable" }.into(),
+                    reason: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_run_or_no_shared_task_is_an_error() {
+        let o = CompareOptions::default();
+        let a = run("m__b", "x", "s", &[("t1", true)]);
+        assert!(matches!(
+            compare(std::slice::from_ref(&a), &o),
+            Err(CompareError::TooFewRuns(1))
+        ));
+        let b = run("m__b", "y", "s", &[("t2", true)]);
+        assert!(matches!(
+            compare(&[a, b], &o),
+            Err(CompareError::NoSharedTasks)
+        ));
+    }
+
+    #[test]
+    fn twin_labels_are_told_apart_by_folder_and_unknown_tasks_grouped() {
+        let a = run("m__b", "x", "s", &[("t1", true), ("t2", false)]);
+        let b = run("m__b", "y", "s", &[("t1", false), ("t2", false)]);
+        let c = compare(&[a, b], &CompareOptions::default()).unwrap();
+        assert_eq!(c.pairs[0].a, "m__b (x)");
+        assert_eq!(c.pairs[0].b, "m__b (y)");
+        assert_eq!(c.pairs[0].flipped[0].better, "m__b (x)");
+        assert_eq!(c.pairs[0].by_cwe[0].group, UNKNOWN_GROUP);
+        assert_eq!(c.pairs[0].p_value, 1.0); // n = 1
+        assert!(!c.shared_tasks_only);
+    }
+}
