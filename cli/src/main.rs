@@ -2,6 +2,7 @@
 
 mod cancel_cmd;
 mod certs_cmd;
+mod compare_cmd;
 mod config;
 mod config_cmd;
 mod connect;
@@ -102,6 +103,9 @@ enum Command {
     Run(run_cmd::Args),
     /// Check a config file and print the effective config without secrets.
     Config(config_cmd::Args),
+    /// Compare two or more runs' result folders, paired per task: exact sign tests, deltas
+    /// per type, CWE and language, the tasks that flipped (Markdown and JSON).
+    Compare(compare_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo_cmd::run(a),
         Command::Run(a) => run_cmd::run(a),
         Command::Config(a) => config_cmd::run(a),
+        Command::Compare(a) => compare_cmd::run(a),
     };
     match result {
         Ok(code) => code,

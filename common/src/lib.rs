@@ -2,6 +2,7 @@
 //! extraction, patch application, scoring and reports. The coordinator and the worker only
 //! move these steps between machines; every number the project reports is computed here.
 
+pub mod compare;
 pub mod dataset;
 pub mod digest;
 pub mod extract;
@@ -19,5 +20,6 @@ pub mod run_name;
 pub mod scoring;
 pub mod splice;
 pub mod tokens;
+pub mod uncertainty;
 pub mod unit;
 pub mod upstream_io;

@@ -212,3 +212,85 @@ fn the_demo_with_docker_runs_v1_and_v2_and_resumes_without_work() {
     assert_eq!(log.matches("resumed run").count(), 6, "{log}");
     assert!(!log.contains("submitted run"), "{log}");
 }
+
+/// `ase compare` on the demo's reports: the reference is more secure than the original on
+/// every task (v1: all 8 tasks differ, p = 2 / 2^8), and the pretend model falls short of the
+/// reference only where its answers are not the fix. Runs the demo itself (v1 needs only
+/// osemgrep; without the v2 images the v2 runs still complete, with failed units).
+#[test]
+fn ase_compare_on_the_demo_gives_exact_p_values_and_flipped_tasks() {
+    if support::osemgrep_or_skip().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    run_demo(tmp.path(), "off");
+    let results = tmp.path().join("data/results");
+    let dir = |run: &str| results.join(run).display().to_string();
+    let out = Command::new(ase_bin())
+        .args([
+            "compare",
+            &dir("original__demo-v1"),
+            &dir("reference__demo-v1"),
+            &dir("pretend__demo-v1"),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["tasks_compared"], 8);
+    let pairs = c["pairs"].as_array().unwrap();
+    let (orig_ref, ref_pretend) = (&pairs[0], &pairs[2]);
+    assert_eq!(orig_ref["b_better"], 8, "{orig_ref}");
+    assert_eq!(orig_ref["p_value"].as_f64(), Some(0.0078125));
+    assert_eq!(orig_ref["flipped"].as_array().unwrap().len(), 8);
+    // The pretend model's answers to these three are not the fix: the reference is better.
+    assert_eq!(ref_pretend["b_better"], 0, "{ref_pretend}");
+    let flipped: Vec<&str> = ref_pretend["flipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["instance_id"].as_str().unwrap())
+        .collect();
+    for task in [
+        "demo_cmdi_py_bookshelf",
+        "demo_xss_php_guestbook",
+        "demo_xss_js_notes",
+    ] {
+        assert!(flipped.contains(&task), "{task} in {flipped:?}");
+    }
+    let n = flipped.len() as i32;
+    assert_eq!(
+        ref_pretend["p_value"].as_f64(),
+        Some((2.0f64 / 2f64.powi(n)).min(1.0))
+    );
+    // The security interval of each run brackets the report's own security figure.
+    for (i, run) in ["original", "reference", "pretend"].iter().enumerate() {
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(results.join(format!("{run}__demo-v1/report.json"))).unwrap(),
+        )
+        .unwrap();
+        let s = &c["runs"][i]["uncertainty"]["security"];
+        let reported = report["scores"]["security"].as_f64().unwrap();
+        assert!(
+            (s["estimate"].as_f64().unwrap() - reported).abs() < 0.005,
+            "{run}: {s} vs {reported}"
+        );
+        assert!(s["low"].as_f64() <= s["estimate"].as_f64());
+    }
+    // v1 and v2 are different datasets: refused.
+    let out = Command::new(ase_bin())
+        .args([
+            "compare",
+            &dir("original__demo-v1"),
+            &dir("original__demo-v2"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different datasets"));
+}
