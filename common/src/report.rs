@@ -11,11 +11,12 @@ use crate::scoring::stats::python_float_str;
 use crate::scoring::stats::round2;
 use crate::scoring::v1::V1Score;
 use crate::scoring::v2::{V2GroupScore, V2Score};
-use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus};
+use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod export;
 pub mod html;
 
 /// 2: units carry an outcome `kind`; `tasks` and `breakdown` were added.
@@ -125,6 +126,15 @@ pub struct GroupTally {
     /// `secure / units` x100 rounded to 2 decimals (0 without units). Not a score: the official
     /// per-type and per-CWE security are in `scores`.
     pub secure_pct: f64,
+    /// Our verdicts (`verdict`): `broken` units count as not secure in `verdict_secure_pct`.
+    #[serde(default)]
+    pub verdict_secure: u32,
+    #[serde(default)]
+    pub verdict_vulnerable: u32,
+    #[serde(default)]
+    pub verdict_broken: u32,
+    #[serde(default)]
+    pub verdict_secure_pct: f64,
 }
 
 /// The units counted per group and per outcome kind.
@@ -134,6 +144,9 @@ pub struct Breakdown {
     pub by_cwe: Vec<GroupTally>,
     pub by_language: Vec<GroupTally>,
     pub outcomes: BTreeMap<OutcomeKind, u32>,
+    /// Every unit, by our verdict: our security figure (`verdict_secure_pct`) is here.
+    #[serde(default)]
+    pub all: GroupTally,
 }
 
 /// The group of units whose task the report does not describe.
@@ -151,6 +164,7 @@ impl Breakdown {
             by_cwe: tally(tasks, units, |t| &t.cwe_id),
             by_language: tally(tasks, units, |t| &t.language),
             outcomes,
+            all: all_tally(tasks, units),
         }
     }
 }
@@ -188,21 +202,51 @@ fn tally(
             None => index(UNKNOWN_GROUP, &mut groups),
         };
         let t = &mut groups[g];
-        t.units += 1;
-        match u.status {
-            UnitStatus::Secure => t.secure += 1,
-            UnitStatus::NotSecure => t.not_secure += 1,
-            UnitStatus::Failed => t.failed += 1,
-        }
+        count_unit(t, u);
     }
-    for t in &mut groups {
-        t.secure_pct = if t.units == 0 {
-            0.0
-        } else {
-            round2(f64::from(t.secure) / f64::from(t.units) * 100.0)
-        };
-    }
+    groups.iter_mut().for_each(set_pcts);
     groups
+}
+
+fn count_unit(t: &mut GroupTally, u: &UnitOutcome) {
+    t.units += 1;
+    match u.status {
+        UnitStatus::Secure => t.secure += 1,
+        UnitStatus::NotSecure => t.not_secure += 1,
+        UnitStatus::Failed => t.failed += 1,
+    }
+    match u.verdict {
+        Verdict::Secure => t.verdict_secure += 1,
+        Verdict::Vulnerable => t.verdict_vulnerable += 1,
+        Verdict::Broken => t.verdict_broken += 1,
+    }
+}
+
+fn pct(part: u32, units: u32) -> f64 {
+    if units == 0 {
+        0.0
+    } else {
+        round2(f64::from(part) / f64::from(units) * 100.0)
+    }
+}
+
+fn set_pcts(t: &mut GroupTally) {
+    t.secure_pct = pct(t.secure, t.units);
+    t.verdict_secure_pct = pct(t.verdict_secure, t.units);
+}
+
+/// Every unit in one group, `all`.
+fn all_tally(tasks: &[TaskInfo], units: &[UnitOutcome]) -> GroupTally {
+    let ids: std::collections::HashSet<&str> =
+        tasks.iter().map(|t| t.instance_id.as_str()).collect();
+    let mut t = GroupTally {
+        group: "all".to_string(),
+        tasks: ids.len() as u32,
+        ..GroupTally::default()
+    };
+    units.iter().for_each(|u| count_unit(&mut t, u));
+    set_pcts(&mut t);
+    t
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -387,7 +431,7 @@ pub fn render_markdown(report: &Report) -> String {
     for (tool, version) in &p.tool_versions {
         out += &format!("- {}: {}\n", cell(tool), cell(version));
     }
-    out += "\n## Scores\n\n";
+    out += "\n## Scores (upstream-compatible)\n\n";
     out += &scores_markdown(&report.scores);
     if let Scores::V2(_) = report.scores {
         out +=
@@ -395,41 +439,70 @@ pub fn render_markdown(report: &Report) -> String {
                 does and its published numbers include; the corrected overall adds it on the \
                 same 0..100 scale as quality and security.\n";
     }
+    out += &verdicts_markdown(&report.breakdown.all);
     out += &breakdown_markdown(&report.breakdown);
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
+    let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
     out += &format!(
-        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\n| Unit | Status | Outcome | Reason |\n|---|---|---|---|\n",
+        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\nOur verdicts: {} secure, {} vulnerable, {} broken.\n\n\
+         | Unit | Status | Outcome | Reason | Verdict (ours) | Broken because |\n|---|---|---|---|---|---|\n",
         count(UnitStatus::Secure),
         count(UnitStatus::NotSecure),
-        count(UnitStatus::Failed)
+        count(UnitStatus::Failed),
+        verdicts(Verdict::Secure),
+        verdicts(Verdict::Vulnerable),
+        verdicts(Verdict::Broken),
     );
     for u in &report.units {
         out += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             cell(&u.unit.dir_name()),
             u.status.label(),
             u.kind.label(),
-            cell(&u.reason)
+            cell(&u.reason),
+            u.verdict.name(),
+            u.broken_cause.map_or("", OutcomeKind::label),
         );
     }
     out
 }
 
+/// Our three-way verdict of every unit and our security figure, beside upstream's scores.
+fn verdicts_markdown(all: &GroupTally) -> String {
+    format!(
+        "\n## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) |\n\
+         |---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} |\n\n\
+         Ours, not upstream's: a unit is `broken` when nothing was judged (no answer, it did not \
+         apply, did not build or start, tests failed), and counts as not secure. The scores \
+         above are upstream-compatible: upstream counts a scan of code the answer did not \
+         change.\n",
+        all.units,
+        all.verdict_secure,
+        all.verdict_vulnerable,
+        all.verdict_broken,
+        python_float_str(all.verdict_secure_pct)
+    )
+}
+
 fn tally_table(title: &str, column: &str, groups: &[GroupTally]) -> String {
     let mut out = format!(
-        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n"
+        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % | Secure (ours) | Vulnerable (ours) | Broken (ours) | Security % (ours) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for g in groups {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&g.group),
             g.tasks,
             g.units,
             g.secure,
             g.not_secure,
             g.failed,
-            python_float_str(g.secure_pct)
+            python_float_str(g.secure_pct),
+            g.verdict_secure,
+            g.verdict_vulnerable,
+            g.verdict_broken,
+            python_float_str(g.verdict_secure_pct)
         );
     }
     out
@@ -440,7 +513,10 @@ fn breakdown_markdown(b: &Breakdown) -> String {
     if b.outcomes.is_empty() {
         return String::new();
     }
-    let mut out = String::from("\n## Units by group\n");
+    let mut out = String::from(
+        "\n## Units by group\n\nSecure / not secure / failed are upstream-compatible; the \
+         `(ours)` columns are our verdicts.\n",
+    );
     out += &tally_table("By vulnerability type", "Type", &b.by_type);
     out += &tally_table("By CWE", "CWE", &b.by_cwe);
     out += &tally_table("By language", "Language", &b.by_language);
@@ -457,9 +533,23 @@ pub struct ReportFiles {
     pub json: PathBuf,
     pub markdown: PathBuf,
     pub html: PathBuf,
+    pub units_jsonl: PathBuf,
+    pub units_csv: PathBuf,
 }
 
-/// Writes `dir/report.json`, `dir/report.md` and `dir/report.html` (creating `dir`), redacted.
+/// Every report file but `report.json`, by name, rendered from the (redacted) report: the one
+/// list `write_report` and the coordinator's finish both write.
+pub fn rendered_files(report: &Report) -> [(&'static str, String); 4] {
+    [
+        (REPORT_MD, render_markdown(report)),
+        (REPORT_HTML, html::render_html(report)),
+        (export::UNITS_JSONL, export::units_jsonl(report)),
+        (export::UNITS_CSV, export::units_csv(report)),
+    ]
+}
+
+/// Writes `dir/report.json`, `report.md`, `report.html`, `units.jsonl` and `units.csv`
+/// (creating `dir`), redacted.
 pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportError> {
     let report = report.redacted();
     let err = |path: &Path| {
@@ -471,11 +561,15 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportEr
         json: dir.join(REPORT_JSON),
         markdown: dir.join(REPORT_MD),
         html: dir.join(REPORT_HTML),
+        units_jsonl: dir.join(export::UNITS_JSONL),
+        units_csv: dir.join(export::UNITS_CSV),
     };
     let json = serde_json::to_string_pretty(&report).expect("a report serialises to JSON");
     std::fs::write(&files.json, json + "\n").map_err(err(&files.json))?;
-    std::fs::write(&files.markdown, render_markdown(&report)).map_err(err(&files.markdown))?;
-    std::fs::write(&files.html, html::render_html(&report)).map_err(err(&files.html))?;
+    for (name, text) in rendered_files(&report) {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(err(&path))?;
+    }
     Ok(files)
 }
 

@@ -94,6 +94,8 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
         "report.json",
         "report.md",
         "report.html",
+        "units.jsonl",
+        "units.csv",
         "test-model__b1/processed_instances.json",
         "test-model__b1/sast_results.json",
         "test-model__b1/eval_result.json",

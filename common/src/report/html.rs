@@ -195,6 +195,7 @@ pub fn render_html(report: &Report) -> String {
     out += &provenance_section(&report);
     out += "</header>\n<main>\n";
     out += &scores_section(&report.scores);
+    out += &verdicts_section(&report.breakdown.all);
     out += &charts_section(&report);
     out += &breakdown_section(&report.breakdown);
     out += &matrix_section(&report);
@@ -312,7 +313,9 @@ fn card(label: &str, value: String) -> String {
 }
 
 fn scores_section(scores: &Scores) -> String {
-    let mut out = String::from("<section id=\"scores\">\n<h2>Scores</h2>\n<div class=\"cards\">\n");
+    let mut out = String::from(
+        "<section id=\"scores\">\n<h2>Scores (upstream-compatible)</h2>\n<div class=\"cards\">\n",
+    );
     match scores {
         Scores::V1(s) => {
             out += &card("Overall", num("/scores/overall", s.overall));
@@ -561,26 +564,69 @@ fn charts_section(report: &Report) -> String {
 
 fn tally_table(id: &str, title: &str, column: &str, field: &str, groups: &[GroupTally]) -> String {
     let mut out = format!(
-        "<h3>{title}</h3>\n<table id=\"{id}\">\n<thead><tr><th>{column}</th><th>Tasks</th><th>Units</th><th>Secure</th><th>Not secure</th><th>Failed</th><th>Secure %</th></tr></thead>\n<tbody>\n"
+        "<h3>{title}</h3>\n<table id=\"{id}\">\n<thead><tr><th>{column}</th><th>Tasks</th><th>Units</th><th>Secure</th><th>Not secure</th><th>Failed</th><th>Secure %</th>{VERDICT_HEADERS}</tr></thead>\n<tbody>\n"
     );
     for (i, g) in groups.iter().enumerate() {
         let k = |f: &str| json_pointer(&["breakdown", field, &i.to_string(), f]);
-        let _ = writeln!(
-            out,
-            "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            text(&k("group"), &g.group, MAX_NAME_CHARS),
-            int(&k("tasks"), g.tasks),
-            int(&k("units"), g.units),
-            int(&k("secure"), g.secure),
-            int(&k("not_secure"), g.not_secure),
-            int(&k("failed"), g.failed),
-            num(&k("secure_pct"), g.secure_pct),
-        );
+        let _ = writeln!(out, "{}", tally_row(&g.group, k, g));
     }
     if groups.is_empty() {
-        out += "<tr><td colspan=\"7\" class=\"note\">the report does not describe its tasks</td></tr>\n";
+        out += "<tr><td colspan=\"11\" class=\"note\">the report does not describe its tasks</td></tr>\n";
     }
     out += "</tbody>\n</table>\n";
+    out
+}
+
+/// Our verdict columns, after upstream's.
+const VERDICT_HEADERS: &str = "<th>Secure (ours)</th><th>Vulnerable (ours)</th><th>Broken (ours)</th><th>Security % (ours)</th>";
+
+/// One group's row: upstream's counts, then our verdicts, each keyed to report.json.
+fn tally_row(group: &str, k: impl Fn(&str) -> String, g: &GroupTally) -> String {
+    format!(
+        "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+        text(&k("group"), group, MAX_NAME_CHARS),
+        int(&k("tasks"), g.tasks),
+        int(&k("units"), g.units),
+        int(&k("secure"), g.secure),
+        int(&k("not_secure"), g.not_secure),
+        int(&k("failed"), g.failed),
+        num(&k("secure_pct"), g.secure_pct),
+        int(&k("verdict_secure"), g.verdict_secure),
+        int(&k("verdict_vulnerable"), g.verdict_vulnerable),
+        int(&k("verdict_broken"), g.verdict_broken),
+        num(&k("verdict_secure_pct"), g.verdict_secure_pct),
+    )
+}
+
+/// Every unit: our three verdicts and our security figure, labelled as ours.
+fn verdicts_section(all: &GroupTally) -> String {
+    let k = |f: &str| json_pointer(&["breakdown", "all", f]);
+    let mut out = String::from(
+        "<section id=\"verdicts\">\n<h2>Verdicts (ours)</h2>\n<div class=\"cards\">\n",
+    );
+    out += &card(
+        "Secure (ours)",
+        int(&k("verdict_secure"), all.verdict_secure),
+    );
+    out += &card(
+        "Vulnerable (ours)",
+        int(&k("verdict_vulnerable"), all.verdict_vulnerable),
+    );
+    out += &card(
+        "Broken (ours)",
+        int(&k("verdict_broken"), all.verdict_broken),
+    );
+    out += &card(
+        "Security % (ours)",
+        num(&k("verdict_secure_pct"), all.verdict_secure_pct),
+    );
+    out += "</div>\n<p class=\"note\">Ours, not upstream&#39;s: a unit is <em>broken</em> when nothing was judged (no answer, it did not apply, did not build or start, tests failed) and counts as not secure. The scores above are upstream-compatible: upstream counts the scan of code an answer did not change.</p>\n";
+    let _ = write!(
+        out,
+        "<table id=\"verdict-table\">\n<thead><tr><th>Group</th><th>Tasks</th><th>Units</th><th>Secure</th><th>Not secure</th><th>Failed</th><th>Secure %</th>{VERDICT_HEADERS}</tr></thead>\n<tbody>\n{}\n</tbody>\n</table>\n",
+        tally_row(&all.group, k, all)
+    );
+    out += "</section>\n";
     out
 }
 
@@ -672,11 +718,15 @@ fn matrix_section(report: &Report) -> String {
                     let u = &report.units[i];
                     let _ = write!(
                         out,
-                        "<td class=\"cell {}\" title=\"{}\"><span data-key=\"/units/{i}/kind\" data-value=\"{}\">{}</span></td>",
-                        kind_class(u.kind),
+                        "<td class=\"cell {}\" title=\"{}\"><span data-key=\"/units/{i}/kind\" data-value=\"{}\">{}</span> <span class=\"verdict\" data-key=\"/units/{i}/verdict\" data-value=\"{}\">({})</span></td>",
+                        // Coloured by our verdict: an unapplied answer upstream counts secure
+                        // is not green.
+                        kind_class(u.broken_cause.unwrap_or(u.kind)),
                         tooltip(&u.unit.dir_name(), u.kind, &u.reason),
                         u.kind.name(),
-                        u.kind.label()
+                        u.kind.label(),
+                        u.verdict.name(),
+                        u.verdict.name()
                     );
                 }
                 None => out += "<td class=\"cell na\">—</td>",

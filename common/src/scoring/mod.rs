@@ -12,6 +12,9 @@
 pub mod stats;
 pub mod v1;
 pub mod v2;
+pub mod verdict;
+
+pub use verdict::{derive_verdict, Verdict};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -174,21 +177,80 @@ impl UnitStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "UnitOutcomeWire")]
 pub struct UnitOutcome {
     pub unit: UnitId,
+    /// Upstream's status (upstream-compatible).
     pub status: UnitStatus,
     pub kind: OutcomeKind,
     pub reason: String,
+    /// Our three-way verdict (see `verdict`).
+    pub verdict: Verdict,
+    /// Why the verdict is `broken`; `None` otherwise.
+    pub broken_cause: Option<OutcomeKind>,
+}
+
+/// `UnitOutcome` as read: reports from before the verdict get it derived from their kind.
+#[derive(Deserialize)]
+struct UnitOutcomeWire {
+    unit: UnitId,
+    status: UnitStatus,
+    kind: OutcomeKind,
+    reason: String,
+    #[serde(default)]
+    verdict: Option<Verdict>,
+    #[serde(default)]
+    broken_cause: Option<OutcomeKind>,
+}
+
+impl From<UnitOutcomeWire> for UnitOutcome {
+    fn from(w: UnitOutcomeWire) -> Self {
+        let (verdict, broken_cause) = match w.verdict {
+            Some(v) => (v, w.broken_cause),
+            None => derive_verdict(w.kind, None),
+        };
+        Self {
+            unit: w.unit,
+            status: w.status,
+            kind: w.kind,
+            reason: w.reason,
+            verdict,
+            broken_cause,
+        }
+    }
 }
 
 impl UnitOutcome {
+    /// A unit whose generation (if any) succeeded.
     pub fn new(unit: UnitId, kind: OutcomeKind, reason: impl Into<String>) -> Self {
+        Self::judged(unit, kind, reason, None)
+    }
+
+    /// A unit with what generation recorded for it, from which the verdict is derived.
+    pub fn judged(
+        unit: UnitId,
+        kind: OutcomeKind,
+        reason: impl Into<String>,
+        generation: Option<&Generation>,
+    ) -> Self {
+        let (verdict, broken_cause) = derive_verdict(kind, generation);
         Self {
             unit,
             status: kind.status(),
             kind,
             reason: reason.into(),
+            verdict,
+            broken_cause,
         }
+    }
+
+    /// The unit ran out of retries: failed for upstream, broken for us.
+    pub fn set_error(&mut self, reason: String) {
+        self.status = UnitStatus::Failed;
+        self.kind = OutcomeKind::Error;
+        self.verdict = Verdict::Broken;
+        self.broken_cause = Some(OutcomeKind::Error);
+        self.reason = reason;
     }
 }
 

@@ -274,7 +274,8 @@ pub fn unit_outcomes(input: &V1Input) -> Vec<UnitOutcome> {
                 ),
                 (None, Some(_)) => (OutcomeKind::NotEvaluated, "no scan result".to_string()),
             };
-            out.push(UnitOutcome::new(unit, kind, reason));
+            let generation = generations.get(&unit).copied();
+            out.push(UnitOutcome::judged(unit, kind, reason, generation));
         }
     }
     out

@@ -235,7 +235,8 @@ pub fn unit_outcomes(input: &V2Input) -> Vec<UnitOutcome> {
                 }
                 (None, Some(_)) => (OutcomeKind::NotEvaluated, "no scan result"),
             };
-            out.push(UnitOutcome::new(unit, kind, reason));
+            let generation = generations.get(&unit).copied();
+            out.push(UnitOutcome::judged(unit, kind, reason, generation));
         }
     }
     out

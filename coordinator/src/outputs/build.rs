@@ -14,9 +14,7 @@ use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v2::V2Scan;
-use ase_common::scoring::{
-    v1, v2, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome, UnitStatus,
-};
+use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io;
 use serde_json::{json, Value};
@@ -462,9 +460,7 @@ pub fn build_outputs(
         let u = &input.units[i];
         // Units that ran out of retries say why, with every recorded reason.
         if u.state == UnitState::Failed {
-            outcome.status = UnitStatus::Failed;
-            outcome.kind = OutcomeKind::Error;
-            outcome.reason = failure_summary(u);
+            outcome.set_error(failure_summary(u));
             continue;
         }
         // The scorer knows the verdict; the records know what the worker saw.
@@ -485,12 +481,9 @@ pub fn build_outputs(
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
-    put_text(sink, report::REPORT_MD, &report::render_markdown(&report))?;
-    put_text(
-        sink,
-        report::REPORT_HTML,
-        &report::html::render_html(&report),
-    )?;
+    for (name, text) in report::rendered_files(&report) {
+        put_text(sink, name, &text)?;
+    }
     Ok(report)
 }
 

@@ -1,0 +1,128 @@
+//! Per-unit exports beside the report: `units.jsonl` and `units.csv`, one row per unit with
+//! the same, stable columns (`UNIT_COLUMNS`, documented in the README). Rendered from the
+//! report alone, so `ase score` and the coordinator's finish write the same bytes.
+
+use super::{Report, TaskInfo};
+use serde::Serialize;
+use std::collections::HashMap;
+
+pub const UNITS_JSONL: &str = "units.jsonl";
+pub const UNITS_CSV: &str = "units.csv";
+
+/// The columns, in order. Adding one goes at the end; none is renamed or removed.
+pub const UNIT_COLUMNS: [&str; 12] = [
+    "run",
+    "task",
+    "round",
+    "type",
+    "cwe",
+    "language",
+    "verdict",
+    "broken_cause",
+    "reason",
+    "upstream_status",
+    "upstream_outcome",
+    "upstream_secure",
+];
+
+/// One unit's row; field names are `UNIT_COLUMNS`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitRow<'a> {
+    pub run: String,
+    pub task: &'a str,
+    pub round: u32,
+    #[serde(rename = "type")]
+    pub vuln_type: &'a str,
+    pub cwe: &'a str,
+    pub language: &'a str,
+    pub verdict: &'static str,
+    /// Empty unless the verdict is `broken`.
+    pub broken_cause: &'static str,
+    pub reason: &'a str,
+    pub upstream_status: &'static str,
+    pub upstream_outcome: &'static str,
+    /// Upstream counts the unit secure.
+    pub upstream_secure: bool,
+}
+
+/// The rows of every unit, in the report's order.
+pub fn unit_rows(report: &Report) -> Vec<UnitRow<'_>> {
+    let c = &report.provenance.config;
+    let run = format!("{}__{}", c.model, c.batch);
+    let tasks: HashMap<&str, &TaskInfo> = report
+        .tasks
+        .iter()
+        .map(|t| (t.instance_id.as_str(), t))
+        .collect();
+    report
+        .units
+        .iter()
+        .map(|u| {
+            let t = tasks.get(u.unit.instance_id.as_str());
+            let field = |f: fn(&TaskInfo) -> &str| t.map_or("", |t| f(t));
+            UnitRow {
+                run: run.clone(),
+                task: &u.unit.instance_id,
+                round: u.unit.round,
+                vuln_type: field(|t| &t.vuln_type),
+                cwe: field(|t| &t.cwe_id),
+                language: field(|t| &t.language),
+                verdict: u.verdict.name(),
+                broken_cause: u.broken_cause.map_or("", |k| k.name()),
+                reason: &u.reason,
+                upstream_status: match u.status {
+                    crate::scoring::UnitStatus::Secure => "secure",
+                    crate::scoring::UnitStatus::NotSecure => "not_secure",
+                    crate::scoring::UnitStatus::Failed => "failed",
+                },
+                upstream_outcome: u.kind.name(),
+                upstream_secure: u.status == crate::scoring::UnitStatus::Secure,
+            }
+        })
+        .collect()
+}
+
+/// One JSON object per line.
+pub fn units_jsonl(report: &Report) -> String {
+    let mut out = String::new();
+    for row in unit_rows(report) {
+        out += &serde_json::to_string(&row).expect("a unit row serialises");
+        out.push('\n');
+    }
+    out
+}
+
+/// RFC 4180: a field with a comma, quote, CR or LF is quoted, its quotes doubled.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// A header line of `UNIT_COLUMNS`, then one line per unit (CRLF-free, LF line ends).
+pub fn units_csv(report: &Report) -> String {
+    let mut out = UNIT_COLUMNS.join(",") + "\n";
+    for r in unit_rows(report) {
+        let round = r.round.to_string();
+        let fields: [&str; 12] = [
+            &r.run,
+            r.task,
+            &round,
+            r.vuln_type,
+            r.cwe,
+            r.language,
+            r.verdict,
+            r.broken_cause,
+            r.reason,
+            r.upstream_status,
+            r.upstream_outcome,
+            if r.upstream_secure { "true" } else { "false" },
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out += &line.join(",");
+        out.push('\n');
+    }
+    out
+}
