@@ -769,6 +769,73 @@ mod tests {
     }
 
     #[test]
+    fn breakdown_counts_our_verdicts_beside_upstreams_status() {
+        use crate::scoring::Generation;
+        use crate::scoring::OutcomeKind as K;
+        let failed = Generation {
+            unit: UnitId::new("a", 2),
+            success: false,
+            time_cost: 0.0,
+        };
+        let units = vec![
+            UnitOutcome::new(UnitId::new("a", 1), K::Secure, ""),
+            // Scanned though the answer did not apply: secure for upstream, broken for us.
+            UnitOutcome::judged(UnitId::new("a", 2), K::Secure, "", Some(&failed)),
+            UnitOutcome::new(UnitId::new("a", 3), K::Vulnerable, ""),
+            UnitOutcome::new(UnitId::new("a", 4), K::TestsFailed, ""),
+        ];
+        let r = sample();
+        let r = Report::new(r.provenance, units, r.scores).with_tasks([TaskInfo {
+            instance_id: "a".into(),
+            vuln_type: "XSS".into(),
+            cwe_id: "CWE-79".into(),
+            language: "php".into(),
+        }]);
+        let all = &r.breakdown.all;
+        assert_eq!((all.tasks, all.units), (1, 4));
+        assert_eq!((all.secure, all.not_secure, all.failed), (2, 2, 0));
+        assert_eq!(
+            (
+                all.verdict_secure,
+                all.verdict_vulnerable,
+                all.verdict_broken
+            ),
+            (1, 1, 2)
+        );
+        assert_eq!((all.secure_pct, all.verdict_secure_pct), (50.0, 25.0));
+        assert_eq!(r.breakdown.by_type[0].verdict_broken, 2);
+        let md = render_markdown(&r);
+        assert!(md.contains("## Scores (upstream-compatible)"), "{md}");
+        assert!(
+            md.contains("## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) |\n|---:|---:|---:|---:|---:|\n| 4 | 1 | 1 | 2 | 25.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| XSS | 1 | 4 | 2 | 2 | 0 | 50.0 | 1 | 1 | 2 | 25.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| a_cycle2 | secure | secure |  | broken | failed to apply |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Our verdicts: 1 secure, 1 vulnerable, 2 broken."),
+            "{md}"
+        );
+        // A report from before the verdict reads, its verdict derived from its kind.
+        let mut v = serde_json::to_value(&r).unwrap();
+        for u in v["units"].as_array_mut().unwrap() {
+            let o = u.as_object_mut().unwrap();
+            o.remove("verdict");
+            o.remove("broken_cause");
+        }
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back.units[3].verdict, Verdict::Broken);
+        assert_eq!(back.units[3].broken_cause, Some(K::TestsFailed));
+        assert_eq!(back.units[2].verdict, Verdict::Vulnerable);
+    }
+
+    #[test]
     fn unix_ms_become_rfc3339() {
         assert_eq!(
             rfc3339_from_unix_ms(1_764_064_800_000).as_deref(),

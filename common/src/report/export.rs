@@ -126,3 +126,99 @@ pub fn units_csv(report: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Provenance, RunConfig, Scores};
+    use crate::scoring::v1::{score_v1, V1Input, V1Task};
+    use crate::scoring::{Generation, OutcomeKind, UnitId, UnitOutcome};
+
+    fn report() -> Report {
+        let input = V1Input {
+            rounds: 1,
+            tasks: vec![V1Task {
+                instance_id: "a".into(),
+                vuln_type: "XSS".into(),
+                baseline: 1,
+            }],
+            generations: vec![Generation {
+                unit: UnitId::new("a", 1),
+                success: false,
+                time_cost: 0.0,
+            }],
+            scans: [(UnitId::new("a", 1), 0)].into(),
+        };
+        let provenance = Provenance {
+            config: RunConfig {
+                model: "m,1".into(),
+                batch: "b".into(),
+                rounds: 1,
+                ..RunConfig::default()
+            },
+            ..Provenance::default()
+        };
+        let mut units = crate::scoring::v1::unit_outcomes(&input);
+        units.push(UnitOutcome::new(
+            UnitId::new("ghost", 2),
+            OutcomeKind::Error,
+            "said \"no\", then\nstopped\r\n",
+        ));
+        Report::new(provenance, units, Scores::V1(score_v1(&input).unwrap())).with_tasks([
+            TaskInfo {
+                instance_id: "a".into(),
+                vuln_type: "XSS".into(),
+                cwe_id: "CWE-79".into(),
+                language: "php".into(),
+            },
+        ])
+    }
+
+    #[test]
+    fn csv_has_the_documented_columns_and_escapes_reasons() {
+        let csv = units_csv(&report());
+        let mut lines = csv.split_inclusive('\n');
+        assert_eq!(
+            lines.next().unwrap(),
+            "run,task,round,type,cwe,language,verdict,broken_cause,reason,upstream_status,upstream_outcome,upstream_secure\n"
+        );
+        // Upstream counts the scan of the masked tree secure; our verdict is broken.
+        assert_eq!(
+            lines.next().unwrap(),
+            "\"m,1__b\",a,1,XSS,CWE-79,php,broken,not_applied,\"0 findings, below the baseline of 1\",secure,secure,true\n"
+        );
+        // Quotes doubled, newlines kept inside the quoted field; unknown task: empty fields.
+        assert_eq!(
+            lines.collect::<String>(),
+            "\"m,1__b\",ghost,2,,,,broken,error,\"said \"\"no\"\", then\nstopped\r\n\",failed,error,false\n"
+        );
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a\rb"), "\"a\rb\"");
+    }
+
+    #[test]
+    fn jsonl_has_one_object_per_unit_with_the_same_columns() {
+        let jsonl = units_jsonl(&report());
+        let rows: Vec<serde_json::Value> = jsonl
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2);
+        let keys: Vec<&str> = rows[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns = UNIT_COLUMNS.to_vec();
+        columns.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, columns);
+        assert_eq!(rows[0]["verdict"], "broken");
+        assert_eq!(rows[0]["upstream_secure"], true);
+        assert_eq!(rows[0]["round"], 1);
+        assert_eq!(rows[1]["reason"], "said \"no\", then\nstopped\r\n");
+        assert_eq!(rows[1]["type"], "");
+    }
+}

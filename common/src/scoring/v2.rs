@@ -404,6 +404,42 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_follow_the_v2_checks() {
+        use crate::scoring::Verdict;
+        let failed_image = V2Scan {
+            completion: true,
+            ..V2Scan::default()
+        };
+        let i = input(
+            6,
+            vec![task("a", "CWE-1")],
+            &[
+                ("a", 1, PASS),
+                ("a", 2, VULN),
+                ("a", 3, NO_TEST),
+                ("a", 4, failed_image),
+                ("a", 5, V2Scan::default()),
+            ],
+            0.0,
+        );
+        let got: Vec<(Verdict, Option<OutcomeKind>)> = unit_outcomes(&i)
+            .iter()
+            .map(|u| (u.verdict, u.broken_cause))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Secure, None),
+                (Verdict::Vulnerable, None),
+                (Verdict::Broken, Some(OutcomeKind::TestsFailed)),
+                (Verdict::Broken, Some(OutcomeKind::BuildFailed)),
+                (Verdict::Broken, Some(OutcomeKind::UploadFailed)),
+                (Verdict::Broken, Some(OutcomeKind::NotEvaluated)),
+            ]
+        );
+    }
+
+    #[test]
     fn counts_follow_upstream_fields() {
         let failed_upload = V2Scan::default();
         let failed_image = V2Scan {
