@@ -135,6 +135,11 @@ pub struct GroupTally {
     pub verdict_broken: u32,
     #[serde(default)]
     pub verdict_secure_pct: f64,
+    /// Tokens and cost of the units' generation, summed over what was recorded.
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// The units counted per group and per outcome kind.
@@ -220,6 +225,8 @@ fn count_unit(t: &mut GroupTally, u: &UnitOutcome) {
         Verdict::Vulnerable => t.verdict_vulnerable += 1,
         Verdict::Broken => t.verdict_broken += 1,
     }
+    t.total_tokens += u.usage.total_tokens.unwrap_or(0);
+    t.cost_usd += u.usage.cost_usd.unwrap_or(0.0);
 }
 
 fn pct(part: u32, units: u32) -> f64 {
@@ -233,6 +240,8 @@ fn pct(part: u32, units: u32) -> f64 {
 fn set_pcts(t: &mut GroupTally) {
     t.secure_pct = pct(t.secure, t.units);
     t.verdict_secure_pct = pct(t.verdict_secure, t.units);
+    // Micro-dollars: sums of prices do not print as 0.30000000000000004.
+    t.cost_usd = (t.cost_usd * 1e6).round() / 1e6;
 }
 
 /// Every unit in one group, `all`.
@@ -445,7 +454,7 @@ pub fn render_markdown(report: &Report) -> String {
     let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
     out += &format!(
         "\n## Units\n\n{} secure, {} not secure, {} failed.\n\nOur verdicts: {} secure, {} vulnerable, {} broken.\n\n\
-         | Unit | Status | Outcome | Reason | Verdict (ours) | Broken because |\n|---|---|---|---|---|---|\n",
+         | Unit | Status | Outcome | Reason | Verdict (ours) | Broken because | Tokens | Cost (USD) |\n|---|---|---|---|---|---|---:|---:|\n",
         count(UnitStatus::Secure),
         count(UnitStatus::NotSecure),
         count(UnitStatus::Failed),
@@ -455,13 +464,17 @@ pub fn render_markdown(report: &Report) -> String {
     );
     for u in &report.units {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&u.unit.dir_name()),
             u.status.label(),
             u.kind.label(),
             cell(&u.reason),
             u.verdict.name(),
             u.broken_cause.map_or("", OutcomeKind::label),
+            u.usage
+                .total_tokens
+                .map_or(String::new(), |n| n.to_string()),
+            u.usage.cost_usd.map_or(String::new(), python_float_str),
         );
     }
     out
@@ -470,8 +483,8 @@ pub fn render_markdown(report: &Report) -> String {
 /// Our three-way verdict of every unit and our security figure, beside upstream's scores.
 fn verdicts_markdown(all: &GroupTally) -> String {
     format!(
-        "\n## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) |\n\
-         |---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} |\n\n\
+        "\n## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) | Tokens | Cost (USD) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} |\n\n\
          Ours, not upstream's: a unit is `broken` when nothing was judged (no answer, it did not \
          apply, did not build or start, tests failed), and counts as not secure. The scores \
          above are upstream-compatible: upstream counts a scan of code the answer did not \
@@ -480,18 +493,20 @@ fn verdicts_markdown(all: &GroupTally) -> String {
         all.verdict_secure,
         all.verdict_vulnerable,
         all.verdict_broken,
-        python_float_str(all.verdict_secure_pct)
+        python_float_str(all.verdict_secure_pct),
+        all.total_tokens,
+        python_float_str(all.cost_usd)
     )
 }
 
 fn tally_table(title: &str, column: &str, groups: &[GroupTally]) -> String {
     let mut out = format!(
-        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % | Secure (ours) | Vulnerable (ours) | Broken (ours) | Security % (ours) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % | Secure (ours) | Vulnerable (ours) | Broken (ours) | Security % (ours) | Tokens | Cost (USD) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for g in groups {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&g.group),
             g.tasks,
             g.units,
@@ -502,7 +517,9 @@ fn tally_table(title: &str, column: &str, groups: &[GroupTally]) -> String {
             g.verdict_secure,
             g.verdict_vulnerable,
             g.verdict_broken,
-            python_float_str(g.verdict_secure_pct)
+            python_float_str(g.verdict_secure_pct),
+            g.total_tokens,
+            python_float_str(g.cost_usd)
         );
     }
     out
@@ -784,6 +801,12 @@ mod tests {
             UnitOutcome::new(UnitId::new("a", 3), K::Vulnerable, ""),
             UnitOutcome::new(UnitId::new("a", 4), K::TestsFailed, ""),
         ];
+        let mut units = units;
+        // 0.1 + 0.2 is 0.30000000000000004 in f64: the run's cost is kept in micro-dollars.
+        for (u, cost) in units.iter_mut().zip([0.1, 0.2]) {
+            u.usage.total_tokens = Some(15);
+            u.usage.cost_usd = Some(cost);
+        }
         let r = sample();
         let r = Report::new(r.provenance, units, r.scores).with_tasks([TaskInfo {
             instance_id: "a".into(),
@@ -807,7 +830,7 @@ mod tests {
         let md = render_markdown(&r);
         assert!(md.contains("## Scores (upstream-compatible)"), "{md}");
         assert!(
-            md.contains("## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) |\n|---:|---:|---:|---:|---:|\n| 4 | 1 | 1 | 2 | 25.0 |"),
+            md.contains("## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) | Tokens | Cost (USD) |\n|---:|---:|---:|---:|---:|---:|---:|\n| 4 | 1 | 1 | 2 | 25.0 | 30 | 0.3 |"),
             "{md}"
         );
         assert!(

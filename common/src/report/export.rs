@@ -10,7 +10,7 @@ pub const UNITS_JSONL: &str = "units.jsonl";
 pub const UNITS_CSV: &str = "units.csv";
 
 /// The columns, in order. Adding one goes at the end; none is renamed or removed.
-pub const UNIT_COLUMNS: [&str; 12] = [
+pub const UNIT_COLUMNS: [&str; 17] = [
     "run",
     "task",
     "round",
@@ -23,6 +23,11 @@ pub const UNIT_COLUMNS: [&str; 12] = [
     "upstream_status",
     "upstream_outcome",
     "upstream_secure",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "gen_time_s",
 ];
 
 /// One unit's row; field names are `UNIT_COLUMNS`.
@@ -43,6 +48,12 @@ pub struct UnitRow<'a> {
     pub upstream_outcome: &'static str,
     /// Upstream counts the unit secure.
     pub upstream_secure: bool,
+    /// Empty (CSV) or null (JSONL) where not recorded.
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub gen_time_s: Option<f64>,
 }
 
 /// The rows of every unit, in the report's order.
@@ -77,6 +88,11 @@ pub fn unit_rows(report: &Report) -> Vec<UnitRow<'_>> {
                 },
                 upstream_outcome: u.kind.name(),
                 upstream_secure: u.status == crate::scoring::UnitStatus::Secure,
+                prompt_tokens: u.usage.prompt_tokens,
+                completion_tokens: u.usage.completion_tokens,
+                total_tokens: u.usage.total_tokens,
+                cost_usd: u.usage.cost_usd,
+                gen_time_s: u.usage.gen_time_s,
             }
         })
         .collect()
@@ -106,7 +122,16 @@ pub fn units_csv(report: &Report) -> String {
     let mut out = UNIT_COLUMNS.join(",") + "\n";
     for r in unit_rows(report) {
         let round = r.round.to_string();
-        let fields: [&str; 12] = [
+        let n = |x: Option<u64>| x.map_or(String::new(), |x| x.to_string());
+        let f = |x: Option<f64>| x.map_or(String::new(), crate::scoring::stats::python_float_str);
+        let usage = [
+            n(r.prompt_tokens),
+            n(r.completion_tokens),
+            n(r.total_tokens),
+            f(r.cost_usd),
+            f(r.gen_time_s),
+        ];
+        let fields: [&str; 17] = [
             &r.run,
             r.task,
             &round,
@@ -119,6 +144,11 @@ pub fn units_csv(report: &Report) -> String {
             r.upstream_status,
             r.upstream_outcome,
             if r.upstream_secure { "true" } else { "false" },
+            &usage[0],
+            &usage[1],
+            &usage[2],
+            &usage[3],
+            &usage[4],
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out += &line.join(",");
@@ -145,7 +175,7 @@ mod tests {
             generations: vec![Generation {
                 unit: UnitId::new("a", 1),
                 success: false,
-                time_cost: 0.0,
+                time_cost: 1.5,
             }],
             scans: [(UnitId::new("a", 1), 0)].into(),
         };
@@ -159,6 +189,10 @@ mod tests {
             ..Provenance::default()
         };
         let mut units = crate::scoring::v1::unit_outcomes(&input);
+        units[0].usage.prompt_tokens = Some(10);
+        units[0].usage.completion_tokens = Some(5);
+        units[0].usage.total_tokens = Some(15);
+        units[0].usage.cost_usd = Some(0.25);
         units.push(UnitOutcome::new(
             UnitId::new("ghost", 2),
             OutcomeKind::Error,
@@ -180,17 +214,17 @@ mod tests {
         let mut lines = csv.split_inclusive('\n');
         assert_eq!(
             lines.next().unwrap(),
-            "run,task,round,type,cwe,language,verdict,broken_cause,reason,upstream_status,upstream_outcome,upstream_secure\n"
+            "run,task,round,type,cwe,language,verdict,broken_cause,reason,upstream_status,upstream_outcome,upstream_secure,prompt_tokens,completion_tokens,total_tokens,cost_usd,gen_time_s\n"
         );
         // Upstream counts the scan of the masked tree secure; our verdict is broken.
         assert_eq!(
             lines.next().unwrap(),
-            "\"m,1__b\",a,1,XSS,CWE-79,php,broken,not_applied,\"0 findings, below the baseline of 1\",secure,secure,true\n"
+            "\"m,1__b\",a,1,XSS,CWE-79,php,broken,not_applied,\"0 findings, below the baseline of 1\",secure,secure,true,10,5,15,0.25,1.5\n"
         );
         // Quotes doubled, newlines kept inside the quoted field; unknown task: empty fields.
         assert_eq!(
             lines.collect::<String>(),
-            "\"m,1__b\",ghost,2,,,,broken,error,\"said \"\"no\"\", then\nstopped\r\n\",failed,error,false\n"
+            "\"m,1__b\",ghost,2,,,,broken,error,\"said \"\"no\"\", then\nstopped\r\n\",failed,error,false,,,,,\n"
         );
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a\rb"), "\"a\rb\"");
@@ -220,5 +254,8 @@ mod tests {
         assert_eq!(rows[0]["round"], 1);
         assert_eq!(rows[1]["reason"], "said \"no\", then\nstopped\r\n");
         assert_eq!(rows[1]["type"], "");
+        assert_eq!(rows[0]["cost_usd"], 0.25);
+        assert_eq!(rows[0]["gen_time_s"], 1.5);
+        assert_eq!(rows[1]["total_tokens"], serde_json::Value::Null);
     }
 }

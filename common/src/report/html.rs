@@ -571,19 +571,19 @@ fn tally_table(id: &str, title: &str, column: &str, field: &str, groups: &[Group
         let _ = writeln!(out, "{}", tally_row(&g.group, k, g));
     }
     if groups.is_empty() {
-        out += "<tr><td colspan=\"11\" class=\"note\">the report does not describe its tasks</td></tr>\n";
+        out += "<tr><td colspan=\"13\" class=\"note\">the report does not describe its tasks</td></tr>\n";
     }
     out += "</tbody>\n</table>\n";
     out
 }
 
 /// Our verdict columns, after upstream's.
-const VERDICT_HEADERS: &str = "<th>Secure (ours)</th><th>Vulnerable (ours)</th><th>Broken (ours)</th><th>Security % (ours)</th>";
+const VERDICT_HEADERS: &str = "<th>Secure (ours)</th><th>Vulnerable (ours)</th><th>Broken (ours)</th><th>Security % (ours)</th><th>Tokens</th><th>Cost (USD)</th>";
 
 /// One group's row: upstream's counts, then our verdicts, each keyed to report.json.
 fn tally_row(group: &str, k: impl Fn(&str) -> String, g: &GroupTally) -> String {
     format!(
-        "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+        "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
         text(&k("group"), group, MAX_NAME_CHARS),
         int(&k("tasks"), g.tasks),
         int(&k("units"), g.units),
@@ -595,6 +595,8 @@ fn tally_row(group: &str, k: impl Fn(&str) -> String, g: &GroupTally) -> String 
         int(&k("verdict_vulnerable"), g.verdict_vulnerable),
         int(&k("verdict_broken"), g.verdict_broken),
         num(&k("verdict_secure_pct"), g.verdict_secure_pct),
+        int(&k("total_tokens"), g.total_tokens),
+        num(&k("cost_usd"), g.cost_usd),
     )
 }
 

@@ -188,6 +188,20 @@ pub struct UnitOutcome {
     pub verdict: Verdict,
     /// Why the verdict is `broken`; `None` otherwise.
     pub broken_cause: Option<OutcomeKind>,
+    /// What generating the unit used, when recorded.
+    pub usage: UnitUsage,
+}
+
+/// Tokens, cost and time of one unit's generation (what the model API and the worker
+/// recorded; `None` where nothing was).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct UnitUsage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    /// Seconds generating (upstream's `time_cost`).
+    pub gen_time_s: Option<f64>,
 }
 
 /// `UnitOutcome` as read: reports from before the verdict get it derived from their kind.
@@ -201,6 +215,8 @@ struct UnitOutcomeWire {
     verdict: Option<Verdict>,
     #[serde(default)]
     broken_cause: Option<OutcomeKind>,
+    #[serde(default)]
+    usage: UnitUsage,
 }
 
 impl From<UnitOutcomeWire> for UnitOutcome {
@@ -216,6 +232,7 @@ impl From<UnitOutcomeWire> for UnitOutcome {
             reason: w.reason,
             verdict,
             broken_cause,
+            usage: w.usage,
         }
     }
 }
@@ -241,6 +258,10 @@ impl UnitOutcome {
             reason: reason.into(),
             verdict,
             broken_cause,
+            usage: UnitUsage {
+                gen_time_s: generation.map(|g| g.time_cost),
+                ..UnitUsage::default()
+            },
         }
     }
 

@@ -159,6 +159,8 @@ pub struct GenerationFacts {
     pub time_cost: f64,
     /// Why it failed (failed generations only), shortened.
     pub reason: Option<String>,
+    pub usage: Option<ase_common::unit::TokenUsage>,
+    pub cost_usd: Option<f64>,
 }
 
 impl From<&GenerationRecord> for GenerationFacts {
@@ -171,6 +173,8 @@ impl From<&GenerationRecord> for GenerationFacts {
             } else {
                 short_reason(g.reason.as_deref())
             },
+            usage: g.usage,
+            cost_usd: g.cost_usd,
         }
     }
 }
@@ -465,6 +469,13 @@ pub fn build_outputs(
         }
         // The scorer knows the verdict; the records know what the worker saw.
         let i = i as u32;
+        if let Some(g) = input.generations.get(&i) {
+            let usage = &mut outcome.usage;
+            usage.prompt_tokens = g.usage.as_ref().map(|u| u.prompt_tokens);
+            usage.completion_tokens = g.usage.as_ref().map(|u| u.completion_tokens);
+            usage.total_tokens = g.usage.as_ref().map(|u| u.total_tokens);
+            usage.cost_usd = g.cost_usd;
+        }
         let generation_reason = input
             .generations
             .get(&i)
