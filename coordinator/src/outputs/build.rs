@@ -462,20 +462,22 @@ pub fn build_outputs(
             continue;
         };
         let u = &input.units[i];
-        // Units that ran out of retries say why, with every recorded reason.
-        if u.state == UnitState::Failed {
-            outcome.set_error(failure_summary(u));
-            continue;
-        }
-        // The scorer knows the verdict; the records know what the worker saw.
-        let i = i as u32;
-        if let Some(g) = input.generations.get(&i) {
+        // Tokens and cost were spent even when the unit later ran out of retries.
+        let index = i as u32;
+        if let Some(g) = input.generations.get(&index) {
             let usage = &mut outcome.usage;
             usage.prompt_tokens = g.usage.as_ref().map(|u| u.prompt_tokens);
             usage.completion_tokens = g.usage.as_ref().map(|u| u.completion_tokens);
             usage.total_tokens = g.usage.as_ref().map(|u| u.total_tokens);
             usage.cost_usd = g.cost_usd;
         }
+        // Units that ran out of retries say why, with every recorded reason.
+        if u.state == UnitState::Failed {
+            outcome.set_error(failure_summary(u));
+            continue;
+        }
+        // The scorer knows the verdict; the records know what the worker saw.
+        let i = index;
         let generation_reason = input
             .generations
             .get(&i)
