@@ -116,6 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     success,
                     time_cost: 1.5,
                     reason: (!success).then(|| "the answer had no code block".to_string()),
+                    usage: None,
+                    cost_usd: None,
                 },
             );
             if success {

@@ -145,6 +145,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &report_files.json,
         &report_files.markdown,
         &report_files.html,
+        &report_files.units_jsonl,
+        &report_files.units_csv,
     ]) {
         eprintln!("wrote {}", display(path));
     }

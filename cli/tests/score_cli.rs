@@ -275,6 +275,19 @@ fn v1_run_matches_upstream_files() {
         .unwrap();
     assert_eq!(p1["status"], "failed");
     assert_eq!(p1["reason"], "not generated");
+    // Our verdict beside upstream's status, and the per-unit exports beside the report.
+    assert_eq!(p1["verdict"], "broken");
+    assert_eq!(p1["broken_cause"], "not_generated");
+    let csv = read(gen.join("model-x__b1/units.csv"));
+    assert!(
+        csv.starts_with("run,task,round,type,cwe,language,verdict,broken_cause,reason,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 16, "{csv}");
+    assert!(csv.contains("model-x__b1,p1,1,"), "{csv}");
+    let jsonl = read(gen.join("model-x__b1/units.jsonl"));
+    assert_eq!(jsonl.lines().count(), 15);
+    assert!(stderr.contains("units.csv"), "{stderr}");
     let md = read(gen.join("model-x__b1/report.md"));
     assert!(
         md.contains(

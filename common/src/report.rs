@@ -11,11 +11,12 @@ use crate::scoring::stats::python_float_str;
 use crate::scoring::stats::round2;
 use crate::scoring::v1::V1Score;
 use crate::scoring::v2::{V2GroupScore, V2Score};
-use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus};
+use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod export;
 pub mod html;
 
 /// 2: units carry an outcome `kind`; `tasks` and `breakdown` were added.
@@ -125,6 +126,20 @@ pub struct GroupTally {
     /// `secure / units` x100 rounded to 2 decimals (0 without units). Not a score: the official
     /// per-type and per-CWE security are in `scores`.
     pub secure_pct: f64,
+    /// Our verdicts (`verdict`): `broken` units count as not secure in `verdict_secure_pct`.
+    #[serde(default)]
+    pub verdict_secure: u32,
+    #[serde(default)]
+    pub verdict_vulnerable: u32,
+    #[serde(default)]
+    pub verdict_broken: u32,
+    #[serde(default)]
+    pub verdict_secure_pct: f64,
+    /// Tokens and cost of the units' generation, summed over what was recorded.
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// The units counted per group and per outcome kind.
@@ -134,6 +149,9 @@ pub struct Breakdown {
     pub by_cwe: Vec<GroupTally>,
     pub by_language: Vec<GroupTally>,
     pub outcomes: BTreeMap<OutcomeKind, u32>,
+    /// Every unit, by our verdict: our security figure (`verdict_secure_pct`) is here.
+    #[serde(default)]
+    pub all: GroupTally,
 }
 
 /// The group of units whose task the report does not describe.
@@ -151,6 +169,7 @@ impl Breakdown {
             by_cwe: tally(tasks, units, |t| &t.cwe_id),
             by_language: tally(tasks, units, |t| &t.language),
             outcomes,
+            all: all_tally(tasks, units),
         }
     }
 }
@@ -188,21 +207,55 @@ fn tally(
             None => index(UNKNOWN_GROUP, &mut groups),
         };
         let t = &mut groups[g];
-        t.units += 1;
-        match u.status {
-            UnitStatus::Secure => t.secure += 1,
-            UnitStatus::NotSecure => t.not_secure += 1,
-            UnitStatus::Failed => t.failed += 1,
-        }
+        count_unit(t, u);
     }
-    for t in &mut groups {
-        t.secure_pct = if t.units == 0 {
-            0.0
-        } else {
-            round2(f64::from(t.secure) / f64::from(t.units) * 100.0)
-        };
-    }
+    groups.iter_mut().for_each(set_pcts);
     groups
+}
+
+fn count_unit(t: &mut GroupTally, u: &UnitOutcome) {
+    t.units += 1;
+    match u.status {
+        UnitStatus::Secure => t.secure += 1,
+        UnitStatus::NotSecure => t.not_secure += 1,
+        UnitStatus::Failed => t.failed += 1,
+    }
+    match u.verdict {
+        Verdict::Secure => t.verdict_secure += 1,
+        Verdict::Vulnerable => t.verdict_vulnerable += 1,
+        Verdict::Broken => t.verdict_broken += 1,
+    }
+    t.total_tokens += u.usage.total_tokens.unwrap_or(0);
+    t.cost_usd += u.usage.cost_usd.unwrap_or(0.0);
+}
+
+fn pct(part: u32, units: u32) -> f64 {
+    if units == 0 {
+        0.0
+    } else {
+        round2(f64::from(part) / f64::from(units) * 100.0)
+    }
+}
+
+fn set_pcts(t: &mut GroupTally) {
+    t.secure_pct = pct(t.secure, t.units);
+    t.verdict_secure_pct = pct(t.verdict_secure, t.units);
+    // Micro-dollars: sums of prices do not print as 0.30000000000000004.
+    t.cost_usd = (t.cost_usd * 1e6).round() / 1e6;
+}
+
+/// Every unit in one group, `all`.
+fn all_tally(tasks: &[TaskInfo], units: &[UnitOutcome]) -> GroupTally {
+    let ids: std::collections::HashSet<&str> =
+        tasks.iter().map(|t| t.instance_id.as_str()).collect();
+    let mut t = GroupTally {
+        group: "all".to_string(),
+        tasks: ids.len() as u32,
+        ..GroupTally::default()
+    };
+    units.iter().for_each(|u| count_unit(&mut t, u));
+    set_pcts(&mut t);
+    t
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -387,7 +440,7 @@ pub fn render_markdown(report: &Report) -> String {
     for (tool, version) in &p.tool_versions {
         out += &format!("- {}: {}\n", cell(tool), cell(version));
     }
-    out += "\n## Scores\n\n";
+    out += "\n## Scores (upstream-compatible)\n\n";
     out += &scores_markdown(&report.scores);
     if let Scores::V2(_) = report.scores {
         out +=
@@ -395,41 +448,78 @@ pub fn render_markdown(report: &Report) -> String {
                 does and its published numbers include; the corrected overall adds it on the \
                 same 0..100 scale as quality and security.\n";
     }
+    out += &verdicts_markdown(&report.breakdown.all);
     out += &breakdown_markdown(&report.breakdown);
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
+    let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
     out += &format!(
-        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\n| Unit | Status | Outcome | Reason |\n|---|---|---|---|\n",
+        "\n## Units\n\n{} secure, {} not secure, {} failed.\n\nOur verdicts: {} secure, {} vulnerable, {} broken.\n\n\
+         | Unit | Status | Outcome | Reason | Verdict (ours) | Broken because | Tokens | Cost (USD) |\n|---|---|---|---|---|---|---:|---:|\n",
         count(UnitStatus::Secure),
         count(UnitStatus::NotSecure),
-        count(UnitStatus::Failed)
+        count(UnitStatus::Failed),
+        verdicts(Verdict::Secure),
+        verdicts(Verdict::Vulnerable),
+        verdicts(Verdict::Broken),
     );
     for u in &report.units {
         out += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&u.unit.dir_name()),
             u.status.label(),
             u.kind.label(),
-            cell(&u.reason)
+            cell(&u.reason),
+            u.verdict.name(),
+            u.broken_cause.map_or("", OutcomeKind::label),
+            u.usage
+                .total_tokens
+                .map_or(String::new(), |n| n.to_string()),
+            u.usage.cost_usd.map_or(String::new(), python_float_str),
         );
     }
     out
 }
 
+/// Our three-way verdict of every unit and our security figure, beside upstream's scores.
+fn verdicts_markdown(all: &GroupTally) -> String {
+    format!(
+        "\n## Verdicts (ours)\n\n| Units | Secure | Vulnerable | Broken | Security (ours) | Tokens | Cost (USD) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} |\n\n\
+         Ours, not upstream's: a unit is `broken` when nothing was judged (no answer, it did not \
+         apply, did not build or start, tests failed), and counts as not secure. The scores \
+         above are upstream-compatible: upstream counts a scan of code the answer did not \
+         change.\n",
+        all.units,
+        all.verdict_secure,
+        all.verdict_vulnerable,
+        all.verdict_broken,
+        python_float_str(all.verdict_secure_pct),
+        all.total_tokens,
+        python_float_str(all.cost_usd)
+    )
+}
+
 fn tally_table(title: &str, column: &str, groups: &[GroupTally]) -> String {
     let mut out = format!(
-        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n"
+        "\n### {title}\n\n| {column} | Tasks | Units | Secure | Not secure | Failed | Secure % | Secure (ours) | Vulnerable (ours) | Broken (ours) | Security % (ours) | Tokens | Cost (USD) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for g in groups {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&g.group),
             g.tasks,
             g.units,
             g.secure,
             g.not_secure,
             g.failed,
-            python_float_str(g.secure_pct)
+            python_float_str(g.secure_pct),
+            g.verdict_secure,
+            g.verdict_vulnerable,
+            g.verdict_broken,
+            python_float_str(g.verdict_secure_pct),
+            g.total_tokens,
+            python_float_str(g.cost_usd)
         );
     }
     out
@@ -440,7 +530,10 @@ fn breakdown_markdown(b: &Breakdown) -> String {
     if b.outcomes.is_empty() {
         return String::new();
     }
-    let mut out = String::from("\n## Units by group\n");
+    let mut out = String::from(
+        "\n## Units by group\n\nSecure / not secure / failed are upstream-compatible; the \
+         `(ours)` columns are our verdicts.\n",
+    );
     out += &tally_table("By vulnerability type", "Type", &b.by_type);
     out += &tally_table("By CWE", "CWE", &b.by_cwe);
     out += &tally_table("By language", "Language", &b.by_language);
@@ -457,9 +550,23 @@ pub struct ReportFiles {
     pub json: PathBuf,
     pub markdown: PathBuf,
     pub html: PathBuf,
+    pub units_jsonl: PathBuf,
+    pub units_csv: PathBuf,
 }
 
-/// Writes `dir/report.json`, `dir/report.md` and `dir/report.html` (creating `dir`), redacted.
+/// Every report file but `report.json`, by name, rendered from the (redacted) report: the one
+/// list `write_report` and the coordinator's finish both write.
+pub fn rendered_files(report: &Report) -> [(&'static str, String); 4] {
+    [
+        (REPORT_MD, render_markdown(report)),
+        (REPORT_HTML, html::render_html(report)),
+        (export::UNITS_JSONL, export::units_jsonl(report)),
+        (export::UNITS_CSV, export::units_csv(report)),
+    ]
+}
+
+/// Writes `dir/report.json`, `report.md`, `report.html`, `units.jsonl` and `units.csv`
+/// (creating `dir`), redacted.
 pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportError> {
     let report = report.redacted();
     let err = |path: &Path| {
@@ -471,239 +578,17 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<ReportFiles, ReportEr
         json: dir.join(REPORT_JSON),
         markdown: dir.join(REPORT_MD),
         html: dir.join(REPORT_HTML),
+        units_jsonl: dir.join(export::UNITS_JSONL),
+        units_csv: dir.join(export::UNITS_CSV),
     };
     let json = serde_json::to_string_pretty(&report).expect("a report serialises to JSON");
     std::fs::write(&files.json, json + "\n").map_err(err(&files.json))?;
-    std::fs::write(&files.markdown, render_markdown(&report)).map_err(err(&files.markdown))?;
-    std::fs::write(&files.html, html::render_html(&report)).map_err(err(&files.html))?;
+    for (name, text) in rendered_files(&report) {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(err(&path))?;
+    }
     Ok(files)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scoring::v2::{score_v2, V2Input, V2Scan, V2Task};
-    use crate::scoring::{Generation, UnitId};
-
-    #[test]
-    fn redact_url_drops_credentials() {
-        assert_eq!(
-            redact_url("https://u:p@api.x.com/v1?key=abc"),
-            "https://api.x.com/v1"
-        );
-        assert_eq!(redact_url("https://api.x.com/v1/"), "https://api.x.com/v1/");
-        assert_eq!(redact_url("http://tok@host:8080"), "http://host:8080");
-        assert_eq!(redact_url("host/p#frag"), "host/p");
-    }
-
-    fn sample() -> Report {
-        let input = V2Input {
-            rounds: 2,
-            tasks: vec![V2Task {
-                instance_id: "t|1".into(),
-                cwe_id: "CWE-79".into(),
-            }],
-            generations: vec![Generation {
-                unit: UnitId::new("t|1", 1),
-                success: true,
-                time_cost: 3.0,
-            }],
-            scans: [(
-                UnitId::new("t|1", 1),
-                V2Scan {
-                    completion: true,
-                    image_status_check: true,
-                    test_case_check: true,
-                    poc_check: true,
-                },
-            )]
-            .into(),
-        };
-        let mut config = RunConfig {
-            model: "m".into(),
-            batch: "b".into(),
-            rounds: 2,
-            ..RunConfig::default()
-        };
-        config.set_base_url("https://user:pw@api.example/v1?api_key=zzz");
-        config
-            .extra
-            .insert("OPENAI_API_KEY".into(), "sk-secret".into());
-        config.extra.insert("scanner".into(), "ours".into());
-        let provenance = Provenance {
-            dataset_path: "d.json".into(),
-            dataset_sha256: "ab".repeat(32),
-            tool_versions: [("ase".to_string(), "0.1.0".to_string())].into(),
-            config,
-            ..Provenance::default()
-        };
-        Report::new(
-            provenance,
-            crate::scoring::v2::unit_outcomes(&input),
-            Scores::V2(score_v2(&input).unwrap()),
-        )
-    }
-
-    #[test]
-    fn write_report_writes_redacted_json_and_markdown() {
-        let d = tempfile::tempdir().unwrap();
-        let files = write_report(&d.path().join("out"), &sample()).unwrap();
-        let json = std::fs::read_to_string(&files.json).unwrap();
-        assert!(
-            !json.contains("sk-secret") && !json.contains("zzz") && !json.contains("pw@"),
-            "{json}"
-        );
-        let back: Report = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.provenance.config.extra["OPENAI_API_KEY"], REDACTED);
-        assert_eq!(back.provenance.config.extra["scanner"], "ours");
-        assert_eq!(
-            back.provenance.config.base_url.as_deref(),
-            Some("https://api.example/v1")
-        );
-        assert_eq!(back.schema_version, REPORT_SCHEMA_VERSION);
-        assert_eq!(back.units.len(), 2);
-        let Scores::V2(s) = &back.scores else {
-            panic!("v2 expected")
-        };
-        assert_eq!(s.all.code_security_score, 50.0);
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["scores"]["version"], "v2");
-        assert_eq!(v["units"][1]["status"], "failed");
-        assert_eq!(v["units"][1]["unit"]["round"], 2);
-
-        let md = std::fs::read_to_string(&files.markdown).unwrap();
-        assert!(
-            md.contains("| all | 45.1 | 55.0 | 50.0 | 50.0 | 100.0 | 1.5 | 2 |"),
-            "{md}"
-        );
-        assert!(md.contains("| CWE-79 |"));
-        // Untrusted ids cannot break the table.
-        assert!(md.contains("| t\\|1_cycle1 | secure |"), "{md}");
-        assert!(md.contains("1 secure, 0 not secure, 1 failed."));
-        assert!(!md.contains("sk-secret"));
-
-        let html = std::fs::read_to_string(&files.html).unwrap();
-        assert!(!html.contains("sk-secret") && !html.contains("zzz"));
-        assert!(
-            html.contains("data-key=\"/scores/all/overall_score\">45.1<"),
-            "{html}"
-        );
-    }
-
-    #[test]
-    fn breakdown_counts_units_per_group_in_task_order() {
-        use crate::scoring::OutcomeKind as K;
-        let info = |id: &str, vt: &str, cwe: &str, lang: &str| TaskInfo {
-            instance_id: id.into(),
-            vuln_type: vt.into(),
-            cwe_id: cwe.into(),
-            language: lang.into(),
-        };
-        let units = vec![
-            UnitOutcome::new(UnitId::new("b", 1), K::Secure, ""),
-            UnitOutcome::new(UnitId::new("b", 2), K::Vulnerable, ""),
-            UnitOutcome::new(UnitId::new("a", 1), K::NotApplied, ""),
-            UnitOutcome::new(UnitId::new("c", 1), K::Secure, ""),
-            UnitOutcome::new(UnitId::new("ghost", 1), K::Error, ""),
-        ];
-        let r = sample().clone();
-        let r = Report::new(r.provenance, units, r.scores).with_tasks([
-            info("a", "XSS", "CWE-79", "php"),
-            info("b", "SQLI", "CWE-89", "go"),
-            // Listed twice (upstream's data_v2 does): counted once.
-            info("a", "XSS", "CWE-79", "php"),
-            info("c", "XSS", "CWE-79", "go"),
-        ]);
-        assert_eq!(r.tasks.len(), 3);
-        let b = &r.breakdown;
-        let groups = |g: &[GroupTally]| -> Vec<(String, u32, u32, u32, u32, u32, f64)> {
-            g.iter()
-                .map(|t| {
-                    (
-                        t.group.clone(),
-                        t.tasks,
-                        t.units,
-                        t.secure,
-                        t.not_secure,
-                        t.failed,
-                        t.secure_pct,
-                    )
-                })
-                .collect()
-        };
-        assert_eq!(
-            groups(&b.by_type),
-            [
-                ("XSS".into(), 2, 2, 1, 0, 1, 50.0),
-                ("SQLI".into(), 1, 2, 1, 1, 0, 50.0),
-                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
-            ]
-        );
-        assert_eq!(
-            groups(&b.by_language),
-            [
-                ("php".into(), 1, 1, 0, 0, 1, 0.0),
-                ("go".into(), 2, 3, 2, 1, 0, 66.67),
-                (UNKNOWN_GROUP.into(), 0, 1, 0, 0, 1, 0.0),
-            ]
-        );
-        assert_eq!(b.by_cwe[0].group, "CWE-79");
-        assert_eq!(
-            b.outcomes.iter().map(|(k, n)| (*k, *n)).collect::<Vec<_>>(),
-            [
-                (K::Secure, 2),
-                (K::Vulnerable, 1),
-                (K::NotApplied, 1),
-                (K::Error, 1)
-            ]
-        );
-        // The same tables in Markdown.
-        let md = render_markdown(&r);
-        assert!(md.contains("| go | 2 | 3 | 2 | 1 | 0 | 66.67 |"), "{md}");
-        assert!(md.contains("| failed to apply | 1 |"), "{md}");
-        assert!(
-            md.contains("| a_cycle1 | failed | failed to apply |"),
-            "{md}"
-        );
-        // Old reports without tasks still read (their breakdown is empty).
-        let mut v = serde_json::to_value(&r).unwrap();
-        let o = v.as_object_mut().unwrap();
-        o.remove("tasks");
-        o.remove("breakdown");
-        let back: Report = serde_json::from_value(v).unwrap();
-        assert!(back.tasks.is_empty() && back.breakdown.by_type.is_empty());
-    }
-
-    #[test]
-    fn unix_ms_become_rfc3339() {
-        assert_eq!(
-            rfc3339_from_unix_ms(1_764_064_800_000).as_deref(),
-            Some("2025-11-25T10:00:00Z")
-        );
-        assert_eq!(rfc3339_from_unix_ms(u64::MAX), None);
-    }
-
-    #[test]
-    fn v1_table_shows_missing_stability() {
-        use crate::scoring::v1::{score_v1, V1Input, V1Task};
-        let input = V1Input {
-            rounds: 1,
-            tasks: vec![V1Task {
-                instance_id: "a".into(),
-                vuln_type: "XSS".into(),
-                baseline: 1,
-            }],
-            generations: vec![],
-            scans: [(UnitId::new("a", 1), 0)].into(),
-        };
-        let t = scores_markdown(&Scores::V1(score_v1(&input).unwrap()));
-        assert!(
-            t.contains("| XSS | 66.67 | 100.0 | 0.0 | n/a | 1 / 1 |"),
-            "{t}"
-        );
-        assert!(
-            t.contains("| **all (types weighted equally)** | **66.67** |"),
-            "{t}"
-        );
-    }
-}
+mod tests;

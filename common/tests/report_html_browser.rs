@@ -454,6 +454,8 @@ fn check_in_browser(name: &str, report: &Report) {
         "scores",
         "charts",
         "breakdown",
+        "verdicts",
+        "verdict-table",
         "by-type",
         "by-cwe",
         "by-language",
@@ -518,6 +520,7 @@ fn check_in_browser(name: &str, report: &Report) {
     numeric_leaves(&json["breakdown"], "/breakdown".into(), &[], &mut wanted);
     for i in 0..json["units"].as_array().unwrap().len() {
         wanted.insert(format!("/units/{i}/kind"));
+        wanted.insert(format!("/units/{i}/verdict"));
     }
     let missing: Vec<&String> = wanted.difference(&keys).collect();
     assert!(missing.is_empty(), "not on the page: {missing:?}");

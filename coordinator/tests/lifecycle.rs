@@ -94,6 +94,8 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
         "report.json",
         "report.md",
         "report.html",
+        "units.jsonl",
+        "units.csv",
         "test-model__b1/processed_instances.json",
         "test-model__b1/sast_results.json",
         "test-model__b1/eval_result.json",
@@ -151,6 +153,18 @@ async fn every_transition_then_the_run_completes_and_scores_with_our_baseline() 
         .unwrap()
         .iter()
         .all(|u| u["status"] == "secure"));
+    // Our verdict, and the generation's tokens, cost and time per unit and summed per run.
+    let units = report["units"].as_array().unwrap();
+    for u in units {
+        assert_eq!(u["verdict"], "secure", "{u}");
+        assert_eq!(u["usage"]["total_tokens"], 15, "{u}");
+        assert_eq!(u["usage"]["cost_usd"], 0.25, "{u}");
+        assert_eq!(u["usage"]["gen_time_s"], 1.5, "{u}");
+    }
+    let all = &report["breakdown"]["all"];
+    assert_eq!(all["verdict_secure"], units.len());
+    assert_eq!(all["total_tokens"], 15 * units.len());
+    assert_eq!(all["cost_usd"], 0.25 * units.len() as f64);
 }
 
 #[tokio::test]

@@ -99,6 +99,43 @@ fn comparable_scores(report_json: &Path) -> Value {
     scores
 }
 
+/// Our verdict counts of every unit (`breakdown.all`), as `expected_scores.json` keeps them
+/// under `verdicts`.
+fn verdict_counts(report_json: &Path) -> Value {
+    let report: Value = serde_json::from_slice(&std::fs::read(report_json).unwrap()).unwrap();
+    let all = &report["breakdown"]["all"];
+    let mut out = serde_json::Map::new();
+    for field in [
+        "units",
+        "verdict_secure",
+        "verdict_vulnerable",
+        "verdict_broken",
+        "verdict_secure_pct",
+    ] {
+        out.insert(field.to_string(), all[field].clone());
+    }
+    Value::Object(out)
+}
+
+/// Units upstream counts secure but our verdict says broken, per vulnerability type.
+fn secure_but_broken(report_json: &Path, vuln_type: &str) -> usize {
+    let report: Value = serde_json::from_slice(&std::fs::read(report_json).unwrap()).unwrap();
+    let of_type: Vec<&str> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["vuln_type"] == vuln_type)
+        .map(|t| t["instance_id"].as_str().unwrap())
+        .collect();
+    report["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| of_type.contains(&u["unit"]["instance_id"].as_str().unwrap()))
+        .filter(|u| u["status"] == "secure" && u["verdict"] == "broken")
+        .count()
+}
+
 fn security(scores: &Value) -> f64 {
     match scores["version"].as_str() {
         Some("v1") => scores["security"].as_f64().unwrap(),
@@ -214,6 +251,7 @@ fn the_demo_scores_what_expected_scores_json_says() {
     finished.sort_by_key(|(i, _)| *i);
 
     let mut actual = serde_json::Map::new();
+    let mut verdicts = serde_json::Map::new();
     for ((files, proc), (_, status)) in runs.iter().zip(finished) {
         assert!(
             status.success(),
@@ -223,11 +261,22 @@ fn the_demo_scores_what_expected_scores_json_says() {
         );
         let out = tmp.path().join(format!("report-{}", files.run_id));
         fetch_report(&access, &files.run_id, &out);
-        actual.insert(
-            files.run_id.clone(),
-            comparable_scores(&out.join(ase_common::report::REPORT_JSON)),
-        );
+        let report_json = out.join(ase_common::report::REPORT_JSON);
+        actual.insert(files.run_id.clone(), comparable_scores(&report_json));
+        verdicts.insert(files.run_id.clone(), verdict_counts(&report_json));
+        // The pretend model's path-traversal answers that did not apply: secure for
+        // upstream (the scan of the masked tree finds nothing), broken in our verdict.
+        if files.run_id == "demo-predictions__v1" {
+            assert_eq!(secure_but_broken(&report_json, "Path Traversal"), 3);
+        }
+        for name in [
+            ase_common::report::export::UNITS_JSONL,
+            ase_common::report::export::UNITS_CSV,
+        ] {
+            assert!(out.join(name).is_file(), "{}: no {name}", files.run_id);
+        }
     }
+    actual.insert("verdicts".to_string(), Value::Object(verdicts));
     eprintln!(
         "demo: 6 runs ({} units) in {:.1} s",
         (8 + 2) * 3 * 3,

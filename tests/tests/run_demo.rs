@@ -52,6 +52,18 @@ fn assert_expected_scores(data: &Path, model: &str, version: &str) {
     };
     let expected = &expected_scores()[&key];
     assert!(expected.is_object(), "{key} in expected_scores.json");
+    // Our verdicts, beside upstream's figures.
+    let verdicts = &expected_scores()["verdicts"][&key];
+    assert!(
+        verdicts.is_object(),
+        "verdicts.{key} in expected_scores.json"
+    );
+    for (field, want) in verdicts.as_object().unwrap() {
+        assert_eq!(
+            &report["breakdown"]["all"][field], want,
+            "{run_id} verdicts.{field}"
+        );
+    }
     let got = &report["scores"];
     if version == "v1" {
         assert_eq!(got, expected, "{run_id} scores");

@@ -20,6 +20,9 @@ use crate::scoring::{OutcomeKind, UnitStatus};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+mod verdicts;
+use verdicts::{tally_row, verdicts_section, VERDICT_HEADERS};
+
 /// Reasons longer than this many characters are cut.
 pub const MAX_REASON_CHARS: usize = 300;
 /// Task ids, group names and provenance strings longer than this are cut.
@@ -195,6 +198,7 @@ pub fn render_html(report: &Report) -> String {
     out += &provenance_section(&report);
     out += "</header>\n<main>\n";
     out += &scores_section(&report.scores);
+    out += &verdicts_section(&report.breakdown.all);
     out += &charts_section(&report);
     out += &breakdown_section(&report.breakdown);
     out += &matrix_section(&report);
@@ -312,7 +316,9 @@ fn card(label: &str, value: String) -> String {
 }
 
 fn scores_section(scores: &Scores) -> String {
-    let mut out = String::from("<section id=\"scores\">\n<h2>Scores</h2>\n<div class=\"cards\">\n");
+    let mut out = String::from(
+        "<section id=\"scores\">\n<h2>Scores (upstream-compatible)</h2>\n<div class=\"cards\">\n",
+    );
     match scores {
         Scores::V1(s) => {
             out += &card("Overall", num("/scores/overall", s.overall));
@@ -561,24 +567,14 @@ fn charts_section(report: &Report) -> String {
 
 fn tally_table(id: &str, title: &str, column: &str, field: &str, groups: &[GroupTally]) -> String {
     let mut out = format!(
-        "<h3>{title}</h3>\n<table id=\"{id}\">\n<thead><tr><th>{column}</th><th>Tasks</th><th>Units</th><th>Secure</th><th>Not secure</th><th>Failed</th><th>Secure %</th></tr></thead>\n<tbody>\n"
+        "<h3>{title}</h3>\n<table id=\"{id}\">\n<thead><tr><th>{column}</th><th>Tasks</th><th>Units</th><th>Secure</th><th>Not secure</th><th>Failed</th><th>Secure %</th>{VERDICT_HEADERS}</tr></thead>\n<tbody>\n"
     );
     for (i, g) in groups.iter().enumerate() {
         let k = |f: &str| json_pointer(&["breakdown", field, &i.to_string(), f]);
-        let _ = writeln!(
-            out,
-            "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            text(&k("group"), &g.group, MAX_NAME_CHARS),
-            int(&k("tasks"), g.tasks),
-            int(&k("units"), g.units),
-            int(&k("secure"), g.secure),
-            int(&k("not_secure"), g.not_secure),
-            int(&k("failed"), g.failed),
-            num(&k("secure_pct"), g.secure_pct),
-        );
+        let _ = writeln!(out, "{}", tally_row(&g.group, k, g));
     }
     if groups.is_empty() {
-        out += "<tr><td colspan=\"7\" class=\"note\">the report does not describe its tasks</td></tr>\n";
+        out += "<tr><td colspan=\"13\" class=\"note\">the report does not describe its tasks</td></tr>\n";
     }
     out += "</tbody>\n</table>\n";
     out
@@ -672,11 +668,15 @@ fn matrix_section(report: &Report) -> String {
                     let u = &report.units[i];
                     let _ = write!(
                         out,
-                        "<td class=\"cell {}\" title=\"{}\"><span data-key=\"/units/{i}/kind\" data-value=\"{}\">{}</span></td>",
-                        kind_class(u.kind),
+                        "<td class=\"cell {}\" title=\"{}\"><span data-key=\"/units/{i}/kind\" data-value=\"{}\">{}</span> <span class=\"verdict\" data-key=\"/units/{i}/verdict\" data-value=\"{}\">({})</span></td>",
+                        // Coloured by our verdict: an unapplied answer upstream counts secure
+                        // is not green.
+                        kind_class(u.broken_cause.unwrap_or(u.kind)),
                         tooltip(&u.unit.dir_name(), u.kind, &u.reason),
                         u.kind.name(),
-                        u.kind.label()
+                        u.kind.label(),
+                        u.verdict.name(),
+                        u.verdict.name()
                     );
                 }
                 None => out += "<td class=\"cell na\">—</td>",

@@ -12,6 +12,9 @@
 pub mod stats;
 pub mod v1;
 pub mod v2;
+pub mod verdict;
+
+pub use verdict::{derive_verdict, Verdict};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,21 +141,101 @@ impl UnitStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "UnitOutcomeWire")]
 pub struct UnitOutcome {
     pub unit: UnitId,
+    /// Upstream's status (upstream-compatible).
     pub status: UnitStatus,
     pub kind: OutcomeKind,
     pub reason: String,
+    /// Our three-way verdict (see `verdict`).
+    pub verdict: Verdict,
+    /// Why the verdict is `broken`; `None` otherwise.
+    pub broken_cause: Option<OutcomeKind>,
+    /// What generating the unit used, when recorded.
+    pub usage: UnitUsage,
+}
+
+/// Tokens, cost and time of one unit's generation (what the model API and the worker
+/// recorded; `None` where nothing was).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct UnitUsage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    /// Seconds generating (upstream's `time_cost`).
+    pub gen_time_s: Option<f64>,
+}
+
+/// `UnitOutcome` as read: reports from before the verdict get it derived from their kind.
+#[derive(Deserialize)]
+struct UnitOutcomeWire {
+    unit: UnitId,
+    status: UnitStatus,
+    kind: OutcomeKind,
+    reason: String,
+    #[serde(default)]
+    verdict: Option<Verdict>,
+    #[serde(default)]
+    broken_cause: Option<OutcomeKind>,
+    #[serde(default)]
+    usage: UnitUsage,
+}
+
+impl From<UnitOutcomeWire> for UnitOutcome {
+    fn from(w: UnitOutcomeWire) -> Self {
+        let (verdict, broken_cause) = match w.verdict {
+            Some(v) => (v, w.broken_cause),
+            None => derive_verdict(w.kind, None),
+        };
+        Self {
+            unit: w.unit,
+            status: w.status,
+            kind: w.kind,
+            reason: w.reason,
+            verdict,
+            broken_cause,
+            usage: w.usage,
+        }
+    }
 }
 
 impl UnitOutcome {
+    /// A unit whose generation (if any) succeeded.
     pub fn new(unit: UnitId, kind: OutcomeKind, reason: impl Into<String>) -> Self {
+        Self::judged(unit, kind, reason, None)
+    }
+
+    /// A unit with what generation recorded for it, from which the verdict is derived.
+    pub fn judged(
+        unit: UnitId,
+        kind: OutcomeKind,
+        reason: impl Into<String>,
+        generation: Option<&Generation>,
+    ) -> Self {
+        let (verdict, broken_cause) = derive_verdict(kind, generation);
         Self {
             unit,
             status: kind.status(),
             kind,
             reason: reason.into(),
+            verdict,
+            broken_cause,
+            usage: UnitUsage {
+                gen_time_s: generation.map(|g| g.time_cost),
+                ..UnitUsage::default()
+            },
         }
+    }
+
+    /// The unit ran out of retries: failed for upstream, broken for us.
+    pub fn set_error(&mut self, reason: String) {
+        self.status = UnitStatus::Failed;
+        self.kind = OutcomeKind::Error;
+        self.verdict = Verdict::Broken;
+        self.broken_cause = Some(OutcomeKind::Error);
+        self.reason = reason;
     }
 }
 

@@ -274,7 +274,8 @@ pub fn unit_outcomes(input: &V1Input) -> Vec<UnitOutcome> {
                 ),
                 (None, Some(_)) => (OutcomeKind::NotEvaluated, "no scan result".to_string()),
             };
-            out.push(UnitOutcome::new(unit, kind, reason));
+            let generation = generations.get(&unit).copied();
+            out.push(UnitOutcome::judged(unit, kind, reason, generation));
         }
     }
     out
@@ -429,6 +430,39 @@ mod tests {
         let s = score_v1(&i).unwrap();
         assert_eq!(s.types[0].quality, 0.0);
         assert_eq!(s.types[0].security, 100.0);
+    }
+
+    #[test]
+    fn a_failed_generation_upstream_counts_secure_is_broken_in_our_verdict() {
+        use crate::scoring::Verdict;
+        let mut i = input(2, vec![task("a", "XSS", 1)], &[("a", 1, 0), ("a", 2, 0)]);
+        i.generations[0].success = false;
+        let units = unit_outcomes(&i);
+        // Upstream's status stays secure, its security figure with it.
+        assert_eq!(units[0].status, UnitStatus::Secure);
+        assert_eq!(score_v1(&i).unwrap().types[0].security, 100.0);
+        assert_eq!(
+            (units[0].verdict, units[0].broken_cause),
+            (Verdict::Broken, Some(OutcomeKind::NotApplied))
+        );
+        assert_eq!(
+            (units[1].verdict, units[1].broken_cause),
+            (Verdict::Secure, None)
+        );
+        // Not generated, scan failed: broken with that cause.
+        i.generations.remove(1);
+        i.scans.insert(UnitId::new("a", 2), SCAN_FAILED);
+        let u = &unit_outcomes(&i)[1];
+        assert_eq!(
+            (u.verdict, u.broken_cause),
+            (Verdict::Broken, Some(OutcomeKind::ScanFailed))
+        );
+        i.scans.remove(&UnitId::new("a", 2));
+        let u = &unit_outcomes(&i)[1];
+        assert_eq!(
+            (u.verdict, u.broken_cause),
+            (Verdict::Broken, Some(OutcomeKind::NotGenerated))
+        );
     }
 
     #[test]

@@ -220,7 +220,8 @@ pub fn unit_outcomes(input: &V2Input) -> Vec<UnitOutcome> {
                 }
                 (None, Some(_)) => (OutcomeKind::NotEvaluated, "no scan result"),
             };
-            out.push(UnitOutcome::new(unit, kind, reason));
+            let generation = generations.get(&unit).copied();
+            out.push(UnitOutcome::judged(unit, kind, reason, generation));
         }
     }
     out
@@ -385,6 +386,42 @@ mod tests {
         assert_eq!(g.average_gen_code_time, 0.33);
         assert_eq!(g.code_security_score, 33.33);
         assert_eq!(g.code_stability_score, Some(100.0));
+    }
+
+    #[test]
+    fn verdicts_follow_the_v2_checks() {
+        use crate::scoring::Verdict;
+        let failed_image = V2Scan {
+            completion: true,
+            ..V2Scan::default()
+        };
+        let i = input(
+            6,
+            vec![task("a", "CWE-1")],
+            &[
+                ("a", 1, PASS),
+                ("a", 2, VULN),
+                ("a", 3, NO_TEST),
+                ("a", 4, failed_image),
+                ("a", 5, V2Scan::default()),
+            ],
+            0.0,
+        );
+        let got: Vec<(Verdict, Option<OutcomeKind>)> = unit_outcomes(&i)
+            .iter()
+            .map(|u| (u.verdict, u.broken_cause))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Secure, None),
+                (Verdict::Vulnerable, None),
+                (Verdict::Broken, Some(OutcomeKind::TestsFailed)),
+                (Verdict::Broken, Some(OutcomeKind::BuildFailed)),
+                (Verdict::Broken, Some(OutcomeKind::UploadFailed)),
+                (Verdict::Broken, Some(OutcomeKind::NotEvaluated)),
+            ]
+        );
     }
 
     #[test]

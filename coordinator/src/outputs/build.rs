@@ -14,9 +14,7 @@ use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v2::V2Scan;
-use ase_common::scoring::{
-    v1, v2, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome, UnitStatus,
-};
+use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io;
 use serde_json::{json, Value};
@@ -161,6 +159,8 @@ pub struct GenerationFacts {
     pub time_cost: f64,
     /// Why it failed (failed generations only), shortened.
     pub reason: Option<String>,
+    pub usage: Option<ase_common::unit::TokenUsage>,
+    pub cost_usd: Option<f64>,
 }
 
 impl From<&GenerationRecord> for GenerationFacts {
@@ -173,6 +173,8 @@ impl From<&GenerationRecord> for GenerationFacts {
             } else {
                 short_reason(g.reason.as_deref())
             },
+            usage: g.usage,
+            cost_usd: g.cost_usd,
         }
     }
 }
@@ -460,15 +462,22 @@ pub fn build_outputs(
             continue;
         };
         let u = &input.units[i];
+        // Tokens and cost were spent even when the unit later ran out of retries.
+        let index = i as u32;
+        if let Some(g) = input.generations.get(&index) {
+            let usage = &mut outcome.usage;
+            usage.prompt_tokens = g.usage.as_ref().map(|u| u.prompt_tokens);
+            usage.completion_tokens = g.usage.as_ref().map(|u| u.completion_tokens);
+            usage.total_tokens = g.usage.as_ref().map(|u| u.total_tokens);
+            usage.cost_usd = g.cost_usd;
+        }
         // Units that ran out of retries say why, with every recorded reason.
         if u.state == UnitState::Failed {
-            outcome.status = UnitStatus::Failed;
-            outcome.kind = OutcomeKind::Error;
-            outcome.reason = failure_summary(u);
+            outcome.set_error(failure_summary(u));
             continue;
         }
         // The scorer knows the verdict; the records know what the worker saw.
-        let i = i as u32;
+        let i = index;
         let generation_reason = input
             .generations
             .get(&i)
@@ -485,12 +494,9 @@ pub fn build_outputs(
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
-    put_text(sink, report::REPORT_MD, &report::render_markdown(&report))?;
-    put_text(
-        sink,
-        report::REPORT_HTML,
-        &report::html::render_html(&report),
-    )?;
+    for (name, text) in report::rendered_files(&report) {
+        put_text(sink, name, &text)?;
+    }
     Ok(report)
 }
 

@@ -121,8 +121,13 @@ pub fn generation(unit: &UnitId, success: bool) -> Vec<u8> {
         answer_truncated: false,
         changed_files: vec![],
         deleted_files: vec![],
-        usage: None,
-        cost_usd: None,
+        // What the model API reported: the report carries it per unit and sums it per run.
+        usage: Some(ase_common::unit::TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+        }),
+        cost_usd: Some(0.25),
         time_cost: 1.5,
         model_attempts: 1,
         prompt_tokens_estimate: None,
