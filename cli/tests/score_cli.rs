@@ -191,17 +191,22 @@ fn run_score(
 ) -> (tempfile::TempDir, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture(name), dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_ase"))
+    let out = score_in(dir.path(), model, batch, extra);
+    (dir, out)
+}
+
+/// `ase score` on a prepared copy of a fixture in `dir`.
+fn score_in(dir: &Path, model: &str, batch: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ase"))
         .arg("score")
         .arg("--dataset")
-        .arg(dir.path().join("dataset.json"))
+        .arg(dir.join("dataset.json"))
         .arg("--outputs")
-        .arg(dir.path().join("generated_code"))
+        .arg(dir.join("generated_code"))
         .args(["--model", model, "--batch", batch])
         .args(extra)
         .output()
-        .unwrap();
-    (dir, out)
+        .unwrap()
 }
 
 fn read(p: PathBuf) -> String {
@@ -341,15 +346,7 @@ fn v2_run_with_older_key_names_scores_the_same() {
         assert!(text.contains(from), "{file} holds {from}");
         std::fs::write(run.join(file), text.replace(from, to)).unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ase"))
-        .arg("score")
-        .arg("--dataset")
-        .arg(dir.path().join("dataset.json"))
-        .arg("--outputs")
-        .arg(dir.path().join("generated_code"))
-        .args(["--model", "model-y", "--batch", "b2"])
-        .output()
-        .unwrap();
+    let out = score_in(dir.path(), "model-y", "b2", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -401,15 +398,7 @@ fn missing_scan_file_is_an_error_naming_it() {
             .join("generated_code/model-y__b2/scan_results.json"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ase"))
-        .arg("score")
-        .arg("--dataset")
-        .arg(dir.path().join("dataset.json"))
-        .arg("--outputs")
-        .arg(dir.path().join("generated_code"))
-        .args(["--model", "model-y", "--batch", "b2"])
-        .output()
-        .unwrap();
+    let out = score_in(dir.path(), "model-y", "b2", &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("model-y__b2/scan_results.json"), "{stderr}");
@@ -423,15 +412,7 @@ fn bad_unit_in_processed_file_names_file_and_unit() {
         .path()
         .join("generated_code/model-x__b1/processed_instances.json");
     std::fs::write(&processed, r#"{"x1_cycle1": {"success": "true"}}"#).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ase"))
-        .arg("score")
-        .arg("--dataset")
-        .arg(dir.path().join("dataset.json"))
-        .arg("--outputs")
-        .arg(dir.path().join("generated_code"))
-        .args(["--model", "model-x", "--batch", "b1"])
-        .output()
-        .unwrap();
+    let out = score_in(dir.path(), "model-x", "b1", &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -677,3 +677,52 @@ impl LocalCluster {
         assert!(self.model.unrecognised().is_empty(), "unrecognised prompts");
     }
 }
+
+/// `ase run --config CONFIG --data TMP/data` whose worker takes its registry credentials from
+/// `docker_config` (a folder with a `config.json`, as `DOCKER_CONFIG` names it) and nothing
+/// else: the other credential and image variables are cleared. Waits (bounded by `timeout`),
+/// asserts success, and returns the run's log. The environment is the test process's: call it
+/// from a test alone in its binary.
+pub fn ase_run_pulling_with(
+    tmp: &Path,
+    config: &Path,
+    docker_config: &Path,
+    osemgrep: &Path,
+    what: &str,
+    timeout: Duration,
+) -> String {
+    std::env::set_var("DOCKER_CONFIG", docker_config);
+    for var in [
+        "ASE_REGISTRY_USERNAME",
+        "ASE_REGISTRY_PASSWORD",
+        "ASE_REGISTRY_SERVER",
+        "ASE_IMAGE_PLATFORM",
+        "ASE_IMAGE_CACHE_BYTES",
+    ] {
+        std::env::remove_var(var);
+    }
+    let rules = repo_root().join("rules").display().to_string();
+    let mut p = Proc::spawn(
+        what,
+        &ase_bin(),
+        &[
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data".into(),
+            tmp.join("data").display().to_string(),
+        ],
+        &[
+            ("ASE_OSEMGREP", osemgrep.to_str().unwrap()),
+            ("ASE_RULES", &rules),
+            ("ASE_LOG", "info"),
+        ],
+        tmp.join("ase-run.log"),
+    );
+    let status = p
+        .wait_exit(timeout)
+        .unwrap_or_else(|| panic!("{what} did not end; log:\n{}", p.log_text()));
+    let log = p.log_text();
+    assert!(status.success(), "{what}: {status}; log:\n{log}");
+    log
+}

@@ -8,7 +8,7 @@
 //! `cargo build -p ase`, osemgrep, Docker with the demo images (deploy/images/build.sh), and
 //! docker-registry + htpasswd (.ci/run installs them).
 
-use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
+use ase_cluster_tests::{repo_root, support};
 use ase_test_support::registry::*;
 use serde_json::Value;
 use std::time::Duration;
@@ -82,39 +82,14 @@ fn a_v2_run_pulls_each_image_once_from_a_registry_with_credentials_and_scores_as
     )
     .unwrap();
     let docker_config = registry.docker_config(PASSWORD);
-    // Inherited by the `ase run` process: its worker reads credentials from there.
-    std::env::set_var("DOCKER_CONFIG", docker_config.path());
-    for var in [
-        "ASE_REGISTRY_USERNAME",
-        "ASE_REGISTRY_PASSWORD",
-        "ASE_IMAGE_PLATFORM",
-    ] {
-        std::env::remove_var(var);
-    }
-
-    let rules = repo_root().join("rules").display().to_string();
-    let mut p = Proc::spawn(
+    let log = ase_cluster_tests::ase_run_pulling_with(
+        tmp.path(),
+        &config,
+        docker_config.path(),
+        &osemgrep,
         "ase run (v2 from a registry)",
-        &ase_bin(),
-        &[
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--data".into(),
-            tmp.path().join("data").display().to_string(),
-        ],
-        &[
-            ("ASE_OSEMGREP", osemgrep.to_str().unwrap()),
-            ("ASE_RULES", &rules),
-            ("ASE_LOG", "info"),
-        ],
-        tmp.path().join("ase-run.log"),
+        RUN_TIMEOUT,
     );
-    let status = p
-        .wait_exit(RUN_TIMEOUT)
-        .unwrap_or_else(|| panic!("ase run did not end; log:\n{}", p.log_text()));
-    let log = p.log_text();
-    assert!(status.success(), "ase run: {status}; log:\n{log}");
 
     // 2 tasks x 3 rounds evaluated, each image pulled once.
     assert_eq!(log.matches("task image pulled").count(), 2, "{log}");
