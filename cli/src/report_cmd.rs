@@ -49,7 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", path.display());
     }
     // A run whose finish could never succeed completes with only this file: say so.
-    if let Some(error) = report.files.iter().find(|f| f.name == "error.txt") {
+    if let Some(error) = report
+        .files
+        .iter()
+        .find(|f| f.name == ase_coordinator::outputs::ERROR_FILE)
+    {
         eprintln!(
             "run {} could not be scored: {}",
             args.run,

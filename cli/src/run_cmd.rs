@@ -323,7 +323,9 @@ fn write_reports_and_rows(
     let mut rows = Vec::new();
     for p in prepared {
         let report = output.join(&p.run_id).join(ase_common::report::REPORT_JSON);
-        let error = output.join(&p.run_id).join("error.txt");
+        let error = output
+            .join(&p.run_id)
+            .join(ase_coordinator::outputs::ERROR_FILE);
         if report.is_file() {
             rows.push(score_table::row_from_report(&p.run_id, &report)?);
         } else if let Ok(text) = std::fs::read_to_string(&error) {

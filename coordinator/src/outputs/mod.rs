@@ -10,3 +10,6 @@ pub use build::{
     OutputSink, RunOutputInput, TaskFacts,
 };
 pub use store::{is_safe_name, NamedFile, OutputStore, OutputStoreError, OutputWriter};
+
+/// The only file of a run whose finish can never succeed: why (clients report it as such).
+pub const ERROR_FILE: &str = "error.txt";

@@ -311,7 +311,7 @@ impl Coordinator {
                 writer.clear().map_err(OutputError::from)?;
                 let text = format!("{e}\n");
                 writer
-                    .file("error.txt", &mut |w| w.write_all(text.as_bytes()))
+                    .file(outputs::ERROR_FILE, &mut |w| w.write_all(text.as_bytes()))
                     .map_err(OutputError::from)?;
             }
         }
