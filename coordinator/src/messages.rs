@@ -138,7 +138,8 @@ pub struct Completion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// Counts against the unit's retry budget, unless the provider is to blame
-    /// ([`InfraKind::Provider`]: the run pauses instead).
+    /// ([`InfraKind::Provider`]) or, for an evaluation, the task images' registry
+    /// ([`InfraKind::Registry`]): the run pauses instead.
     Infrastructure,
     /// Given back without trying (drain, shutdown): no attempt counted.
     Released,
@@ -150,6 +151,22 @@ pub struct Progress {
     pub worker_id: String,
     pub lease: LeaseRef,
     pub step: String,
+}
+
+/// A failure of the registry the run's task images come from (unreachable, 5xx, its pull
+/// limit): the run's condition for its v2 evaluations, not the unit's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegistryFault {
+    Unreachable,
+}
+
+impl RegistryFault {
+    /// The name shown in `paused: NAME`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryFault::Unreachable => "registry unreachable",
+        }
+    }
 }
 
 /// A failure of the model provider: the run's condition (every unit of the run would meet it),

@@ -240,10 +240,13 @@ impl Coordinator {
                 *r = r.saturating_sub(1);
             }
         }
-        if l.record.phase == Phase::Generate {
-            if let Some(run) = st.runs.get_mut(&l.record.run_seq) {
-                run.inflight_generate = run.inflight_generate.saturating_sub(1);
-                run.pause.lease_ended(lease_id);
+        if let Some(run) = st.runs.get_mut(&l.record.run_seq) {
+            match l.record.phase {
+                Phase::Generate => {
+                    run.inflight_generate = run.inflight_generate.saturating_sub(1);
+                    run.pause.lease_ended(lease_id);
+                }
+                Phase::Evaluate => run.registry_pause.lease_ended(lease_id),
             }
         }
         Some(l)

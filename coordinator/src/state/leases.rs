@@ -47,14 +47,20 @@ impl Coordinator {
         }
     }
 
-    /// How long until the first pause of a running run's generations ends.
+    /// How long until the first pause of a running run's generations or evaluations ends.
     fn next_pause_end(&self) -> Option<Duration> {
         let now = self.clock.now_ms();
         let st = self.lock();
         st.runs
             .values()
             .filter(|r| r.record.state == RunState::Running)
-            .filter_map(|r| r.pause.ends_at(&self.config.provider_pause, now))
+            .flat_map(|r| {
+                [
+                    r.pause.ends_at(&self.config.provider_pause, now),
+                    r.registry_pause.ends_at(&self.config.registry_pause, now),
+                ]
+            })
+            .flatten()
             .min()
             .map(|at| Duration::from_millis(at.saturating_sub(now)))
     }

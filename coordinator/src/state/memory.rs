@@ -2,7 +2,7 @@
 //! without a store read. Everything here is rebuilt from the store at open (see `recovery`);
 //! full unit records, task inputs and results stay in the store.
 
-use super::provider_pause::ProviderPause;
+use super::pause::{ProviderPause, RegistryPause};
 use super::rate_limit::TokenBucket;
 use super::scheduler::RepoQueues;
 use crate::messages::{Capabilities, LeaseRef};
@@ -65,6 +65,8 @@ pub(super) struct RunMem {
     pub(super) bucket: TokenBucket,
     /// Generate leases held back after provider failures (memory only, see `provider_pause`).
     pub(super) pause: ProviderPause,
+    /// Evaluate leases held back after the task images' registry failed (memory only).
+    pub(super) registry_pause: RegistryPause,
     pub(super) api_key: Option<String>,
     pub(super) retries: u64,
     pub(super) model_calls: u64,
@@ -103,6 +105,7 @@ impl RunMem {
             inflight_generate: 0,
             bucket: TokenBucket::new(rpm, now),
             pause: ProviderPause::default(),
+            registry_pause: RegistryPause::default(),
             api_key: None,
             retries: 0,
             model_calls: 0,

@@ -13,8 +13,8 @@
 //! heartbeat, drain), `leases` (lease requests) and `scheduler` (which unit a worker gets),
 //! `unit_answers` (a predictions run's answers, split by unit), `deadline` (a run's generate
 //! deadline, from its model request timeout), `lease_end` (a lease ending without a result:
-//! expiry, revocation, give-back), `provider_pause` (a run's model calls held back after 429s,
-//! 5xx or auth failures), `results`
+//! expiry, revocation, give-back), `pause` (a run's model calls held back after 429s,
+//! 5xx or auth failures, its v2 evaluations after registry failures), `results`
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
@@ -25,7 +25,7 @@ mod lease_end;
 mod leases;
 mod memory;
 mod plan;
-mod provider_pause;
+mod pause;
 mod queries;
 mod rate_limit;
 mod recovery;
@@ -38,7 +38,7 @@ mod workers;
 pub use error::CoordinatorError;
 pub use finish::FINISH_RETRY_MS;
 pub use plan::parse_spec_header;
-pub use provider_pause::PausePolicy;
+pub use pause::PausePolicy;
 pub use results::MAX_RESULT_BYTES;
 pub use workers::MAX_WORKER_NAME;
 
@@ -65,6 +65,8 @@ pub struct CoordinatorConfig {
     pub store_cache_bytes: u64,
     /// How a run's model calls are paused after provider failures (429, 5xx, auth).
     pub provider_pause: PausePolicy,
+    /// How a run's v2 evaluations are paused when the task images' registry fails.
+    pub registry_pause: PausePolicy,
 }
 
 impl Default for CoordinatorConfig {
@@ -82,6 +84,7 @@ impl Default for CoordinatorConfig {
             output_dir: None,
             store_cache_bytes: StoreOptions::default().cache_bytes,
             provider_pause: PausePolicy::default(),
+            registry_pause: PausePolicy::default(),
         }
     }
 }

@@ -102,6 +102,13 @@ impl Coordinator {
         {
             // Rate limited or down: resumes by itself; auth, quota: `ase submit` with the key.
             format!("paused: {}", kind.as_str())
+        } else if let Some(kind) = run
+            .registry_pause
+            .visible(&self.config.registry_pause)
+            .filter(|_| running && e.queued > 0)
+        {
+            // Evaluations wait for the task images' registry; generations go on.
+            format!("paused: {}", kind.as_str())
         } else {
             run.record.state.as_str().to_string()
         };
@@ -119,7 +126,10 @@ impl Coordinator {
             generate_eta_seconds,
             evaluate_eta_seconds: eta_seconds,
             leased_by_step,
-            pause_remaining_ms: run.pause.remaining_ms(policy, now),
+            pause_remaining_ms: run.pause.remaining_ms(policy, now).max(
+                run.registry_pause
+                    .remaining_ms(&self.config.registry_pause, now),
+            ),
             provider_failures: run.pause.total(),
         }
     }

@@ -2,9 +2,9 @@
 //! duplicate), a failure or a lease given back, and a worker's progress report on a lease.
 
 use super::lease_end::{check_fence, expiry, LeaseEnd};
-use super::provider_pause::ProviderFailure;
+use super::pause::{ProviderFailure, RegistryFailure};
 use super::Coordinator;
-use crate::messages::{Ack, Completion, Failure, FailureKind, InfraKind, Progress};
+use crate::messages::{Ack, Completion, Failure, FailureKind, InfraKind, Progress, RegistryFault};
 use crate::records::{Phase, UnitState};
 use crate::store::{CommittedLease, Op};
 use crate::CoordinatorError;
@@ -100,6 +100,8 @@ impl Coordinator {
                     });
                 }
                 Phase::Evaluate => {
+                    // The unit's image could be had (pulled, or held by its worker).
+                    run.registry_pause.succeeded(granted_ms);
                     unit.state = UnitState::Done;
                     unit.evaluated_by = Some(lease_id);
                     ops.push(Op::Evaluation {
@@ -222,6 +224,27 @@ impl Coordinator {
                     LeaseEnd::Released(format!(
                         "provider failure ({}), no attempt counted: {reason}",
                         fault.as_str()
+                    ))
+                }
+                // The registry the task images come from is down or limits pulls: the run's
+                // condition, like the provider's. The unit's answer is kept (no model call is
+                // repeated) and its evaluation waits for the registry, on every worker.
+                (FailureKind::Infrastructure, InfraKind::Registry)
+                    if l.record.phase == Phase::Evaluate =>
+                {
+                    let failure = RegistryFailure {
+                        fault: RegistryFault::Unreachable,
+                        retry_after_ms: req.retry_after_ms,
+                        granted_ms: l.record.granted_unix_ms,
+                    };
+                    let (seq, now) = (l.record.run_seq, self.clock.now_ms());
+                    if let Some(run) = st.runs.get_mut(&seq) {
+                        run.registry_pause
+                            .failed(&self.config.registry_pause, failure, now);
+                    }
+                    LeaseEnd::Released(format!(
+                        "{}, no attempt counted: {reason}",
+                        RegistryFault::Unreachable.as_str()
                     ))
                 }
                 (FailureKind::Infrastructure, _) => LeaseEnd::Counted(reason),

@@ -10,7 +10,7 @@
 //! worker idles while work is queued and no repo starves.
 
 use super::memory::{pi, LeaseMem};
-use super::provider_pause::Grant;
+use super::pause::Grant;
 use super::Coordinator;
 use crate::messages::{LeaseGrant, LeaseRef, LeaseReply, LeaseWork};
 use crate::records::{Fence, LeaseRecord, Phase, RunState, UnitState};
@@ -144,6 +144,16 @@ impl Coordinator {
                         break;
                     }
                     let mut pause_grant = Grant::Any;
+                    if phase == Phase::Evaluate {
+                        // The task images' registry failed: evaluations wait (generations
+                        // go on, their answers are kept).
+                        pause_grant = run
+                            .registry_pause
+                            .may_grant(&self.config.registry_pause, now);
+                        if pause_grant == Grant::No {
+                            break;
+                        }
+                    }
                     if phase == Phase::Generate {
                         let limit = run.record.header.limits.max_inflight_model_calls;
                         if limit > 0 && run.inflight_generate >= limit {
@@ -175,8 +185,9 @@ impl Coordinator {
                         run.inflight_generate += 1;
                     }
                     let lease_id = self.store.next_id()?;
-                    if phase == Phase::Generate {
-                        run.pause.granted(pause_grant, lease_id);
+                    match phase {
+                        Phase::Generate => run.pause.granted(pause_grant, lease_id),
+                        Phase::Evaluate => run.registry_pause.granted(pause_grant, lease_id),
                     }
                     let rounds = run.rounds();
                     let mut unit = self.unit_record(seq, index, rounds)?;

@@ -1,28 +1,48 @@
-//! A run's pause after provider failures (429, quota, auth, 5xx, timeouts): the run's
-//! condition, not a unit's fault. Such a failure uses up no attempt of its unit; instead the
-//! run's generate leases stop, on every worker, until the provider's `Retry-After` (at least
-//! the back-off of the pause's level) has passed. The back-off doubles when a call made after
-//! a pause fails again without a `Retry-After`, and starts from its base when the kind
-//! changes. After `visible_after` consecutive failures the run shows `paused: KIND`, and then
-//! gets one generation at a time (a probe) until one succeeds: a provider that is still down
-//! costs one call per pause, not one per slot. A wrong key or an exhausted quota does not mend
-//! with time: once visible, such a pause holds until a client supplies the key again
+//! A run's pause after failures of something every unit of the run depends on: the model
+//! provider (429, quota, auth, 5xx, timeouts) for generations, the task images' registry
+//! (unreachable, pull limit) for v2 evaluations. Such a failure is the run's condition, not a
+//! unit's fault: it uses up no attempt of its unit; instead the run's leases of that phase
+//! stop, on every worker, until the announced `Retry-After` (at least the back-off of the
+//! pause's level) has passed. The back-off doubles when a lease granted after a pause fails
+//! again without a `Retry-After`, and starts from its base when the kind changes. After
+//! `visible_after` consecutive failures the run shows `paused: KIND`, and then gets one lease
+//! of that phase at a time (a probe) until one succeeds: a provider or registry that is still
+//! down costs one call per pause, not one per slot. A wrong key or an exhausted quota does not
+//! mend with time: once visible, such a pause holds until a client supplies the key again
 //! (`resume`).
 //!
-//! Reports about calls made before the current pause began say nothing new: a failure of such
-//! a call only extends the pause to its `Retry-After` (it does not raise the back-off level),
-//! and its success does not end the pause. Only a call granted after the pause began (a probe,
-//! or the first calls after a short pause) raises the level or ends it.
+//! Reports about leases granted before the current pause began say nothing new: a failure of
+//! such a lease only extends the pause to its `Retry-After` (it does not raise the back-off
+//! level), and its success does not end the pause. Only a lease granted after the pause began
+//! (a probe, or the first leases after a short pause) raises the level or ends it.
 //!
 //! Kept in memory only: a pause lasts seconds to minutes and a restarted coordinator relearns
-//! it from the next provider failure (one call per generate slot at most), while storing it
-//! would add a durable write to every failure report. The key a `paused: auth` run waits for
-//! is memory-only anyway, and after a restart such a run waits for it (`waiting_for_key`).
+//! it from the next failure (one lease per slot at most), while storing it would add a durable
+//! write to every failure report. The key a `paused: auth` run waits for is memory-only anyway,
+//! and after a restart such a run waits for it (`waiting_for_key`).
 
-use crate::messages::ProviderFault;
+use crate::messages::{ProviderFault, RegistryFault};
 use std::collections::BTreeMap;
 
-/// How a run's model calls are paused after provider failures.
+/// What a pause is about: the kinds of failure it tells apart.
+pub trait PauseKind: Copy + Ord + std::fmt::Debug {
+    /// Waiting mends it (otherwise the pause, once visible, waits for a key).
+    fn resumes_by_itself(self) -> bool;
+}
+
+impl PauseKind for ProviderFault {
+    fn resumes_by_itself(self) -> bool {
+        ProviderFault::resumes_by_itself(self)
+    }
+}
+
+impl PauseKind for RegistryFault {
+    fn resumes_by_itself(self) -> bool {
+        true
+    }
+}
+
+/// How a run's leases of one phase are paused after failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PausePolicy {
     /// Pause at level 1 when the provider names no `Retry-After`; doubled per level.
@@ -61,10 +81,10 @@ impl PausePolicy {
     }
 }
 
-/// A provider failure as the pause sees it.
+/// A failure as the pause sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct ProviderFailure {
-    pub fault: ProviderFault,
+pub struct PauseFailure<K> {
+    pub fault: K,
     pub retry_after_ms: Option<u64>,
     /// When the failed call's lease was granted.
     pub granted_ms: u64,
@@ -79,9 +99,12 @@ pub enum Grant {
     No,
 }
 
-/// One run's pause state.
-#[derive(Debug, Clone, Default)]
-pub struct ProviderPause {
+pub type ProviderFailure = PauseFailure<ProviderFault>;
+pub type RegistryFailure = PauseFailure<RegistryFault>;
+
+/// One run's pause state for one phase.
+#[derive(Debug, Clone)]
+pub struct Pause<K> {
     /// No generate lease before this time (coordinator clock).
     until_ms: u64,
     /// When the current pause began (0: never paused, or ended by a success).
@@ -91,17 +114,37 @@ pub struct ProviderPause {
     /// Provider failures since the last success, of any kind.
     consecutive: u32,
     /// The last failure's kind and how many of that kind came in a row.
-    kind: Option<ProviderFault>,
+    kind: Option<K>,
     streak: u32,
     /// The probe lease in flight, in the visible state.
     probe: Option<u64>,
     /// Provider failures since this process loaded the run, by kind.
-    totals: BTreeMap<ProviderFault, u64>,
+    totals: BTreeMap<K, u64>,
 }
 
-impl ProviderPause {
+/// The generations' pause after provider failures.
+pub type ProviderPause = Pause<ProviderFault>;
+/// The v2 evaluations' pause after the task images' registry failed.
+pub type RegistryPause = Pause<RegistryFault>;
+
+impl<K> Default for Pause<K> {
+    fn default() -> Self {
+        Pause {
+            until_ms: 0,
+            since_ms: 0,
+            level: 0,
+            consecutive: 0,
+            kind: None,
+            streak: 0,
+            probe: None,
+            totals: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: PauseKind> Pause<K> {
     /// Records a failure reported at `now_ms`.
-    pub fn failed(&mut self, policy: &PausePolicy, f: ProviderFailure, now_ms: u64) {
+    pub fn failed(&mut self, policy: &PausePolicy, f: PauseFailure<K>, now_ms: u64) {
         *self.totals.entry(f.fault).or_insert(0) += 1;
         self.consecutive = self.consecutive.saturating_add(1);
         if self.kind == Some(f.fault) {
@@ -130,9 +173,9 @@ impl ProviderPause {
     pub fn succeeded(&mut self, granted_ms: u64) {
         if self.level == 0 || granted_ms > self.since_ms {
             let totals = std::mem::take(&mut self.totals);
-            *self = ProviderPause {
+            *self = Pause {
                 totals,
-                ..ProviderPause::default()
+                ..Pause::default()
             };
         }
     }
@@ -158,7 +201,7 @@ impl ProviderPause {
     }
 
     /// The kind shown as `paused: KIND`, once `visible_after` failures came in a row.
-    pub fn visible(&self, policy: &PausePolicy) -> Option<ProviderFault> {
+    pub fn visible(&self, policy: &PausePolicy) -> Option<K> {
         if self.consecutive >= policy.visible_after.max(1) {
             self.kind
         } else {
