@@ -36,7 +36,11 @@ async fn registry_failures_use_no_attempt_keep_the_answer_and_pause_the_runs_eva
     let clock = Arc::new(ManualClock::new(1_000_000));
     let c = open(dir.path(), &clock);
     // One attempt per phase: a counted failure would fail the unit for good.
-    let tasks = [("a", "o/a", "SQLI", 1), ("b", "o/a", "SQLI", 1), ("c", "o/a", "SQLI", 1)];
+    let tasks = [
+        ("a", "o/a", "SQLI", 1),
+        ("b", "o/a", "SQLI", 1),
+        ("c", "o/a", "SQLI", 1),
+    ];
     let run = c
         .submit_run(submit_req(
             "reg",
@@ -57,7 +61,12 @@ async fn registry_failures_use_no_attempt_keep_the_answer_and_pause_the_runs_eva
             .unwrap();
         assert!(ack.accepted, "{ack:?}");
     }
-    let generated_by: Vec<_> = c.units(&run).unwrap().iter().map(|u| u.generated_by).collect();
+    let generated_by: Vec<_> = c
+        .units(&run)
+        .unwrap()
+        .iter()
+        .map(|u| u.generated_by)
+        .collect();
 
     // Every evaluation fails to pull: three in a row make the pause visible.
     let evals = c.lease_work(lease_req(&w, 0, 3)).await.unwrap().leases;
@@ -88,20 +97,33 @@ async fn registry_failures_use_no_attempt_keep_the_answer_and_pause_the_runs_eva
     // The pause is over: one probe, which fails again; the back-off doubles.
     clock.advance_ms(1);
     let probe = c.lease_work(lease_req(&w, 3, 3)).await.unwrap().leases;
-    assert_eq!(phase_of(&probe, Phase::Evaluate).len(), 1, "one probe: {probe:?}");
+    assert_eq!(
+        phase_of(&probe, Phase::Evaluate).len(),
+        1,
+        "one probe: {probe:?}"
+    );
     assert_eq!(probe.len(), 1, "{probe:?}");
     clock.advance_ms(5);
     registry_failure(&c, &w, &probe[0]).await;
     assert_eq!(c.progress(&run).unwrap().pause_remaining_ms, 2_000);
     clock.advance_ms(1_999);
-    assert!(c.lease_work(lease_req(&w, 0, 3)).await.unwrap().leases.is_empty());
+    assert!(c
+        .lease_work(lease_req(&w, 0, 3))
+        .await
+        .unwrap()
+        .leases
+        .is_empty());
 
     // The registry is back: the next probe succeeds and the rest are granted together.
     clock.advance_ms(1);
     let probe = c.lease_work(lease_req(&w, 0, 3)).await.unwrap().leases;
     assert_eq!(probe.len(), 1, "{probe:?}");
     let ack = c
-        .complete(completion(&w, &probe[0], static_eval(&unit_of(&probe[0]), 0, 1)))
+        .complete(completion(
+            &w,
+            &probe[0],
+            static_eval(&unit_of(&probe[0]), 0, 1),
+        ))
         .await
         .unwrap();
     assert!(ack.accepted, "{ack:?}");
@@ -116,7 +138,10 @@ async fn registry_failures_use_no_attempt_keep_the_answer_and_pause_the_runs_eva
         assert!(ack.accepted, "{ack:?}");
     }
     let units = c.units(&run).unwrap();
-    assert!(units.iter().all(|u| u.state == UnitState::Done), "{units:?}");
+    assert!(
+        units.iter().all(|u| u.state == UnitState::Done),
+        "{units:?}"
+    );
     let after: Vec<_> = units.iter().map(|u| u.generated_by).collect();
     assert_eq!(after, generated_by, "each unit generated once");
     assert_eq!(c.progress(&run).unwrap().retries, 0);

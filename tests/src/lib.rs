@@ -13,6 +13,7 @@ pub mod docker_cluster;
 pub mod model_server;
 pub mod process;
 pub mod project;
+pub mod registry_world;
 
 pub use model_server::{FakeModel, FaultReport, FaultWindow, ModelBehaviour};
 pub use process::{free_loopback_addr, Proc};
@@ -691,6 +692,23 @@ pub fn ase_run_pulling_with(
     what: &str,
     timeout: Duration,
 ) -> String {
+    let mut p = spawn_ase_run_pulling_with(tmp, config, docker_config, osemgrep, what);
+    let status = p
+        .wait_exit(timeout)
+        .unwrap_or_else(|| panic!("{what} did not end; log:\n{}", p.log_text()));
+    let log = p.log_text();
+    assert!(status.success(), "{what}: {status}; log:\n{log}");
+    log
+}
+
+/// [`ase_run_pulling_with`] without waiting: the process, its log in `tmp/ase-run.log`.
+pub fn spawn_ase_run_pulling_with(
+    tmp: &Path,
+    config: &Path,
+    docker_config: &Path,
+    osemgrep: &Path,
+    what: &str,
+) -> Proc {
     std::env::set_var("DOCKER_CONFIG", docker_config);
     for var in [
         "ASE_REGISTRY_USERNAME",
@@ -702,7 +720,7 @@ pub fn ase_run_pulling_with(
         std::env::remove_var(var);
     }
     let rules = repo_root().join("rules").display().to_string();
-    let mut p = Proc::spawn(
+    Proc::spawn(
         what,
         &ase_bin(),
         &[
@@ -718,11 +736,5 @@ pub fn ase_run_pulling_with(
             ("ASE_LOG", "info"),
         ],
         tmp.join("ase-run.log"),
-    );
-    let status = p
-        .wait_exit(timeout)
-        .unwrap_or_else(|| panic!("{what} did not end; log:\n{}", p.log_text()));
-    let log = p.log_text();
-    assert!(status.success(), "{what}: {status}; log:\n{log}");
-    log
+    )
 }

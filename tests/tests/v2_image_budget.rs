@@ -9,9 +9,9 @@
 //! `cargo build -p ase`, osemgrep, Docker with the demo images (deploy/images/build.sh), and
 //! docker-registry + htpasswd (.ci/run installs them).
 
-use ase_cluster_tests::{repo_root, support};
+use ase_cluster_tests::registry_world::*;
+use ase_cluster_tests::support;
 use ase_test_support::registry::*;
-use serde_json::Value;
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -43,33 +43,12 @@ fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expecte
     // The demo's images with a layer of their own (an image id of their own: the cache never
     // removes an id another tag names), in the registry only, under other names.
     let registry = TestRegistry::start();
-    let mut tasks: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(&world.v2_tasks).unwrap()).unwrap();
-    let mut renamed = Vec::new();
-    for task in &mut tasks {
-        let source = task["image"].as_str().unwrap().to_string();
-        let name = source
-            .split(':')
-            .next()
-            .unwrap()
-            .trim_start_matches("ase-demo-");
-        let reference = registry.reference(name, &format!("r{}", std::process::id()));
-        rt.block_on(build_push_remove(
-            &docker,
-            &source,
-            &reference,
-            registry.credentials(PASSWORD),
-        ));
-        task["image"] = Value::String(reference.clone());
-        renamed.push(reference);
-    }
-    let _cleanup = ImageCleanup(renamed.clone());
-    for r in &renamed {
-        assert!(
-            rt.block_on(docker.inspect_image(r)).is_err(),
-            "{r} is still on the daemon"
-        );
-    }
+    let tasks_path = tmp.path().join("v2-budget-tasks.json");
+    let (renamed, _cleanup) =
+        demo_v2_tasks_in_registry(&rt, &docker, &registry, &world, &tasks_path, |src, r| {
+            let (docker, creds) = (&docker, registry.credentials(PASSWORD));
+            async move { build_push_remove(docker, &src, &r, creds).await }
+        });
     let demo_ids: Vec<String> = world
         .v2_images
         .iter()
@@ -80,8 +59,6 @@ fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expecte
                 .unwrap_or_default()
         })
         .collect();
-    let tasks_path = tmp.path().join("v2-budget-tasks.json");
-    std::fs::write(&tasks_path, serde_json::to_vec_pretty(&tasks).unwrap()).unwrap();
     // A worker name of its own: an `ase run` starting elsewhere on this daemon reaps the v2
     // containers of its worker's name ("local" by default), which would kill this run's.
     let config = tmp.path().join("ase.toml");
@@ -128,38 +105,7 @@ fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expecte
     eprintln!("pulls {pulls}, evictions {evictions}");
 
     let run_id = "reference__budget-v2";
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(
-            tmp.path()
-                .join(format!("data/results/{run_id}/report.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let expected_all: Value = serde_json::from_slice(
-        &std::fs::read(repo_root().join("examples/demo/expected_scores.json")).unwrap(),
-    )
-    .unwrap();
-    let expected = &expected_all["demo-reference__v2"]["all"];
-    assert!(
-        expected.is_object(),
-        "demo-reference__v2 in expected_scores.json"
-    );
-    for field in [
-        "code_quality_score",
-        "code_security_score",
-        "code_stability_score",
-        "overall_score",
-        "overall_score_corrected",
-        "case_sum",
-        "poc_pass_count",
-    ] {
-        assert_eq!(
-            report["scores"]["all"][field], expected[field],
-            "{run_id} all.{field}; log:\n{log}"
-        );
-    }
-    let units = report["units"].as_array().unwrap();
-    assert_eq!(units.len(), 6);
-    assert!(units.iter().all(|u| u["status"] != "failed"), "{units:#?}");
+    let report = report_of(tmp.path(), run_id);
+    assert_scores_as_demo_reference_v2(&report, run_id, &log);
+    assert_eq!(report["units"].as_array().unwrap().len(), 6);
 }

@@ -24,8 +24,8 @@ mod finish;
 mod lease_end;
 mod leases;
 mod memory;
-mod plan;
 mod pause;
+mod plan;
 mod queries;
 mod rate_limit;
 mod recovery;
@@ -37,8 +37,8 @@ mod workers;
 
 pub use error::CoordinatorError;
 pub use finish::FINISH_RETRY_MS;
-pub use plan::parse_spec_header;
 pub use pause::PausePolicy;
+pub use plan::parse_spec_header;
 pub use results::MAX_RESULT_BYTES;
 pub use workers::MAX_WORKER_NAME;
 
