@@ -100,6 +100,8 @@ pub struct LeaseGrant {
     pub generation_json: Option<Vec<u8>>,
     pub api_key: Option<String>,
     pub seed_repo: String,
+    /// Evaluate phase of a v2 task: the image by digest the run pinned for it.
+    pub pinned_image: Option<String>,
 }
 
 impl LeaseGrant {

@@ -55,6 +55,8 @@ pub enum RunInput {
     Spec = 0,
     Dataset = 1,
     Context = 2,
+    /// The images by digest a v2 run's tasks were pinned to (`state::memory::ImagePins`).
+    ImagePins = 3,
 }
 
 /// What a lease id committed: a phase of a unit (for idempotent repeats of a result).

@@ -82,4 +82,16 @@ fn a_v2_run_pulls_each_image_once_from_a_registry_with_credentials_and_scores_as
     let report = report_of(tmp.path(), run_id);
     assert_scores_as_demo_reference_v2(&report, run_id, &log);
     assert_eq!(report["units"].as_array().unwrap().len(), 6);
+    // The provenance names the image each task ran in, by digest: one per task (its three
+    // rounds ran in the image the first pinned).
+    for r in &renamed {
+        let name = r.rsplit_once(':').unwrap().0;
+        let ran_in = report["provenance"]["image_ids"][r.as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r} in provenance.image_ids: {:#}", report["provenance"]));
+        assert!(
+            ran_in.starts_with(&format!("{name}@sha256:")) && !ran_in.contains(' '),
+            "{r}: {ran_in}"
+        );
+    }
 }

@@ -151,6 +151,58 @@ async fn a_missing_image_is_pulled_with_the_docker_config_run_by_digest_and_not_
 }
 
 #[tokio::test]
+async fn a_digest_pinned_before_its_tag_moved_is_pulled_and_run_as_pinned() {
+    let Some(docker) = prerequisites().await else {
+        return;
+    };
+    let registry = TestRegistry::start();
+    let tag = unique("pinned");
+    let image = registry.reference("pathtrav", &tag);
+    let name = image.rsplit_once(':').unwrap().0.to_string();
+    // The run pinned the image the tag named first; then the tag moved to another image.
+    let first =
+        build_push_remove(&docker, &v2_image(), &image, registry.credentials(PASSWORD)).await;
+    let moved = push_as(&docker, &v2_image(), &image, registry.credentials(PASSWORD)).await;
+    assert_ne!(first, moved, "the tag names another image now");
+    let pinned = format!("{name}@{first}");
+    let _cleanup = ImageCleanup(vec![image.clone(), pinned.clone()]);
+    assert!(docker.inspect_image(&pinned).await.is_err());
+
+    let config = registry.docker_config(PASSWORD);
+    let (ev, puller) = evaluator(
+        &docker,
+        settings(CredentialSource::config_dir(config.path())),
+    );
+    let rec = evaluate(&docker, &ev, &pinned, "pinned-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let EvaluationRecord::Dynamic {
+        checks,
+        image_digest,
+        steps,
+        ..
+    } = rec
+    else {
+        panic!("not a dynamic record")
+    };
+    assert!(checks.is_secure(), "{steps:#?}");
+    assert_eq!(
+        image_digest.as_deref(),
+        Some(pinned.as_str()),
+        "ran as pinned"
+    );
+    assert_eq!(puller.stats().pulls_total, 1);
+    // The tag, asked for now, is the moved image: what the pin protects against.
+    let rec = evaluate(&docker, &ev, &image, "pinned-2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let EvaluationRecord::Dynamic { image_digest, .. } = rec else {
+        panic!("not a dynamic record")
+    };
+    assert_eq!(image_digest, Some(format!("{name}@{moved}")));
+}
+
+#[tokio::test]
 async fn concurrent_needs_of_one_image_share_one_pull() {
     let Some(docker) = prerequisites().await else {
         return;

@@ -72,6 +72,7 @@ fn grant_to_proto(g: messages::LeaseGrant) -> v1::Lease {
         generation_json: g.generation_json.unwrap_or_default(),
         api_key: g.api_key.unwrap_or_default(),
         seed_repo: g.seed_repo,
+        pinned_image: g.pinned_image.unwrap_or_default(),
         spec_digest: g.spec_digest.to_string(),
         unit_predictions_jsonl: g.unit_predictions_jsonl,
     }

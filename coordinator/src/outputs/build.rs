@@ -120,6 +120,8 @@ pub struct TaskFacts {
     pub language: String,
     /// v1: the dataset's count on the original code; 0 for v2.
     pub detected_vul_num: i64,
+    /// v2: the image reference the task names.
+    pub image: Option<String>,
 }
 
 impl TaskFacts {
@@ -130,6 +132,10 @@ impl TaskFacts {
             vuln_type: t.vuln_type.clone(),
             cwe_id: t.cwe_id.clone(),
             language: t.language.clone(),
+            image: match &t.spec {
+                TaskSpec::V1(_) => None,
+                TaskSpec::V2(s) => Some(s.image.clone()),
+            },
             detected_vul_num: match &t.spec {
                 TaskSpec::V1(s) => s.detected_vul_num,
                 TaskSpec::V2(_) => 0,
@@ -190,6 +196,8 @@ pub enum EvaluationFacts {
     Dynamic {
         checks: V2Scan,
         reason: Option<String>,
+        /// The image the checks ran in, by digest (or image id).
+        image_digest: Option<String>,
     },
 }
 
@@ -217,9 +225,15 @@ impl From<&EvaluationRecord> for EvaluationFacts {
                 baseline: *baseline,
                 reason: short_reason(reason.as_deref()),
             },
-            EvaluationRecord::Dynamic { checks, reason, .. } => EvaluationFacts::Dynamic {
+            EvaluationRecord::Dynamic {
+                checks,
+                reason,
+                image_digest,
+                ..
+            } => EvaluationFacts::Dynamic {
                 checks: *checks,
                 reason: short_reason(reason.as_deref()),
+                image_digest: image_digest.clone(),
             },
         }
     }
@@ -515,6 +529,31 @@ pub fn failure_summary(u: &UnitRecord) -> String {
     )
 }
 
+/// Each v2 task's image reference -> the image its units ran in (`name@sha256:…`, or the id
+/// of an image that never came from a registry). The run pins each task to the image of its
+/// first evaluation; should units of one reference still have run in several images (their
+/// first evaluations raced a moved tag), all are listed, space-separated, so it shows.
+fn images_ran_in(input: &RunOutputInput<'_>) -> BTreeMap<String, String> {
+    let rounds = input.header.rounds.max(1);
+    let mut seen: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (index, facts) in input.evaluations {
+        let EvaluationFacts::Dynamic {
+            image_digest: Some(digest),
+            ..
+        } = facts
+        else {
+            continue;
+        };
+        let task = input.tasks.get((index / rounds) as usize);
+        if let Some(reference) = task.and_then(|t| t.image.as_deref()) {
+            seen.entry(reference).or_default().insert(digest);
+        }
+    }
+    seen.into_iter()
+        .map(|(r, ds)| (r.to_string(), ds.into_iter().collect::<Vec<_>>().join(" ")))
+        .collect()
+}
+
 fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcome>) -> Report {
     let h = input.header;
     let mut config = RunConfig {
@@ -542,7 +581,7 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
             "ase-coordinator".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         )]),
-        image_ids: BTreeMap::new(),
+        image_ids: images_ran_in(input),
         config,
         started_at: input.created_unix_ms.and_then(report::rfc3339_from_unix_ms),
     };
@@ -568,6 +607,63 @@ mod tests {
 
     /// What the file system says about a real name that is too long: the finish stops trying
     /// (a retry meets it again forever); a full disk is waited out.
+    #[test]
+    fn provenance_names_the_image_each_tasks_units_ran_in_and_shows_a_mixed_one() {
+        let header = RunSpecHeader {
+            rounds: 2,
+            ..RunSpecHeader::default()
+        };
+        let task = |id: &str, image: &str| TaskFacts {
+            instance_id: id.into(),
+            version: DatasetVersion::V2,
+            vuln_type: String::new(),
+            cwe_id: String::new(),
+            language: String::new(),
+            detected_vul_num: 0,
+            image: Some(image.into()),
+        };
+        let tasks = [
+            task("a", "reg/a:1"),
+            task("b", "reg/b:1"),
+            task("c", "reg/c:1"),
+        ];
+        let ran = |d: Option<&str>| EvaluationFacts::Dynamic {
+            checks: V2Scan::default(),
+            reason: None,
+            image_digest: d.map(str::to_string),
+        };
+        // a: both rounds in its pin; b: its rounds raced a moved tag; c: no container ran.
+        let evaluations = BTreeMap::from([
+            (0, ran(Some("reg/a@sha256:1"))),
+            (1, ran(Some("reg/a@sha256:1"))),
+            (2, ran(Some("reg/b@sha256:2"))),
+            (3, ran(Some("reg/b@sha256:3"))),
+            (4, ran(None)),
+        ]);
+        let input = RunOutputInput {
+            run_id: "r",
+            header: &header,
+            dataset_name: "d.json",
+            dataset_sha256: "",
+            context_sha256: None,
+            tasks: &tasks,
+            units: &[],
+            generations: &BTreeMap::new(),
+            evaluations: &evaluations,
+            created_unix_ms: None,
+        };
+        assert_eq!(
+            images_ran_in(&input),
+            BTreeMap::from([
+                ("reg/a:1".to_string(), "reg/a@sha256:1".to_string()),
+                (
+                    "reg/b:1".to_string(),
+                    "reg/b@sha256:2 reg/b@sha256:3".to_string()
+                ),
+            ])
+        );
+    }
+
     #[test]
     fn a_refused_file_name_is_permanent_and_a_full_disk_is_not() {
         let dir = tempfile::tempdir().unwrap();

@@ -67,6 +67,8 @@ pub(super) struct RunMem {
     pub(super) pause: ProviderPause,
     /// Evaluate leases held back after the task images' registry failed (memory only).
     pub(super) registry_pause: RegistryPause,
+    /// v2: the image each task runs in, by digest, from its first evaluation (durable).
+    pub(super) image_pins: ImagePins,
     pub(super) api_key: Option<String>,
     pub(super) retries: u64,
     pub(super) model_calls: u64,
@@ -106,6 +108,7 @@ impl RunMem {
             bucket: TokenBucket::new(rpm, now),
             pause: ProviderPause::default(),
             registry_pause: RegistryPause::default(),
+            image_pins: ImagePins::default(),
             api_key: None,
             retries: 0,
             model_calls: 0,
@@ -242,5 +245,53 @@ impl RepoIndex {
     /// (repo index of each task, the distinct repos).
     pub(super) fn finish(self) -> (Vec<u32>, Vec<String>) {
         (self.task_repo, self.repos)
+    }
+}
+
+/// The images a v2 run's tasks were pinned to: task index -> `name@sha256:…`, set by the
+/// first evaluation of each task that ran in an image pulled from a registry; later evaluate
+/// leases carry it, so a tag moved mid-run changes nothing. Stored whole as a run input (one
+/// entry per task at most: small).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ImagePins(pub(crate) std::collections::BTreeMap<u32, String>);
+
+impl RunMem {
+    /// Records the image `digest` an evaluation of task `task` ran in. Returns the pins to
+    /// store when this pinned the task. Only a registry digest pins (an image id names a
+    /// local image, which a worker elsewhere cannot pull); a digest other than the pin (two
+    /// first evaluations raced a moved tag) is logged, the pin kept.
+    pub(super) fn pin_image(
+        &mut self,
+        task: u32,
+        digest: String,
+        unit: &impl std::fmt::Display,
+    ) -> Option<Vec<u8>> {
+        if !digest.contains("@sha256:") {
+            return None;
+        }
+        match self.image_pins.0.get(&task) {
+            Some(pinned) if *pinned != digest => {
+                tracing::warn!(
+                    run = %self.record.run_id,
+                    %unit,
+                    %pinned,
+                    ran_in = %digest,
+                    "a unit ran in another image than its task's pin (its tag moved before \
+                     the pin was known)"
+                );
+                None
+            }
+            Some(_) => None,
+            None => {
+                self.image_pins.0.insert(task, digest);
+                Some(serde_json::to_vec(&self.image_pins).expect("pins serialise"))
+            }
+        }
+    }
+
+    /// The pin of task `task`, for its evaluate leases.
+    pub(super) fn image_pin(&self, task: u32) -> Option<String> {
+        self.image_pins.0.get(&task).cloned()
     }
 }

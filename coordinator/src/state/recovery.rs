@@ -72,6 +72,16 @@ fn recover_run(
         }));
     }
     let mut run = RunMem::new(record, spec, repos.finish(), now);
+    if let Some(pins) = store.run_input(seq, RunInput::ImagePins)? {
+        run.image_pins = serde_json::from_slice(&pins).map_err(|e| {
+            CoordinatorError::Store(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                tree: "run_inputs",
+                key: format!("{} image pins", run.record.run_id),
+                message: e.to_string(),
+            })
+        })?;
+    }
     // Units without a record never left the generate queue.
     run.units = vec![UnitMem::QUEUED; run.record.total_units as usize];
     let total = run.units.len();

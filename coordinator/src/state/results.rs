@@ -6,7 +6,7 @@ use super::pause::{ProviderFailure, RegistryFailure};
 use super::Coordinator;
 use crate::messages::{Ack, Completion, Failure, FailureKind, InfraKind, Progress, RegistryFault};
 use crate::records::{Phase, UnitState};
-use crate::store::{CommittedLease, Op};
+use crate::store::{CommittedLease, Op, RunInput};
 use crate::CoordinatorError;
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
@@ -31,13 +31,24 @@ impl Coordinator {
             )));
         }
         let lease_id = req.lease.lease_id;
-        // Parsed before the lock: which unit the result is for, and its model calls.
+        // Parsed before the lock: which unit the result is for, its model calls, and the
+        // image (by digest) a v2 evaluation ran in.
+        let mut image_digest = None;
         let parsed: Result<(UnitId, u32), String> = match req.phase {
             Phase::Generate => serde_json::from_slice::<GenerationRecord>(&req.result_json)
                 .map(|g| (g.unit, g.model_attempts))
                 .map_err(|e| format!("not a generation record: {e}")),
             Phase::Evaluate => serde_json::from_slice::<EvaluationRecord>(&req.result_json)
-                .map(|e| (e.unit().clone(), 0))
+                .map(|e| {
+                    if let EvaluationRecord::Dynamic {
+                        image_digest: Some(d),
+                        ..
+                    } = &e
+                    {
+                        image_digest = Some(d.clone());
+                    }
+                    (e.unit().clone(), 0)
+                })
                 .map_err(|e| format!("not an evaluation record: {e}")),
         };
         let mut ops = Vec::new();
@@ -102,6 +113,16 @@ impl Coordinator {
                 Phase::Evaluate => {
                     // The unit's image could be had (pulled, or held by its worker).
                     run.registry_pause.succeeded(granted_ms);
+                    if let Some(digest) = image_digest.take() {
+                        let task = run.task_of(index);
+                        if let Some(pins) = run.pin_image(task, digest, &unit.unit) {
+                            ops.push(Op::RunInput {
+                                seq,
+                                input: RunInput::ImagePins,
+                                bytes: pins,
+                            });
+                        }
+                    }
                     unit.state = UnitState::Done;
                     unit.evaluated_by = Some(lease_id);
                     ops.push(Op::Evaluation {

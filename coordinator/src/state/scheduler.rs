@@ -237,6 +237,10 @@ impl Coordinator {
                         generation_json: None,
                         api_key: run.api_key.clone(),
                         seed_repo: String::new(),
+                        pinned_image: match phase {
+                            Phase::Evaluate => run.image_pin(task_index),
+                            Phase::Generate => None,
+                        },
                     });
                     ops.push(Op::Unit {
                         seq,

@@ -10,6 +10,7 @@ use crate::model::{ApiKey, ApiKeySource};
 use crate::pipeline::{
     run_phase, InfraError, InfraKind, ModelSpec, PhaseInput, PhaseWork, RunSpec,
 };
+use ase_common::dataset::{Task, TaskSpec};
 use ase_common::scoring::UnitId;
 use ase_proto::v1::{
     CompleteRequest, Lease, LeaseRef, LeaseRequest, Phase, ProgressReport, RunSpecRef,
@@ -333,11 +334,22 @@ fn unit_spec(lease: &Lease, spec: Arc<RunSpec>) -> Result<Arc<RunSpec>, InfraErr
     Ok(Arc::new(unit))
 }
 
+/// A v2 evaluation runs in the image its run pinned for the task (by digest), not in whatever
+/// the task's tag names now.
+fn pinned(lease: &Lease, mut task: Task) -> Task {
+    if lease.phase() == Phase::Evaluate && !lease.pinned_image.is_empty() {
+        if let TaskSpec::V2(spec) = &mut task.spec {
+            spec.image = lease.pinned_image.clone();
+        }
+    }
+    task
+}
+
 async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
     let spec = unit_spec(lease, run_spec(shared, lease).await?)?;
     let input = PhaseInput {
         run_id: lease.run_id.clone(),
-        task: parse(lease, "task_json", &lease.task_json)?,
+        task: pinned(lease, parse(lease, "task_json", &lease.task_json)?),
         seed_repo: (!lease.seed_repo.is_empty()).then(|| lease.seed_repo.clone()),
         round: lease.round,
         spec: &spec,
