@@ -12,6 +12,8 @@ use crate::scoring::stats::round2;
 use crate::scoring::v1::V1Score;
 use crate::scoring::v2::{V2GroupScore, V2Score};
 use crate::scoring::{OutcomeKind, UnitOutcome, UnitStatus, Verdict};
+use crate::uncertainty::bootstrap::BootstrapConfig;
+use crate::uncertainty::Uncertainty;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -279,6 +281,10 @@ pub struct Report {
     #[serde(default)]
     pub breakdown: Breakdown,
     pub scores: Scores,
+    /// 95 % bootstrap intervals of the security figures and pass@k over the rounds (see
+    /// `uncertainty`); derived from `tasks` and `units` with the default bootstrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<Uncertainty>,
 }
 
 impl Report {
@@ -291,6 +297,7 @@ impl Report {
             breakdown: Breakdown::compute(&[], &units),
             units,
             scores,
+            uncertainty: None,
         }
     }
 
@@ -310,6 +317,12 @@ impl Report {
             .filter_map(|(t, first)| first.then_some(t))
             .collect();
         self.breakdown = Breakdown::compute(&self.tasks, &self.units);
+        self.uncertainty = Some(crate::uncertainty::report_uncertainty(
+            &self.tasks,
+            &self.units,
+            &self.scores,
+            &BootstrapConfig::default(),
+        ));
         self
     }
 
@@ -449,6 +462,9 @@ pub fn render_markdown(report: &Report) -> String {
                 same 0..100 scale as quality and security.\n";
     }
     out += &verdicts_markdown(&report.breakdown.all);
+    if let Some(u) = &report.uncertainty {
+        out += &uncertainty_markdown(u);
+    }
     out += &breakdown_markdown(&report.breakdown);
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
     let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
@@ -476,6 +492,57 @@ pub fn render_markdown(report: &Report) -> String {
                 .map_or(String::new(), |n| n.to_string()),
             u.usage.cost_usd.map_or(String::new(), python_float_str),
         );
+    }
+    out
+}
+
+/// `estimate ± half-width [low, high]`, rounded to 2 decimals.
+pub fn interval_text(i: &crate::uncertainty::bootstrap::Interval) -> String {
+    let half = (i.high - i.low) / 2.0;
+    format!(
+        "{} ± {} [{}, {}]",
+        python_float_str(round2(i.estimate)),
+        python_float_str(round2(half)),
+        python_float_str(round2(i.low)),
+        python_float_str(round2(i.high))
+    )
+}
+
+/// The security figures' intervals and pass@k / pass^k.
+fn uncertainty_markdown(u: &Uncertainty) -> String {
+    let level = u.bootstrap.level * 100.0;
+    let mut out = format!(
+        "\n## Intervals ({} %)\n\n| Figure | Estimate ± half-width [low, high] |\n|---|---|\n",
+        python_float_str(round2(level))
+    );
+    let row = |name: &str, i: Option<&crate::uncertainty::bootstrap::Interval>| {
+        format!(
+            "| {name} | {} |\n",
+            i.map_or("n/a".to_string(), interval_text)
+        )
+    };
+    out += &row("Security (upstream-compatible)", u.security.as_ref());
+    out += &row(
+        "Security (ours: broken counts as not secure)",
+        u.security_verdict.as_ref(),
+    );
+    out += &format!(
+        "\n{}: {} resamples, seed {}, over {} tasks.\n",
+        u.method, u.bootstrap.resamples, u.bootstrap.seed, u.tasks
+    );
+    if !u.pass_k.is_empty() {
+        out += "\n| k | pass@k (secure in at least one of k rounds) | pass^k (secure in all k) |\n|---:|---:|---:|\n";
+        for p in &u.pass_k {
+            out += &format!(
+                "| {} | {} | {} |\n",
+                p.k,
+                python_float_str(round2(p.pass_at_k)),
+                python_float_str(round2(p.pass_hat_k))
+            );
+        }
+    }
+    for why in &u.not_available {
+        out += &format!("\nNot available: {}.\n", cell(why));
     }
     out
 }

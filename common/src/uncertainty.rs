@@ -18,7 +18,7 @@ pub mod pass_k;
 pub mod rng;
 
 use crate::report::{Scores, TaskInfo, UNKNOWN_GROUP};
-use crate::scoring::{UnitOutcome, UnitStatus};
+use crate::scoring::{UnitOutcome, UnitStatus, Verdict};
 use bootstrap::{bootstrap, BootstrapConfig, Interval};
 use pass_k::PassK;
 use serde::{Deserialize, Serialize};
@@ -165,8 +165,13 @@ pub struct Uncertainty {
     pub tasks: u32,
     /// The fewest rounds any task has.
     pub rounds: u32,
-    /// Security x100 with its interval; `None` without tasks.
+    /// Security x100 with its interval (upstream-compatible: a unit is secure when its status
+    /// is); `None` without tasks.
     pub security: Option<Interval>,
+    /// Our security x100 with its interval: a unit is secure when its verdict is (`broken`
+    /// counts as not secure). Set for reports ([`report_uncertainty`]); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_verdict: Option<Interval>,
     /// k = 1..=rounds.
     pub pass_k: Vec<PassK>,
     /// Figures this run cannot give, and why.
@@ -200,6 +205,7 @@ pub fn uncertainty(
         tasks: tasks.len() as u32,
         rounds,
         security: security_interval(tasks, weighting, config),
+        security_verdict: None,
         pass_k: pass_k::pass_k(&per_task),
         not_available,
     }
@@ -243,19 +249,24 @@ pub fn task_rounds_from<'a>(
     out
 }
 
-/// The uncertainty of a report's security figure, weighted as its scores are. To be called
-/// where the report is built (`Report::new`/`with_tasks`) to store it in report.json.
+/// The uncertainty of a report's security figures (upstream-compatible and ours), weighted as
+/// its scores are; `Report::with_tasks` stores it in report.json.
 pub fn report_uncertainty(
     tasks: &[TaskInfo],
     units: &[UnitOutcome],
     scores: &Scores,
     config: &BootstrapConfig,
 ) -> Uncertainty {
-    uncertainty(
-        &task_rounds(tasks, units),
-        Weighting::of_scores(scores),
-        config,
-    )
+    let weighting = Weighting::of_scores(scores);
+    let mut u = uncertainty(&task_rounds(tasks, units), weighting, config);
+    let by_verdict = task_rounds_from(
+        tasks,
+        units
+            .iter()
+            .map(|u| (u.unit.instance_id.as_str(), u.verdict == Verdict::Secure)),
+    );
+    u.security_verdict = security_interval(&by_verdict, weighting, config);
+    u
 }
 
 #[cfg(test)]

@@ -443,7 +443,9 @@ fn check_in_browser(name: &str, report: &Report) {
     assert_eq!(count("pwned-marker"), 0, "the injected script ran");
     assert_eq!(count("img"), 0, "an injected image made it into the DOM");
     assert!(count("table") >= 6, "{} tables", count("table"));
-    assert_eq!(count("svg"), 3);
+    // Outcomes, security, languages, and the intervals' whiskers.
+    assert_eq!(count("svg"), 4);
+    assert_eq!(count("circle"), 2, "one dot per interval");
     assert!(count("rect") >= 3, "charts without bars");
     let ids: BTreeSet<&str> = tags
         .iter()
@@ -518,6 +520,16 @@ fn check_in_browser(name: &str, report: &Report) {
         &mut wanted,
     );
     numeric_leaves(&json["breakdown"], "/breakdown".into(), &[], &mut wanted);
+    assert!(
+        json["uncertainty"].is_object(),
+        "report.json has its intervals"
+    );
+    numeric_leaves(
+        &json["uncertainty"],
+        "/uncertainty".into(),
+        &["level", "rounds"],
+        &mut wanted,
+    );
     for i in 0..json["units"].as_array().unwrap().len() {
         wanted.insert(format!("/units/{i}/kind"));
         wanted.insert(format!("/units/{i}/verdict"));

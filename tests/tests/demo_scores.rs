@@ -117,6 +117,27 @@ fn verdict_counts(report_json: &Path) -> Value {
     Value::Object(out)
 }
 
+/// The security figures' intervals and pass@k (`uncertainty`), as `expected_scores.json` keeps
+/// them under `intervals`; the upstream-compatible interval is centred on the scores' own
+/// security figure.
+fn intervals(report_json: &Path) -> Value {
+    let report: Value = serde_json::from_slice(&std::fs::read(report_json).unwrap()).unwrap();
+    let u = &report["uncertainty"];
+    assert!(u.is_object(), "{}: no uncertainty", report_json.display());
+    let centre = u["security"]["estimate"].as_f64().unwrap();
+    assert!(
+        (centre - security(&report["scores"])).abs() < 0.01,
+        "{}: interval centred on {centre}, security {}",
+        report_json.display(),
+        security(&report["scores"])
+    );
+    let mut out = serde_json::Map::new();
+    for field in ["security", "security_verdict", "pass_k", "not_available"] {
+        out.insert(field.to_string(), u[field].clone());
+    }
+    Value::Object(out)
+}
+
 /// Units upstream counts secure but our verdict says broken, per vulnerability type.
 fn secure_but_broken(report_json: &Path, vuln_type: &str) -> usize {
     let report: Value = serde_json::from_slice(&std::fs::read(report_json).unwrap()).unwrap();
@@ -252,6 +273,7 @@ fn the_demo_scores_what_expected_scores_json_says() {
 
     let mut actual = serde_json::Map::new();
     let mut verdicts = serde_json::Map::new();
+    let mut interval_figures = serde_json::Map::new();
     for ((files, proc), (_, status)) in runs.iter().zip(finished) {
         assert!(
             status.success(),
@@ -264,6 +286,7 @@ fn the_demo_scores_what_expected_scores_json_says() {
         let report_json = out.join(ase_common::report::REPORT_JSON);
         actual.insert(files.run_id.clone(), comparable_scores(&report_json));
         verdicts.insert(files.run_id.clone(), verdict_counts(&report_json));
+        interval_figures.insert(files.run_id.clone(), intervals(&report_json));
         // The pretend model's path-traversal answers that did not apply: secure for
         // upstream (the scan of the masked tree finds nothing), broken in our verdict.
         if files.run_id == "demo-predictions__v1" {
@@ -277,6 +300,7 @@ fn the_demo_scores_what_expected_scores_json_says() {
         }
     }
     actual.insert("verdicts".to_string(), Value::Object(verdicts));
+    actual.insert("intervals".to_string(), Value::Object(interval_figures));
     eprintln!(
         "demo: 6 runs ({} units) in {:.1} s",
         (8 + 2) * 3 * 3,

@@ -20,6 +20,7 @@ use crate::scoring::{OutcomeKind, UnitStatus};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+mod intervals;
 mod verdicts;
 use verdicts::{tally_row, verdicts_section, VERDICT_HEADERS};
 
@@ -199,6 +200,9 @@ pub fn render_html(report: &Report) -> String {
     out += "</header>\n<main>\n";
     out += &scores_section(&report.scores);
     out += &verdicts_section(&report.breakdown.all);
+    if let Some(u) = &report.uncertainty {
+        out += &intervals::intervals_section(u);
+    }
     out += &charts_section(&report);
     out += &breakdown_section(&report.breakdown);
     out += &matrix_section(&report);

@@ -156,13 +156,18 @@ fn every_section_is_there_and_nothing_is_loaded() {
         "matrix",
         "failures",
         "failure-list",
+        "intervals",
+        "intervals-table",
+        "chart-intervals",
+        "pass-k",
     ] {
         assert!(
             html.contains(&format!("id=\"{id}\"")),
             "section {id} missing"
         );
     }
-    assert_eq!(html.matches("<svg").count(), 3);
+    // Outcomes, security, languages, and the intervals' whiskers.
+    assert_eq!(html.matches("<svg").count(), 4);
     assert!(html.contains("Content-Security-Policy"));
     for external in [" src=\"", " href=\"", "url(", "@import", "<link", "<script"] {
         assert!(!html.contains(external), "{external} in the page");

@@ -1,0 +1,142 @@
+//! The security figures' 95 % intervals (a table and whiskers on a 0..100 axis) and pass@k /
+//! pass^k over the rounds, every number keyed to report.json's `uncertainty`.
+
+use super::{escape, fmt_f64, int, num, short, MAX_NAME_CHARS};
+use crate::uncertainty::bootstrap::Interval;
+use crate::uncertainty::Uncertainty;
+use std::fmt::Write;
+
+const AXIS_X: f64 = 250.0;
+const AXIS_W: f64 = 320.0;
+const ROW_H: f64 = 26.0;
+
+/// The figures shown, with their key in `uncertainty`.
+fn figures(u: &Uncertainty) -> Vec<(&'static str, &'static str, Option<&Interval>)> {
+    vec![
+        (
+            "Security (upstream-compatible)",
+            "security",
+            u.security.as_ref(),
+        ),
+        (
+            "Security (ours: broken counts as not secure)",
+            "security_verdict",
+            u.security_verdict.as_ref(),
+        ),
+    ]
+}
+
+pub(super) fn intervals_section(u: &Uncertainty) -> String {
+    let level = fmt_f64(u.bootstrap.level * 100.0);
+    let mut out = format!(
+        "<section id=\"intervals\">\n<h2>Intervals ({level} %)</h2>\n<table id=\"intervals-table\">\n<thead><tr><th>Figure</th><th>Estimate</th><th>Low</th><th>High</th></tr></thead>\n<tbody>\n"
+    );
+    let key = |field: &str, part: &str| format!("/uncertainty/{field}/{part}");
+    for (label, field, i) in figures(u) {
+        match i {
+            Some(i) => {
+                let _ = writeln!(
+                    out,
+                    "<tr><th>{label}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                    num(&key(field, "estimate"), i.estimate),
+                    num(&key(field, "low"), i.low),
+                    num(&key(field, "high"), i.high)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "<tr><th>{label}</th><td colspan=\"3\" class=\"note\">n/a</td></tr>"
+                );
+            }
+        }
+    }
+    out += "</tbody>\n</table>\n";
+    out += &whiskers(u);
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">{}: {} resamples, seed {}, over {} tasks.</p>",
+        escape(&u.method),
+        int("/uncertainty/bootstrap/resamples", u.bootstrap.resamples),
+        int("/uncertainty/bootstrap/seed", u.bootstrap.seed),
+        int("/uncertainty/tasks", u.tasks),
+    );
+    if !u.pass_k.is_empty() {
+        out += "<table id=\"pass-k\">\n<thead><tr><th>k</th><th>pass@k (secure in at least one of k rounds)</th><th>pass^k (secure in all k)</th></tr></thead>\n<tbody>\n";
+        for (i, p) in u.pass_k.iter().enumerate() {
+            let k = |f: &str| format!("/uncertainty/pass_k/{i}/{f}");
+            let _ = writeln!(
+                out,
+                "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                int(&k("k"), p.k),
+                num(&k("pass_at_k"), p.pass_at_k),
+                num(&k("pass_hat_k"), p.pass_hat_k)
+            );
+        }
+        out += "</tbody>\n</table>\n";
+    }
+    for why in &u.not_available {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">Not available: {}.</p>",
+            short(why, 4 * MAX_NAME_CHARS)
+        );
+    }
+    out += "</section>\n";
+    out
+}
+
+/// Each interval as a whisker (low to high) with a dot at the estimate, on a 0..100 axis.
+fn whiskers(u: &Uncertainty) -> String {
+    let shown = figures(u);
+    let height = ROW_H * shown.len() as f64 + 24.0;
+    let width = AXIS_X + AXIS_W + 20.0;
+    let mut out = format!(
+        "<figure id=\"chart-intervals\"><figcaption>Security with its interval</figcaption>\n<svg class=\"chart\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Security with its interval\">\n"
+    );
+    let x = |v: f64| {
+        AXIS_X
+            + AXIS_W
+                * if v.is_finite() {
+                    v.clamp(0.0, 100.0)
+                } else {
+                    0.0
+                }
+                / 100.0
+    };
+    for step in 0..=4 {
+        let v = f64::from(step) * 25.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{0:.2}\" y1=\"0\" x2=\"{0:.2}\" y2=\"{1}\" stroke=\"#ddd\"/><text x=\"{0:.2}\" y=\"{2}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666\">{3}</text>",
+            x(v),
+            height - 16.0,
+            height - 4.0,
+            step * 25
+        );
+    }
+    for (row, (label, _, i)) in shown.iter().enumerate() {
+        let y = ROW_H * row as f64 + 14.0;
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{label}</text>",
+            AXIS_X - 6.0,
+            y + 4.0
+        );
+        if let Some(i) = i {
+            let _ = writeln!(
+                out,
+                "<line class=\"whisker\" x1=\"{:.2}\" y1=\"{y}\" x2=\"{:.2}\" y2=\"{y}\" stroke=\"#1565c0\" stroke-width=\"2\"/><circle cx=\"{:.2}\" cy=\"{y}\" r=\"4\" fill=\"#1565c0\"><title>{}: {} [{}, {}]</title></circle>",
+                x(i.low),
+                x(i.high),
+                x(i.estimate),
+                label,
+                fmt_f64(i.estimate),
+                fmt_f64(i.low),
+                fmt_f64(i.high)
+            );
+        }
+    }
+    out += "</svg>\n</figure>\n";
+    out
+}
