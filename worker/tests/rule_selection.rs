@@ -76,3 +76,71 @@ async fn a_unit_scans_with_the_rules_of_its_type_and_language_only() {
         );
     }
 }
+
+/// Every per-CVE rule (`rules/cve/<CVE>.yaml`): one rule, id `ase.cve.<CVE>`, an A.S.E
+/// `vuln_type`, and fixtures in `rules/fixtures/cve/<CVE>/` (at least one vulnerable `bad*` and
+/// one fixed `good*` file) on which it finds exactly the annotated lines; the selection gives
+/// it to every task of that `vuln_source`.
+#[tokio::test]
+async fn each_cve_rule_flags_its_vulnerable_fixtures_and_clears_the_fixed_ones() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let catalog = RuleCatalog::load(&rules_dir()).unwrap();
+    let mut cves: Vec<String> = std::fs::read_dir(rules_dir().join("cve"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yaml").map(str::to_string)
+        })
+        .collect();
+    cves.sort();
+    assert!(!cves.is_empty(), "rules/cve holds per-CVE rules");
+    let mut problems = Vec::new();
+    for cve in &cves {
+        let rule = format!("cve/{cve}.yaml");
+        let dir = rules_dir().join("fixtures/cve").join(cve);
+        let files = fixture_files(&dir);
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        if !names.iter().any(|n| is_bad(n)) || !names.iter().any(|n| is_good(n)) {
+            problems.push(format!("{cve}: needs bad* and good* fixtures, has {names:?}"));
+        }
+        let scanner = BareScanner::new(osemgrep.clone(), rules_dir(), ScanSettings::default());
+        let report = match scanner.scan_with(&dir, std::slice::from_ref(&rule)).await {
+            ScanOutcome::Completed(r) => r,
+            other => panic!("{cve}: scan failed: {other:?}"),
+        };
+        if report.errors_total > 0 {
+            problems.push(format!("{cve}: scan errors {:?}", report.errors));
+        }
+        let mut got: Vec<Expected> = report
+            .findings
+            .iter()
+            .map(|f| (f.path.clone(), f.start_line, f.check_id.clone()))
+            .collect();
+        got.sort();
+        let expected = annotations(&dir);
+        if expected.is_empty() || got != expected {
+            problems.push(format!(
+                "{cve}: findings differ\n  expected {expected:?}\n  got      {got:?}"
+            ));
+        }
+        for f in &report.findings {
+            if f.check_id != format!("ase.cve.{cve}") {
+                problems.push(format!("{cve}: rule id {}", f.check_id));
+            }
+            let known = ["Command Injection", "XSS", "SQLI", "Path Traversal"];
+            if !f.vuln_type.as_deref().is_some_and(|t| known.contains(&t)) {
+                problems.push(format!("{cve}: vuln_type {:?}", f.vuln_type));
+            }
+        }
+        let set = catalog.select(&task("SQLI", "php", cve));
+        if set.files != [rule.clone()] {
+            problems.push(format!("{cve}: selected {:?}", set.files));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
