@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The batch of the probe runs (`<probe>__<batch>`; the same batch again resumes them).
-    /// Default: `calibrate-<dataset file stem>`.
+    /// Default: `calibrate-<dataset file stem>-<8 hex of its sha256>` (another dataset, or the
+    /// same file changed, is another batch).
     #[arg(long)]
     batch: Option<String>,
 }
@@ -45,7 +46,8 @@ pub struct Args {
 /// The probes, as model names of their runs.
 pub const PROBES: [&str; 3] = ["original", "reference", "deletion"];
 
-fn default_batch(dataset: &Path) -> String {
+fn default_batch(dataset: &Path, bytes: &[u8]) -> String {
+    let digest = ase_common::digest::sha256_hex(bytes);
     let stem = dataset
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -60,7 +62,7 @@ fn default_batch(dataset: &Path) -> String {
             }
         })
         .collect();
-    format!("calibrate-{clean}")
+    format!("calibrate-{clean}-{}", &digest[..8])
 }
 
 fn probe_run(args: &Args, batch: &str, model_name: &str, model: ModelSettings) -> RunSettings {
@@ -81,10 +83,14 @@ fn probe_run(args: &Args, batch: &str, model_name: &str, model: ModelSettings) -
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut config, source) =
         crate::run_cmd::load(args.config.clone(), args.data.clone(), args.out.clone())?;
-    let batch = args
-        .batch
-        .clone()
-        .unwrap_or_else(|| default_batch(&args.dataset));
+    let batch = match &args.batch {
+        Some(b) => b.clone(),
+        None => {
+            let bytes = std::fs::read(&args.dataset)
+                .with_context(|| format!("reading {}", args.dataset.display()))?;
+            default_batch(&args.dataset, &bytes)
+        }
+    };
     config.runs = vec![
         probe_run(&args, &batch, PROBES[0], ModelSettings::Original),
         probe_run(&args, &batch, PROBES[1], ModelSettings::Reference),
@@ -200,10 +206,13 @@ mod tests {
 
     #[test]
     fn the_default_batch_names_the_dataset_file() {
-        assert_eq!(
-            default_batch(Path::new("/x/data_v1.json")),
-            "calibrate-data-v1"
+        let a = default_batch(Path::new("/x/data_v1.json"), b"[]");
+        assert!(a.starts_with("calibrate-data-v1-"), "{a}");
+        assert_eq!(a.len(), "calibrate-data-v1-".len() + 8);
+        // Two files of one name (v1/tasks.json, v2/tasks.json) are two batches.
+        assert_ne!(
+            default_batch(Path::new("v1/tasks.json"), b"[1]"),
+            default_batch(Path::new("v2/tasks.json"), b"[2]")
         );
-        assert_eq!(default_batch(Path::new("tasks")), "calibrate-tasks");
     }
 }
