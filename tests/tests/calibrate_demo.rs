@@ -9,7 +9,11 @@
 //! tasks are reported dead for that one reason; issue 14 item 3 makes such a unit `broken`,
 //! after which the same assertions require every demo task to discriminate and exit code 0.)
 //!
-//! Needs `cargo build -p ase` first (or ASE_BIN) and osemgrep.
+//! The v2 test runs the demo's v2 tasks in their images: the base fails the PoC, the fix passes
+//! tests and PoC, the deletion breaks the tests; every task discriminates.
+//!
+//! Needs `cargo build -p ase` first (or ASE_BIN) and osemgrep; v2 also Docker and the demo
+//! images (deploy/images/build.sh demo; skipped outside CI without them).
 
 use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
 use serde_json::Value;
@@ -19,7 +23,14 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `ase calibrate` and returns its exit code and calibration.json.
-fn calibrate(dir: &Path, template: &str, dataset: &Path, context: &Path, batch: &str) -> (i32, Value) {
+fn calibrate(
+    dir: &Path,
+    template: &str,
+    dataset: &Path,
+    context: &Path,
+    batch: &str,
+    docker: &str,
+) -> (i32, Value) {
     let osemgrep = support::osemgrep_path().display().to_string();
     let rules = repo_root().join("rules").display().to_string();
     let mut p = Proc::spawn(
@@ -37,7 +48,7 @@ fn calibrate(dir: &Path, template: &str, dataset: &Path, context: &Path, batch: 
             dir.join("data").display().to_string(),
         ],
         &[
-            ("ASE_DOCKER", "off"),
+            ("ASE_DOCKER", docker),
             ("ASE_OSEMGREP", &osemgrep),
             ("ASE_RULES", &rules),
             ("ASE_REPO_URL_TEMPLATE", template),
@@ -86,6 +97,7 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         &world.v1_tasks,
         &world.v1_context,
         "demo",
+        "off",
     );
     let tasks = cal["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 8, "{cal:#}");
@@ -131,6 +143,7 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         &dead_file,
         &world.v1_context,
         "dead",
+        "off",
     );
     assert_eq!(code, 1, "a dead task fails the calibration");
     let dead = cal["tasks"]
@@ -147,4 +160,42 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         "{reasons}"
     );
     assert!(reasons.contains("the fix does not score secure"), "{reasons}");
+}
+
+#[test]
+fn the_demo_v2_tasks_discriminate_in_their_images() {
+    if support::osemgrep_or_skip().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for image in &world.v2_images {
+        if rt.block_on(support::docker_with(image)).is_none() {
+            return;
+        }
+    }
+    let context = world.v2_context.clone().expect("the demo has a v2 context");
+    let (code, cal) = calibrate(
+        tmp.path(),
+        &world.repo_url_template,
+        &world.v2_tasks,
+        &context,
+        "demo-v2",
+        "on",
+    );
+    let tasks = cal["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{cal:#}");
+    for t in tasks {
+        let id = &t["instance_id"];
+        assert_eq!(t["version"], "v2", "{id}");
+        assert_eq!(verdict(t, "original"), "vulnerable", "{id}: {t:#}");
+        assert_eq!(verdict(t, "fix"), "secure", "{id}: {t:#}");
+        assert_ne!(verdict(t, "deletion"), "secure", "{id}: {t:#}");
+        assert_eq!(t["discriminates"], true, "{id}: {t:#}");
+    }
+    assert_eq!(code, 0);
 }
