@@ -88,6 +88,8 @@ def scan_file(osemgrep, configs, gitdir, rev, path, vuln_type):
         except ValueError:
             raise RuntimeError(f"osemgrep exit {out.returncode}: {out.stderr[-400:]!r}")
     errors = [e.get("type") for e in report.get("errors", [])]
+    if any("Rule parse error" in str(e) or "Invalid rule" in str(e) for e in errors):
+        raise RuntimeError(f"the rules do not load: {report['errors'][0].get('message', '')[:300]!r}")
     found = [(r["start"]["line"], r["end"]["line"], r["check_id"]) for r in report.get("results", [])
              if (r.get("extra", {}).get("metadata", {}).get("vuln_type") or "") == vuln_type]
     return found, ("parse errors: " + ", ".join(map(str, errors))) if errors else ""
