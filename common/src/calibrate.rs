@@ -94,9 +94,10 @@ pub fn assess(
     match &probes.original {
         None => reasons.push(missing("original")),
         Some(p) => match version {
-            DatasetVersion::V1 if p.verdict == Verdict::Secure => {
-                reasons.push(format!("the original (vulnerable) code scores {}", p.describe()))
-            }
+            DatasetVersion::V1 if p.verdict == Verdict::Secure => reasons.push(format!(
+                "the original (vulnerable) code scores {}",
+                p.describe()
+            )),
             DatasetVersion::V2 if p.kind != OutcomeKind::Vulnerable => reasons.push(format!(
                 "the base code is not shown vulnerable (PoC working, tests passing): {}",
                 p.describe()
@@ -247,7 +248,11 @@ mod tests {
         assert!(ok.discriminates, "{:?}", ok.reasons);
         let zero = assess("t", "SQLI", DatasetVersion::V1, Some(0), good_v1());
         assert!(!zero.discriminates);
-        assert!(zero.reasons[0].starts_with("baseline 0"), "{:?}", zero.reasons);
+        assert!(
+            zero.reasons[0].starts_with("baseline 0"),
+            "{:?}",
+            zero.reasons
+        );
         let mut deleted = good_v1();
         deleted.deletion = p(Verdict::Secure, OutcomeKind::Secure);
         let d = assess("t", "SQLI", DatasetVersion::V1, Some(2), deleted);

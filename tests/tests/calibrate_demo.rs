@@ -76,7 +76,10 @@ fn calibrate(
         stdout.ends_with(&md),
         "it prints the probes' score table, then the Markdown:\n{stdout}"
     );
-    (status.code().unwrap_or(-1), serde_json::from_slice(&json).unwrap())
+    (
+        status.code().unwrap_or(-1),
+        serde_json::from_slice(&json).unwrap(),
+    )
 }
 
 fn verdict(task: &Value, probe: &str) -> String {
@@ -104,7 +107,10 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
     let mut all = true;
     for t in tasks {
         let id = &t["instance_id"];
-        assert!(t["baseline"].as_i64().unwrap_or(0) > 0, "{id}: baseline: {t:#}");
+        assert!(
+            t["baseline"].as_i64().unwrap_or(0) > 0,
+            "{id}: baseline: {t:#}"
+        );
         assert_eq!(verdict(t, "original"), "vulnerable", "{id}: {t:#}");
         assert_eq!(verdict(t, "fix"), "secure", "{id}: {t:#}");
         let deletion_secure = verdict(t, "deletion") == "secure";
@@ -117,13 +123,20 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         assert_eq!(t["discriminates"], !deletion_secure, "{id}: {t:#}");
         if deletion_secure {
             assert_eq!(reasons.len(), 1, "{id}: {reasons:?}");
-            assert!(reasons[0].starts_with("deleting the block scores secure"), "{reasons:?}");
+            assert!(
+                reasons[0].starts_with("deleting the block scores secure"),
+                "{reasons:?}"
+            );
         } else {
             assert!(reasons.is_empty(), "{id}: {reasons:?}");
         }
         all &= !deletion_secure;
     }
-    assert_eq!(code, if all { 0 } else { 1 }, "exit code follows the dead tasks");
+    assert_eq!(
+        code,
+        if all { 0 } else { 1 },
+        "exit code follows the dead tasks"
+    );
 
     // Dead on purpose: the SQL injection task relabelled as XSS (no XSS in its code, baseline 0).
     let mut data: Vec<Value> =
@@ -159,7 +172,10 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         reasons.contains("baseline 0: our rules find no XSS at the base commit"),
         "{reasons}"
     );
-    assert!(reasons.contains("the fix does not score secure"), "{reasons}");
+    assert!(
+        reasons.contains("the fix does not score secure"),
+        "{reasons}"
+    );
 }
 
 #[test]

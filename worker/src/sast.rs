@@ -8,7 +8,8 @@ mod report;
 mod rule_select;
 
 pub use bare::{
-    osemgrep_args, osemgrep_args_for, BareScanner, ScanSettings, DEFAULT_EXCLUDES, STDERR_TAIL_BYTES,
+    osemgrep_args, osemgrep_args_for, BareScanner, ScanSettings, DEFAULT_EXCLUDES,
+    STDERR_TAIL_BYTES,
 };
 pub use container::{
     reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,

@@ -52,7 +52,7 @@ fn v1_task(id: &str, file: &str, lines: (usize, usize)) -> Task {
         seed: true,
         detected_tool: "tool".into(),
         detected_vul_num: 1,
-    patch_commit: None,
+        patch_commit: None,
     });
     t
 }

@@ -139,10 +139,7 @@ async fn the_whole_pack_counts_per_vuln_file() {
         .flat_map(|(slug, _, _)| LANGUAGES.iter().map(move |l| format!("{slug}/{l}.yaml")))
         .collect();
     let scanner = BareScanner::new(osemgrep, rules_dir(), settings());
-    let report = completed(
-        scanner.scan_with(&fixtures, &generic).await,
-        "whole pack",
-    );
+    let report = completed(scanner.scan_with(&fixtures, &generic).await, "whole pack");
     let outcome = ScanOutcome::Completed(report);
     let mut checked = 0;
     for (slug, vuln_type, _) in TYPES {

@@ -67,7 +67,10 @@ async fn a_unit_scans_with_the_rules_of_its_type_and_language_only() {
         ("SQLI", "python", "ase.sqli.python"),
     ] {
         let set = catalog.select(&task(vuln_type, language, "CVE-0000-0"));
-        assert!(matches!(set.selection, Selection::Generic { .. }), "{set:?}");
+        assert!(
+            matches!(set.selection, Selection::Generic { .. }),
+            "{set:?}"
+        );
         let ids = rule_ids(&scanner.scan_with(tree.path(), &set.files).await);
         assert_eq!(
             ids,
@@ -106,7 +109,9 @@ async fn each_cve_rule_flags_its_vulnerable_fixtures_and_clears_the_fixed_ones()
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         if !names.iter().any(|n| is_bad(n)) || !names.iter().any(|n| is_good(n)) {
-            problems.push(format!("{cve}: needs bad* and good* fixtures, has {names:?}"));
+            problems.push(format!(
+                "{cve}: needs bad* and good* fixtures, has {names:?}"
+            ));
         }
         let scanner = BareScanner::new(osemgrep.clone(), rules_dir(), ScanSettings::default());
         let report = match scanner.scan_with(&dir, std::slice::from_ref(&rule)).await {

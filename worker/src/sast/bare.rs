@@ -72,17 +72,17 @@ pub fn osemgrep_args_for(configs: &[String], target: &str, settings: &ScanSettin
     }
     args.extend(
         [
-        "--json",
-        "--metrics=off",
-        "--no-git-ignore",
-        "--x-ignore-semgrepignore-files",
-        "--no-rewrite-rule-ids",
-        "--disable-version-check",
-        "--jobs",
-        &settings.jobs.max(1).to_string(),
-    ]
-    .into_iter()
-    .map(str::to_string),
+            "--json",
+            "--metrics=off",
+            "--no-git-ignore",
+            "--x-ignore-semgrepignore-files",
+            "--no-rewrite-rule-ids",
+            "--disable-version-check",
+            "--jobs",
+            &settings.jobs.max(1).to_string(),
+        ]
+        .into_iter()
+        .map(str::to_string),
     );
     for pattern in &settings.exclude {
         args.push(format!("--exclude={pattern}"));

@@ -177,8 +177,7 @@ fn cve_file(vuln_source: &str) -> Option<String> {
     let s = vuln_source.trim();
     let plain = !s.is_empty()
         && !s.starts_with('.')
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     plain.then(|| format!("{CVE_DIR}/{s}.yaml"))
 }
