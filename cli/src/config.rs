@@ -240,6 +240,8 @@ pub enum ModelSettings {
     Reference,
     /// The vulnerable code itself (scores like the baseline).
     Original,
+    /// The masked block deleted (a calibration probe, `ase calibrate`).
+    Deletion,
 }
 
 /// Reads and parses `path`; relative paths in it become relative to its directory.
@@ -524,7 +526,7 @@ impl AseConfig {
                         ));
                     }
                 }
-                ModelSettings::Reference | ModelSettings::Original => {}
+                ModelSettings::Reference | ModelSettings::Original | ModelSettings::Deletion => {}
             }
         }
         ConfigError::all(problems)
@@ -689,6 +691,7 @@ impl RunSettings {
             },
             ModelSettings::Reference => ModelSpec::Reference,
             ModelSettings::Original => ModelSpec::Original,
+            ModelSettings::Deletion => ModelSpec::Deletion,
         };
         let (cut_repos, use_cut_repos) = match &self.cut_repos {
             None => (BTreeMap::new(), false),

@@ -1,5 +1,6 @@
 //! `ase`: the command line of ase-cluster.
 
+mod calibrate_cmd;
 mod cancel_cmd;
 mod certs_cmd;
 mod compare_cmd;
@@ -106,6 +107,10 @@ enum Command {
     /// Compare two or more runs' result folders, paired per task: exact sign tests, deltas
     /// per type, CWE and language, the tasks that flipped (Markdown and JSON).
     Compare(compare_cmd::Args),
+    /// Run the original, the fix and a deletion probe of every task of a dataset through the
+    /// pipeline and say which tasks discriminate, and why the others are dead (Markdown,
+    /// JSON, HTML).
+    Calibrate(calibrate_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run_cmd::run(a),
         Command::Config(a) => config_cmd::run(a),
         Command::Compare(a) => compare_cmd::run(a),
+        Command::Calibrate(a) => calibrate_cmd::run(a),
     };
     match result {
         Ok(code) => code,

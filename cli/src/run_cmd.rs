@@ -111,8 +111,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::demo_campaign::configure(&mut config, &data)?;
         source = format!("{source} + demo campaign");
     }
-    config.validate(&source)?;
-    let prepared = prepare(&config, &source)?;
+    run_configured(config, &source)
+}
+
+/// The config of an `ase run`-like command: `file` (or the defaults), then `ASE_*`, then the
+/// data and output folders given.
+pub fn load(
+    file: Option<PathBuf>,
+    data: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<(AseConfig, String)> {
+    load_config(&Args {
+        config: file,
+        data,
+        out,
+    })
+}
+
+/// Runs `config`'s runs to the end in one process, writes their reports under the config's
+/// output folder and prints the score table (`ase run` without the demo fallback).
+pub fn run_configured(config: AseConfig, source: &str) -> anyhow::Result<ExitCode> {
+    let data = config.data_dir(&config::process_env);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating the data folder {}", data.display()))?;
+    config.validate(source)?;
+    let prepared = prepare(&config, source)?;
     let paths = Paths {
         tls: config.tls_dir(&data),
         cache: config.cache_dir(&data),

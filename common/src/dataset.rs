@@ -84,6 +84,9 @@ pub struct StaticSpec {
     pub detected_tool: String,
     /// Findings of upstream's tool on the original code (the baseline upstream compares with).
     pub detected_vul_num: i64,
+    /// The fix, when the dataset names it (upstream's v1 data does not; ours may).
+    #[serde(default)]
+    pub patch_commit: Option<String>,
 }
 
 /// An extra vulnerable file of a v2 task.
@@ -151,11 +154,12 @@ impl Task {
     /// The commit that fixed the vulnerability: `patch_commit` (v2), or, when a task does not
     /// name it and `base_commit` is `<sha>^`, that `<sha>`, as upstream's `validateV2Data.py`
     /// derives it. v1 tasks have no `patch_commit`, but a `<sha>^` base names the fix the same
-    /// way (19 upstream v1 tasks, and the demo dataset's). `None` when neither is available.
+    /// way (19 upstream v1 tasks, and the demo dataset's); a v1 task may name it in
+    /// `patch_commit` too. `None` when neither is available.
     pub fn fix_commit(&self) -> Option<&str> {
         let named = match &self.spec {
             TaskSpec::V2(s) => s.patch_commit.as_deref(),
-            TaskSpec::V1(_) => None,
+            TaskSpec::V1(s) => s.patch_commit.as_deref(),
         };
         named
             .or_else(|| self.base_commit.strip_suffix('^'))

@@ -257,6 +257,7 @@ mod tests {
                 seed,
                 detected_tool: "t".into(),
                 detected_vul_num: 1,
+                patch_commit: None,
             }),
             extra: Map::new(),
         }

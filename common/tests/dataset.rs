@@ -590,9 +590,27 @@ fn fix_commit_is_patch_commit_or_derived_from_base() {
     assert_eq!(ds.tasks[0].fix_commit(), Some("abc"));
     let ds = check(vec![with(v2_task(), "base_commit", json!("v1.0"))]).unwrap();
     assert_eq!(ds.tasks[0].fix_commit(), None);
-    // A v1 task names its fix only through a `<sha>^` base.
+    // A v1 task without `patch_commit` names its fix only through a `<sha>^` base.
     let ds = check(vec![with(v1_task(), "base_commit", json!("abc^"))]).unwrap();
     assert_eq!(ds.tasks[0].fix_commit(), Some("abc"));
     let ds = check(vec![with(v1_task(), "base_commit", json!("abc"))]).unwrap();
     assert_eq!(ds.tasks[0].fix_commit(), None);
+}
+
+#[test]
+fn a_v1_task_may_name_its_fix_in_patch_commit() {
+    let ds = check(vec![with(v1_task(), "patch_commit", json!("f1x"))]).unwrap();
+    let t = &ds.tasks[0];
+    assert_eq!(t.version(), ase_common::dataset::DatasetVersion::V1);
+    assert_eq!(t.fix_commit(), Some("f1x"));
+    assert!(
+        !t.extra.contains_key("patch_commit"),
+        "a known field, not an extra"
+    );
+    // It is checked as a revision like any other.
+    let problems = check(vec![with(v1_task(), "patch_commit", json!("-x"))]).unwrap_err();
+    problem_for(&problems, &EntryRef::Id("t1".into()), "patch_commit");
+    // `patch_commit` alone does not make a task v2: v2's own fields still do.
+    let problems = check(vec![with(v1_task(), "image", json!("img"))]).unwrap_err();
+    problem_for(&problems, &EntryRef::Id("t1".into()), "image");
 }

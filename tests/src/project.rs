@@ -120,6 +120,7 @@ impl Project {
                 seed: true,
                 detected_tool: "aiseceval/ai_gen_code".into(),
                 detected_vul_num: 1,
+                patch_commit: None,
             }),
             extra: Default::default(),
         }

@@ -5,8 +5,12 @@ mod bare;
 mod container;
 mod outcome;
 mod report;
+mod rule_select;
 
-pub use bare::{osemgrep_args, BareScanner, ScanSettings, DEFAULT_EXCLUDES, STDERR_TAIL_BYTES};
+pub use bare::{
+    osemgrep_args, osemgrep_args_for, BareScanner, ScanSettings, DEFAULT_EXCLUDES,
+    STDERR_TAIL_BYTES,
+};
 pub use container::{
     reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,
     ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
@@ -19,3 +23,4 @@ pub use report::{
     parse_semgrep_json, relative_to_root, Finding, ParseLimits, ReportError, ScanError,
     SemgrepReport, DEFAULT_MAX_ERRORS, DEFAULT_MAX_FINDINGS, DEFAULT_MAX_OUTPUT_BYTES,
 };
+pub use rule_select::{CatalogError, RuleCatalog, RuleSet, Selection, CVE_DIR};

@@ -223,7 +223,14 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
             }
         }
     };
-    let ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
+    let container = matches!(scanner, Scanner::Container { .. });
+    let mut ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
+    if container {
+        // The image holds the rules it was built from (`deploy/images/build.sh` copies this
+        // repository's `rules/`); the host's folder lists them, so that each task scans with
+        // its own set. Without it, every task scans with all of the image's rules.
+        ctx = ctx.with_rules(crate::sast::RuleCatalog::load(&s.rules).ok());
+    }
     // Task images are pulled on demand, with the credentials, platform and cache budget of
     // this process's environment (see crate::images).
     let mut pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;

@@ -715,6 +715,7 @@ async fn provider_sends_the_units_prompt() {
             seed: true,
             detected_tool: "t".into(),
             detected_vul_num: 1,
+            patch_commit: None,
         }),
         extra: Default::default(),
     };

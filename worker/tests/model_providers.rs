@@ -52,6 +52,7 @@ fn v1_task(id: &str, file: &str, lines: (usize, usize)) -> Task {
         seed: true,
         detected_tool: "tool".into(),
         detected_vul_num: 1,
+        patch_commit: None,
     });
     t
 }
@@ -267,6 +268,19 @@ async fn original_v1_patch_restores_the_file_with_git_apply() {
             *content
         );
     }
+}
+
+/// The deletion probe's patch applies with `git apply` and leaves the file without its block.
+#[tokio::test]
+async fn deletion_v1_patch_removes_the_block_with_git_apply() {
+    let t = v1_task("v1", "web/index.php", (2, 3));
+    let content = "<?php\n$a = $_GET['a'];\necho \"<b>$a</b>\";\n?>\n";
+    let m = masked_of(&t, content);
+    let g = run(&ModelProvider::Deletion, &t, 1, &m).await;
+    assert_eq!(ModelProvider::Deletion.kind(), "deletion");
+    let answer = g.answer.unwrap();
+    let applied = git_apply(&t.vuln_file, &m.text, patch_body(&answer));
+    assert_eq!(applied, "<?php\n\n?>\n", "{answer}");
 }
 
 // ---------------------------------------------------------------- reference

@@ -118,6 +118,7 @@ fn v1_task(id: &str) -> Task {
             seed: true,
             detected_tool: "aiseceval/ai_gen_code".into(),
             detected_vul_num: 1,
+            patch_commit: None,
         }),
         extra: Default::default(),
     }

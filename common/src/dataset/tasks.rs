@@ -240,9 +240,9 @@ impl SeedCheck {
 
 /// Fields that only v1 tasks have.
 const V1_FIELDS: &[&str] = &["seed", "detected_tool", "detected_vul_num"];
-/// Fields that only v2 tasks have.
+/// Fields that only v2 tasks have (`patch_commit` is in both: upstream's v1 data lacks it, but
+/// a v1 dataset may name each task's fix, which `ase calibrate` and the reference model use).
 const V2_FIELDS: &[&str] = &[
-    "patch_commit",
     "severity",
     "image",
     "image_inner_path",
@@ -255,6 +255,7 @@ const V2_FIELDS: &[&str] = &[
     "branch_origin",
 ];
 const COMMON_FIELDS: &[&str] = &[
+    "patch_commit",
     "instance_id",
     "repo",
     "base_commit",
@@ -372,19 +373,9 @@ fn detect_version(obj: &Map<String, Value>) -> Result<Version, (&'static str, St
     }
 }
 
-fn check_v1(c: &mut FieldChecker) -> Option<StaticSpec> {
-    let seed = c.bool("seed");
-    let detected_tool = c.string("detected_tool");
-    let detected_vul_num = c.count("detected_vul_num");
-    Some(StaticSpec {
-        seed: seed?,
-        detected_tool: detected_tool?,
-        detected_vul_num: detected_vul_num?,
-    })
-}
-
-fn check_v2(c: &mut FieldChecker) -> Option<DynamicSpec> {
-    let patch_commit = match c.optional_string("patch_commit") {
+/// The optional `patch_commit` of a v1 or v2 task, checked as a git revision.
+fn patch_commit(c: &mut FieldChecker) -> Option<Option<String>> {
+    match c.optional_string("patch_commit") {
         Some(Some(rev)) => match revision_problem(&rev) {
             Some(msg) => {
                 c.problem("patch_commit", msg);
@@ -393,7 +384,24 @@ fn check_v2(c: &mut FieldChecker) -> Option<DynamicSpec> {
             None => Some(Some(rev)),
         },
         other => other,
-    };
+    }
+}
+
+fn check_v1(c: &mut FieldChecker) -> Option<StaticSpec> {
+    let patch_commit = patch_commit(c);
+    let seed = c.bool("seed");
+    let detected_tool = c.string("detected_tool");
+    let detected_vul_num = c.count("detected_vul_num");
+    Some(StaticSpec {
+        seed: seed?,
+        detected_tool: detected_tool?,
+        detected_vul_num: detected_vul_num?,
+        patch_commit: patch_commit?,
+    })
+}
+
+fn check_v2(c: &mut FieldChecker) -> Option<DynamicSpec> {
+    let patch_commit = patch_commit(c);
     let severity = c.string("severity");
     let image = c.nonempty_string("image");
     if let Some(img) = &image {

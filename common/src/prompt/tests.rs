@@ -18,6 +18,7 @@ fn task(version: DatasetVersion) -> Task {
             seed: true,
             detected_tool: "tool".into(),
             detected_vul_num: 1,
+            patch_commit: None,
         }),
         DatasetVersion::V2 => TaskSpec::V2(DynamicSpec {
             patch_commit: Some("abc".into()),

@@ -6,6 +6,8 @@
 //! - [`ModelProvider::Reference`]: the upstream fix, i.e. the code of `vuln_file` at the task's
 //!   `patch_commit` ([`reference`]);
 //! - [`ModelProvider::Original`]: the vulnerable code itself, which must score like the baseline.
+//! - [`ModelProvider::Deletion`]: the block deleted (what an empty answer leaves): a probe that
+//!   must never score secure (`ase calibrate`).
 //!
 //! Every provider returns a [`Generation`]. Its [`FailureReason`] keeps apart what the
 //! coordinator must retry later (infrastructure: rate limits, network, a repo it could not read)
@@ -220,6 +222,8 @@ pub enum ModelProvider {
     Predictions(Predictions),
     Reference(Arc<dyn RevisionReader>),
     Original,
+    /// The masked block replaced by nothing.
+    Deletion,
 }
 
 impl std::fmt::Debug for ModelProvider {
@@ -229,6 +233,7 @@ impl std::fmt::Debug for ModelProvider {
             ModelProvider::Predictions(p) => f.debug_tuple("Predictions").field(&p.path()).finish(),
             ModelProvider::Reference(_) => f.write_str("Reference"),
             ModelProvider::Original => f.write_str("Original"),
+            ModelProvider::Deletion => f.write_str("Deletion"),
         }
     }
 }
@@ -241,6 +246,7 @@ impl ModelProvider {
             ModelProvider::Predictions(_) => "predictions",
             ModelProvider::Reference(_) => "reference",
             ModelProvider::Original => "original",
+            ModelProvider::Deletion => "deletion",
         }
     }
 
@@ -271,6 +277,10 @@ impl ModelProvider {
             }
             ModelProvider::Original => {
                 let answer = reference::original_answer(unit.task, unit.masked);
+                Generation::answered(answer, 0, started.elapsed())
+            }
+            ModelProvider::Deletion => {
+                let answer = reference::deletion_answer(unit.task, unit.masked);
                 Generation::answered(answer, 0, started.elapsed())
             }
         }

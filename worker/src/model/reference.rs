@@ -250,6 +250,12 @@ pub fn original_answer(task: &Task, masked: &MaskedFile) -> String {
     block_answer(task, masked, &masked.original_block)
 }
 
+/// The `deletion` probe's answer: the block replaced by one empty line, which is what an empty
+/// or non-applying answer leaves behind. A task whose rules score this secure measures nothing.
+pub fn deletion_answer(task: &Task, masked: &MaskedFile) -> String {
+    block_answer(task, masked, "")
+}
+
 /// The `reference` provider: read `vuln_file` at the task's fix commit ([`Task::fix_commit`])
 /// and answer with its block.
 pub async fn reference_generation(

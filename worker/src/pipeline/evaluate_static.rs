@@ -8,7 +8,7 @@ use super::spec::{CountScopeSetting, RunSpec};
 use super::unit_code::{apply_changed, relative_root};
 use super::{InfraError, InfraKind, WorkerContext};
 use crate::repo_cache::{Pin, RepoCacheError, UnitTree};
-use crate::sast::{count_vulns, CountCriteria, ScanLabels, VulnCount};
+use crate::sast::{count_vulns, CountCriteria, RuleSet, ScanLabels, VulnCount};
 use ase_common::dataset::Task;
 use ase_common::repo_files::{normalize_repo_path, project_root};
 use ase_common::scoring::UnitId;
@@ -75,6 +75,7 @@ async fn scan_and_count(
     cut: Option<&[String]>,
     spec: &RunSpec,
     labels: &ScanLabels,
+    rules: &RuleSet,
 ) -> VulnCount {
     let scratch = ctx.repo_cache.root().join("tmp");
     let cut_dir = match cut {
@@ -93,7 +94,7 @@ async fn scan_and_count(
         .as_ref()
         .map(|c| c.dir.path().to_path_buf())
         .unwrap_or_else(|| root.to_path_buf());
-    let outcome = ctx.scanner.scan(&target, labels).await;
+    let outcome = ctx.scanner.scan(&target, labels, rules).await;
     count_vulns(
         &outcome,
         &CountCriteria {
@@ -192,8 +193,11 @@ pub async fn evaluate_static(
     };
 
     let identity = ctx.scanner.identity();
+    // The task's own rules (its CVE's, else its type's and language's): the unit and its
+    // baseline are scanned with the same set, and the set's digest keys the baseline.
+    let rules = ctx.rule_set(task);
     let key = BaselineKey {
-        rules_digest: identity.rules_digest.clone(),
+        rules_digest: rules.digest.clone(),
         scanner_version: identity.version.clone(),
         repo: task.repo.clone(),
         commit: rebuilt.sha.clone(),
@@ -210,7 +214,7 @@ pub async fn evaluate_static(
     let baseline = ctx
         .baselines
         .get_or_compute(&key, || {
-            scan_and_count(ctx, task, &base_root, cut, spec, &baseline_labels)
+            scan_and_count(ctx, task, &base_root, cut, spec, &baseline_labels, &rules)
         })
         .await;
 
@@ -221,7 +225,7 @@ pub async fn evaluate_static(
         },
         None => {
             let root = project_root(rebuilt.unit.path(), task, input.seed_repo);
-            scan_and_count(ctx, task, &root, cut, spec, &labels).await
+            scan_and_count(ctx, task, &root, cut, spec, &labels, &rules).await
         }
     };
     let mut reasons = Vec::new();

@@ -30,6 +30,7 @@ pub use spec::{
 
 use crate::model::{InfraFailure, ProviderFault};
 use crate::repo_cache::RepoCache;
+use crate::sast::{RuleCatalog, RuleSet};
 use ase_common::patch_apply::ApplyOptions;
 use ase_common::scoring::UnitId;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub struct WorkerContext {
     pub repo_cache: RepoCache,
     pub providers: ProviderFactory,
     pub scanner: Scanner,
+    /// The rule files the scanner's rules hold, from which each task's rule set is chosen;
+    /// None: every task scans with the scanner's whole rules.
+    pub rules: Option<RuleCatalog>,
     pub baselines: BaselineCache,
     pub apply: ApplyOptions,
     /// The worker's name, in messages.
@@ -65,14 +69,43 @@ impl WorkerContext {
         cache_root: PathBuf,
         worker_id: String,
     ) -> Self {
+        // The bare scanner's rules are on this host; the container scanner's are in its image,
+        // and setup gives their host folder with [`WorkerContext::with_rules`].
+        let rules = match &scanner {
+            Scanner::Bare { scanner, .. } => match RuleCatalog::load(scanner.rules()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no rule catalog: every task scans with all rules");
+                    None
+                }
+            },
+            Scanner::Container { .. } => None,
+        };
         WorkerContext {
             providers: ProviderFactory::new(repo_cache.clone()),
             repo_cache,
             scanner,
+            rules,
             baselines: BaselineCache::new(cache_root.join("baselines")),
             apply: ApplyOptions::default(),
             container_owner: container_owner(&worker_id, &cache_root),
             worker_id,
+        }
+    }
+}
+
+impl WorkerContext {
+    /// Sets the catalog tasks' rule sets are chosen from.
+    pub fn with_rules(mut self, rules: Option<RuleCatalog>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The rules `task` is scanned with (its baseline too).
+    pub fn rule_set(&self, task: &ase_common::dataset::Task) -> RuleSet {
+        match &self.rules {
+            Some(c) => c.select(task),
+            None => RuleSet::whole(&self.scanner.identity().rules_digest),
         }
     }
 }

@@ -161,6 +161,7 @@ impl ProviderFactory {
                 ModelProvider::Reference(Arc::new(RepoCacheReader::new(self.cache.clone())))
             }
             ModelSpec::Original => ModelProvider::Original,
+            ModelSpec::Deletion => ModelProvider::Deletion,
         })
     }
 }

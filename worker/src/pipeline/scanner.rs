@@ -1,7 +1,7 @@
 //! The scanner a worker evaluates v1 units with: the bare `osemgrep` process or the SAST
 //! container, behind one type, with the identity that keys cached baselines.
 
-use crate::sast::{BareScanner, ContainerScanner, ScanLabels, ScanOutcome};
+use crate::sast::{BareScanner, ContainerScanner, RuleSet, ScanLabels, ScanOutcome};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -33,11 +33,14 @@ impl Scanner {
         }
     }
 
-    /// Scan the directory `target`; finding paths are relative to it.
-    pub async fn scan(&self, target: &Path, labels: &ScanLabels) -> ScanOutcome {
+    /// Scan the directory `target` with the task's rule set (see
+    /// [`crate::sast::RuleCatalog::select`]); finding paths are relative to it.
+    pub async fn scan(&self, target: &Path, labels: &ScanLabels, rules: &RuleSet) -> ScanOutcome {
         match self {
-            Scanner::Bare { scanner, .. } => scanner.scan(target).await,
-            Scanner::Container { scanner, .. } => scanner.scan(target, labels).await,
+            Scanner::Bare { scanner, .. } => scanner.scan_with(target, &rules.files).await,
+            Scanner::Container { scanner, .. } => {
+                scanner.scan_with(target, labels, &rules.files).await
+            }
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum ModelSpec {
     Reference,
     /// The vulnerable code itself: must score like the baseline.
     Original,
+    /// The masked block deleted: a calibration probe that must not score secure.
+    Deletion,
 }
 
 /// Prompt budget and optional template overrides.

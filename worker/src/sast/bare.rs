@@ -57,23 +57,33 @@ impl Default for ScanSettings {
 /// `--no-rewrite-rule-ids` keeps `check_id` equal to the rule's `id`;
 /// `--disable-version-check` keeps the scan off the network.
 pub fn osemgrep_args(rules: &str, target: &str, settings: &ScanSettings) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "scan",
-        "--experimental",
-        "--config",
-        rules,
-        "--json",
-        "--metrics=off",
-        "--no-git-ignore",
-        "--x-ignore-semgrepignore-files",
-        "--no-rewrite-rule-ids",
-        "--disable-version-check",
-        "--jobs",
-        &settings.jobs.max(1).to_string(),
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect();
+    osemgrep_args_for(&[rules.to_string()], target, settings)
+}
+
+/// [`osemgrep_args`] with one `--config` per rule file or folder (a task's rule set).
+pub fn osemgrep_args_for(configs: &[String], target: &str, settings: &ScanSettings) -> Vec<String> {
+    let mut args: Vec<String> = ["scan", "--experimental"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for c in configs {
+        args.push("--config".to_string());
+        args.push(c.clone());
+    }
+    args.extend(
+        [
+            "--json",
+            "--metrics=off",
+            "--no-git-ignore",
+            "--x-ignore-semgrepignore-files",
+            "--no-rewrite-rule-ids",
+            "--disable-version-check",
+            "--jobs",
+            &settings.jobs.max(1).to_string(),
+        ]
+        .into_iter()
+        .map(str::to_string),
+    );
     for pattern in &settings.exclude {
         args.push(format!("--exclude={pattern}"));
     }
@@ -107,8 +117,26 @@ impl BareScanner {
     /// (semgrep-core forks workers when --jobs > 1), killed whole at the timeout or as soon as
     /// its report goes past the byte budget.
     pub async fn scan(&self, target: &Path) -> ScanOutcome {
+        self.scan_with(target, &[String::new()]).await
+    }
+
+    /// The rules (a file or folder) this scanner was made with.
+    pub fn rules(&self) -> &Path {
+        &self.rules
+    }
+
+    /// Scans `target` with the rule files `files`, relative to this scanner's rules (a task's
+    /// [`super::RuleSet`]); `""` is the rules themselves.
+    pub async fn scan_with(&self, target: &Path, files: &[String]) -> ScanOutcome {
         let target_str = target.to_string_lossy().into_owned();
-        let args = osemgrep_args(&self.rules.to_string_lossy(), &target_str, &self.settings);
+        let configs: Vec<String> = files
+            .iter()
+            .map(|f| match f.as_str() {
+                "" => self.rules.to_string_lossy().into_owned(),
+                f => self.rules.join(f).to_string_lossy().into_owned(),
+            })
+            .collect();
+        let args = osemgrep_args_for(&configs, &target_str, &self.settings);
         let mut cmd = Command::new(&self.osemgrep);
         cmd.args(&args)
             .env("SEMGREP_SEND_METRICS", "off")
@@ -176,6 +204,20 @@ mod tests {
         assert_eq!(a[j + 1], "1", "jobs is at least 1");
         assert!(a.contains(&"--exclude=vendor".to_string()));
         assert_eq!(a[a.len() - 2], "--");
+        let two = osemgrep_args_for(&["/r/a.yaml".into(), "/r/b.yaml".into()], "/src", &settings);
+        assert_eq!(
+            &two[..7],
+            [
+                "scan",
+                "--experimental",
+                "--config",
+                "/r/a.yaml",
+                "--config",
+                "/r/b.yaml",
+                "--json"
+            ]
+        );
+        assert_eq!(&two[7..], &a[5..], "the rest is the same");
     }
 
     fn script(dir: &Path, body: &str) -> PathBuf {

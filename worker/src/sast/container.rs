@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::bare::{osemgrep_args, ScanSettings, STDERR_TAIL_BYTES};
+use super::bare::{osemgrep_args_for, ScanSettings, STDERR_TAIL_BYTES};
 use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
 use crate::container::ContainerGuard;
 
@@ -88,6 +88,24 @@ impl ContainerScanner {
 
     /// The request the scanner sends to create a container for `target` (a host directory).
     pub fn container_body(&self, target: &Path, labels: &ScanLabels) -> ContainerCreateBody {
+        self.container_body_with(target, labels, &[String::new()])
+    }
+
+    /// [`Self::container_body`] scanning with the rule files `files`, relative to the image's
+    /// rules (a task's [`super::RuleSet`]); `""` is the rules themselves.
+    pub fn container_body_with(
+        &self,
+        target: &Path,
+        labels: &ScanLabels,
+        files: &[String],
+    ) -> ContainerCreateBody {
+        let configs: Vec<String> = files
+            .iter()
+            .map(|f| match f.as_str() {
+                "" => self.rules.clone(),
+                f => format!("{}/{f}", self.rules.trim_end_matches('/')),
+            })
+            .collect();
         let label_map = HashMap::from([
             (ROLE_LABEL.to_string(), ROLE_SAST.to_string()),
             (UNIT_LABEL.to_string(), labels.unit.clone()),
@@ -96,7 +114,7 @@ impl ContainerScanner {
         ]);
         ContainerCreateBody {
             image: Some(self.image.clone()),
-            cmd: Some(osemgrep_args(&self.rules, CONTAINER_SRC, &self.settings)),
+            cmd: Some(osemgrep_args_for(&configs, CONTAINER_SRC, &self.settings)),
             labels: Some(label_map),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
@@ -129,6 +147,16 @@ impl ContainerScanner {
 
     /// Scans the host directory `target`. Finding paths are relative to it.
     pub async fn scan(&self, target: &Path, labels: &ScanLabels) -> ScanOutcome {
+        self.scan_with(target, labels, &[String::new()]).await
+    }
+
+    /// Scans `target` with the rule files `files` (see [`Self::container_body_with`]).
+    pub async fn scan_with(
+        &self,
+        target: &Path,
+        labels: &ScanLabels,
+        files: &[String],
+    ) -> ScanOutcome {
         let target = match std::path::absolute(target) {
             Ok(t) if t.is_dir() => t,
             _ => {
@@ -142,7 +170,7 @@ impl ContainerScanner {
             .docker
             .create_container(
                 Some(CreateContainerOptions::default()),
-                self.container_body(&target, labels),
+                self.container_body_with(&target, labels, files),
             )
             .await;
         let id = match created {
