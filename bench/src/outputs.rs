@@ -88,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cwe_id: format!("CWE-{}", 20 + i % 7),
             language: ["php", "python", "go", "javascript"][i % 4].to_string(),
             detected_vul_num: 1,
+            image: None,
         })
         .collect();
     let mut units = Vec::with_capacity(args.tasks * args.rounds as usize);
