@@ -144,6 +144,14 @@ impl JoinSigner {
         Ok(JoinSigner { issuer })
     }
 
+    /// Checks that `csr_pem` is a request signed by the key it names (before a name is
+    /// granted for it).
+    pub fn check_csr(csr_pem: &str) -> Result<(), JoinError> {
+        CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(|_| ())
+            .map_err(|e| JoinError::BadCsr(e.to_string()))
+    }
+
     /// A `worker:NAME` client certificate for the request's public key, valid `validity`
     /// from one minute ago (clock skew). The request's signature is checked (the joiner holds
     /// the key); everything else it asks for is ignored.

@@ -8,14 +8,16 @@
 //! real addresses before anything is served; [`Server::serve`] then runs until its shutdown
 //! future resolves.
 
-use crate::grpc::{ClientService, WorkerService};
+use crate::grpc::{ClientService, JoinService, JoinSettings, TokenService, WorkerService};
+use crate::join_tokens::JoinTokens;
+use crate::SystemClock;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::Coordinator;
 use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
 use ase_proto::identity::{PeerRole, RequireRole};
 use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tonic::transport::server::TcpIncoming;
-use ase_proto::{ClientApiServer, WorkerApiServer};
+use ase_proto::{ClientApiServer, JoinApiServer, TokenApiServer, WorkerApiServer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub enum ServeError {
     Flush(#[from] crate::store::StoreError),
     #[error("stopped: {0}")]
     StoreFailed(String),
+    #[error("opening the join tokens: {0}")]
+    JoinTokens(crate::store::StoreError),
 }
 
 /// Bound listeners, ready to serve.
@@ -61,6 +65,7 @@ pub struct Server {
     grpc: TcpListener,
     grpc_addr: SocketAddr,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    join: Option<Arc<JoinSettings>>,
 }
 
 impl Server {
@@ -102,7 +107,16 @@ impl Server {
             grpc,
             grpc_addr,
             metrics_listener,
+            join: None,
         })
+    }
+
+    /// Admits workers joining with a token (`JoinApi`): the TLS handshake then lets a peer
+    /// without a client certificate through, and every service but `JoinApi.Join` refuses it
+    /// in its role check. Without this, `JoinApi` answers that joins are off.
+    pub fn admit_joins(mut self, settings: JoinSettings) -> Self {
+        self.join = Some(Arc::new(settings));
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -127,6 +141,7 @@ impl Server {
             grpc,
             grpc_addr,
             metrics_listener,
+            join,
         } = self;
         let plaintext = options.security.is_plaintext();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -153,6 +168,23 @@ impl Server {
         );
         let client_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
             client_api,
+            RequireRole::new(PeerRole::Client, plaintext),
+        );
+
+        let tokens = Arc::new(JoinTokens::open(coordinator.store()).map_err(ServeError::JoinTokens)?);
+        let anonymous_tls = join.is_some() && !plaintext;
+        let join_api = JoinApiServer::new(JoinService::new(
+            coordinator.clone(),
+            tokens.clone(),
+            join,
+            Arc::new(SystemClock),
+        ));
+        let token_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
+            TokenApiServer::new(TokenService::new(
+                coordinator.clone(),
+                tokens,
+                Arc::new(SystemClock),
+            )),
             RequireRole::new(PeerRole::Client, plaintext),
         );
 
@@ -187,10 +219,12 @@ impl Server {
             }
             let _ = stop_tx.send(true);
         };
-        let served = endpoint::server_builder(options.listen, &options.security)?
+        let served = endpoint::server_builder_with(options.listen, &options.security, anonymous_tls)?
             .add_service(health_service)
             .add_service(worker_api)
             .add_service(client_api)
+            .add_service(join_api)
+            .add_service(token_api)
             .serve_with_incoming_shutdown(incoming, signal)
             .await;
         let _ = sweeper.await;
