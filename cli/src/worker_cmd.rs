@@ -23,16 +23,27 @@ pub struct Args {
     /// The coordinator: https://HOST:PORT (http:// on loopback with --plaintext).
     #[arg(long)]
     coordinator: String,
-    /// The worker's name: NAME of its certificate `worker-NAME.pem`.
-    #[arg(long, required_unless_present = "config")]
+    /// The worker's name: NAME of its certificate `worker-NAME.pem`; with --join, the name
+    /// asked for (default: one the coordinator derives from the host's name, unique).
+    #[arg(long, required_unless_present_any = ["config", "join", "join_file"])]
     name: Option<String>,
     /// Directory written by `ase certs init`.
     #[arg(
         long,
-        conflicts_with = "plaintext",
-        required_unless_present_any = ["plaintext", "config"]
+        conflicts_with_all = ["plaintext", "join", "join_file"],
+        required_unless_present_any = ["plaintext", "config", "join", "join_file"]
     )]
     tls_dir: Option<PathBuf>,
+    /// Join with this token (`ase token create`) instead of a certificate made in advance:
+    /// the worker makes its key and gets a short-lived certificate, renewed before expiry.
+    #[arg(long, conflicts_with_all = ["plaintext", "join_file"], requires = "ca")]
+    join: Option<String>,
+    /// The join token in a file (a Docker or Kubernetes secret).
+    #[arg(long, conflicts_with = "plaintext", requires = "ca")]
+    join_file: Option<PathBuf>,
+    /// With --join: the cluster CA certificate that authenticates the coordinator.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Name expected in the coordinator's certificate (default: the URI's host).
     #[arg(long)]
     tls_domain: Option<String>,
@@ -174,8 +185,76 @@ fn security(args: &Args, resolved: &Resolved) -> anyhow::Result<TransportSecurit
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let resolved = resolve(&args)?;
+    let mut resolved = resolve(&args)?;
+    if args.join.is_some() || args.join_file.is_some() {
+        return run_joined(&args, &mut resolved).await;
+    }
     let security = security(&args, &resolved)?;
+    run_agent(&args, &resolved, security, crate::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker that joined with a token: runs the agent until a signal, renewing the certificate
+/// at two thirds of its lifetime. A renewal restarts the agent with the new certificate
+/// (tonic's channel keeps the TLS identity it was made with): its running units are given
+/// back after the shutdown grace and leased again.
+async fn run_joined(args: &Args, resolved: &mut Resolved) -> anyhow::Result<ExitCode> {
+    let token = crate::worker_join::read_token(args.join.as_deref(), args.join_file.as_deref())?;
+    let ca_path = args.ca.as_ref().context("--ca is required with --join")?;
+    let ca_pem = std::fs::read(ca_path)
+        .with_context(|| format!("reading the CA certificate {}", ca_path.display()))?;
+    let target = crate::worker_join::JoinTarget {
+        coordinator: &args.coordinator,
+        ca_pem: &ca_pem,
+        tls_domain: args.tls_domain.as_deref(),
+    };
+    let mut joined = crate::worker_join::join(
+        &target,
+        &token,
+        args.name.as_deref(),
+        &crate::worker_join::host_name(),
+    )
+    .await?;
+    eprintln!("joined as {} with token {}", joined.name, token.id);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        resolved.setup.name = joined.name.clone();
+        let renew_in = joined.renew_in();
+        let mut stop_agent = stop.clone();
+        let security = TransportSecurity::MutualTls(joined.material.clone());
+        run_agent(args, resolved, security, async move {
+            tokio::select! {
+                _ = stop_agent.wait_for(|s| *s) => {}
+                _ = tokio::time::sleep(renew_in) => {}
+            }
+        })
+        .await?;
+        if *stop.borrow() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        joined = crate::worker_join::renew(&target, &joined.material).await?;
+        eprintln!(
+            "renewed the certificate of {} (valid {} s more)",
+            joined.name,
+            joined
+                .not_after
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_secs()
+        );
+    }
+}
+
+async fn run_agent(
+    args: &Args,
+    resolved: &Resolved,
+    security: TransportSecurity,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let parts = setup::build(&resolved.setup).await?;
     let mut config = AgentConfig::new(
         args.coordinator.clone(),
@@ -195,9 +274,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(config, parts.ctx, parts.dynamic);
     agent
         .run(async {
-            crate::shutdown::signal().await;
+            shutdown.await;
             eprintln!("shutting down");
         })
         .await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -20,6 +20,7 @@ use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Uri};
@@ -139,6 +140,16 @@ impl JoinSigner {
     /// The CA of `ase certs init` (`ca.pem`, `ca.key`).
     pub fn from_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, JoinError> {
         let key = KeyPair::from_pem(ca_key_pem).map_err(|e| JoinError::BadCa(e.to_string()))?;
+        // A key that is not the certificate's would sign certificates nobody accepts.
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
+            .map_err(|e| JoinError::BadCa(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| JoinError::BadCa(e.to_string()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(JoinError::BadCa(
+                "the key is not the CA certificate's key".into(),
+            ));
+        }
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
             .map_err(|e| JoinError::BadCa(e.to_string()))?;
         Ok(JoinSigner { issuer })
@@ -233,7 +244,6 @@ mod tests {
     use super::*;
     use crate::certs::ClusterCa;
     use crate::identity::PeerIdentity;
-    use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
     #[test]
@@ -282,6 +292,12 @@ mod tests {
         assert!(matches!(
             signer.sign_worker("not a csr", "w", Duration::from_secs(60)),
             Err(JoinError::BadCsr(_))
+        ));
+        // The key of another CA does not sign for this one.
+        let other = ClusterCa::generate("o", 30).unwrap();
+        assert!(matches!(
+            JoinSigner::from_pem(ca.cert_pem(), other.key_pem()),
+            Err(JoinError::BadCa(_))
         ));
     }
 }
