@@ -98,7 +98,8 @@ enum Command {
     Drain(drain_cmd::Args),
     /// Cancel a run.
     Cancel(cancel_cmd::Args),
-    /// Join tokens of the coordinator: create, revoke, list (`ase worker --join`).
+    /// Join tokens of the coordinator (`ase worker --join`): `ase token --coordinator URL
+    /// --tls-dir DIR create|revoke ID|list`.
     Token(token_cmd::Args),
     /// The demo dataset: `ase demo materialise --out DIR`.
     Demo(demo_cmd::Args),

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: TokenCommand,
 }
@@ -17,8 +19,6 @@ pub struct Args {
 enum TokenCommand {
     /// A new token; prints the token alone on stdout (`> token.txt`), its id on stderr.
     Create {
-        #[command(flatten)]
-        connect: ConnectArgs,
         /// The role the token grants (only worker).
         #[arg(long, default_value = "worker")]
         role: String,
@@ -28,16 +28,11 @@ enum TokenCommand {
     },
     /// Revoke a token: no join with it any more, no renewal of the workers it admitted.
     Revoke {
-        #[command(flatten)]
-        connect: ConnectArgs,
         /// The token's id (the part after `asejt.`, as `ase token list` shows it).
         id: String,
     },
     /// The tokens, their expiry and how often each was redeemed.
-    List {
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List,
 }
 
 async fn client(
@@ -63,10 +58,10 @@ fn seconds_from_now(unix_ms: u64) -> i64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(async {
+    runtime()?.block_on(async move {
         match args.command {
-            TokenCommand::Create { connect, role, ttl } => {
-                let created = client(&connect)
+            TokenCommand::Create { role, ttl } => {
+                let created = client(&args.connect)
                     .await?
                     .create_token(CreateTokenRequest {
                         role,
@@ -82,16 +77,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 println!("{}", created.token);
             }
-            TokenCommand::Revoke { connect, id } => {
-                client(&connect)
+            TokenCommand::Revoke { id } => {
+                client(&args.connect)
                     .await?
                     .revoke_token(RevokeTokenRequest { id: id.clone() })
                     .await
                     .map_err(|s| status_error(&format!("revoking token {id}"), s))?;
                 eprintln!("token {id} revoked");
             }
-            TokenCommand::List { connect } => {
-                let listed = client(&connect)
+            TokenCommand::List => {
+                let listed = client(&args.connect)
                     .await?
                     .list_tokens(ListTokensRequest {})
                     .await
