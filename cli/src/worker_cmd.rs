@@ -195,9 +195,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// A worker that joined with a token: runs the agent until a signal, renewing the certificate
-/// at two thirds of its lifetime. A renewal restarts the agent with the new certificate
-/// (tonic's channel keeps the TLS identity it was made with): its running units are given
-/// back after the shutdown grace and leased again.
+/// at two thirds of its lifetime. The renewal is made while the current certificate is still
+/// valid, then the agent restarts with the new one (tonic's channel keeps the TLS identity it
+/// was made with): its running units are given back after the shutdown grace and leased
+/// again.
 async fn run_joined(args: &Args, resolved: &mut Resolved) -> anyhow::Result<ExitCode> {
     let token = crate::worker_join::read_token(args.join.as_deref(), args.join_file.as_deref())?;
     let ca_path = args.ca.as_ref().context("--ca is required with --join")?;
@@ -226,17 +227,25 @@ async fn run_joined(args: &Args, resolved: &mut Resolved) -> anyhow::Result<Exit
         let renew_in = joined.renew_in();
         let mut stop_agent = stop.clone();
         let security = TransportSecurity::MutualTls(joined.material.clone());
-        run_agent(args, resolved, security, async move {
+        let renewed = std::sync::Mutex::new(None);
+        let current = joined.material.clone();
+        run_agent(args, resolved, security, async {
             tokio::select! {
                 _ = stop_agent.wait_for(|s| *s) => {}
-                _ = tokio::time::sleep(renew_in) => {}
+                r = async {
+                    tokio::time::sleep(renew_in).await;
+                    crate::worker_join::renew(&target, &current).await
+                } => {
+                    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
             }
         })
         .await?;
-        if *stop.borrow() {
-            return Ok(ExitCode::SUCCESS);
+        let renewed = renewed.into_inner().unwrap_or_else(|p| p.into_inner());
+        match renewed {
+            None => return Ok(ExitCode::SUCCESS),
+            Some(r) => joined = r?,
         }
-        joined = crate::worker_join::renew(&target, &joined.material).await?;
         eprintln!(
             "renewed the certificate of {} (valid {} s more)",
             joined.name,
@@ -246,6 +255,9 @@ async fn run_joined(args: &Args, resolved: &mut Resolved) -> anyhow::Result<Exit
                 .unwrap_or_default()
                 .as_secs()
         );
+        if *stop.borrow() {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
 }
 

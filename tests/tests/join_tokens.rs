@@ -212,8 +212,8 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
     asked.terminate(Duration::from_secs(10));
 }
 
-/// A joined worker's certificate lives 6 s; the worker renews it (by its current certificate)
-/// before it expires, again and again, and stays registered under its name.
+/// A joined worker's certificate lives 30 s; the worker renews it (by its current certificate)
+/// before it expires, twice, and stays registered under its name.
 #[test]
 fn a_joined_worker_renews_its_certificate_before_it_expires() {
     let Some(cluster) = LocalCluster::start_admitting_joins(
@@ -221,7 +221,7 @@ fn a_joined_worker_renews_its_certificate_before_it_expires() {
         1,
         1,
         ModelBehaviour::default(),
-        "6s",
+        "30s",
     ) else {
         return;
     };
@@ -237,15 +237,16 @@ fn a_joined_worker_renews_its_certificate_before_it_expires() {
         cluster.log_path("renewing"),
     );
     let name = joined_name(&mut worker, Duration::from_secs(60));
-    // Three renewals take about 4 + 4 + 4 s: the first certificate expired long before.
+    // Two renewals come after about 20 s and 20 s more (plus the agent's restarts): the
+    // first certificate has expired by then.
     worker.wait_for_count(
         &format!("renewed the certificate of {name}"),
-        3,
-        Duration::from_secs(90),
+        2,
+        Duration::from_secs(150),
     );
     worker.wait_for_count(
         &format!("registered as {name} session"),
-        4,
+        3,
         Duration::from_secs(30),
     );
     let status = ase_client(&cluster.access, "status", &[]);
@@ -254,7 +255,7 @@ fn a_joined_worker_renews_its_certificate_before_it_expires() {
     assert!(alive, "the renewed worker is alive:\n{status}");
     let coordinator_log = cluster.coordinator.log_text();
     assert!(
-        coordinator_log.matches("worker certificate renewed").count() >= 3,
+        coordinator_log.matches("worker certificate renewed").count() >= 2,
         "{coordinator_log}"
     );
     worker.terminate(Duration::from_secs(10));
