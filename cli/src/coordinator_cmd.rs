@@ -56,6 +56,14 @@ pub struct Args {
     /// Lifetime of a joined worker's certificate; it renews at two thirds: 90s, 15m, 24h.
     #[arg(long, value_parser = crate::duration_arg::parse, default_value = "24h")]
     join_cert_ttl: Duration,
+    /// A join token made in advance (`ase token generate`), in a file (a Docker or Kubernetes
+    /// secret the workers get too): registered at the first start, valid --join-token-ttl
+    /// from then; `ase token revoke` still revokes it.
+    #[arg(long, requires = "join_ca_key")]
+    join_token_file: Option<PathBuf>,
+    /// Lifetime of the --join-token-file token, from its first start: 90s, 15m, 24h, 30d.
+    #[arg(long, value_parser = crate::duration_arg::parse, default_value = "30d")]
+    join_token_ttl: Duration,
     /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
     #[arg(long, default_value_t = 32)]
     store_cache_mb: u64,
@@ -110,7 +118,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         None => TransportSecurity::Plaintext,
     };
     let join_settings = match (&args.join_ca_key, &args.tls_dir) {
-        (Some(key), Some(dir)) => Some(join_settings(key, dir, args.join_cert_ttl)?),
+        (Some(key), Some(dir)) => {
+            let mut settings = join_settings(key, dir, args.join_cert_ttl)?;
+            if let Some(file) = &args.join_token_file {
+                let token = crate::worker_join::read_token(None, Some(file))?;
+                settings.provisioned = Some((token, args.join_token_ttl));
+            }
+            Some(settings)
+        }
         (Some(_), None) => anyhow::bail!("--join-ca-key needs the TLS folder (--tls-dir)"),
         (None, _) => None,
     };
@@ -168,5 +183,6 @@ fn join_settings(
     Ok(JoinSettings {
         signer,
         cert_validity: cert_ttl,
+        provisioned: None,
     })
 }

@@ -33,6 +33,7 @@ enum TokenCommand {
     },
     /// The tokens, their expiry and how often each was redeemed.
     List,
+
 }
 
 async fn client(

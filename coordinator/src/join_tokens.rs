@@ -150,6 +150,44 @@ impl JoinTokens {
         Ok((token, record))
     }
 
+    /// Registers a token the operator made in advance (`ase token generate`, handed to the
+    /// coordinator and the workers as one secret): the first time it is seen it is stored,
+    /// valid `ttl_ms` from then; later starts leave its record as it is (a restart neither
+    /// extends nor un-revokes it). Whether the record was new.
+    pub fn provision(
+        &self,
+        store: &Store,
+        token: &JoinToken,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, JoinRefusal> {
+        let record = TokenRecord {
+            id: token.id.clone(),
+            role: WORKER_ROLE.to_string(),
+            secret_sha256: token.secret_hash(),
+            created_ms: now_ms,
+            expires_ms: now_ms.saturating_add(ttl_ms),
+            revoked: false,
+            joins: 0,
+        };
+        let swapped = self
+            .tokens
+            .compare_and_swap(token.id.as_bytes(), None as Option<&[u8]>, Some(json(&record)))
+            .map_err(|e| sled_error(store, "provision a join token", e))?;
+        match swapped {
+            Ok(()) => Ok(true),
+            Err(existing) => {
+                let current = existing.current.unwrap_or_default();
+                let found: TokenRecord =
+                    decode("join_tokens", token.id.as_bytes(), &current, store)?;
+                if found.secret_sha256 != record.secret_sha256 {
+                    return Err(JoinRefusal::UnknownToken);
+                }
+                Ok(false)
+            }
+        }
+    }
+
     /// Marks the token revoked: no join with it from now on, and no renewal of the names
     /// granted with it.
     pub fn revoke(&self, store: &Store, id: &str) -> Result<TokenRecord, JoinRefusal> {
@@ -368,6 +406,29 @@ mod tests {
         assert!(matches!(
             tokens.redeem(&store, &token, &name, "", 2),
             Err(JoinRefusal::NameTaken(_))
+        ));
+    }
+
+    #[test]
+    fn a_provisioned_token_is_stored_once_and_keeps_its_expiry_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), StoreOptions::default()).unwrap();
+        let tokens = JoinTokens::open(&store).unwrap();
+        let token = JoinToken::generate().unwrap();
+        assert!(tokens.provision(&store, &token, HOUR, 0).unwrap());
+        assert!(!tokens.provision(&store, &token, HOUR, 10 * HOUR).unwrap());
+        assert!(matches!(
+            tokens.redeem(&store, &token, "", "", 2 * HOUR),
+            Err(JoinRefusal::Expired { .. })
+        ));
+        let other = JoinToken::generate().unwrap();
+        assert!(tokens.provision(&store, &other, HOUR, 0).unwrap());
+        assert!(tokens.redeem(&store, &other, "", "", 1).is_ok());
+        tokens.revoke(&store, &other.id).unwrap();
+        assert!(!tokens.provision(&store, &other, HOUR, 0).unwrap());
+        assert!(matches!(
+            tokens.redeem(&store, &other, "", "", 1),
+            Err(JoinRefusal::Revoked { .. })
         ));
     }
 

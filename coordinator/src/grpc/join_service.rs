@@ -18,6 +18,9 @@ use std::time::{Duration, UNIX_EPOCH};
 pub struct JoinSettings {
     pub signer: JoinSigner,
     pub cert_validity: Duration,
+    /// A token made in advance (`ase token generate`) and its lifetime from first sight:
+    /// registered at start (see [`JoinTokens::provision`]).
+    pub provisioned: Option<(JoinToken, Duration)>,
 }
 
 pub struct JoinService {

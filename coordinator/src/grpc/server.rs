@@ -55,6 +55,8 @@ pub enum ServeError {
     StoreFailed(String),
     #[error("opening the join tokens: {0}")]
     JoinTokens(crate::store::StoreError),
+    #[error("the join token given at start: {0}")]
+    Provision(String),
 }
 
 /// Bound listeners, ready to serve.
@@ -172,6 +174,18 @@ impl Server {
         );
 
         let tokens = Arc::new(JoinTokens::open(coordinator.store()).map_err(ServeError::JoinTokens)?);
+        if let Some((token, ttl)) = join.as_ref().and_then(|j| j.provisioned.as_ref()) {
+            let new = tokens
+                .provision(
+                    coordinator.store(),
+                    token,
+                    ttl.as_millis() as u64,
+                    crate::Clock::now_ms(&SystemClock),
+                )
+                .map_err(|e| ServeError::Provision(e.to_string()))?;
+            coordinator.store().durable().await?;
+            tracing::info!(token = %token.id, new, "join token provisioned");
+        }
         let anonymous_tls = join.is_some() && !plaintext;
         let join_api = JoinApiServer::new(JoinService::new(
             coordinator.clone(),
