@@ -44,6 +44,14 @@ pub struct Args {
     /// With --join: the cluster CA certificate that authenticates the coordinator.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// The model API key in a file (a Docker or Kubernetes secret), used when neither the run
+    /// nor its spec gives one; instead of ASE_API_KEY in the environment.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// A file written each time the worker registers (its content: the name): a health check
+    /// of an orchestrator tests that it exists.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
     /// Name expected in the coordinator's certificate (default: the URI's host).
     #[arg(long)]
     tls_domain: Option<String>,
@@ -276,12 +284,23 @@ async fn run_agent(
     config.tls_domain = args.tls_domain.clone();
     config.generate_slots = resolved.generate_slots;
     config.eval_slots = resolved.eval_slots;
-    config.fallback_api_key = match std::env::var("ASE_API_KEY") {
-        Ok(k) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
-        Err(_) => None,
+    config.fallback_api_key = match (&args.api_key_file, std::env::var("ASE_API_KEY")) {
+        (Some(path), _) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API key file {}", path.display()))?;
+            Some(ApiKey::new(key.trim().to_string()).context("the API key file")?)
+        }
+        (None, Ok(k)) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
+        (None, Err(_)) => None,
     };
-    config.on_register = Some(Arc::new(|name: &str, session: u64| {
+    let ready_file = args.ready_file.clone();
+    config.on_register = Some(Arc::new(move |name: &str, session: u64| {
         eprintln!("registered as {name} session {session}");
+        if let Some(path) = &ready_file {
+            if let Err(e) = std::fs::write(path, name) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the ready file");
+            }
+        }
     }));
     let agent = Agent::new(config, parts.ctx, parts.dynamic);
     agent
