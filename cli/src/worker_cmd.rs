@@ -44,8 +44,8 @@ pub struct Args {
     /// With --join: the cluster CA certificate that authenticates the coordinator.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// The model API key in a file (a Docker or Kubernetes secret), used when neither the run
-    /// nor its spec gives one; instead of ASE_API_KEY in the environment.
+    /// The model API key in a file (a Docker or Kubernetes secret; empty: none), used when
+    /// neither the run nor its spec gives one; instead of ASE_API_KEY in the environment.
     #[arg(long)]
     api_key_file: Option<PathBuf>,
     /// A file written each time the worker registers (its content: the name): a health check
@@ -288,7 +288,11 @@ async fn run_agent(
         (Some(path), _) => {
             let key = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the API key file {}", path.display()))?;
-            Some(ApiKey::new(key.trim().to_string()).context("the API key file")?)
+            // An empty file (a secret the stack needs but the campaign does not): no key.
+            match key.trim() {
+                "" => None,
+                k => Some(ApiKey::new(k.to_string()).context("the API key file")?),
+            }
         }
         (None, Ok(k)) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
         (None, Err(_)) => None,
