@@ -44,7 +44,7 @@ pub struct Args {
     /// With --join: the cluster CA certificate that authenticates the coordinator.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// The model API key in a file (a Docker or Kubernetes secret; empty: none), used when
+    /// The model API key in a file (a Docker or Kubernetes secret; blank: none), used when
     /// neither the run nor its spec gives one; instead of ASE_API_KEY in the environment.
     #[arg(long)]
     api_key_file: Option<PathBuf>,

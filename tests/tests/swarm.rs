@@ -207,7 +207,8 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         .expect("ase certs join-token");
     assert!(token.status.success());
     std::fs::write(secrets.join("join.token"), &token.stdout).unwrap();
-    std::fs::write(secrets.join("api.key"), "").unwrap();
+    // Docker refuses an empty secret; white space only means no key.
+    std::fs::write(secrets.join("api.key"), "\n").unwrap();
     let port = free_loopback_addr().port();
     let metrics = free_loopback_addr().port();
 
