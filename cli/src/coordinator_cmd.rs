@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use ase_coordinator::grpc::{JoinSettings, ServeOptions, Server};
-use ase_proto::join::JoinSigner;
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
 use ase_proto::endpoint::TransportSecurity;
+use ase_proto::join::JoinSigner;
 use ase_proto::tls::TlsFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -178,8 +178,13 @@ fn join_settings(
         .with_context(|| format!("reading {}", ca_path.display()))?;
     let key_pem =
         std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
-    let signer = JoinSigner::from_pem(&ca, &key_pem)
-        .with_context(|| format!("the CA {} with the key {}", ca_path.display(), key.display()))?;
+    let signer = JoinSigner::from_pem(&ca, &key_pem).with_context(|| {
+        format!(
+            "the CA {} with the key {}",
+            ca_path.display(),
+            key.display()
+        )
+    })?;
     Ok(JoinSettings {
         signer,
         cert_validity: cert_ttl,

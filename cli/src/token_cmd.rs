@@ -33,7 +33,6 @@ enum TokenCommand {
     },
     /// The tokens, their expiry and how often each was redeemed.
     List,
-
 }
 
 async fn client(
@@ -93,7 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .await
                     .map_err(|s| status_error("listing join tokens", s))?
                     .into_inner();
-                println!("{:<18} {:<8} {:>14} {:>6}  STATE", "ID", "ROLE", "EXPIRES_IN_S", "JOINS");
+                println!(
+                    "{:<18} {:<8} {:>14} {:>6}  STATE",
+                    "ID", "ROLE", "EXPIRES_IN_S", "JOINS"
+                );
                 for t in listed.tokens {
                     let left = seconds_from_now(t.expires_unix_ms);
                     let state = if t.revoked {
@@ -103,7 +105,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     } else {
                         "valid"
                     };
-                    println!("{:<18} {:<8} {:>14} {:>6}  {state}", t.id, t.role, left, t.joins);
+                    println!(
+                        "{:<18} {:<8} {:>14} {:>6}  {state}",
+                        t.id, t.role, left, t.joins
+                    );
                 }
             }
         }

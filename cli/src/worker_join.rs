@@ -65,7 +65,11 @@ fn is_refusal(status: &Status) -> bool {
 
 /// Calls `call` on a fresh channel (made by `connect`) until it answers, or is refused, or
 /// [`REACH_FOR`] has passed.
-async fn with_retries<C, CF, F, Fut>(what: &str, connect: C, call: F) -> anyhow::Result<JoinResponse>
+async fn with_retries<C, CF, F, Fut>(
+    what: &str,
+    connect: C,
+    call: F,
+) -> anyhow::Result<JoinResponse>
 where
     C: Fn() -> CF,
     CF: std::future::Future<Output = anyhow::Result<ase_proto::tonic::transport::Channel>>,
@@ -86,7 +90,10 @@ where
             Err(e) => format!("{e:#}"),
         };
         if started.elapsed() >= REACH_FOR {
-            bail!("{what}: the coordinator was not reachable for {} s: {error}", REACH_FOR.as_secs());
+            bail!(
+                "{what}: the coordinator was not reachable for {} s: {error}",
+                REACH_FOR.as_secs()
+            );
         }
         tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "{what}: retrying");
         tokio::time::sleep(delay).await;
@@ -151,22 +158,23 @@ pub async fn join(
 pub async fn renew(target: &JoinTarget<'_>, current: &TlsMaterial) -> anyhow::Result<Joined> {
     let (key_pem, csr_pem) = make_csr()?;
     let security = TransportSecurity::MutualTls(current.clone());
-    let response = with_retries(
-        "renewing the certificate",
-        || {
-            let security = security.clone();
-            async move {
-                Ok(endpoint::connect(target.coordinator, &security, target.tls_domain).await?)
-            }
-        },
-        |mut client| {
-            let request = RenewRequest {
-                csr_pem: csr_pem.clone(),
-            };
-            async move { client.renew(request).await }
-        },
-    )
-    .await?;
+    let response =
+        with_retries(
+            "renewing the certificate",
+            || {
+                let security = security.clone();
+                async move {
+                    Ok(endpoint::connect(target.coordinator, &security, target.tls_domain).await?)
+                }
+            },
+            |mut client| {
+                let request = RenewRequest {
+                    csr_pem: csr_pem.clone(),
+                };
+                async move { client.renew(request).await }
+            },
+        )
+        .await?;
     joined(target, key_pem, response)
 }
 
@@ -185,7 +193,10 @@ pub fn host_name() -> String {
 }
 
 /// Reads a token given inline or in a file (a Docker or Kubernetes secret).
-pub fn read_token(inline: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<JoinToken> {
+pub fn read_token(
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<JoinToken> {
     let text = match (inline, file) {
         (Some(t), _) => t.to_string(),
         (None, Some(path)) => std::fs::read_to_string(path)

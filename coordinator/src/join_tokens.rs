@@ -172,7 +172,11 @@ impl JoinTokens {
         };
         let swapped = self
             .tokens
-            .compare_and_swap(token.id.as_bytes(), None as Option<&[u8]>, Some(json(&record)))
+            .compare_and_swap(
+                token.id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(json(&record)),
+            )
             .map_err(|e| sled_error(store, "provision a join token", e))?;
         match swapped {
             Ok(()) => Ok(true),
@@ -338,7 +342,10 @@ mod tests {
         let b = tokens.redeem(&store, &token, "", "host_a!", 2_000).unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with("host_a-"), "{a}");
-        assert_eq!(tokens.redeem(&store, &token, "w9", "", 2_000).unwrap(), "w9");
+        assert_eq!(
+            tokens.redeem(&store, &token, "w9", "", 2_000).unwrap(),
+            "w9"
+        );
         assert!(matches!(
             tokens.redeem(&store, &token, "w9", "", 2_000),
             Err(JoinRefusal::NameTaken(_))
@@ -364,7 +371,10 @@ mod tests {
         let err = tokens
             .redeem(&store, &token, "", "", 1_000 + HOUR + 5_000)
             .unwrap_err();
-        assert!(matches!(err, JoinRefusal::Expired { ago_s: 5, .. }), "{err}");
+        assert!(
+            matches!(err, JoinRefusal::Expired { ago_s: 5, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("expired"));
 
         tokens.revoke(&store, &token.id).unwrap();

@@ -360,7 +360,9 @@ impl Store {
     pub fn side_tree(&self, name: &str) -> Result<Tree, StoreError> {
         self.check_ok()?;
         debug_assert!(!TREE_NAMES.contains(&name), "{name} is a run-state tree");
-        self.db.open_tree(name).map_err(self.sled_err("open a side tree"))
+        self.db
+            .open_tree(name)
+            .map_err(self.sled_err("open a side tree"))
     }
 
     /// A fresh id, unique and increasing across restarts (sled persists its id counter).

@@ -88,7 +88,8 @@ impl JoinToken {
         else {
             return Err(JoinError::BadToken);
         };
-        let hex_of = |s: &str, n: usize| s.len() == 2 * n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex_of =
+            |s: &str, n: usize| s.len() == 2 * n && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_of(id, ID_BYTES) || !hex_of(secret, SECRET_BYTES) {
             return Err(JoinError::BadToken);
         }
@@ -278,12 +279,8 @@ mod tests {
         let id = PeerIdentity::from_der(&der).unwrap();
         assert_eq!((id.role, id.name.as_str()), (PeerRole::Worker, "worker-7"));
         // The issued certificate and the worker's key form usable TLS material.
-        crate::tls::TlsMaterial::from_pem(ca.cert_pem(), signed.cert_pem.clone(), key_pem)
-            .unwrap();
-        let left = signed
-            .not_after
-            .duration_since(SystemTime::now())
-            .unwrap();
+        crate::tls::TlsMaterial::from_pem(ca.cert_pem(), signed.cert_pem.clone(), key_pem).unwrap();
+        let left = signed.not_after.duration_since(SystemTime::now()).unwrap();
         assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(3000));
         // A name outside the rules, and a request that is no request, are refused.
         assert!(signer

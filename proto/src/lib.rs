@@ -30,12 +30,12 @@ pub mod v1 {
 
 pub use v1::client_api_client::ClientApiClient;
 pub use v1::client_api_server::{ClientApi, ClientApiServer};
-pub use v1::worker_api_client::WorkerApiClient;
-pub use v1::worker_api_server::{WorkerApi, WorkerApiServer};
 pub use v1::join_api_client::JoinApiClient;
 pub use v1::join_api_server::{JoinApi, JoinApiServer};
 pub use v1::token_api_client::TokenApiClient;
 pub use v1::token_api_server::{TokenApi, TokenApiServer};
+pub use v1::worker_api_client::WorkerApiClient;
+pub use v1::worker_api_server::{WorkerApi, WorkerApiServer};
 
 /// The versions the contract was generated with; dependents use these rather than their own.
 pub use {prost, tonic, tonic_health};

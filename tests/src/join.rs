@@ -20,13 +20,20 @@ pub fn join_flags(tls_dir: &Path, cert_ttl: &str) -> Vec<String> {
 pub fn create_token(access: &CoordinatorAccess, ttl: &str) -> String {
     let out = ase_client(access, "token", &["create", "--ttl", ttl]);
     let token = out.trim().to_string();
-    assert!(token.starts_with("asejt."), "ase token create printed {out:?}");
+    assert!(
+        token.starts_with("asejt."),
+        "ase token create printed {out:?}"
+    );
     token
 }
 
 /// The id of a token (`asejt.ID.SECRET`).
 pub fn token_id(token: &str) -> String {
-    token.split('.').nth(1).expect("asejt.ID.SECRET").to_string()
+    token
+        .split('.')
+        .nth(1)
+        .expect("asejt.ID.SECRET")
+        .to_string()
 }
 
 /// Writes `token` to a file, as a Docker secret holds it (with a newline).

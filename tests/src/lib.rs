@@ -238,7 +238,11 @@ pub fn start_docker_worker(
     p
 }
 
-pub(crate) fn worker_args(coord: &CoordinatorAccess, cache: &Path, opts: &WorkerOptions) -> Vec<String> {
+pub(crate) fn worker_args(
+    coord: &CoordinatorAccess,
+    cache: &Path,
+    opts: &WorkerOptions,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "worker".into(),
         "--coordinator".into(),

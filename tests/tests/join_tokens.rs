@@ -22,8 +22,7 @@ fn workers_joining_with_one_token_get_unique_names_and_complete_a_run() {
     let behaviour = ModelBehaviour {
         delay: Duration::from_millis(200),
     };
-    let Some(cluster) = LocalCluster::start_admitting_joins(&["w1"], 4, 2, behaviour, "24h")
-    else {
+    let Some(cluster) = LocalCluster::start_admitting_joins(&["w1"], 4, 2, behaviour, "24h") else {
         return;
     };
     let token = create_token(&cluster.access, "1h");
@@ -71,7 +70,10 @@ fn workers_joining_with_one_token_get_unique_names_and_complete_a_run() {
                 .2
         })
         .sum();
-    assert!(completed > 0, "the joined workers completed units:\n{status}");
+    assert!(
+        completed > 0,
+        "the joined workers completed units:\n{status}"
+    );
     let listed = ase_client(&cluster.access, "token", &["list"]);
     let line = listed
         .lines()
@@ -89,13 +91,9 @@ fn workers_joining_with_one_token_get_unique_names_and_complete_a_run() {
 /// peer without a certificate reaches nothing but the join.
 #[test]
 fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate() {
-    let Some(cluster) = LocalCluster::start_admitting_joins(
-        &["w1"],
-        1,
-        1,
-        ModelBehaviour::default(),
-        "1h",
-    ) else {
+    let Some(cluster) =
+        LocalCluster::start_admitting_joins(&["w1"], 1, 1, ModelBehaviour::default(), "1h")
+    else {
         return;
     };
     let secrets = cluster.tmp.path().join("secrets");
@@ -129,7 +127,10 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
     ase_client(&cluster.access, "token", &["revoke", &token_id(&revoked)]);
     let log = refused(&token_file(&secrets, &revoked), "revoked");
     assert!(
-        log.contains(&format!("the join token {} was revoked", token_id(&revoked))),
+        log.contains(&format!(
+            "the join token {} was revoked",
+            token_id(&revoked)
+        )),
         "the worker says the token was revoked:\n{log}"
     );
     let unknown = ase_client_output(&cluster.access, "token", &["revoke", "0123456789abcdef"]);
@@ -158,7 +159,10 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
     );
     let status = again.wait_exit(Duration::from_secs(60)).expect("exits");
     let log = again.log_text();
-    assert!(!status.success() && log.contains("already granted"), "{log}");
+    assert!(
+        !status.success() && log.contains("already granted"),
+        "{log}"
+    );
 
     // In process: the certificate of a join names the granted worker, and only a worker.
     let ca_pem = std::fs::read(cluster.access.tls_dir.join("ca.pem")).unwrap();
@@ -169,7 +173,10 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
         .unwrap();
     rt.block_on(async {
         let endpoint = join_endpoint(&cluster.access.url, &ca_pem, Some("localhost")).unwrap();
-        let channel = endpoint.connect().await.expect("TLS without a client certificate");
+        let channel = endpoint
+            .connect()
+            .await
+            .expect("TLS without a client certificate");
         let (key, csr_pem) = make_csr().unwrap();
         let granted = JoinApiClient::new(channel.clone())
             .join(JoinRequest {
@@ -208,7 +215,10 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
         );
     });
     let coordinator_log = cluster.coordinator.log_text();
-    assert!(coordinator_log.contains("join refused"), "{coordinator_log}");
+    assert!(
+        coordinator_log.contains("join refused"),
+        "{coordinator_log}"
+    );
     asked.terminate(Duration::from_secs(10));
 }
 
@@ -216,13 +226,9 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
 /// before it expires, twice, and stays registered under its name.
 #[test]
 fn a_joined_worker_renews_its_certificate_before_it_expires() {
-    let Some(cluster) = LocalCluster::start_admitting_joins(
-        &["w1"],
-        1,
-        1,
-        ModelBehaviour::default(),
-        "30s",
-    ) else {
+    let Some(cluster) =
+        LocalCluster::start_admitting_joins(&["w1"], 1, 1, ModelBehaviour::default(), "30s")
+    else {
         return;
     };
     let token = create_token(&cluster.access, "1h");
@@ -250,12 +256,15 @@ fn a_joined_worker_renews_its_certificate_before_it_expires() {
         Duration::from_secs(30),
     );
     let status = ase_client(&cluster.access, "status", &[]);
-    let (alive, _, _) = worker_status(&status, &name)
-        .unwrap_or_else(|| panic!("{name} in ase status:\n{status}"));
+    let (alive, _, _) =
+        worker_status(&status, &name).unwrap_or_else(|| panic!("{name} in ase status:\n{status}"));
     assert!(alive, "the renewed worker is alive:\n{status}");
     let coordinator_log = cluster.coordinator.log_text();
     assert!(
-        coordinator_log.matches("worker certificate renewed").count() >= 2,
+        coordinator_log
+            .matches("worker certificate renewed")
+            .count()
+            >= 2,
         "{coordinator_log}"
     );
     worker.terminate(Duration::from_secs(10));

@@ -296,9 +296,17 @@ fn check_ase_container(workload: &str, pod: &Value, c: &Value, services: &[&Valu
             !args.contains(&"--tls-dir") && !args.contains(&"--name"),
             "{workload}: a joining worker has no certificate or name of its own"
         );
-        assert_eq!(secret_of(&mount_of("--join-file")), "ase-join", "{workload}");
+        assert_eq!(
+            secret_of(&mount_of("--join-file")),
+            "ase-join",
+            "{workload}"
+        );
         assert_eq!(secret_of(&mount_of("--ca")), "ase-join", "{workload}");
-        assert_eq!(secret_of(&mount_of("--api-key-file")), "ase-api-key", "{workload}");
+        assert_eq!(
+            secret_of(&mount_of("--api-key-file")),
+            "ase-api-key",
+            "{workload}"
+        );
         // Ready once registered: the probe tests the file the worker writes then.
         let probe: Vec<&str> = seq(c, &["readinessProbe", "exec", "command"])
             .iter()
@@ -317,8 +325,16 @@ fn check_ase_container(workload: &str, pod: &Value, c: &Value, services: &[&Valu
         assert_eq!(s(certs_mount, &["mountPath"]), tls, "{workload}: --tls-dir");
         assert_eq!(secret_of("certs"), "ase-certs", "{workload}");
         // It signs joined workers' certificates and knows the workers' token.
-        assert_eq!(secret_of(&mount_of("--join-ca-key")), "ase-certs", "{workload}");
-        assert_eq!(secret_of(&mount_of("--join-token-file")), "ase-join", "{workload}");
+        assert_eq!(
+            secret_of(&mount_of("--join-ca-key")),
+            "ase-certs",
+            "{workload}"
+        );
+        assert_eq!(
+            secret_of(&mount_of("--join-token-file")),
+            "ase-join",
+            "{workload}"
+        );
         let listen = value_of("--listen");
         let port = listen.rsplit(':').next().unwrap();
         assert!(

@@ -11,8 +11,8 @@
 use ase_cluster_tests::client::{ase_client_output, phase_done, worker_status};
 use ase_cluster_tests::docker_cluster::{docker, docker_output, node_image, unique_name};
 use ase_cluster_tests::{
-    assert_every_unit_generated_and_scanned, ase_bin, certs_init, fetch_report,
-    free_loopback_addr, submit, wait_until, CoordinatorAccess, RunFiles,
+    ase_bin, assert_every_unit_generated_and_scanned, certs_init, fetch_report, free_loopback_addr,
+    submit, wait_until, CoordinatorAccess, RunFiles,
 };
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +46,13 @@ impl SwarmGuard {
         let labels = docker(&["node", "inspect", "-f", "{{json .Spec.Labels}}", &node]);
         let labelled = !labels.contains("\"ase.coordinator\"");
         if labelled {
-            docker(&["node", "update", "--label-add", "ase.coordinator=true", &node]);
+            docker(&[
+                "node",
+                "update",
+                "--label-add",
+                "ase.coordinator=true",
+                &node,
+            ]);
         }
         SwarmGuard {
             initialised,
@@ -67,7 +73,13 @@ impl Drop for SwarmGuard {
                 );
             }
         } else if self.labelled {
-            let _ = docker_output(&["node", "update", "--label-rm", "ase.coordinator", &self.node]);
+            let _ = docker_output(&[
+                "node",
+                "update",
+                "--label-rm",
+                "ase.coordinator",
+                &self.node,
+            ]);
         }
     }
 }
@@ -218,7 +230,10 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         env: [
             ("ASE_IMAGE", image.clone()),
             ("ASE_SECRETS_DIR", secrets.display().to_string()),
-            ("ASE_REPOS_DIR", demo.root.join("repos").display().to_string()),
+            (
+                "ASE_REPOS_DIR",
+                demo.root.join("repos").display().to_string(),
+            ),
             ("ASE_REPO_URL_TEMPLATE", "file:///repos/{repo}".into()),
             ("ASE_COORDINATOR_PORT", port.to_string()),
             ("ASE_METRICS_PORT", metrics.to_string()),
@@ -271,10 +286,14 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         status_text().is_some_and(|s| phase_done(&s, "evaluate").is_some_and(|n| n >= 1))
             || submitted.exited().is_some()
     });
-    docker(&["service", "scale", "--detach", &format!("{}=3", stack.service("worker"))]);
+    docker(&[
+        "service",
+        "scale",
+        "--detach",
+        &format!("{}=3", stack.service("worker")),
+    ]);
     wait_until("three workers alive", Duration::from_secs(180), || {
-        status_text().is_some_and(|s| alive_workers(&s).len() >= 3)
-            || submitted.exited().is_some()
+        status_text().is_some_and(|s| alive_workers(&s).len() >= 3) || submitted.exited().is_some()
     });
     let service_filter = format!(
         "label=com.docker.swarm.service.name={}",
@@ -310,25 +329,32 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     fetch_report(&access, &files.run_id, &out);
     let units = unit_names(&demo.v1_tasks, ROUNDS);
     assert_every_unit_generated_and_scanned(&out, &files.run_id, &units);
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join(ase_common::report::REPORT_JSON)).unwrap(),
-    )
-    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(ase_common::report::REPORT_JSON)).unwrap())
+            .unwrap();
     let expected_path = ase_cluster_tests::repo_root().join("examples/demo/expected_scores.json");
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
     let mut scores = report["scores"].clone();
     strip_timings(&mut scores);
-    assert_eq!(scores, expected[&files.run_id], "scores of {}", files.run_id);
+    assert_eq!(
+        scores, expected[&files.run_id],
+        "scores of {}",
+        files.run_id
+    );
 
     // Swarm replaced the killed task: three workers run again, and the new task joined under a
     // name of its own (each join is granted a new one).
-    wait_until("three worker tasks running", Duration::from_secs(120), || {
-        docker(&["ps", "-q", "--filter", &service_filter])
-            .lines()
-            .count()
-            == 3
-    });
+    wait_until(
+        "three worker tasks running",
+        Duration::from_secs(120),
+        || {
+            docker(&["ps", "-q", "--filter", &service_filter])
+                .lines()
+                .count()
+                == 3
+        },
+    );
     let status = status_text().expect("ase status");
     let joined = stack.logs("worker");
     let join_lines: Vec<&str> = joined
@@ -357,7 +383,11 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     eprintln!(
         "swarm: {} units, workers {names:?}, killed {victim} while the run was {}",
         units.len(),
-        if run_was_going { "going" } else { "already done" }
+        if run_was_going {
+            "going"
+        } else {
+            "already done"
+        }
     );
 
     // `docker stack rm` leaves nothing behind.

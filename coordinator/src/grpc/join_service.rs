@@ -98,11 +98,10 @@ impl v1::join_api_server::JoinApi for JoinService {
         req: Request<v1::JoinRequest>,
     ) -> Result<Response<v1::JoinResponse>, Status> {
         let req = req.into_inner();
-        let token = JoinToken::parse(&req.token)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let token =
+            JoinToken::parse(&req.token).map_err(|e| Status::unauthenticated(e.to_string()))?;
         self.settings()?;
-        JoinSigner::check_csr(&req.csr_pem)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        JoinSigner::check_csr(&req.csr_pem).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let store = self.coordinator.store();
         let name = self
             .tokens

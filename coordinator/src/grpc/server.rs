@@ -10,9 +10,9 @@
 
 use crate::grpc::{ClientService, JoinService, JoinSettings, TokenService, WorkerService};
 use crate::join_tokens::JoinTokens;
-use crate::SystemClock;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::Coordinator;
+use crate::SystemClock;
 use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
 use ase_proto::identity::{PeerRole, RequireRole};
 use ase_proto::limits::MAX_MESSAGE_BYTES;
@@ -173,7 +173,8 @@ impl Server {
             RequireRole::new(PeerRole::Client, plaintext),
         );
 
-        let tokens = Arc::new(JoinTokens::open(coordinator.store()).map_err(ServeError::JoinTokens)?);
+        let tokens =
+            Arc::new(JoinTokens::open(coordinator.store()).map_err(ServeError::JoinTokens)?);
         if let Some((token, ttl)) = join.as_ref().and_then(|j| j.provisioned.as_ref()) {
             let new = tokens
                 .provision(
@@ -233,14 +234,15 @@ impl Server {
             }
             let _ = stop_tx.send(true);
         };
-        let served = endpoint::server_builder_with(options.listen, &options.security, anonymous_tls)?
-            .add_service(health_service)
-            .add_service(worker_api)
-            .add_service(client_api)
-            .add_service(join_api)
-            .add_service(token_api)
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
+        let served =
+            endpoint::server_builder_with(options.listen, &options.security, anonymous_tls)?
+                .add_service(health_service)
+                .add_service(worker_api)
+                .add_service(client_api)
+                .add_service(join_api)
+                .add_service(token_api)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await;
         let _ = sweeper.await;
         if let Some(task) = metrics_task {
             let _ = task.await;

@@ -21,7 +21,11 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    pub fn new(coordinator: Arc<Coordinator>, tokens: Arc<JoinTokens>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        tokens: Arc<JoinTokens>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             coordinator,
             tokens,
@@ -62,7 +66,10 @@ impl v1::token_api_server::TokenApi for TokenService {
             .tokens
             .create(store, &req.role, ttl_secs * 1000, self.clock.now_ms())
             .map_err(refusal_status)?;
-        store.durable().await.map_err(|e| refusal_status(e.into()))?;
+        store
+            .durable()
+            .await
+            .map_err(|e| refusal_status(e.into()))?;
         tracing::info!(token = %record.id, ttl_secs, "join token created");
         Ok(Response::new(v1::CreateTokenResponse {
             id: record.id,
@@ -78,7 +85,10 @@ impl v1::token_api_server::TokenApi for TokenService {
         let id = req.into_inner().id;
         let store = self.coordinator.store();
         self.tokens.revoke(store, &id).map_err(refusal_status)?;
-        store.durable().await.map_err(|e| refusal_status(e.into()))?;
+        store
+            .durable()
+            .await
+            .map_err(|e| refusal_status(e.into()))?;
         tracing::info!(token = %id, "join token revoked");
         Ok(Response::new(v1::Ack {
             accepted: true,
