@@ -2,9 +2,12 @@
 //! from the `ase` binary under test, on a single-node swarm on 127.0.0.1 (initialised here when
 //! the daemon is in none, and left as found). The demo's v1 campaign with the `reference` model
 //! runs through it with 1 worker; mid-run the workers are scaled to 3 and one worker task's
-//! container is killed (Swarm starts a new task, which joins again under a new name). Then:
-//! every unit exactly once, the demo's expected scores, and `docker stack rm` leaves no
-//! service, secret or network.
+//! container is killed (Swarm starts a new task, which joins again under a new name). Beside
+//! it, a run of the harness's project goes through the fake OpenAI-compatible server, bound on
+//! the swarm's `docker_gwbridge` gateway so that the tasks reach it. Then: every unit of both
+//! runs exactly once, the demo's expected scores, the model server saw one call per unit (plus
+//! at most the killed worker's call in flight), and `docker stack rm` leaves no service,
+//! secret or network.
 //!
 //! Needs Docker (CI=true: missing Docker is a failure) and `deploy/images/build.sh`.
 
@@ -12,7 +15,8 @@ use ase_cluster_tests::client::{ase_client_output, phase_done, worker_status};
 use ase_cluster_tests::docker_cluster::{docker, docker_output, node_image, unique_name};
 use ase_cluster_tests::{
     ase_bin, assert_every_unit_generated_and_scanned, certs_init, fetch_report, free_loopback_addr,
-    submit, wait_until, CoordinatorAccess, RunFiles,
+    submit, wait_until, write_run_files, CoordinatorAccess, FakeModel, ModelBehaviour, Project,
+    RunFiles,
 };
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +24,12 @@ use std::time::Duration;
 
 /// As `examples/demo/expected_scores.json` has them.
 const ROUNDS: u32 = 3;
+/// The harness project's run through the model server.
+const MODEL_TASKS: usize = 4;
+const MODEL_ROUNDS: u32 = 2;
+/// Generations a worker runs at once (ASE_GENERATE_SLOTS of the stack): the calls a killed
+/// worker can have had in flight.
+const GENERATE_SLOTS: u32 = 1;
 
 /// The swarm of the test: initialised here when the daemon was in none (then left on drop),
 /// and this node labelled for the coordinator (the label removed on drop when we added it).
@@ -225,6 +235,38 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     let metrics = free_loopback_addr().port();
 
     let _swarm = SwarmGuard::join_or_init();
+    // The tasks reach the host through the swarm's gateway bridge: the model server listens
+    // there, and the harness's project is served from the repos directory with the demo's.
+    let gateway: std::net::IpAddr = docker(&[
+        "network",
+        "inspect",
+        "docker_gwbridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .parse()
+    .expect("the gateway of docker_gwbridge");
+    let project = Project::create(&tmp.path().join("project"), MODEL_TASKS);
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(project.src.join("local"))
+        .arg(demo.root.join("repos/local"))
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let model = FakeModel::start(
+        std::net::SocketAddr::new(gateway, 0),
+        &project.tasks,
+        ModelBehaviour {
+            delay: Duration::from_millis(300),
+        },
+    );
+    let model_files = write_run_files(
+        &tmp.path().join("model-run"),
+        &project,
+        &model.base_url(),
+        MODEL_ROUNDS,
+    );
     let stack = Stack {
         name: unique_name("asestack").replace('-', ""),
         env: [
@@ -240,7 +282,7 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
             ("ASE_WORKERS", "1".into()),
             ("ASE_HEARTBEAT_MS", "500".into()),
             ("ASE_LEASE_TTL_MS", "3000".into()),
-            ("ASE_GENERATE_SLOTS", "1".into()),
+            ("ASE_GENERATE_SLOTS", GENERATE_SLOTS.to_string()),
             ("ASE_EVAL_SLOTS", "1".into()),
         ]
         .into_iter()
@@ -280,6 +322,12 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     };
     std::fs::write(&files.spec, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let mut submitted = submit(&access, &files, true, tmp.path().join("submit.log"));
+    let mut model_submitted = submit(
+        &access,
+        &model_files,
+        true,
+        tmp.path().join("submit-model.log"),
+    );
 
     // Mid-run: three workers, then one of their containers killed.
     wait_until("a first unit evaluated", Duration::from_secs(300), || {
@@ -305,7 +353,7 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         .next()
         .expect("a running worker container")
         .to_string();
-    let run_was_going = submitted.exited().is_none();
+    let run_was_going = submitted.exited().is_none() || model_submitted.exited().is_none();
     docker(&["kill", &victim]);
 
     let status = submitted
@@ -323,6 +371,36 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         submitted.log_text(),
         stack.logs("coordinator")
     );
+
+    let model_status = model_submitted
+        .wait_exit(Duration::from_secs(600))
+        .unwrap_or_else(|| panic!("model run not completed: {}", model_submitted.log_text()));
+    assert!(model_status.success(), "{}", model_submitted.log_text());
+
+    // The run through the model server: every unit once, each with the unit's own injection
+    // fixed, and one call per unit plus at most the killed worker's calls in flight.
+    let model_out = tmp.path().join("model-report");
+    fetch_report(&access, &model_files.run_id, &model_out);
+    let model_units = project.unit_names(MODEL_ROUNDS);
+    let scanned =
+        assert_every_unit_generated_and_scanned(&model_out, &model_files.run_id, &model_units);
+    let fixed = MODEL_TASKS as i64 - 1;
+    assert!(
+        scanned.iter().all(|(_, n)| *n == fixed),
+        "every unit scans {fixed} findings: {scanned:?}"
+    );
+    let calls = model.calls();
+    for t in &project.tasks {
+        let n = calls.get(&t.instance_id).copied().unwrap_or(0);
+        assert!(n >= MODEL_ROUNDS, "model calls of {}: {calls:?}", t.instance_id);
+    }
+    let total = model.total_calls();
+    assert!(
+        total <= model_units.len() as u32 + GENERATE_SLOTS,
+        "{total} model calls for {} units: {calls:?}",
+        model_units.len()
+    );
+    assert!(model.unrecognised().is_empty(), "unrecognised prompts");
 
     // Every unit once, and the demo's scores for its reference model.
     let out = tmp.path().join("report");
@@ -377,12 +455,14 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         .map(|s| s.2)
         .sum();
     assert!(
-        completed >= units.len() as u64,
+        completed >= (units.len() + model_units.len()) as u64,
         "joined workers completed the units:\n{status}"
     );
     eprintln!(
-        "swarm: {} units, workers {names:?}, killed {victim} while the run was {}",
+        "swarm: {} + {} units, {total} model calls, workers {names:?}, killed {victim} while \
+         a run was {}",
         units.len(),
+        model_units.len(),
         if run_was_going {
             "going"
         } else {
