@@ -7,7 +7,7 @@
 //! the swarm's `docker_gwbridge` gateway so that the tasks reach it. Then: every unit of both
 //! runs exactly once, the demo's expected scores, the model server saw one call per unit (plus
 //! at most the killed worker's call in flight), and `docker stack rm` leaves no service,
-//! secret or network.
+//! secret or network. Scaled down to 1 at the end, the removed workers stop cleanly.
 //!
 //! Needs Docker (CI=true: missing Docker is a failure) and `deploy/images/build.sh`.
 
@@ -392,7 +392,11 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     let calls = model.calls();
     for t in &project.tasks {
         let n = calls.get(&t.instance_id).copied().unwrap_or(0);
-        assert!(n >= MODEL_ROUNDS, "model calls of {}: {calls:?}", t.instance_id);
+        assert!(
+            n >= MODEL_ROUNDS,
+            "model calls of {}: {calls:?}",
+            t.instance_id
+        );
     }
     let total = model.total_calls();
     assert!(
@@ -468,6 +472,38 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         } else {
             "already done"
         }
+    );
+
+    // Scaling down stops workers the way Swarm stops any task (SIGTERM): they shut down
+    // cleanly, exit status 0 (the killed one exited 137).
+    docker(&[
+        "service",
+        "scale",
+        "--detach",
+        &format!("{}=1", stack.service("worker")),
+    ]);
+    let exited_cleanly = || {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &service_filter,
+            "--filter",
+            "status=exited",
+        ])
+        .lines()
+        .filter(|id| docker(&["inspect", "-f", "{{.State.ExitCode}}", id]) == "0")
+        .count()
+    };
+    wait_until(
+        "two workers stopped cleanly",
+        Duration::from_secs(120),
+        || exited_cleanly() >= 2,
+    );
+    let logs = stack.logs("worker");
+    assert!(
+        logs.matches("shutting down").count() >= 2,
+        "the removed workers say they shut down:\n{logs}"
     );
 
     // `docker stack rm` leaves nothing behind.
