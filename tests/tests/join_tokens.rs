@@ -213,6 +213,31 @@ fn expired_and_revoked_tokens_are_refused_and_a_join_grants_a_worker_certificate
             ase_proto::tonic::Code::Unauthenticated,
             "{refused:?}"
         );
+        // Admitting peers without a certificate admits no certificate of another CA: a
+        // foreign worker certificate is refused in the handshake (or its call fails).
+        let foreign_ca = ase_proto::certs::ClusterCa::generate("foreign", 30).unwrap();
+        let foreign = foreign_ca.issue_worker("w1").unwrap();
+        let material = ase_proto::tls::TlsMaterial::from_pem(
+            ca_pem.clone(),
+            foreign.cert_pem.clone(),
+            foreign.key_pem.clone(),
+        )
+        .unwrap();
+        let security = ase_proto::endpoint::TransportSecurity::MutualTls(material);
+        let refused =
+            match ase_proto::endpoint::connect(&cluster.access.url, &security, Some("localhost"))
+                .await
+            {
+                Err(_) => true,
+                Ok(channel) => WorkerApiClient::new(channel)
+                    .register(RegisterRequest {
+                        worker_name: "w1".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_err(),
+            };
+        assert!(refused, "a certificate of another CA got through");
     });
     let coordinator_log = cluster.coordinator.log_text();
     assert!(
