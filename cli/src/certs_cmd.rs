@@ -26,6 +26,10 @@ pub struct Args {
 enum CertsCommand {
     /// Create a new cluster CA and the coordinator, worker and client certificates.
     Init(InitArgs),
+    /// Print a new join token (`asejt.ID.SECRET`), made here without a coordinator: for
+    /// `ase coordinator --join-token-file`, which registers it at start, and the workers'
+    /// `--join-file` (one secret for both).
+    JoinToken,
 }
 
 #[derive(clap::Args)]
@@ -57,6 +61,12 @@ struct InitArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         CertsCommand::Init(a) => init(a),
+        CertsCommand::JoinToken => {
+            let token = ase_proto::join::JoinToken::generate()?;
+            eprintln!("join token {}", token.id);
+            println!("{}", token.reveal());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

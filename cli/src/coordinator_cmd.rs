@@ -2,9 +2,10 @@
 //! SIGTERM or SIGINT, then stop gracefully.
 
 use anyhow::Context;
-use ase_coordinator::grpc::{ServeOptions, Server};
+use ase_coordinator::grpc::{JoinSettings, ServeOptions, Server};
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
 use ase_proto::endpoint::TransportSecurity;
+use ase_proto::join::JoinSigner;
 use ase_proto::tls::TlsFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,22 @@ pub struct Args {
     /// config's].
     #[arg(long)]
     lease_ttl_ms: Option<u32>,
+    /// Admit workers joining with a token (`ase token create`, `ase worker --join`): the
+    /// cluster CA's private key, to sign their certificates (its certificate is the TLS
+    /// folder's ca.pem). Keep it as a secret of the coordinator only.
+    #[arg(long, conflicts_with = "plaintext")]
+    join_ca_key: Option<PathBuf>,
+    /// Lifetime of a joined worker's certificate; it renews at two thirds: 90s, 15m, 24h.
+    #[arg(long, value_parser = crate::duration_arg::parse, default_value = "24h")]
+    join_cert_ttl: Duration,
+    /// A join token made in advance (`ase token generate`), in a file (a Docker or Kubernetes
+    /// secret the workers get too): registered at the first start, valid --join-token-ttl
+    /// from then; `ase token revoke` still revokes it.
+    #[arg(long, requires = "join_ca_key")]
+    join_token_file: Option<PathBuf>,
+    /// Lifetime of the --join-token-file token, from its first start: 90s, 15m, 24h, 30d.
+    #[arg(long, value_parser = crate::duration_arg::parse, default_value = "30d")]
+    join_token_ttl: Duration,
     /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
     #[arg(long, default_value_t = 32)]
     store_cache_mb: u64,
@@ -100,6 +117,18 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         ),
         None => TransportSecurity::Plaintext,
     };
+    let join_settings = match (&args.join_ca_key, &args.tls_dir) {
+        (Some(key), Some(dir)) => {
+            let mut settings = join_settings(key, dir, args.join_cert_ttl)?;
+            if let Some(file) = &args.join_token_file {
+                let token = crate::worker_join::read_token(None, Some(file))?;
+                settings.provisioned = Some((token, args.join_token_ttl));
+            }
+            Some(settings)
+        }
+        (Some(_), None) => anyhow::bail!("--join-ca-key needs the TLS folder (--tls-dir)"),
+        (None, _) => None,
+    };
     let config = CoordinatorConfig {
         heartbeat_interval_ms: heartbeat_ms,
         lease_ttl_ms,
@@ -114,7 +143,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let coordinator = Coordinator::open(&data, config, Arc::new(SystemClock))
             .with_context(|| format!("opening the store under {}", data.display()))?;
-        let server = Server::bind(
+        let mut server = Server::bind(
             coordinator,
             ServeOptions {
                 listen,
@@ -124,6 +153,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
+        if let Some(settings) = join_settings {
+            server = server.admit_joins(settings);
+            eprintln!("admitting workers with join tokens");
+        }
         if let Some(addr) = server.metrics_addr() {
             eprintln!("metrics on http://{addr}/metrics");
         }
@@ -131,5 +164,30 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         server.serve(crate::shutdown::signal()).await?;
         eprintln!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The CA that signs joined workers' certificates: the TLS folder's `ca.pem` and its key.
+fn join_settings(
+    key: &std::path::Path,
+    tls_dir: &std::path::Path,
+    cert_ttl: Duration,
+) -> anyhow::Result<JoinSettings> {
+    let ca_path = tls_dir.join("ca.pem");
+    let ca = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("reading {}", ca_path.display()))?;
+    let key_pem =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let signer = JoinSigner::from_pem(&ca, &key_pem).with_context(|| {
+        format!(
+            "the CA {} with the key {}",
+            ca_path.display(),
+            key.display()
+        )
+    })?;
+    Ok(JoinSettings {
+        signer,
+        cert_validity: cert_ttl,
+        provisioned: None,
     })
 }

@@ -11,6 +11,7 @@ mod coordinator_cmd;
 mod demo_campaign;
 mod demo_cmd;
 mod drain_cmd;
+mod duration_arg;
 mod embedded;
 mod logging;
 mod progress_fmt;
@@ -23,8 +24,10 @@ mod score_table;
 mod shutdown;
 mod status_cmd;
 mod submit_cmd;
+mod token_cmd;
 mod validate_cmd;
 mod worker_cmd;
+mod worker_join;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -96,6 +99,9 @@ enum Command {
     Drain(drain_cmd::Args),
     /// Cancel a run.
     Cancel(cancel_cmd::Args),
+    /// Join tokens of the coordinator (`ase worker --join`): `ase token --coordinator URL
+    /// --tls-dir DIR create|revoke ID|list`.
+    Token(token_cmd::Args),
     /// The demo dataset: `ase demo materialise --out DIR`.
     Demo(demo_cmd::Args),
     /// Everything in one process: an embedded coordinator and a local worker run the
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
         Command::Report(a) => report_cmd::run(a),
         Command::Drain(a) => drain_cmd::run(a),
         Command::Cancel(a) => cancel_cmd::run(a),
+        Command::Token(a) => token_cmd::run(a),
         Command::Demo(a) => demo_cmd::run(a),
         Command::Run(a) => run_cmd::run(a),
         Command::Config(a) => config_cmd::run(a),

@@ -23,16 +23,35 @@ pub struct Args {
     /// The coordinator: https://HOST:PORT (http:// on loopback with --plaintext).
     #[arg(long)]
     coordinator: String,
-    /// The worker's name: NAME of its certificate `worker-NAME.pem`.
-    #[arg(long, required_unless_present = "config")]
+    /// The worker's name: NAME of its certificate `worker-NAME.pem`; with --join, the name
+    /// asked for (default: one the coordinator derives from the host's name, unique).
+    #[arg(long, required_unless_present_any = ["config", "join", "join_file"])]
     name: Option<String>,
     /// Directory written by `ase certs init`.
     #[arg(
         long,
-        conflicts_with = "plaintext",
-        required_unless_present_any = ["plaintext", "config"]
+        conflicts_with_all = ["plaintext", "join", "join_file"],
+        required_unless_present_any = ["plaintext", "config", "join", "join_file"]
     )]
     tls_dir: Option<PathBuf>,
+    /// Join with this token (`ase token create`) instead of a certificate made in advance:
+    /// the worker makes its key and gets a short-lived certificate, renewed before expiry.
+    #[arg(long, conflicts_with_all = ["plaintext", "join_file"], requires = "ca")]
+    join: Option<String>,
+    /// The join token in a file (a Docker or Kubernetes secret).
+    #[arg(long, conflicts_with = "plaintext", requires = "ca")]
+    join_file: Option<PathBuf>,
+    /// With --join: the cluster CA certificate that authenticates the coordinator.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The model API key in a file (a Docker or Kubernetes secret; blank: none), used when
+    /// neither the run nor its spec gives one; instead of ASE_API_KEY in the environment.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// A file written each time the worker registers (its content: the name): a health check
+    /// of an orchestrator tests that it exists.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
     /// Name expected in the coordinator's certificate (default: the URI's host).
     #[arg(long)]
     tls_domain: Option<String>,
@@ -174,8 +193,88 @@ fn security(args: &Args, resolved: &Resolved) -> anyhow::Result<TransportSecurit
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let resolved = resolve(&args)?;
+    let mut resolved = resolve(&args)?;
+    if args.join.is_some() || args.join_file.is_some() {
+        return run_joined(&args, &mut resolved).await;
+    }
     let security = security(&args, &resolved)?;
+    run_agent(&args, &resolved, security, crate::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker that joined with a token: runs the agent until a signal, renewing the certificate
+/// at two thirds of its lifetime. The renewal is made while the current certificate is still
+/// valid, then the agent restarts with the new one (tonic's channel keeps the TLS identity it
+/// was made with): its running units are given back after the shutdown grace and leased
+/// again.
+async fn run_joined(args: &Args, resolved: &mut Resolved) -> anyhow::Result<ExitCode> {
+    let token = crate::worker_join::read_token(args.join.as_deref(), args.join_file.as_deref())?;
+    let ca_path = args.ca.as_ref().context("--ca is required with --join")?;
+    let ca_pem = std::fs::read(ca_path)
+        .with_context(|| format!("reading the CA certificate {}", ca_path.display()))?;
+    let target = crate::worker_join::JoinTarget {
+        coordinator: &args.coordinator,
+        ca_pem: &ca_pem,
+        tls_domain: args.tls_domain.as_deref(),
+    };
+    let mut joined = crate::worker_join::join(
+        &target,
+        &token,
+        args.name.as_deref(),
+        &crate::worker_join::host_name(),
+    )
+    .await?;
+    eprintln!("joined as {} with token {}", joined.name, token.id);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        resolved.setup.name = joined.name.clone();
+        let renew_in = joined.renew_in();
+        let mut stop_agent = stop.clone();
+        let security = TransportSecurity::MutualTls(joined.material.clone());
+        let renewed = std::sync::Mutex::new(None);
+        let current = joined.material.clone();
+        run_agent(args, resolved, security, async {
+            tokio::select! {
+                _ = stop_agent.wait_for(|s| *s) => {}
+                r = async {
+                    tokio::time::sleep(renew_in).await;
+                    crate::worker_join::renew(&target, &current).await
+                } => {
+                    *renewed.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
+            }
+        })
+        .await?;
+        let renewed = renewed.into_inner().unwrap_or_else(|p| p.into_inner());
+        match renewed {
+            None => return Ok(ExitCode::SUCCESS),
+            Some(r) => joined = r?,
+        }
+        eprintln!(
+            "renewed the certificate of {} (valid {} s more)",
+            joined.name,
+            joined
+                .not_after
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_secs()
+        );
+        if *stop.borrow() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+async fn run_agent(
+    args: &Args,
+    resolved: &Resolved,
+    security: TransportSecurity,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let parts = setup::build(&resolved.setup).await?;
     let mut config = AgentConfig::new(
         args.coordinator.clone(),
@@ -185,19 +284,34 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     config.tls_domain = args.tls_domain.clone();
     config.generate_slots = resolved.generate_slots;
     config.eval_slots = resolved.eval_slots;
-    config.fallback_api_key = match std::env::var("ASE_API_KEY") {
-        Ok(k) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
-        Err(_) => None,
+    config.fallback_api_key = match (&args.api_key_file, std::env::var("ASE_API_KEY")) {
+        (Some(path), _) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API key file {}", path.display()))?;
+            // An empty file (a secret the stack needs but the campaign does not): no key.
+            match key.trim() {
+                "" => None,
+                k => Some(ApiKey::new(k.to_string()).context("the API key file")?),
+            }
+        }
+        (None, Ok(k)) => Some(ApiKey::new(k).context("ASE_API_KEY")?),
+        (None, Err(_)) => None,
     };
-    config.on_register = Some(Arc::new(|name: &str, session: u64| {
+    let ready_file = args.ready_file.clone();
+    config.on_register = Some(Arc::new(move |name: &str, session: u64| {
         eprintln!("registered as {name} session {session}");
+        if let Some(path) = &ready_file {
+            if let Err(e) = std::fs::write(path, name) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the ready file");
+            }
+        }
     }));
     let agent = Agent::new(config, parts.ctx, parts.dynamic);
     agent
         .run(async {
-            crate::shutdown::signal().await;
+            shutdown.await;
             eprintln!("shutting down");
         })
         .await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

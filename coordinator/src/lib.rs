@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod grpc;
+pub mod join_tokens;
 pub mod messages;
 pub mod metrics;
 pub mod outputs;

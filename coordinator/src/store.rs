@@ -357,6 +357,16 @@ impl Store {
         }
     }
 
+    /// A tree outside the run state (its own records, e.g. `join_tokens`): written by its own
+    /// module with sled transactions, made durable by [`Store::durable`] like the rest.
+    pub fn side_tree(&self, name: &str) -> Result<Tree, StoreError> {
+        self.check_ok()?;
+        debug_assert!(!TREE_NAMES.contains(&name), "{name} is a run-state tree");
+        self.db
+            .open_tree(name)
+            .map_err(self.sled_err("open a side tree"))
+    }
+
     /// A fresh id, unique and increasing across restarts (sled persists its id counter).
     pub fn next_id(&self) -> Result<u64, StoreError> {
         self.check_ok()?;

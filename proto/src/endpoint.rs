@@ -87,6 +87,16 @@ pub fn server_builder(
     addr: SocketAddr,
     security: &TransportSecurity,
 ) -> Result<Server, EndpointError> {
+    server_builder_with(addr, security, false)
+}
+
+/// [`server_builder`]; with `anonymous_clients` the TLS handshake also admits a peer without
+/// a client certificate (see [`TlsMaterial::server_config_with`]).
+pub fn server_builder_with(
+    addr: SocketAddr,
+    security: &TransportSecurity,
+    anonymous_clients: bool,
+) -> Result<Server, EndpointError> {
     check_bind(addr, security.is_plaintext())?;
     let server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -95,7 +105,7 @@ pub fn server_builder(
     match security {
         TransportSecurity::Plaintext => Ok(server),
         TransportSecurity::MutualTls(material) => server
-            .tls_config(material.server_config())
+            .tls_config(material.server_config_with(anonymous_clients))
             .map_err(|source| EndpointError::Tls {
                 target: addr.to_string(),
                 source,

@@ -16,6 +16,7 @@ pub mod certs;
 pub mod diagnose;
 pub mod endpoint;
 pub mod identity;
+pub mod join;
 pub mod limits;
 pub mod name_in_use;
 pub mod submit;
@@ -29,6 +30,10 @@ pub mod v1 {
 
 pub use v1::client_api_client::ClientApiClient;
 pub use v1::client_api_server::{ClientApi, ClientApiServer};
+pub use v1::join_api_client::JoinApiClient;
+pub use v1::join_api_server::{JoinApi, JoinApiServer};
+pub use v1::token_api_client::TokenApiClient;
+pub use v1::token_api_server::{TokenApi, TokenApiServer};
 pub use v1::worker_api_client::WorkerApiClient;
 pub use v1::worker_api_server::{WorkerApi, WorkerApiServer};
 

@@ -184,11 +184,24 @@ impl TlsMaterial {
     /// certificate signed by the cluster CA (tonic's verifier makes client auth mandatory once a
     /// client CA root is set).
     pub fn server_config(&self) -> ServerTlsConfig {
+        self.server_config_with(false)
+    }
+
+    /// [`Self::server_config`], or with `anonymous_clients` a handshake without a client
+    /// certificate is let through too (for the token-authenticated `JoinApi`; every other
+    /// service refuses such a peer in its role check, see [`crate::identity::RequireRole`]).
+    /// A certificate that is presented must still be one of the cluster CA.
+    pub fn server_config_with(&self, anonymous_clients: bool) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(false)
+            .client_auth_optional(anonymous_clients)
             .timeout(TLS_HANDSHAKE_TIMEOUT)
+    }
+
+    /// The cluster CA certificate, PEM.
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
     }
 
     /// A worker's or client's configuration: trusts the cluster CA only, presents its own

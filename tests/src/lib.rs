@@ -10,6 +10,7 @@ pub use ase_test_support as support;
 
 pub mod client;
 pub mod docker_cluster;
+pub mod join;
 pub mod model_server;
 pub mod process;
 pub mod project;
@@ -137,7 +138,19 @@ pub fn start_coordinator(
     opts: &CoordinatorOptions,
     log: PathBuf,
 ) -> Proc {
-    let args: Vec<String> = vec![
+    start_coordinator_with(listen, data, tls_dir, opts, &[], log)
+}
+
+/// [`start_coordinator`] with more flags (e.g. `--join-ca-key`).
+pub fn start_coordinator_with(
+    listen: std::net::SocketAddr,
+    data: &Path,
+    tls_dir: &Path,
+    opts: &CoordinatorOptions,
+    extra: &[String],
+    log: PathBuf,
+) -> Proc {
+    let mut args: Vec<String> = vec![
         "coordinator".into(),
         "--listen".into(),
         listen.to_string(),
@@ -150,6 +163,7 @@ pub fn start_coordinator(
         "--lease-ttl-ms".into(),
         opts.lease_ttl_ms.to_string(),
     ];
+    args.extend_from_slice(extra);
     let mut p = Proc::spawn("coordinator", &ase_bin(), &args, &[], log);
     p.wait_for_count("listening on", 1, Duration::from_secs(30));
     p
@@ -225,7 +239,11 @@ pub fn start_docker_worker(
     p
 }
 
-fn worker_args(coord: &CoordinatorAccess, cache: &Path, opts: &WorkerOptions) -> Vec<String> {
+pub(crate) fn worker_args(
+    coord: &CoordinatorAccess,
+    cache: &Path,
+    opts: &WorkerOptions,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "worker".into(),
         "--coordinator".into(),
@@ -465,6 +483,8 @@ pub struct LocalCluster {
     pub osemgrep: PathBuf,
     pub rounds: u32,
     pub opts: CoordinatorOptions,
+    /// More flags of every start of the coordinator.
+    coordinator_extra: Vec<String>,
     restarts: u32,
 }
 
@@ -476,6 +496,28 @@ impl LocalCluster {
         rounds: u32,
         behaviour: ModelBehaviour,
     ) -> Option<LocalCluster> {
+        Self::start_with(workers, n_tasks, rounds, behaviour, None)
+    }
+
+    /// [`LocalCluster::start`] with a coordinator that admits workers joining with a token,
+    /// their certificates valid `cert_ttl` (`24h`, `10s`).
+    pub fn start_admitting_joins(
+        workers: &[&str],
+        n_tasks: usize,
+        rounds: u32,
+        behaviour: ModelBehaviour,
+        cert_ttl: &str,
+    ) -> Option<LocalCluster> {
+        Self::start_with(workers, n_tasks, rounds, behaviour, Some(cert_ttl))
+    }
+
+    fn start_with(
+        workers: &[&str],
+        n_tasks: usize,
+        rounds: u32,
+        behaviour: ModelBehaviour,
+        join_cert_ttl: Option<&str>,
+    ) -> Option<LocalCluster> {
         let osemgrep = support::osemgrep_or_skip()?;
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
@@ -486,11 +528,15 @@ impl LocalCluster {
         let listen = free_loopback_addr();
         let data = tmp.path().join("coordinator-data");
         let opts = CoordinatorOptions::default();
-        let coordinator = start_coordinator(
+        let coordinator_extra = join_cert_ttl
+            .map(|ttl| join::join_flags(&certs, ttl))
+            .unwrap_or_default();
+        let coordinator = start_coordinator_with(
             listen,
             &data,
             &certs,
             &opts,
+            &coordinator_extra,
             tmp.path().join("logs/coordinator-0.log"),
         );
         let access = CoordinatorAccess {
@@ -509,6 +555,7 @@ impl LocalCluster {
             osemgrep,
             rounds,
             opts,
+            coordinator_extra,
             restarts: 0,
         })
     }
@@ -554,11 +601,12 @@ impl LocalCluster {
     pub fn restart_coordinator_after_kill(&mut self) {
         self.coordinator.kill9();
         self.restarts += 1;
-        self.coordinator = start_coordinator(
+        self.coordinator = start_coordinator_with(
             self.listen,
             &self.data,
             &self.access.tls_dir,
             &self.opts,
+            &self.coordinator_extra,
             self.log_path("coordinator"),
         );
     }
@@ -588,11 +636,12 @@ impl LocalCluster {
     /// [`LocalCluster::kill_coordinator`]).
     pub fn start_coordinator_again(&mut self) {
         self.restarts += 1;
-        self.coordinator = start_coordinator(
+        self.coordinator = start_coordinator_with(
             self.listen,
             &self.data,
             &self.access.tls_dir,
             &self.opts,
+            &self.coordinator_extra,
             self.log_path("coordinator"),
         );
     }

@@ -2,7 +2,8 @@
 //! here; deploy/README.md says they were never applied to one): every document parses, the
 //! kustomization lists them, and their parts refer to each other: selectors and pod labels,
 //! volume mounts and volumes, Secrets, Services and the ports and names the containers dial,
-//! the image, and the `ase` arguments, checked against the binary's own `--help`.
+//! the image, and the `ase` arguments, checked against the binary's own `--help`; the
+//! workers join with the token of the `ase-join` Secret (issue 17), as deploy/stack.yaml's do.
 
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -87,7 +88,7 @@ fn the_manifests_parse_and_every_reference_resolves() {
         .iter()
         .map(|(_, d)| s(d, &["kind"]).to_string())
         .collect();
-    for kind in ["Namespace", "Service", "StatefulSet"] {
+    for kind in ["Namespace", "Service", "StatefulSet", "Deployment"] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
     for (file, d) in &docs {
@@ -119,8 +120,18 @@ fn the_manifests_parse_and_every_reference_resolves() {
         .filter(|d| matches!(s(d, &["kind"]), "StatefulSet" | "Deployment"))
         .collect();
     assert_eq!(workloads.len(), 2, "the coordinator and the workers");
+    // The workers scale as one Deployment (they join, no identity per pod); the coordinator
+    // is a StatefulSet of one (its store).
+    for (name, kind) in [("worker", "Deployment"), ("coordinator", "StatefulSet")] {
+        assert!(
+            workloads
+                .iter()
+                .any(|w| s(w, &["metadata", "name"]) == name && s(w, &["kind"]) == kind),
+            "the {name} is a {kind}"
+        );
+    }
     let image_name = s(&seq(&kustomization, &["images"])[0], &["name"]).to_string();
-    let secrets = ["ase-certs", "ase-api-key"];
+    let secrets = ["ase-certs", "ase-join", "ase-api-key"];
 
     for w in &workloads {
         let name = s(w, &["metadata", "name"]);
@@ -177,7 +188,7 @@ fn the_manifests_parse_and_every_reference_resolves() {
                     Some(image_name.as_str()),
                     "{name}/{cname}: the node image the kustomization sets"
                 );
-                check_ase_container(name, c, &services);
+                check_ase_container(name, pod, c, &services);
             }
         }
         assert_eq!(mounted, volumes, "{name}: every volume is mounted");
@@ -215,7 +226,7 @@ fn the_manifests_parse_and_every_reference_resolves() {
 
 /// An `ase` container: its subcommand and flags exist, what it dials is a Service it may
 /// reach, its TLS directory is the certificates' mount, and `$(VAR)`s are defined.
-fn check_ase_container(workload: &str, c: &Value, services: &[&Value]) {
+fn check_ase_container(workload: &str, pod: &Value, c: &Value, services: &[&Value]) {
     let args: Vec<&str> = seq(c, &["args"])
         .iter()
         .map(|a| a.as_str().expect("args are strings"))
@@ -233,12 +244,24 @@ fn check_ase_container(workload: &str, c: &Value, services: &[&Value]) {
             .map(|i| args[i + 1])
             .unwrap_or_else(|| panic!("{workload}: no {flag}"))
     };
-    let tls = value_of("--tls-dir");
-    let certs_mount = opt_seq(c, "volumeMounts")
-        .into_iter()
-        .find(|m| s(m, &["name"]) == "certs")
-        .unwrap_or_else(|| panic!("{workload}: certificates not mounted"));
-    assert_eq!(s(certs_mount, &["mountPath"]), tls, "{workload}: --tls-dir");
+    // The directory a flag's file is in is the mount of a Secret volume of the pod.
+    let mount_of = |flag: &str| {
+        let path = value_of(flag);
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or(path);
+        let mount = opt_seq(c, "volumeMounts")
+            .into_iter()
+            .find(|m| s(m, &["mountPath"]) == dir)
+            .unwrap_or_else(|| panic!("{workload}: {flag} {path} is on no mount"));
+        s(mount, &["name"]).to_string()
+    };
+    let secret_of = |volume: &str| {
+        opt_seq(pod, "volumes")
+            .into_iter()
+            .find(|v| s(v, &["name"]) == volume)
+            .and_then(|v| v.get("secret"))
+            .map(|sec| s(sec, &["secretName"]).to_string())
+            .unwrap_or_else(|| panic!("{workload}: volume {volume} is no Secret"))
+    };
     let env: BTreeSet<&str> = opt_seq(c, "env").iter().map(|e| s(e, &["name"])).collect();
     for a in &args {
         if let Some(var) = a.strip_prefix("$(").and_then(|r| r.strip_suffix(')')) {
@@ -268,12 +291,50 @@ fn check_ase_container(workload: &str, c: &Value, services: &[&Value]) {
                 .any(|m| s(m, &["mountPath"]) == cache),
             "{workload}: --cache {cache} is not on a volume"
         );
+        // The join flow: no certificate per worker, the token and the CA from `ase-join`.
+        assert!(
+            !args.contains(&"--tls-dir") && !args.contains(&"--name"),
+            "{workload}: a joining worker has no certificate or name of its own"
+        );
         assert_eq!(
-            value_of("--name"),
-            "$(POD_NAME)",
-            "{workload}: the worker's name is its pod's (its certificate's)"
+            secret_of(&mount_of("--join-file")),
+            "ase-join",
+            "{workload}"
+        );
+        assert_eq!(secret_of(&mount_of("--ca")), "ase-join", "{workload}");
+        assert_eq!(
+            secret_of(&mount_of("--api-key-file")),
+            "ase-api-key",
+            "{workload}"
+        );
+        // Ready once registered: the probe tests the file the worker writes then.
+        let probe: Vec<&str> = seq(c, &["readinessProbe", "exec", "command"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            probe.contains(&value_of("--ready-file")),
+            "{workload}: the readiness probe {probe:?} tests --ready-file"
         );
     } else {
+        let tls = value_of("--tls-dir");
+        let certs_mount = opt_seq(c, "volumeMounts")
+            .into_iter()
+            .find(|m| s(m, &["name"]) == "certs")
+            .unwrap_or_else(|| panic!("{workload}: certificates not mounted"));
+        assert_eq!(s(certs_mount, &["mountPath"]), tls, "{workload}: --tls-dir");
+        assert_eq!(secret_of("certs"), "ase-certs", "{workload}");
+        // It signs joined workers' certificates and knows the workers' token.
+        assert_eq!(
+            secret_of(&mount_of("--join-ca-key")),
+            "ase-certs",
+            "{workload}"
+        );
+        assert_eq!(
+            secret_of(&mount_of("--join-token-file")),
+            "ase-join",
+            "{workload}"
+        );
         let listen = value_of("--listen");
         let port = listen.rsplit(':').next().unwrap();
         assert!(

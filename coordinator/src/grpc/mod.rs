@@ -4,11 +4,15 @@
 //! lives here; every decision is the coordinator's.
 
 pub mod client_service;
+pub mod join_service;
 pub mod server;
+pub mod token_service;
 pub mod worker_service;
 
 pub use client_service::ClientService;
+pub use join_service::{JoinService, JoinSettings};
 pub use server::{ServeError, ServeOptions, Server};
+pub use token_service::TokenService;
 pub use worker_service::WorkerService;
 
 use crate::messages;

@@ -8,14 +8,16 @@
 //! real addresses before anything is served; [`Server::serve`] then runs until its shutdown
 //! future resolves.
 
-use crate::grpc::{ClientService, WorkerService};
+use crate::grpc::{ClientService, JoinService, JoinSettings, TokenService, WorkerService};
+use crate::join_tokens::JoinTokens;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::Coordinator;
+use crate::SystemClock;
 use ase_proto::endpoint::{self, EndpointError, TransportSecurity};
 use ase_proto::identity::{PeerRole, RequireRole};
 use ase_proto::limits::MAX_MESSAGE_BYTES;
 use ase_proto::tonic::transport::server::TcpIncoming;
-use ase_proto::{ClientApiServer, WorkerApiServer};
+use ase_proto::{ClientApiServer, JoinApiServer, TokenApiServer, WorkerApiServer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,10 @@ pub enum ServeError {
     Flush(#[from] crate::store::StoreError),
     #[error("stopped: {0}")]
     StoreFailed(String),
+    #[error("opening the join tokens: {0}")]
+    JoinTokens(crate::store::StoreError),
+    #[error("the join token given at start: {0}")]
+    Provision(String),
 }
 
 /// Bound listeners, ready to serve.
@@ -61,6 +67,7 @@ pub struct Server {
     grpc: TcpListener,
     grpc_addr: SocketAddr,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    join: Option<Arc<JoinSettings>>,
 }
 
 impl Server {
@@ -102,7 +109,16 @@ impl Server {
             grpc,
             grpc_addr,
             metrics_listener,
+            join: None,
         })
+    }
+
+    /// Admits workers joining with a token (`JoinApi`): the TLS handshake then lets a peer
+    /// without a client certificate through, and every service but `JoinApi.Join` refuses it
+    /// in its role check. Without this, `JoinApi` answers that joins are off.
+    pub fn admit_joins(mut self, settings: JoinSettings) -> Self {
+        self.join = Some(Arc::new(settings));
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -127,6 +143,7 @@ impl Server {
             grpc,
             grpc_addr,
             metrics_listener,
+            join,
         } = self;
         let plaintext = options.security.is_plaintext();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -153,6 +170,36 @@ impl Server {
         );
         let client_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
             client_api,
+            RequireRole::new(PeerRole::Client, plaintext),
+        );
+
+        let tokens =
+            Arc::new(JoinTokens::open(coordinator.store()).map_err(ServeError::JoinTokens)?);
+        if let Some((token, ttl)) = join.as_ref().and_then(|j| j.provisioned.as_ref()) {
+            let new = tokens
+                .provision(
+                    coordinator.store(),
+                    token,
+                    ttl.as_millis() as u64,
+                    crate::Clock::now_ms(&SystemClock),
+                )
+                .map_err(|e| ServeError::Provision(e.to_string()))?;
+            coordinator.store().durable().await?;
+            tracing::info!(token = %token.id, new, "join token provisioned");
+        }
+        let anonymous_tls = join.is_some() && !plaintext;
+        let join_api = JoinApiServer::new(JoinService::new(
+            coordinator.clone(),
+            tokens.clone(),
+            join,
+            Arc::new(SystemClock),
+        ));
+        let token_api = ase_proto::tonic::service::interceptor::InterceptedService::new(
+            TokenApiServer::new(TokenService::new(
+                coordinator.clone(),
+                tokens,
+                Arc::new(SystemClock),
+            )),
             RequireRole::new(PeerRole::Client, plaintext),
         );
 
@@ -187,12 +234,15 @@ impl Server {
             }
             let _ = stop_tx.send(true);
         };
-        let served = endpoint::server_builder(options.listen, &options.security)?
-            .add_service(health_service)
-            .add_service(worker_api)
-            .add_service(client_api)
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
+        let served =
+            endpoint::server_builder_with(options.listen, &options.security, anonymous_tls)?
+                .add_service(health_service)
+                .add_service(worker_api)
+                .add_service(client_api)
+                .add_service(join_api)
+                .add_service(token_api)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await;
         let _ = sweeper.await;
         if let Some(task) = metrics_task {
             let _ = task.await;
