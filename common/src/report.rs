@@ -279,6 +279,9 @@ pub struct Report {
     #[serde(default)]
     pub breakdown: Breakdown,
     pub scores: Scores,
+    /// v1: where the scans found what they counted, per task (baseline and units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::scan_findings::TaskFindings>,
 }
 
 impl Report {
@@ -291,7 +294,14 @@ impl Report {
             breakdown: Breakdown::compute(&[], &units),
             units,
             scores,
+            findings: Vec::new(),
         }
+    }
+
+    /// With the v1 scans' findings per task.
+    pub fn with_findings(mut self, findings: Vec<crate::scan_findings::TaskFindings>) -> Self {
+        self.findings = findings;
+        self
     }
 
     /// Describes the tasks (repeats dropped) and counts the units per type, CWE and language.

@@ -139,6 +139,7 @@ fn kind_colours(kind: OutcomeKind) -> (&'static str, &'static str) {
         OutcomeKind::BuildFailed => ("#f9a825", "#000000"),
         OutcomeKind::NotEvaluated => ("#546e7a", "#ffffff"),
         OutcomeKind::Error => ("#212121", "#ffffff"),
+        OutcomeKind::Unparsable => ("#4527a0", "#ffffff"),
     }
 }
 

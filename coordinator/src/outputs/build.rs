@@ -11,8 +11,9 @@
 
 use super::store::{OutputStoreError, OutputWriter};
 use crate::records::{RunSpecHeader, UnitRecord, UnitState};
-use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
+use ase_common::dataset::{DatasetVersion, LineRange, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
+use ase_common::scan_findings::{StaticScanDetail, TaskFindings, UnitFindings};
 use ase_common::scoring::v2::V2Scan;
 use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
@@ -120,6 +121,9 @@ pub struct TaskFacts {
     pub language: String,
     /// v1: the dataset's count on the original code; 0 for v2.
     pub detected_vul_num: i64,
+    /// The masked file and lines (the report shows findings against them).
+    pub vuln_file: String,
+    pub vuln_lines: LineRange,
 }
 
 impl TaskFacts {
@@ -134,6 +138,8 @@ impl TaskFacts {
                 TaskSpec::V1(s) => s.detected_vul_num,
                 TaskSpec::V2(_) => 0,
             },
+            vuln_file: t.vuln_file.clone(),
+            vuln_lines: t.vuln_lines,
         }
     }
 }
@@ -186,6 +192,8 @@ pub enum EvaluationFacts {
         detected_vul_num: i64,
         baseline: i64,
         reason: Option<String>,
+        /// Where the findings are and what did not parse (boxed: most facts are small).
+        detail: Option<Box<StaticScanDetail>>,
     },
     Dynamic {
         checks: V2Scan,
@@ -211,11 +219,13 @@ impl From<&EvaluationRecord> for EvaluationFacts {
                 detected_vul_num,
                 baseline,
                 reason,
+                scan,
                 ..
             } => EvaluationFacts::Static {
                 detected_vul_num: *detected_vul_num,
                 baseline: *baseline,
                 reason: short_reason(reason.as_deref()),
+                detail: scan.clone().map(Box::new),
             },
             EvaluationRecord::Dynamic { checks, reason, .. } => EvaluationFacts::Dynamic {
                 checks: *checks,
@@ -400,7 +410,9 @@ pub fn build_outputs(
                 &format!("{run}_eval_result.txt"),
                 &upstream_io::v1_text_report(&run, &score),
             )?;
-            (Scores::V1(score), v1::unit_outcomes(&v1_input))
+            let mut outcomes = v1::unit_outcomes(&v1_input);
+            mark_unparsable(input, &mut outcomes);
+            (Scores::V1(score), outcomes)
         }
         DatasetVersion::V2 => {
             let mut scans = BTreeMap::new();
@@ -489,7 +501,9 @@ pub fn build_outputs(
         }
     }
     drop(index_of);
-    let report = make_report(input, scores, outcomes).into_redacted();
+    let report = make_report(input, scores, outcomes)
+        .with_findings(task_findings(input))
+        .into_redacted();
     sink.put(report::REPORT_JSON, &mut |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
@@ -498,6 +512,84 @@ pub fn build_outputs(
         put_text(sink, name, &text)?;
     }
     Ok(report)
+}
+
+/// Units whose answer left a changed file the scanner could not parse are `broken` in our
+/// verdict (upstream's status is left as the count made it).
+fn mark_unparsable(input: &RunOutputInput<'_>, outcomes: &mut [UnitOutcome]) {
+    let index_of: std::collections::HashMap<&UnitId, u32> = input
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (&u.unit, i as u32))
+        .collect();
+    for outcome in outcomes.iter_mut() {
+        let Some(i) = index_of.get(&outcome.unit) else {
+            continue;
+        };
+        if let Some(EvaluationFacts::Static {
+            detail: Some(d), ..
+        }) = input.evaluations.get(i)
+        {
+            outcome.set_unparsable(&d.unparsable);
+        }
+    }
+}
+
+/// ase itself and the scanner's version(s) the v1 scans reported.
+fn tool_versions(input: &RunOutputInput<'_>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::from([(
+        "ase-coordinator".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )]);
+    let versions: std::collections::BTreeSet<&str> = input
+        .evaluations
+        .values()
+        .filter_map(|e| match e {
+            EvaluationFacts::Static {
+                detail: Some(d), ..
+            } => d.scanner_version.as_deref(),
+            _ => None,
+        })
+        .collect();
+    if !versions.is_empty() {
+        let joined: Vec<&str> = versions.into_iter().collect();
+        out.insert("semgrep".to_string(), joined.join(", "));
+    }
+    out
+}
+
+/// The findings of every v1 task that has a scan detail: its baseline's (from its first unit
+/// that has one) and each unit's, in dataset and unit order.
+fn task_findings(input: &RunOutputInput<'_>) -> Vec<TaskFindings> {
+    let mut by_task: BTreeMap<u32, TaskFindings> = BTreeMap::new();
+    for (i, u) in input.units.iter().enumerate() {
+        let Some(EvaluationFacts::Static {
+            detail: Some(d), ..
+        }) = input.evaluations.get(&(i as u32))
+        else {
+            continue;
+        };
+        let Some(task) = input.tasks.get(u.task_index as usize) else {
+            continue;
+        };
+        let entry = by_task.entry(u.task_index).or_insert_with(|| TaskFindings {
+            instance_id: task.instance_id.clone(),
+            vuln_file: task.vuln_file.clone(),
+            masked_start: task.vuln_lines.start,
+            masked_end: task.vuln_lines.end,
+            baseline: d.baseline_findings.clone(),
+            units: Vec::new(),
+            findings_cut: false,
+        });
+        entry.findings_cut |= d.findings_cut;
+        entry.units.push(UnitFindings {
+            unit: u.unit.clone(),
+            findings: d.findings.clone(),
+            unparsable: d.unparsable.clone(),
+        });
+    }
+    by_task.into_values().collect()
 }
 
 /// `failed after N attempts: reason; reason`.
@@ -538,10 +630,7 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         dataset_path: input.dataset_name.to_string(),
         dataset_sha256: input.dataset_sha256.to_string(),
         context_sha256: input.context_sha256.map(str::to_string),
-        tool_versions: BTreeMap::from([(
-            "ase-coordinator".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        )]),
+        tool_versions: tool_versions(input),
         image_ids: BTreeMap::new(),
         config,
         started_at: input.created_unix_ms.and_then(report::rfc3339_from_unix_ms),
