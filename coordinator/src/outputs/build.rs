@@ -13,7 +13,8 @@ use super::store::{OutputStoreError, OutputWriter};
 use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, LineRange, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
-use ase_common::scan_findings::{StaticScanDetail, TaskFindings, UnitFindings};
+use super::scan_details::{mark_unparsable, task_findings, tool_versions};
+use ase_common::scan_findings::StaticScanDetail;
 use ase_common::scoring::v2::V2Scan;
 use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
@@ -512,84 +513,6 @@ pub fn build_outputs(
         put_text(sink, name, &text)?;
     }
     Ok(report)
-}
-
-/// Units whose answer left a changed file the scanner could not parse are `broken` in our
-/// verdict (upstream's status is left as the count made it).
-fn mark_unparsable(input: &RunOutputInput<'_>, outcomes: &mut [UnitOutcome]) {
-    let index_of: std::collections::HashMap<&UnitId, u32> = input
-        .units
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (&u.unit, i as u32))
-        .collect();
-    for outcome in outcomes.iter_mut() {
-        let Some(i) = index_of.get(&outcome.unit) else {
-            continue;
-        };
-        if let Some(EvaluationFacts::Static {
-            detail: Some(d), ..
-        }) = input.evaluations.get(i)
-        {
-            outcome.set_unparsable(&d.unparsable);
-        }
-    }
-}
-
-/// ase itself and the scanner's version(s) the v1 scans reported.
-fn tool_versions(input: &RunOutputInput<'_>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::from([(
-        "ase-coordinator".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    )]);
-    let versions: std::collections::BTreeSet<&str> = input
-        .evaluations
-        .values()
-        .filter_map(|e| match e {
-            EvaluationFacts::Static {
-                detail: Some(d), ..
-            } => d.scanner_version.as_deref(),
-            _ => None,
-        })
-        .collect();
-    if !versions.is_empty() {
-        let joined: Vec<&str> = versions.into_iter().collect();
-        out.insert("semgrep".to_string(), joined.join(", "));
-    }
-    out
-}
-
-/// The findings of every v1 task that has a scan detail: its baseline's (from its first unit
-/// that has one) and each unit's, in dataset and unit order.
-fn task_findings(input: &RunOutputInput<'_>) -> Vec<TaskFindings> {
-    let mut by_task: BTreeMap<u32, TaskFindings> = BTreeMap::new();
-    for (i, u) in input.units.iter().enumerate() {
-        let Some(EvaluationFacts::Static {
-            detail: Some(d), ..
-        }) = input.evaluations.get(&(i as u32))
-        else {
-            continue;
-        };
-        let Some(task) = input.tasks.get(u.task_index as usize) else {
-            continue;
-        };
-        let entry = by_task.entry(u.task_index).or_insert_with(|| TaskFindings {
-            instance_id: task.instance_id.clone(),
-            vuln_file: task.vuln_file.clone(),
-            masked_start: task.vuln_lines.start,
-            masked_end: task.vuln_lines.end,
-            baseline: d.baseline_findings.clone(),
-            units: Vec::new(),
-            findings_cut: false,
-        });
-        entry.findings_cut |= d.findings_cut;
-        entry.units.push(UnitFindings {
-            unit: u.unit.clone(),
-            findings: d.findings.clone(),
-            unparsable: d.unparsable.clone(),
-        });
-    }
-    by_task.into_values().collect()
 }
 
 /// `failed after N attempts: reason; reason`.
