@@ -4,6 +4,7 @@
 //! baseline of the original code.
 
 use super::baseline::{BaselineKey, BaselineResult};
+use super::incremental::{combine, scan_changed};
 use super::spec::{CountScopeSetting, RunSpec};
 use super::unit_code::{apply_changed, relative_root};
 use super::{InfraError, InfraKind, WorkerContext};
@@ -273,7 +274,15 @@ pub async fn evaluate_static(
         Some(problem) => Err(problem.clone()),
         None => {
             let root = project_root(rebuilt.unit.path(), task, input.seed_repo);
-            Ok(scan_and_count(ctx, task, &root, cut, spec, &labels).await)
+            // Proportional to the change when the baseline is a whole-tree count that worked;
+            // a cut list (a few files anyway) or a failed baseline: the unit's own full scan.
+            Ok(if cut.is_none() && baseline.failure.is_none() {
+                let changed = changed_paths(input.generation);
+                scan_changed_and_count(ctx, task, &root, &changed, &baseline, spec, &labels)
+                    .await
+            } else {
+                scan_and_count(ctx, task, &root, cut, spec, &labels).await
+            })
         }
     };
     let (count, detail) = match scanned {
@@ -311,6 +320,52 @@ pub async fn evaluate_static(
         seconds: started.elapsed().as_secs_f64(),
         scan: detail,
     })
+}
+
+/// The files a unit's record changes or deletes, relative to the project root.
+fn changed_paths(g: &GenerationRecord) -> BTreeSet<String> {
+    g.changed_files
+        .iter()
+        .map(|c| c.path.as_str())
+        .chain(g.deleted_files.iter().map(String::as_str))
+        .filter_map(|p| normalize_repo_path(p).ok())
+        .collect()
+}
+
+/// The unit's count from the baseline and a scan of its changed files only (see
+/// [`incremental`](super::incremental)).
+async fn scan_changed_and_count(
+    ctx: &WorkerContext,
+    task: &Task,
+    root: &Path,
+    changed: &BTreeSet<String>,
+    baseline: &BaselineResult,
+    spec: &RunSpec,
+    labels: &ScanLabels,
+) -> Scanned {
+    let scratch = ctx.repo_cache.root().join("tmp");
+    let scan = match scan_changed(&ctx.scanner, &ctx.file_scans, &scratch, root, changed, labels)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return Scanned::failed(e.to_string(), false),
+    };
+    let criteria = CountCriteria {
+        vuln_type: &task.vuln_type,
+        vuln_file: &task.vuln_file,
+        scope: spec.evaluation.count_scope.into(),
+    };
+    let (n, findings) = combine(baseline, changed, &scan, &criteria);
+    Scanned {
+        count: VulnCount {
+            detected_vul_num: n,
+            failure: None,
+        },
+        findings,
+        unparsable: unparsable_paths(&scan.report),
+        version: scan.report.version.clone(),
+        failure_is_lasting: false,
+    }
 }
 
 /// What the record keeps of the unit's scan and its baseline. A changed file counts as

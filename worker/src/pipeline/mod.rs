@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod evaluate_static;
 pub mod generate;
+pub mod incremental;
 pub mod provider;
 pub mod run;
 pub mod scanner;
@@ -21,6 +22,7 @@ pub mod unit_code;
 pub use baseline::{BaselineCache, BaselineKey};
 pub use evaluate_static::{evaluate_static, EvaluateInput};
 pub use generate::{generate, GenerateInput};
+pub use incremental::FileScanCache;
 pub use provider::{ProviderFactory, RepoCacheReader};
 pub use run::{run_phase, PhaseInput, PhaseRecord, PhaseWork};
 pub use scanner::{rules_digest, Scanner, ScannerIdentity};
@@ -41,6 +43,8 @@ pub struct WorkerContext {
     pub providers: ProviderFactory,
     pub scanner: Scanner,
     pub baselines: BaselineCache,
+    /// Findings of single changed files, for scans proportional to the change.
+    pub file_scans: FileScanCache,
     pub apply: ApplyOptions,
     /// The worker's name, in messages.
     pub worker_id: String,
@@ -70,6 +74,7 @@ impl WorkerContext {
             repo_cache,
             scanner,
             baselines: BaselineCache::new(cache_root.join("baselines")),
+            file_scans: FileScanCache::new(cache_root.join("file_scans")),
             apply: ApplyOptions::default(),
             container_owner: container_owner(&worker_id, &cache_root),
             worker_id,

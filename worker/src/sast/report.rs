@@ -59,7 +59,7 @@ pub struct ScanError {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SemgrepReport {
     pub version: Option<String>,
     pub findings: Vec<Finding>,
