@@ -19,6 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Up to this many files are scanned with one semgrep job (see [`Scanner::scan_few`]).
+const FEW_FILES: usize = 8;
+
 /// One finding of a file scan, as kept (every type: the count's filter applies later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct KeptFinding {
@@ -163,7 +166,12 @@ pub async fn scan_changed(
             }
             std::fs::write(&dst, bytes).map_err(io(rel))?;
         }
-        let report = match scanner.scan(dir.path(), labels).await {
+        let outcome = if to_scan.len() <= FEW_FILES {
+            scanner.scan_few(dir.path(), labels).await
+        } else {
+            scanner.scan(dir.path(), labels).await
+        };
+        let report = match outcome {
             ScanOutcome::Completed(r) => r,
             ScanOutcome::Failed(f) => return Err(IncrementalError::Scan(f.to_string())),
         };
