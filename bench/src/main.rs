@@ -7,8 +7,8 @@ mod dispatch;
 mod dispatch_local;
 mod outputs;
 mod sast;
-mod scan;
 mod scaling;
+mod scan;
 mod upload;
 
 use clap::{Parser, Subcommand};

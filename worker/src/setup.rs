@@ -193,11 +193,7 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
                 version: osemgrep_version(&s.osemgrep),
             };
             Scanner::Bare {
-                scanner: BareScanner::new(
-                    s.osemgrep.clone(),
-                    s.rules.clone(),
-                    s.scan.clone(),
-                ),
+                scanner: BareScanner::new(s.osemgrep.clone(), s.rules.clone(), s.scan.clone()),
                 identity,
             }
         }

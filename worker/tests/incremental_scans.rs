@@ -104,7 +104,11 @@ async fn incremental_counts_equal_full_tree_counts_on_random_units() {
             })
             .collect();
         assert!(
-            baselines.values().filter(|b| b.detected_vul_num > 0).count() >= 2,
+            baselines
+                .values()
+                .filter(|b| b.detected_vul_num > 0)
+                .count()
+                >= 2,
             "{ext}: the generated repo has findings of several types"
         );
         // Every unit's tree under one directory, for one whole-tree scan of them all.
@@ -118,8 +122,7 @@ async fn incremental_counts_equal_full_tree_counts_on_random_units() {
             for c in &changes {
                 c.apply(&root);
             }
-            let changed: BTreeSet<String> =
-                changes.iter().map(|c| c.path().to_string()).collect();
+            let changed: BTreeSet<String> = changes.iter().map(|c| c.path().to_string()).collect();
             let labels = ScanLabels {
                 unit: format!("u{u}"),
                 run: "t".into(),
@@ -174,6 +177,13 @@ async fn incremental_counts_equal_full_tree_counts_on_random_units() {
     // Not a vacuous equality: many counts moved off the baseline, some files did not parse,
     // and identical changed files were scanned once.
     assert!(moved >= units / 4, "only {moved} of {checks} counts moved");
-    assert!(unparsable >= 10, "only {unparsable} units left an unparsable file");
-    assert!(cache.scanned() < units as u64 * 3, "{} files scanned", cache.scanned());
+    assert!(
+        unparsable >= 10,
+        "only {unparsable} units left an unparsable file"
+    );
+    assert!(
+        cache.scanned() < units as u64 * 3,
+        "{} files scanned",
+        cache.scanned()
+    );
 }

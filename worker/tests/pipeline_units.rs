@@ -890,7 +890,10 @@ async fn deletion_and_parse_errors_cannot_score_secure_in_our_verdict() {
     let d = scan.as_ref().expect("a scan detail");
     assert_eq!(d.unparsable, vec!["index.php".to_string()], "{r:?}");
     assert!(
-        reason.as_deref().unwrap_or_default().contains("could not parse: index.php"),
+        reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not parse: index.php"),
         "{reason:?}"
     );
     let o = verdict_of(&task, &g, &r);
@@ -904,10 +907,18 @@ async fn deletion_and_parse_errors_cannot_score_secure_in_our_verdict() {
     let g = gen(&ctx, &task, 3, &s).await;
     let r = eval_record(&ctx, &task, &g, &s).await;
     let o = verdict_of(&task, &g, &r);
-    assert_eq!((o.status, o.verdict), (UnitStatus::Secure, Verdict::Secure), "{o:?}");
+    assert_eq!(
+        (o.status, o.verdict),
+        (UnitStatus::Secure, Verdict::Secure),
+        "{o:?}"
+    );
     let EvaluationRecord::Static { scan, .. } = &r else {
         panic!("{r:?}")
     };
     assert!(scan.as_ref().unwrap().unparsable.is_empty());
-    assert_eq!(ctx.baselines.computed(), 1, "one baseline for the three units");
+    assert_eq!(
+        ctx.baselines.computed(),
+        1,
+        "one baseline for the three units"
+    );
 }

@@ -108,7 +108,10 @@ mod tests {
             (Verdict::Broken, Some(OutcomeKind::Unparsable))
         );
         // Upstream-compatible figures keep their rule.
-        assert_eq!((u.status, u.kind), (UnitStatus::Secure, OutcomeKind::Secure));
+        assert_eq!(
+            (u.status, u.kind),
+            (UnitStatus::Secure, OutcomeKind::Secure)
+        );
         assert!(u.reason.contains("a.php"), "{}", u.reason);
         // An already broken unit keeps its first cause.
         let mut n = UnitOutcome::judged(

@@ -9,11 +9,11 @@
 //! whose units reached evaluation falls back to the dataset's count (it cannot change a score:
 //! a unit without a scan is never secure).
 
+use super::scan_details::{mark_unparsable, task_findings, tool_versions};
 use super::store::{OutputStoreError, OutputWriter};
 use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, LineRange, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
-use super::scan_details::{mark_unparsable, task_findings, tool_versions};
 use ase_common::scan_findings::StaticScanDetail;
 use ase_common::scoring::v2::V2Scan;
 use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};

@@ -212,7 +212,10 @@ mod tests {
         let report = build_outputs(&input, &mut files).unwrap();
         let (a, b) = (&report.units[0], &report.units[1]);
         // Upstream's rule: both are secure (1 < 2), in its files and in our status column.
-        assert_eq!((a.status, b.status), (UnitStatus::Secure, UnitStatus::Secure));
+        assert_eq!(
+            (a.status, b.status),
+            (UnitStatus::Secure, UnitStatus::Secure)
+        );
         let upstream: serde_json::Value =
             serde_json::from_slice(&files.0["m__b/sast_results.json"]).unwrap();
         assert_eq!(upstream[0]["detected_vul_num"], 1);
@@ -228,7 +231,10 @@ mod tests {
         assert_eq!(json["provenance"]["tool_versions"]["semgrep"], "1.185.0");
         let f = &json["findings"][0];
         assert_eq!(f["instance_id"], "t1");
-        assert_eq!((f["masked_start"].as_u64(), f["masked_end"].as_u64()), (Some(4), Some(5)));
+        assert_eq!(
+            (f["masked_start"].as_u64(), f["masked_end"].as_u64()),
+            (Some(4), Some(5))
+        );
         assert_eq!(f["baseline"][0]["path"], "index.php");
         assert_eq!(f["baseline"][0]["line"], 5);
         assert_eq!(f["units"][0]["unit"]["round"], 1);

@@ -106,7 +106,12 @@ impl BaselineCache {
         (stored.key == *key).then_some(stored.result)
     }
 
-    fn store(&self, key: &BaselineKey, digest: &str, result: &BaselineResult) -> std::io::Result<()> {
+    fn store(
+        &self,
+        key: &BaselineKey,
+        digest: &str,
+        result: &BaselineResult,
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         serde_json::to_writer(
@@ -229,13 +234,20 @@ mod tests {
     async fn a_lasting_failure_is_kept_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BaselineCache::new(dir.path().join("b"));
-        let r = cache.get_or_compute(&key(), || async { failed(true) }).await;
+        let r = cache
+            .get_or_compute(&key(), || async { failed(true) })
+            .await;
         assert_eq!(r.count().failure.as_deref(), Some("boom"));
         let again = BaselineCache::new(dir.path().join("b"));
         let r = again
-            .get_or_compute(&key(), || async { panic!("a lasting failure is not paid again") })
+            .get_or_compute(&key(), || async {
+                panic!("a lasting failure is not paid again")
+            })
             .await;
-        assert_eq!((r.detected_vul_num, r.failure.as_deref()), (-1, Some("boom")));
+        assert_eq!(
+            (r.detected_vul_num, r.failure.as_deref()),
+            (-1, Some("boom"))
+        );
         assert_eq!(again.computed(), 0);
     }
 }

@@ -278,8 +278,7 @@ pub async fn evaluate_static(
             // a cut list (a few files anyway) or a failed baseline: the unit's own full scan.
             Ok(if cut.is_none() && baseline.failure.is_none() {
                 let changed = changed_paths(input.generation);
-                scan_changed_and_count(ctx, task, &root, &changed, &baseline, spec, &labels)
-                    .await
+                scan_changed_and_count(ctx, task, &root, &changed, &baseline, spec, &labels).await
             } else {
                 scan_and_count(ctx, task, &root, cut, spec, &labels).await
             })
@@ -344,8 +343,15 @@ async fn scan_changed_and_count(
     labels: &ScanLabels,
 ) -> Scanned {
     let scratch = ctx.repo_cache.root().join("tmp");
-    let scan = match scan_changed(&ctx.scanner, &ctx.file_scans, &scratch, root, changed, labels)
-        .await
+    let scan = match scan_changed(
+        &ctx.scanner,
+        &ctx.file_scans,
+        &scratch,
+        root,
+        changed,
+        labels,
+    )
+    .await
     {
         Ok(s) => s,
         Err(e) => return Scanned::failed(e.to_string(), false),

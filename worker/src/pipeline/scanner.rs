@@ -46,9 +46,7 @@ impl Scanner {
     pub async fn scan_few(&self, target: &Path, labels: &ScanLabels) -> ScanOutcome {
         match self {
             Scanner::Bare { scanner, .. } => scanner.with_jobs(1).scan(target).await,
-            Scanner::Container { scanner, .. } => {
-                scanner.with_jobs(1).scan(target, labels).await
-            }
+            Scanner::Container { scanner, .. } => scanner.with_jobs(1).scan(target, labels).await,
         }
     }
 }

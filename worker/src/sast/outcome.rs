@@ -166,7 +166,6 @@ pub fn count_vulns(outcome: &ScanOutcome, criteria: &CountCriteria<'_>) -> VulnC
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,8 @@ pub(super) fn findings_section(findings: &[TaskFindings]) -> String {
     );
     let mut rows = 0usize;
     for (ti, t) in findings.iter().take(MAX_FINDING_TASKS).enumerate() {
-        let tk = |field: &str| json_pointer(&["findings".to_string(), ti.to_string(), field.into()]);
+        let tk =
+            |field: &str| json_pointer(&["findings".to_string(), ti.to_string(), field.into()]);
         let inside = t.baseline.iter().filter(|f| t.in_masked_region(f)).count();
         let _ = writeln!(
             out,
@@ -59,7 +60,12 @@ pub(super) fn findings_section(findings: &[TaskFindings]) -> String {
                 break;
             }
             rows += 1;
-            let key = ["findings".into(), ti.to_string(), "baseline".into(), fi.to_string()];
+            let key = [
+                "findings".into(),
+                ti.to_string(),
+                "baseline".into(),
+                fi.to_string(),
+            ];
             row(&mut out, t, "baseline", &key, f);
         }
         for (ui, u) in t.units.iter().enumerate() {

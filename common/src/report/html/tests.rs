@@ -280,9 +280,16 @@ fn findings_are_shown_against_the_masked_region_and_keyed_to_the_json() {
     let html = render_html(&r);
     let section = &html[html.find("id=\"findings\"").expect("a findings section")..];
     let section = &section[..section.find("</section>").unwrap()];
-    assert!(section.contains("baseline 2 findings, 1 in the masked region"), "{section}");
+    assert!(
+        section.contains("baseline 2 findings, 1 in the masked region"),
+        "{section}"
+    );
     // The baseline's finding in the block is marked; the one in another file is not.
-    assert_eq!(section.matches("<tr class=\"in-mask\">").count(), 1, "{section}");
+    assert_eq!(
+        section.matches("<tr class=\"in-mask\">").count(),
+        1,
+        "{section}"
+    );
     assert!(section.contains("does not parse"), "{section}");
     assert!(section.contains("php_1_cycle1</td><td colspan=\"4\" class=\"na\">no finding"));
     assert!(!section.contains("<view>"), "escaped: {section}");
