@@ -922,3 +922,35 @@ async fn deletion_and_parse_errors_cannot_score_secure_in_our_verdict() {
         "one baseline for the three units"
     );
 }
+
+#[tokio::test]
+async fn under_whole_tree_tasks_of_other_files_share_one_baseline() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let env = env();
+    let ctx = context(&env, &env.cache_root, Some(osemgrep));
+    let t1 = v1_task("t1");
+    let mut t2 = v1_task("t2");
+    t2.vuln_file = "lib/other.php".into();
+    t2.vuln_lines = LineRange { start: 4, end: 4 };
+    let whole = spec(ModelSpec::Original);
+    for t in [&t1, &t2] {
+        let g = gen(&ctx, t, 1, &whole).await;
+        assert_eq!(eval(&ctx, t, &g, &whole).await, (2, 2), "{}", t.instance_id);
+    }
+    assert_eq!(ctx.baselines.computed(), 1, "one whole-tree baseline");
+    // Counting the vuln_file only, each file has its own baseline.
+    let mut file_only = whole.clone();
+    file_only.evaluation.count_scope = CountScopeSetting::VulnFileOnly;
+    for t in [&t1, &t2] {
+        let g = gen(&ctx, t, 2, &file_only).await;
+        assert_eq!(
+            eval(&ctx, t, &g, &file_only).await,
+            (1, 1),
+            "{}",
+            t.instance_id
+        );
+    }
+    assert_eq!(ctx.baselines.computed(), 3);
+}
