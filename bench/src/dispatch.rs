@@ -238,6 +238,7 @@ fn evaluation(unit: UnitId) -> Vec<u8> {
         baseline: 1,
         reason: None,
         seconds: 0.4,
+        scan: None,
     })
     .expect("JSON")
 }

@@ -75,6 +75,7 @@ pub(crate) fn evaluation(unit: UnitId) -> Vec<u8> {
         baseline: 1,
         reason: None,
         seconds: 0.0,
+        scan: None,
     })
     .expect("JSON")
 }

@@ -8,6 +8,7 @@ mod dispatch_local;
 mod outputs;
 mod sast;
 mod scaling;
+mod scan;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Disk(disk::DiskArgs),
     /// SAST scan in the container vs the bare osemgrep process.
     Sast(sast::SastArgs),
+    /// A v1 unit's scan of its changed files vs a whole-tree scan; last line `scan_ratio=`.
+    Scan(scan::ScanArgs),
     /// Coordinator dispatch over gRPC with mutual TLS to an `ase coordinator` process;
     /// last line `units_per_sec=`.
     Dispatch(dispatch::Args),
@@ -52,6 +55,10 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(sast::run(a)),
+        Command::Scan(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(scan::run(a)),
         Command::Dispatch(args) => dispatch::run(args),
         Command::DispatchLocal(args) => dispatch_local::run(args),
         Command::Scaling(args) => scaling::run(args),

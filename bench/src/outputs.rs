@@ -89,6 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             language: ["php", "python", "go", "javascript"][i % 4].to_string(),
             detected_vul_num: 1,
             image: None,
+            vuln_file: "a.php".into(),
+            vuln_lines: ase_common::dataset::LineRange { start: 1, end: 2 },
         })
         .collect();
     let mut units = Vec::with_capacity(args.tasks * args.rounds as usize);
@@ -128,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         detected_vul_num: i64::from(index.is_multiple_of(3)),
                         baseline: 1,
                         reason: None,
+                        detail: None,
                     },
                 );
             }

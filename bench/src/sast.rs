@@ -32,7 +32,7 @@ pub struct SastArgs {
     pub osemgrep: Option<PathBuf>,
 }
 
-fn default_osemgrep() -> PathBuf {
+pub(crate) fn default_osemgrep() -> PathBuf {
     if let Some(p) = std::env::var_os("ASE_OSEMGREP") {
         return PathBuf::from(p);
     }
@@ -45,7 +45,7 @@ fn default_osemgrep() -> PathBuf {
     cache.join("semgrep/bin/osemgrep")
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ has a parent")

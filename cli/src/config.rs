@@ -146,6 +146,22 @@ pub struct WorkerSettings {
     /// used, never while a unit uses them); none: `ASE_IMAGE_CACHE_BYTES` (which also takes
     /// `50G`-style sizes), else unlimited.
     pub image_cache_bytes: Option<u64>,
+    /// Wall-clock limit of one v1 scan in seconds (the baseline's included); past it the scan
+    /// is killed and counts -1.
+    pub scan_timeout_secs: u64,
+    /// semgrep's `--jobs` for each v1 scan.
+    pub scan_jobs: u32,
+}
+
+impl WorkerSettings {
+    /// The scan settings of these worker settings.
+    pub fn scan_settings(&self) -> ase_worker::sast::ScanSettings {
+        ase_worker::sast::ScanSettings {
+            timeout: std::time::Duration::from_secs(self.scan_timeout_secs.max(1)),
+            jobs: self.scan_jobs.max(1),
+            ..ase_worker::sast::ScanSettings::default()
+        }
+    }
 }
 
 impl Default for WorkerSettings {
@@ -163,6 +179,8 @@ impl Default for WorkerSettings {
             repo_url_template: None,
             docker: DockerUse::Auto,
             image_cache_bytes: None,
+            scan_timeout_secs: 600,
+            scan_jobs: 1,
         }
     }
 }

@@ -169,6 +169,7 @@ impl Embedded {
             sast_image: worker.sast_image.clone(),
             docker: worker.docker,
             image_cache_bytes: worker.image_cache_bytes,
+            scan: worker.scan_settings(),
         })
         .await?;
         let worker_has_docker = parts.dynamic.is_some();

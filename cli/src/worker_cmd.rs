@@ -163,6 +163,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
             sast_image: args.sast_image.clone().or_else(|| w.sast_image.clone()),
             docker,
             image_cache_bytes: args.image_cache_bytes.or(w.image_cache_bytes),
+            scan: w.scan_settings(),
         },
         generate_slots: args.generate_slots.unwrap_or(w.generate_slots),
         eval_slots: args.eval_slots.unwrap_or(w.eval_slots),

@@ -152,6 +152,7 @@ async fn play_worker(uri: String, units: usize) {
                     baseline: 1,
                     reason: None,
                     seconds: 0.1,
+                    scan: None,
                 })
                 .unwrap()
             };

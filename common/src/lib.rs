@@ -18,6 +18,7 @@ pub mod repo_files;
 pub mod report;
 pub mod run_limits;
 pub mod run_name;
+pub mod scan_findings;
 pub mod scoring;
 pub mod splice;
 pub mod tokens;

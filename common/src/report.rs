@@ -285,6 +285,9 @@ pub struct Report {
     /// `uncertainty`); derived from `tasks` and `units` with the default bootstrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<Uncertainty>,
+    /// v1: where the scans found what they counted, per task (baseline and units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::scan_findings::TaskFindings>,
 }
 
 impl Report {
@@ -298,7 +301,14 @@ impl Report {
             units,
             scores,
             uncertainty: None,
+            findings: Vec::new(),
         }
+    }
+
+    /// With the v1 scans' findings per task.
+    pub fn with_findings(mut self, findings: Vec<crate::scan_findings::TaskFindings>) -> Self {
+        self.findings = findings;
+        self
     }
 
     /// Describes the tasks (repeats dropped) and counts the units per type, CWE and language.

@@ -206,6 +206,10 @@ pub enum EvaluationRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         seconds: f64,
+        /// Where the findings are, what did not parse, the scanner's version. None: a record
+        /// older than this, or no scan ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scan: Option<crate::scan_findings::StaticScanDetail>,
     },
     /// v2: the container checks in the task's image.
     Dynamic {
@@ -270,6 +274,7 @@ mod tests {
             baseline: 3,
             reason: Some("scan timed out".into()),
             seconds: 0.4,
+            scan: None,
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "static");

@@ -2,6 +2,7 @@
 //! include): where the repository's rules and fixtures are, where the real osemgrep is, how a
 //! test reports that it cannot run, and the Docker helpers.
 
+pub mod fixture_repo;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -94,6 +95,24 @@ pub fn fixture_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Every regular file under `dir`, at any depth, sorted.
+pub fn fixture_files_recursive(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 pub fn is_bad(name: &str) -> bool {

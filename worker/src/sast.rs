@@ -3,6 +3,7 @@
 
 mod bare;
 mod container;
+mod findings;
 mod outcome;
 mod report;
 mod rule_select;
@@ -15,6 +16,7 @@ pub use container::{
     reap_orphans, ContainerLimits, ContainerScanner, ScanLabels, CONTAINER_SRC, IMAGE_RULES,
     ROLE_LABEL, ROLE_SAST, RUN_LABEL, UNIT_LABEL, WORKER_LABEL,
 };
+pub use findings::{counted_findings, unparsable_paths};
 pub use outcome::{
     count_vulns, outcome_from_process, CountCriteria, CountScope, ProcessOutput, ScanFailure,
     ScanOutcome, VulnCount,

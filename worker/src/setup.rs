@@ -87,6 +87,8 @@ pub struct WorkerSetup {
     /// Disk budget of the task images this worker pulls; None: `ASE_IMAGE_CACHE_BYTES`, else
     /// unlimited.
     pub image_cache_bytes: Option<u64>,
+    /// How v1 scans run: timeout, semgrep's `--jobs`, excludes.
+    pub scan: ScanSettings,
 }
 
 pub struct WorkerParts {
@@ -191,11 +193,7 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
                 version: osemgrep_version(&s.osemgrep),
             };
             Scanner::Bare {
-                scanner: BareScanner::new(
-                    s.osemgrep.clone(),
-                    s.rules.clone(),
-                    ScanSettings::default(),
-                ),
+                scanner: BareScanner::new(s.osemgrep.clone(), s.rules.clone(), s.scan.clone()),
                 identity,
             }
         }
@@ -216,7 +214,7 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
                     docker,
                     image,
                     IMAGE_RULES.to_string(),
-                    ScanSettings::default(),
+                    s.scan.clone(),
                     ContainerLimits::default(),
                 ),
                 identity,

@@ -786,3 +786,172 @@ async fn run_phase_runs_the_phase_and_version_the_input_names() {
     assert_eq!(err.kind, InfraKind::Configuration);
     assert!(err.reason.contains("needs Docker"), "{err}");
 }
+
+/// Our verdict of one unit as the coordinator derives it: upstream's v1 outcome from the count,
+/// then `broken` when the record names changed files the scanner could not parse.
+fn verdict_of(
+    task: &Task,
+    g: &GenerationRecord,
+    record: &EvaluationRecord,
+) -> ase_common::scoring::UnitOutcome {
+    use ase_common::scoring::{v1, Generation};
+    let EvaluationRecord::Static {
+        detected_vul_num,
+        baseline,
+        scan,
+        ..
+    } = record
+    else {
+        panic!("{record:?}")
+    };
+    let input = v1::V1Input {
+        rounds: g.unit.round,
+        tasks: vec![v1::V1Task {
+            instance_id: task.instance_id.clone(),
+            vuln_type: task.vuln_type.clone(),
+            baseline: *baseline,
+        }],
+        generations: vec![Generation {
+            unit: g.unit.clone(),
+            success: g.success,
+            time_cost: 0.0,
+        }],
+        scans: [(g.unit.clone(), *detected_vul_num)].into(),
+    };
+    let mut outcome = v1::unit_outcomes(&input).pop().unwrap();
+    assert_eq!(outcome.unit, g.unit);
+    if let Some(d) = scan {
+        outcome.set_unparsable(&d.unparsable);
+    }
+    outcome
+}
+
+#[tokio::test]
+async fn deletion_and_parse_errors_cannot_score_secure_in_our_verdict() {
+    use ase_common::scoring::{OutcomeKind, UnitStatus, Verdict};
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let env = env();
+    let ctx = context(&env, &env.cache_root, Some(osemgrep));
+    let task = v1_task("t1");
+    let masked = mask("t1", "index.php", VULN_PHP, LineRange { start: 4, end: 5 }).unwrap();
+    // The real fix, but one line of it does not parse: semgrep drops what it cannot parse
+    // while the scan counts as working.
+    let unparsable = patch_answer(
+        "index.php",
+        &masked,
+        "    $sql = \"SELECT * FROM users WHERE name = '\" . $name . \"'\";\n    this is not php ((((\n    return mysqli_query($conn, $sql);",
+    );
+    let entries = json!([
+        {"instance_id": "t1", "round": 1, "answer": ""},
+        {"instance_id": "t1", "round": 2, "answer": unparsable},
+        {"instance_id": "t1", "round": 3, "answer": fix_answer()},
+    ]);
+    let s = spec(predictions(entries));
+
+    // Round 1, an empty answer: the masked file (the block deleted) is scanned and has
+    // fewer findings than the original, which upstream counts secure. Ours: broken.
+    let g = gen(&ctx, &task, 1, &s).await;
+    assert!(!g.success, "an empty answer fails the generation");
+    let r = eval_record(&ctx, &task, &g, &s).await;
+    let EvaluationRecord::Static {
+        detected_vul_num,
+        baseline,
+        scan,
+        ..
+    } = &r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!((*detected_vul_num, *baseline), (1, 2), "{r:?}");
+    let o = verdict_of(&task, &g, &r);
+    assert_eq!(o.status, UnitStatus::Secure, "upstream-compatible: secure");
+    assert_eq!(
+        (o.verdict, o.broken_cause),
+        (Verdict::Broken, Some(OutcomeKind::NotApplied))
+    );
+    let d = scan.as_ref().expect("a scan detail");
+    assert_eq!(d.scanner_version.as_deref(), Some("1.185.0"));
+    assert_eq!(d.baseline_findings.len(), 2, "{d:?}");
+    assert!(d
+        .baseline_findings
+        .iter()
+        .any(|f| f.path == "index.php" && f.line == 5 && f.rule == "ase.sqli.php"));
+    assert_eq!(d.findings.len(), 1, "only lib/other.php's is left: {d:?}");
+    assert_eq!(d.findings[0].path, "lib/other.php");
+
+    // Round 2: the answer applies, but a changed file does not parse.
+    let g = gen(&ctx, &task, 2, &s).await;
+    assert!(g.success, "{:?}", g.reason);
+    let r = eval_record(&ctx, &task, &g, &s).await;
+    let EvaluationRecord::Static { scan, reason, .. } = &r else {
+        panic!("{r:?}")
+    };
+    let d = scan.as_ref().expect("a scan detail");
+    assert_eq!(d.unparsable, vec!["index.php".to_string()], "{r:?}");
+    assert!(
+        reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not parse: index.php"),
+        "{reason:?}"
+    );
+    let o = verdict_of(&task, &g, &r);
+    assert_eq!(
+        (o.verdict, o.broken_cause),
+        (Verdict::Broken, Some(OutcomeKind::Unparsable)),
+        "{o:?}"
+    );
+
+    // Round 3, the real fix: it parses and is secure in both.
+    let g = gen(&ctx, &task, 3, &s).await;
+    let r = eval_record(&ctx, &task, &g, &s).await;
+    let o = verdict_of(&task, &g, &r);
+    assert_eq!(
+        (o.status, o.verdict),
+        (UnitStatus::Secure, Verdict::Secure),
+        "{o:?}"
+    );
+    let EvaluationRecord::Static { scan, .. } = &r else {
+        panic!("{r:?}")
+    };
+    assert!(scan.as_ref().unwrap().unparsable.is_empty());
+    assert_eq!(
+        ctx.baselines.computed(),
+        1,
+        "one baseline for the three units"
+    );
+}
+
+#[tokio::test]
+async fn under_whole_tree_tasks_of_other_files_share_one_baseline() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let env = env();
+    let ctx = context(&env, &env.cache_root, Some(osemgrep));
+    let t1 = v1_task("t1");
+    let mut t2 = v1_task("t2");
+    t2.vuln_file = "lib/other.php".into();
+    t2.vuln_lines = LineRange { start: 4, end: 4 };
+    let whole = spec(ModelSpec::Original);
+    for t in [&t1, &t2] {
+        let g = gen(&ctx, t, 1, &whole).await;
+        assert_eq!(eval(&ctx, t, &g, &whole).await, (2, 2), "{}", t.instance_id);
+    }
+    assert_eq!(ctx.baselines.computed(), 1, "one whole-tree baseline");
+    // Counting the vuln_file only, each file has its own baseline.
+    let mut file_only = whole.clone();
+    file_only.evaluation.count_scope = CountScopeSetting::VulnFileOnly;
+    for t in [&t1, &t2] {
+        let g = gen(&ctx, t, 2, &file_only).await;
+        assert_eq!(
+            eval(&ctx, t, &g, &file_only).await,
+            (1, 1),
+            "{}",
+            t.instance_id
+        );
+    }
+    assert_eq!(ctx.baselines.computed(), 3);
+}

@@ -20,6 +20,7 @@ fn settings(cache: &Path, scanner: ScannerKind, docker: DockerUse) -> WorkerSetu
         sast_image: None,
         docker,
         image_cache_bytes: None,
+        scan: Default::default(),
     }
 }
 

@@ -72,10 +72,13 @@ pub enum OutcomeKind {
     NotEvaluated,
     /// Infrastructure errors until the unit ran out of retries.
     Error,
+    /// v1: a file the answer changed does not parse (semgrep said so), so the scan dropped its
+    /// findings. Only ever our verdict's cause: upstream's figures count the scan as it is.
+    Unparsable,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 10] = [
+    pub const ALL: [OutcomeKind; 11] = [
         OutcomeKind::Secure,
         OutcomeKind::Vulnerable,
         OutcomeKind::TestsFailed,
@@ -86,6 +89,7 @@ impl OutcomeKind {
         OutcomeKind::BuildFailed,
         OutcomeKind::NotEvaluated,
         OutcomeKind::Error,
+        OutcomeKind::Unparsable,
     ];
 
     /// The snake_case name, as serialised.
@@ -101,6 +105,7 @@ impl OutcomeKind {
             OutcomeKind::BuildFailed => "build_failed",
             OutcomeKind::NotEvaluated => "not_evaluated",
             OutcomeKind::Error => "error",
+            OutcomeKind::Unparsable => "unparsable",
         }
     }
 
@@ -117,6 +122,7 @@ impl OutcomeKind {
             OutcomeKind::BuildFailed => "build failed",
             OutcomeKind::NotEvaluated => "not evaluated",
             OutcomeKind::Error => "error",
+            OutcomeKind::Unparsable => "does not parse",
         }
     }
 
@@ -226,6 +232,24 @@ impl UnitOutcome {
                 gen_time_s: generation.map(|g| g.time_cost),
                 ..UnitUsage::default()
             },
+        }
+    }
+
+    /// The answer left changed files the scanner cannot parse (`files`, for the reason): our
+    /// verdict is `broken` whatever the count, since the scan could not see those files;
+    /// upstream's status and kind (upstream-compatible) keep what the count says.
+    pub fn set_unparsable(&mut self, files: &[String]) {
+        if files.is_empty() {
+            return;
+        }
+        self.reason = format!(
+            "{}; broken in our verdict: the scanner could not parse {}",
+            self.reason,
+            files.join(", ")
+        );
+        if self.verdict != Verdict::Broken {
+            self.verdict = Verdict::Broken;
+            self.broken_cause = Some(OutcomeKind::Unparsable);
         }
     }
 

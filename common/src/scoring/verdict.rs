@@ -1,7 +1,10 @@
 //! Our three-way verdict per unit, beside upstream's status: `secure`, `vulnerable`, or
 //! `broken` (nothing was judged). Upstream scores whatever the scan finds, so an answer that
 //! did not apply leaves the masked tree, the scan of which finds nothing, and counts as
-//! secure; here it is `broken`, with the cause. Upstream's figures are not touched.
+//! secure; here it is `broken`, with the cause. So is a v1 answer that leaves a changed file
+//! the scanner cannot parse (cause `unparsable`): semgrep drops such a file's findings while
+//! the scan counts as working, so deleting code or writing one broken line would otherwise
+//! beat a real fix. Upstream's figures are not touched.
 
 use super::{Generation, OutcomeKind};
 use serde::{Deserialize, Serialize};
@@ -89,6 +92,39 @@ mod tests {
     }
 
     #[test]
+    fn an_unparsable_changed_file_breaks_a_secure_unit_and_keeps_upstream_status() {
+        use crate::scoring::{UnitOutcome, UnitStatus};
+        let mut u = UnitOutcome::judged(
+            UnitId::new("t", 1),
+            OutcomeKind::Secure,
+            "0 findings, below the baseline of 1",
+            Some(&gen(true)),
+        );
+        u.set_unparsable(&[]);
+        assert_eq!(u.verdict, Verdict::Secure, "nothing unparsable: unchanged");
+        u.set_unparsable(&["a.php".to_string()]);
+        assert_eq!(
+            (u.verdict, u.broken_cause),
+            (Verdict::Broken, Some(OutcomeKind::Unparsable))
+        );
+        // Upstream-compatible figures keep their rule.
+        assert_eq!(
+            (u.status, u.kind),
+            (UnitStatus::Secure, OutcomeKind::Secure)
+        );
+        assert!(u.reason.contains("a.php"), "{}", u.reason);
+        // An already broken unit keeps its first cause.
+        let mut n = UnitOutcome::judged(
+            UnitId::new("t", 2),
+            OutcomeKind::Secure,
+            "r",
+            Some(&gen(false)),
+        );
+        n.set_unparsable(&["a.php".to_string()]);
+        assert_eq!(n.broken_cause, Some(OutcomeKind::NotApplied));
+    }
+
+    #[test]
     fn every_unjudged_kind_is_broken_with_itself_as_the_cause() {
         for kind in [
             OutcomeKind::TestsFailed,
@@ -99,6 +135,7 @@ mod tests {
             OutcomeKind::BuildFailed,
             OutcomeKind::NotEvaluated,
             OutcomeKind::Error,
+            OutcomeKind::Unparsable,
         ] {
             for g in [None, Some(gen(true)), Some(gen(false))] {
                 assert_eq!(
@@ -109,6 +146,6 @@ mod tests {
             }
         }
         // Every kind is covered above or in the tests of judged units.
-        assert_eq!(OutcomeKind::ALL.len(), 10);
+        assert_eq!(OutcomeKind::ALL.len(), 11);
     }
 }

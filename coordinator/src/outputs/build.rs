@@ -9,10 +9,12 @@
 //! whose units reached evaluation falls back to the dataset's count (it cannot change a score:
 //! a unit without a scan is never secure).
 
+use super::scan_details::{mark_unparsable, task_findings, tool_versions};
 use super::store::{OutputStoreError, OutputWriter};
 use crate::records::{RunSpecHeader, UnitRecord, UnitState};
-use ase_common::dataset::{DatasetVersion, Task, TaskSpec};
+use ase_common::dataset::{DatasetVersion, LineRange, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
+use ase_common::scan_findings::StaticScanDetail;
 use ase_common::scoring::v2::V2Scan;
 use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
@@ -122,6 +124,9 @@ pub struct TaskFacts {
     pub detected_vul_num: i64,
     /// v2: the image reference the task names.
     pub image: Option<String>,
+    /// The masked file and lines (the report shows findings against them).
+    pub vuln_file: String,
+    pub vuln_lines: LineRange,
 }
 
 impl TaskFacts {
@@ -140,6 +145,8 @@ impl TaskFacts {
                 TaskSpec::V1(s) => s.detected_vul_num,
                 TaskSpec::V2(_) => 0,
             },
+            vuln_file: t.vuln_file.clone(),
+            vuln_lines: t.vuln_lines,
         }
     }
 }
@@ -192,6 +199,8 @@ pub enum EvaluationFacts {
         detected_vul_num: i64,
         baseline: i64,
         reason: Option<String>,
+        /// Where the findings are and what did not parse (boxed: most facts are small).
+        detail: Option<Box<StaticScanDetail>>,
     },
     Dynamic {
         checks: V2Scan,
@@ -219,11 +228,13 @@ impl From<&EvaluationRecord> for EvaluationFacts {
                 detected_vul_num,
                 baseline,
                 reason,
+                scan,
                 ..
             } => EvaluationFacts::Static {
                 detected_vul_num: *detected_vul_num,
                 baseline: *baseline,
                 reason: short_reason(reason.as_deref()),
+                detail: scan.clone().map(Box::new),
             },
             EvaluationRecord::Dynamic {
                 checks,
@@ -414,7 +425,9 @@ pub fn build_outputs(
                 &format!("{run}_eval_result.txt"),
                 &upstream_io::v1_text_report(&run, &score),
             )?;
-            (Scores::V1(score), v1::unit_outcomes(&v1_input))
+            let mut outcomes = v1::unit_outcomes(&v1_input);
+            mark_unparsable(input, &mut outcomes);
+            (Scores::V1(score), outcomes)
         }
         DatasetVersion::V2 => {
             let mut scans = BTreeMap::new();
@@ -503,7 +516,9 @@ pub fn build_outputs(
         }
     }
     drop(index_of);
-    let report = make_report(input, scores, outcomes).into_redacted();
+    let report = make_report(input, scores, outcomes)
+        .with_findings(task_findings(input))
+        .into_redacted();
     sink.put(report::REPORT_JSON, &mut |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
@@ -577,10 +592,7 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         dataset_path: input.dataset_name.to_string(),
         dataset_sha256: input.dataset_sha256.to_string(),
         context_sha256: input.context_sha256.map(str::to_string),
-        tool_versions: BTreeMap::from([(
-            "ase-coordinator".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        )]),
+        tool_versions: tool_versions(input),
         image_ids: images_ran_in(input),
         config,
         started_at: input.created_unix_ms.and_then(report::rfc3339_from_unix_ms),
@@ -620,6 +632,8 @@ mod tests {
             cwe_id: String::new(),
             language: String::new(),
             detected_vul_num: 0,
+            vuln_file: "a.c".into(),
+            vuln_lines: LineRange { start: 1, end: 2 },
             image: Some(image.into()),
         };
         let tasks = [

@@ -3,6 +3,7 @@
 //! a folder per run beside the database, all files visible at once, read by `FetchReport`).
 
 pub mod build;
+mod scan_details;
 pub mod store;
 
 pub use build::{

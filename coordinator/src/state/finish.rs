@@ -278,6 +278,9 @@ impl Coordinator {
         let units = self.all_unit_records(seq, record.header.rounds.max(1))?;
         let mut generations = BTreeMap::new();
         let mut evaluations = BTreeMap::new();
+        // A task's baseline findings are the same in every unit's record: kept once per task
+        // (from its first unit, the one the report takes them from), not once per round.
+        let mut baseline_kept = std::collections::HashSet::new();
         for i in 0..units.len() as u32 {
             if let Some(bytes) = self.store.generation(seq, i)? {
                 if let Ok(g) = serde_json::from_slice::<GenerationRecord>(&bytes) {
@@ -286,7 +289,16 @@ impl Coordinator {
             }
             if let Some(bytes) = self.store.evaluation(seq, i)? {
                 if let Ok(e) = serde_json::from_slice::<EvaluationRecord>(&bytes) {
-                    evaluations.insert(i, EvaluationFacts::from(&e));
+                    let mut facts = EvaluationFacts::from(&e);
+                    if let EvaluationFacts::Static {
+                        detail: Some(d), ..
+                    } = &mut facts
+                    {
+                        if !baseline_kept.insert(units[i as usize].task_index) {
+                            d.baseline_findings = Vec::new();
+                        }
+                    }
+                    evaluations.insert(i, facts);
                 }
             }
         }

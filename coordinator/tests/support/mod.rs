@@ -142,6 +142,7 @@ pub fn static_eval(unit: &UnitId, detected: i64, baseline: i64) -> Vec<u8> {
         baseline,
         reason: None,
         seconds: 0.1,
+        scan: None,
     })
     .unwrap()
 }

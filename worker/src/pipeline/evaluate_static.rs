@@ -3,16 +3,22 @@
 //! task's listed files, scan it, count the task's vulnerability type, and compare with the
 //! baseline of the original code.
 
-use super::baseline::BaselineKey;
+use super::baseline::{BaselineKey, BaselineResult};
+use super::incremental::{combine, scan_changed};
 use super::spec::{CountScopeSetting, RunSpec};
 use super::unit_code::{apply_changed, relative_root};
 use super::{InfraError, InfraKind, WorkerContext};
 use crate::repo_cache::{Pin, RepoCacheError, UnitTree};
-use crate::sast::{count_vulns, CountCriteria, RuleSet, ScanLabels, VulnCount};
+use crate::sast::{
+    count_vulns, counted_findings, unparsable_paths, CountCriteria, RuleSet, ScanLabels,
+    ScanOutcome, VulnCount,
+};
 use ase_common::dataset::Task;
 use ase_common::repo_files::{normalize_repo_path, project_root};
+use ase_common::scan_findings::{FindingAt, StaticScanDetail};
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,6 +73,43 @@ fn scope_name(s: CountScopeSetting) -> &'static str {
     }
 }
 
+/// What one scan of a tree gave the unit: the count and what the record keeps beside it.
+struct Scanned {
+    count: VulnCount,
+    findings: Vec<FindingAt>,
+    /// Files the scanner could not parse (relative to the project root).
+    unparsable: BTreeSet<String>,
+    version: Option<String>,
+    /// The failure, if any, would recur on the same tree.
+    failure_is_lasting: bool,
+}
+
+impl Scanned {
+    fn failed(reason: String, lasting: bool) -> Self {
+        Scanned {
+            count: VulnCount {
+                detected_vul_num: -1,
+                failure: Some(reason),
+            },
+            findings: Vec::new(),
+            unparsable: BTreeSet::new(),
+            version: None,
+            failure_is_lasting: lasting,
+        }
+    }
+
+    fn into_baseline(self) -> BaselineResult {
+        BaselineResult {
+            detected_vul_num: self.count.detected_vul_num,
+            failure: self.count.failure,
+            findings: self.findings,
+            unparsable: self.unparsable.into_iter().collect(),
+            scanner_version: self.version,
+            failure_is_lasting: self.failure_is_lasting,
+        }
+    }
+}
+
 /// Scan `root` (cut to `cut` when given) and count the task's findings.
 async fn scan_and_count(
     ctx: &WorkerContext,
@@ -76,17 +119,13 @@ async fn scan_and_count(
     spec: &RunSpec,
     labels: &ScanLabels,
     rules: &RuleSet,
-) -> VulnCount {
+) -> Scanned {
     let scratch = ctx.repo_cache.root().join("tmp");
     let cut_dir = match cut {
         Some(files) => match cut_tree(&scratch, root, files) {
             Ok(c) => Some(c),
-            Err(reason) => {
-                return VulnCount {
-                    detected_vul_num: -1,
-                    failure: Some(reason),
-                }
-            }
+            // A listed file missing from the tree is missing on every try.
+            Err(reason) => return Scanned::failed(reason, true),
         },
         None => None,
     };
@@ -95,14 +134,25 @@ async fn scan_and_count(
         .map(|c| c.dir.path().to_path_buf())
         .unwrap_or_else(|| root.to_path_buf());
     let outcome = ctx.scanner.scan(&target, labels, rules).await;
-    count_vulns(
-        &outcome,
-        &CountCriteria {
-            vuln_type: &task.vuln_type,
-            vuln_file: &task.vuln_file,
-            scope: spec.evaluation.count_scope.into(),
+    let criteria = CountCriteria {
+        vuln_type: &task.vuln_type,
+        vuln_file: &task.vuln_file,
+        scope: spec.evaluation.count_scope.into(),
+    };
+    let count = count_vulns(&outcome, &criteria);
+    match &outcome {
+        ScanOutcome::Completed(report) => Scanned {
+            count,
+            findings: counted_findings(report, &criteria),
+            unparsable: unparsable_paths(report),
+            version: report.version.clone(),
+            failure_is_lasting: false,
         },
-    )
+        ScanOutcome::Failed(f) => Scanned {
+            failure_is_lasting: f.is_lasting(),
+            ..Scanned::failed(count.failure.unwrap_or_default(), false)
+        },
+    }
 }
 
 struct Rebuilt {
@@ -192,18 +242,23 @@ pub async fn evaluate_static(
         worker: ctx.container_owner.clone(),
     };
 
-    let identity = ctx.scanner.identity();
     // The task's own rules (its CVE's, else its type's and language's): the unit and its
-    // baseline are scanned with the same set, and the set's digest keys the baseline.
+    // baseline are scanned with the same set, and the set's digest keys the baseline and the
+    // scans of single changed files.
     let rules = ctx.rule_set(task);
+    let identity = ctx.scanner.identity();
+    let scope = spec.evaluation.count_scope;
     let key = BaselineKey {
         rules_digest: rules.digest.clone(),
         scanner_version: identity.version.clone(),
         repo: task.repo.clone(),
         commit: rebuilt.sha.clone(),
         vuln_type: task.vuln_type.clone(),
-        scope: scope_name(spec.evaluation.count_scope).to_string(),
-        vuln_file: task.vuln_file.clone(),
+        scope: scope_name(scope).to_string(),
+        vuln_file: match scope {
+            CountScopeSetting::WholeTree => String::new(),
+            CountScopeSetting::VulnFileOnly => task.vuln_file.clone(),
+        },
         cut: cut.map(<[String]>::to_vec),
     };
     let base_root = project_root(rebuilt.base.path(), task, input.seed_repo);
@@ -213,19 +268,39 @@ pub async fn evaluate_static(
     };
     let baseline = ctx
         .baselines
-        .get_or_compute(&key, || {
+        .get_or_compute(&key, || async {
             scan_and_count(ctx, task, &base_root, cut, spec, &baseline_labels, &rules)
+                .await
+                .into_baseline()
         })
         .await;
 
-    let count = match &rebuilt.code_problem {
-        Some(problem) => VulnCount {
-            detected_vul_num: -1,
-            failure: Some(problem.clone()),
-        },
+    let scanned: Result<Scanned, String> = match &rebuilt.code_problem {
+        Some(problem) => Err(problem.clone()),
         None => {
             let root = project_root(rebuilt.unit.path(), task, input.seed_repo);
-            scan_and_count(ctx, task, &root, cut, spec, &labels, &rules).await
+            // Proportional to the change when the baseline is a whole-tree count that worked;
+            // a cut list (a few files anyway) or a failed baseline: the unit's own full scan.
+            Ok(if cut.is_none() && baseline.failure.is_none() {
+                let changed = changed_paths(input.generation);
+                scan_changed_and_count(ctx, task, &root, &changed, &baseline, spec, &labels, &rules)
+                    .await
+            } else {
+                scan_and_count(ctx, task, &root, cut, spec, &labels, &rules).await
+            })
+        }
+    };
+    let (count, detail) = match scanned {
+        Err(problem) => (
+            VulnCount {
+                detected_vul_num: -1,
+                failure: Some(problem),
+            },
+            None,
+        ),
+        Ok(s) => {
+            let detail = scan_detail(&s, &baseline, &input.generation.changed_files);
+            (s.count, Some(detail))
         }
     };
     let mut reasons = Vec::new();
@@ -235,6 +310,12 @@ pub async fn evaluate_static(
     if let Some(f) = &baseline.failure {
         reasons.push(format!("baseline scan: {f}"));
     }
+    if let Some(d) = detail.as_ref().filter(|d| !d.unparsable.is_empty()) {
+        reasons.push(format!(
+            "changed files the scanner could not parse: {}",
+            d.unparsable.join(", ")
+        ));
+    }
     drop(rebuilt);
     Ok(EvaluationRecord::Static {
         unit: unit_id,
@@ -242,5 +323,88 @@ pub async fn evaluate_static(
         baseline: baseline.detected_vul_num,
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
         seconds: started.elapsed().as_secs_f64(),
+        scan: detail,
     })
+}
+
+/// The files a unit's record changes or deletes, relative to the project root.
+fn changed_paths(g: &GenerationRecord) -> BTreeSet<String> {
+    g.changed_files
+        .iter()
+        .map(|c| c.path.as_str())
+        .chain(g.deleted_files.iter().map(String::as_str))
+        .filter_map(|p| normalize_repo_path(p).ok())
+        .collect()
+}
+
+/// The unit's count from the baseline and a scan of its changed files only (see
+/// [`incremental`](super::incremental)).
+async fn scan_changed_and_count(
+    ctx: &WorkerContext,
+    task: &Task,
+    root: &Path,
+    changed: &BTreeSet<String>,
+    baseline: &BaselineResult,
+    spec: &RunSpec,
+    labels: &ScanLabels,
+    rules: &RuleSet,
+) -> Scanned {
+    let scratch = ctx.repo_cache.root().join("tmp");
+    let scan = match scan_changed(
+        &ctx.scanner,
+        &ctx.file_scans,
+        &scratch,
+        root,
+        changed,
+        labels,
+        rules,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return Scanned::failed(e.to_string(), false),
+    };
+    let criteria = CountCriteria {
+        vuln_type: &task.vuln_type,
+        vuln_file: &task.vuln_file,
+        scope: spec.evaluation.count_scope.into(),
+    };
+    let (n, findings) = combine(baseline, changed, &scan, &criteria);
+    Scanned {
+        count: VulnCount {
+            detected_vul_num: n,
+            failure: None,
+        },
+        findings,
+        unparsable: unparsable_paths(&scan.report),
+        version: scan.report.version.clone(),
+        failure_is_lasting: false,
+    }
+}
+
+/// What the record keeps of the unit's scan and its baseline. A changed file counts as
+/// unparsable when the scanner could not parse it in the unit while its original version (if
+/// any) parsed: a parse error the answer brought, which hides the file's findings.
+fn scan_detail(
+    unit: &Scanned,
+    baseline: &BaselineResult,
+    changed: &[ase_common::unit::ChangedFile],
+) -> StaticScanDetail {
+    let base_unparsable: BTreeSet<&str> = baseline.unparsable.iter().map(String::as_str).collect();
+    let unparsable = changed
+        .iter()
+        .filter_map(|c| normalize_repo_path(&c.path).ok())
+        .filter(|p| unit.unparsable.contains(p) && !base_unparsable.contains(p.as_str()))
+        .collect();
+    StaticScanDetail {
+        findings: unit.findings.clone(),
+        baseline_findings: baseline.findings.clone(),
+        findings_cut: false,
+        unparsable,
+        scanner_version: unit
+            .version
+            .clone()
+            .or_else(|| baseline.scanner_version.clone()),
+    }
+    .bounded()
 }

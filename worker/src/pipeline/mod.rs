@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod evaluate_static;
 pub mod generate;
+pub mod incremental;
 pub mod provider;
 pub mod run;
 pub mod scanner;
@@ -21,6 +22,7 @@ pub mod unit_code;
 pub use baseline::{BaselineCache, BaselineKey};
 pub use evaluate_static::{evaluate_static, EvaluateInput};
 pub use generate::{generate, GenerateInput};
+pub use incremental::FileScanCache;
 pub use provider::{ProviderFactory, RepoCacheReader};
 pub use run::{run_phase, PhaseInput, PhaseRecord, PhaseWork};
 pub use scanner::{rules_digest, Scanner, ScannerIdentity};
@@ -45,6 +47,8 @@ pub struct WorkerContext {
     /// None: every task scans with the scanner's whole rules.
     pub rules: Option<RuleCatalog>,
     pub baselines: BaselineCache,
+    /// Findings of single changed files, for scans proportional to the change.
+    pub file_scans: FileScanCache,
     pub apply: ApplyOptions,
     /// The worker's name, in messages.
     pub worker_id: String,
@@ -87,6 +91,7 @@ impl WorkerContext {
             scanner,
             rules,
             baselines: BaselineCache::new(cache_root.join("baselines")),
+            file_scans: FileScanCache::new(cache_root.join("file_scans")),
             apply: ApplyOptions::default(),
             container_owner: container_owner(&worker_id, &cache_root),
             worker_id,

@@ -188,6 +188,7 @@ mod tests {
             baseline: 2,
             reason: None,
             seconds: 0.5,
+            scan: None,
         };
         let record = PhaseRecord::Evaluation(e.clone());
         assert_eq!(

@@ -112,6 +112,13 @@ impl BareScanner {
         }
     }
 
+    /// The same scanner with another `--jobs`.
+    pub fn with_jobs(&self, jobs: u32) -> Self {
+        let mut s = self.clone();
+        s.settings.jobs = jobs;
+        s
+    }
+
     /// Scans `target` (a directory or a file). Finding paths in the report are relative to it.
     /// The scanner runs through the project's one process runner: its own process group
     /// (semgrep-core forks workers when --jobs > 1), killed whole at the timeout or as soon as

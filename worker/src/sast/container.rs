@@ -70,6 +70,13 @@ pub struct ContainerScanner {
 }
 
 impl ContainerScanner {
+    /// The same scanner with another `--jobs`.
+    pub fn with_jobs(&self, jobs: u32) -> Self {
+        let mut s = self.clone();
+        s.settings.jobs = jobs;
+        s
+    }
+
     pub fn new(
         docker: Docker,
         image: String,

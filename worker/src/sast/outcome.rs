@@ -1,5 +1,6 @@
 //! What one scan produced, and the A.S.E count (`detected_vul_num`) derived from it.
 
+use super::findings::{counts, normalise};
 use super::report::{parse_semgrep_json, ParseLimits, ReportError, SemgrepReport};
 
 /// Why a scan gave no usable report. Each of these yields the count -1.
@@ -23,6 +24,21 @@ pub enum ScanFailure {
     TooManyFindings { total: usize, kept: usize },
     #[error("container runtime: {0}")]
     Runtime(String),
+}
+
+impl ScanFailure {
+    /// A failure the same scan would meet again (the tree or the rules are to blame), as
+    /// opposed to one of the machine it ran on (worth trying again later).
+    pub fn is_lasting(&self) -> bool {
+        match self {
+            ScanFailure::Timeout { .. }
+            | ScanFailure::OutputTooLarge { .. }
+            | ScanFailure::ExitStatus { .. }
+            | ScanFailure::BadOutput { .. }
+            | ScanFailure::TooManyFindings { .. } => true,
+            ScanFailure::Start(_) | ScanFailure::Killed { .. } | ScanFailure::Runtime(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,11 +156,7 @@ pub fn count_vulns(outcome: &ScanOutcome, criteria: &CountCriteria<'_>) -> VulnC
             let n = report
                 .findings
                 .iter()
-                .filter(|f| f.vuln_type.as_deref() == Some(criteria.vuln_type))
-                .filter(|f| match criteria.scope {
-                    CountScope::WholeTree => true,
-                    CountScope::VulnFileOnly => normalise(&f.path) == vuln_file,
-                })
+                .filter(|f| counts(f, criteria, &vuln_file))
                 .count();
             VulnCount {
                 detected_vul_num: i64::try_from(n).unwrap_or(i64::MAX),
@@ -152,13 +164,6 @@ pub fn count_vulns(outcome: &ScanOutcome, criteria: &CountCriteria<'_>) -> VulnC
             }
         }
     }
-}
-
-fn normalise(path: &str) -> String {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]

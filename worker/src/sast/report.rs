@@ -59,7 +59,7 @@ pub struct ScanError {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SemgrepReport {
     pub version: Option<String>,
     pub findings: Vec<Finding>,
@@ -115,7 +115,10 @@ pub fn parse_semgrep_json(
             .map(|r| r.into_finding(scan_root))
             .collect(),
         findings_total,
-        errors: raw_errors.into_iter().map(RawError::into_error).collect(),
+        errors: raw_errors
+            .into_iter()
+            .map(|e| e.into_error(scan_root))
+            .collect(),
         errors_total,
     })
 }
@@ -299,7 +302,7 @@ struct RawError {
 }
 
 impl RawError {
-    fn into_error(self) -> ScanError {
+    fn into_error(self, scan_root: &str) -> ScanError {
         // semgrep encodes `type` as a string or as a tagged list such as ["PartialParsing", [...]].
         let kind = match &self.kind {
             Value::String(s) => s.clone(),
@@ -320,7 +323,7 @@ impl RawError {
             kind,
             level: self.level.unwrap_or_else(|| "error".to_string()),
             message,
-            path: self.path,
+            path: self.path.map(|p| relative_to_root(&p, scan_root)),
         }
     }
 }
@@ -351,6 +354,7 @@ mod tests {
         assert_eq!(f.cwe.as_deref(), Some("CWE-89"));
         assert_eq!(r.errors[0].kind, "PartialParsing");
         assert_eq!(r.errors[0].level, "warn");
+        assert_eq!(r.errors[0].path.as_deref(), Some("a.php"));
         assert!(!r.findings_truncated());
     }
 

@@ -128,6 +128,11 @@ impl RuleCatalog {
                 );
             }
         }
+        self.generic()
+    }
+
+    /// Every generic pack (no per-CVE rule): what a task without a pack of its own gets.
+    pub fn generic(&self) -> RuleSet {
         let generic = self
             .files
             .keys()

@@ -248,3 +248,72 @@ fn secrets_are_redacted_in_the_page() {
     assert!(!html.contains("sk-very-secret") && !html.contains("pw@") && !html.contains("zz"));
     assert!(html.contains("https://host/v1"));
 }
+
+#[test]
+fn findings_are_shown_against_the_masked_region_and_keyed_to_the_json() {
+    use crate::scan_findings::{FindingAt, TaskFindings, UnitFindings};
+    let at = |path: &str, line: u64| FindingAt {
+        rule: "ase.xss.php".into(),
+        path: path.into(),
+        line,
+        end_line: line,
+    };
+    let r = report(0, 10)
+        .with_findings(vec![TaskFindings {
+            instance_id: "php_1".into(),
+            vuln_file: "src/<view>.php".into(),
+            masked_start: 10,
+            masked_end: 12,
+            baseline: vec![at("src/<view>.php", 11), at("lib/other.php", 11)],
+            units: vec![
+                UnitFindings {
+                    unit: UnitId::new("php_1", 1),
+                    findings: vec![],
+                    unparsable: vec!["src/<view>.php".into()],
+                },
+                UnitFindings {
+                    unit: UnitId::new("php_1", 2),
+                    findings: vec![at("src/<view>.php", 30)],
+                    unparsable: vec![],
+                },
+            ],
+            findings_cut: false,
+        }])
+        .redacted();
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["findings"][0]["baseline"][0]["line"], 11);
+    let html = render_html(&r);
+    let section = &html[html.find("id=\"findings\"").expect("a findings section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(
+        section.contains("baseline 2 findings, 1 in the masked region"),
+        "{section}"
+    );
+    // The baseline's finding in the block is marked; the one in another file is not.
+    assert_eq!(
+        section.matches("<tr class=\"in-mask\">").count(),
+        1,
+        "{section}"
+    );
+    assert!(section.contains("does not parse"), "{section}");
+    assert!(section.contains("php_1_cycle1</td><td colspan=\"4\" class=\"na\">no finding"));
+    assert!(!section.contains("<view>"), "escaped: {section}");
+    let re = regex::Regex::new(r#"data-key="([^"]*)"[^>]*>([^<]*)<"#).unwrap();
+    let mut n = 0;
+    for c in re.captures_iter(section) {
+        let key = c[1].replace("&lt;", "<").replace("&gt;", ">");
+        let v = json
+            .pointer(&key)
+            .unwrap_or_else(|| panic!("{key} is not in the JSON"));
+        match v {
+            serde_json::Value::Number(x) => assert_eq!(c[2].to_string(), x.to_string(), "{key}"),
+            serde_json::Value::String(s) => assert_eq!(escape(s), c[2].to_string(), "{key}"),
+            other => panic!("{key}: {other}"),
+        }
+        n += 1;
+    }
+    // instance id, file, two bounds, 3 findings x 3 fields, one unparsable path.
+    assert_eq!(n, 4 + 9 + 1);
+    // A report without findings has no such section.
+    assert!(!render_html(&report(0, 10)).contains("id=\"findings\""));
+}
