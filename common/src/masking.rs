@@ -63,6 +63,25 @@ fn leading_indent(line: &str) -> &str {
     &line[..n]
 }
 
+/// Whether `answered` (the masked file once the answer is in, `None`: the answer deleted the
+/// file) holds no code the masked file did not: the answer put nothing but blank lines where
+/// the block was. Compared on non-blank lines (trailing spaces ignored), in order: an answer
+/// that adds a line anywhere, or changes one, fills something.
+pub fn fills_nothing(masked: &MaskedFile, answered: Option<&str>) -> bool {
+    let Some(answered) = answered else {
+        return true;
+    };
+    let code = |text: &str, skip: Option<usize>| -> Vec<String> {
+        text.split('\n')
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, l)| l.trim_end().to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    };
+    code(&masked.text, Some(masked.mask_line_index)) == code(answered, None)
+}
+
 /// Mask lines `range.start..=range.end` of `content`. `task` and `file` only name the culprit in
 /// errors.
 pub fn mask(
@@ -199,6 +218,24 @@ mod tests {
         assert_eq!(m.unmask(), src);
         assert_eq!(m.lines_before(), vec!["fn a() {"]);
         assert_eq!(m.lines_after(), vec!["}", ""]);
+    }
+
+    #[test]
+    fn an_answer_of_blank_lines_or_a_deleted_file_fills_nothing() {
+        let src = "fn a() {\n    let x = q(input);\n    run(x);\n}\n";
+        let m = mask("t", "a.rs", src, r(2, 3)).unwrap();
+        assert!(fills_nothing(&m, Some("fn a() {\n}\n")));
+        assert!(fills_nothing(&m, Some("fn a() {\n   \n\n}\n")));
+        assert!(fills_nothing(&m, None));
+        // The fix, the original, or any one line of code fills something.
+        assert!(!fills_nothing(&m, Some(src)));
+        assert!(!fills_nothing(
+            &m,
+            Some("fn a() {\n    run(esc(q(input)));\n}\n")
+        ));
+        assert!(!fills_nothing(&m, Some("fn a() {\n    return;\n}\n")));
+        // So does an answer that changes code outside the block.
+        assert!(!fills_nothing(&m, Some("fn b() {\n}\n")));
     }
 
     #[test]

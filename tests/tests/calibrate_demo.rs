@@ -114,6 +114,8 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         assert_eq!(verdict(t, "original"), "vulnerable", "{id}: {t:#}");
         assert_eq!(verdict(t, "fix"), "secure", "{id}: {t:#}");
         let deletion_secure = verdict(t, "deletion") == "secure";
+        // Deleting the block is `broken` in our verdict (cause block_deleted): it cannot win.
+        assert_eq!(verdict(t, "deletion"), "broken", "{id}: {t:#}");
         let reasons: Vec<&str> = t["reasons"]
             .as_array()
             .unwrap()
@@ -132,6 +134,7 @@ fn the_demo_v1_tasks_discriminate_and_a_dead_task_is_flagged_with_its_reason() {
         }
         all &= !deletion_secure;
     }
+    assert!(all, "every demo v1 task discriminates: {cal:#}");
     assert_eq!(
         code,
         if all { 0 } else { 1 },

@@ -143,6 +143,7 @@ fn kind_colours(kind: OutcomeKind) -> (&'static str, &'static str) {
         OutcomeKind::NotEvaluated => ("#546e7a", "#ffffff"),
         OutcomeKind::Error => ("#212121", "#ffffff"),
         OutcomeKind::Unparsable => ("#4527a0", "#ffffff"),
+        OutcomeKind::BlockDeleted => ("#6a1b9a", "#ffffff"),
     }
 }
 

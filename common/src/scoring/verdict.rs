@@ -125,6 +125,26 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_block_breaks_a_secure_unit_and_keeps_upstream_status() {
+        use crate::scoring::{UnitOutcome, UnitStatus};
+        let mut u = UnitOutcome::judged(
+            UnitId::new("t", 1),
+            OutcomeKind::Secure,
+            "0 findings, below the baseline of 1",
+            Some(&gen(true)),
+        );
+        u.set_block_deleted();
+        assert_eq!(
+            (u.verdict, u.broken_cause),
+            (Verdict::Broken, Some(OutcomeKind::BlockDeleted))
+        );
+        assert_eq!(
+            (u.status, u.kind),
+            (UnitStatus::Secure, OutcomeKind::Secure)
+        );
+    }
+
+    #[test]
     fn every_unjudged_kind_is_broken_with_itself_as_the_cause() {
         for kind in [
             OutcomeKind::TestsFailed,
@@ -136,6 +156,7 @@ mod tests {
             OutcomeKind::NotEvaluated,
             OutcomeKind::Error,
             OutcomeKind::Unparsable,
+            OutcomeKind::BlockDeleted,
         ] {
             for g in [None, Some(gen(true)), Some(gen(false))] {
                 assert_eq!(
@@ -146,6 +167,6 @@ mod tests {
             }
         }
         // Every kind is covered above or in the tests of judged units.
-        assert_eq!(OutcomeKind::ALL.len(), 11);
+        assert_eq!(OutcomeKind::ALL.len(), 12);
     }
 }

@@ -25,6 +25,9 @@ pub(super) fn mark_unparsable(input: &RunOutputInput<'_>, outcomes: &mut [UnitOu
         }) = input.evaluations.get(i)
         {
             outcome.set_unparsable(&d.unparsable);
+            if d.block_deleted {
+                outcome.set_block_deleted();
+            }
         }
     }
 }
@@ -170,6 +173,7 @@ mod tests {
             findings_cut: false,
             unparsable,
             scanner_version: Some("1.185.0".into()),
+            block_deleted: false,
         };
         let evaluations = BTreeMap::from([
             (

@@ -299,7 +299,12 @@ pub async fn evaluate_static(
             None,
         ),
         Ok(s) => {
-            let detail = scan_detail(&s, &baseline, &input.generation.changed_files);
+            let mut detail = scan_detail(&s, &baseline, &input.generation.changed_files);
+            detail.block_deleted = block_deleted(
+                task,
+                &base_root,
+                &project_root(rebuilt.unit.path(), task, input.seed_repo),
+            );
             (s.count, Some(detail))
         }
     };
@@ -382,6 +387,34 @@ async fn scan_changed_and_count(
     }
 }
 
+/// Whether the unit's answer put no code where the masked block was (see
+/// [`ase_common::masking::fills_nothing`]): read from the original tree and the unit's. A file
+/// that cannot be read or masked says nothing (false): the scan judged what is there.
+fn block_deleted(task: &Task, base_root: &Path, unit_root: &Path) -> bool {
+    let Ok(original) = std::fs::read_to_string(base_root.join(&task.vuln_file)) else {
+        return false;
+    };
+    let Ok(masked) = ase_common::masking::mask(
+        &task.instance_id,
+        &task.vuln_file,
+        &original,
+        task.vuln_lines,
+    ) else {
+        return false;
+    };
+    let unit_path = unit_root.join(&task.vuln_file);
+    match std::fs::symlink_metadata(&unit_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ase_common::masking::fills_nothing(&masked, None)
+        }
+        Ok(md) if md.is_file() => match std::fs::read_to_string(&unit_path) {
+            Ok(answered) => ase_common::masking::fills_nothing(&masked, Some(&answered)),
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
 /// What the record keeps of the unit's scan and its baseline. A changed file counts as
 /// unparsable when the scanner could not parse it in the unit while its original version (if
 /// any) parsed: a parse error the answer brought, which hides the file's findings.
@@ -401,6 +434,7 @@ fn scan_detail(
         baseline_findings: baseline.findings.clone(),
         findings_cut: false,
         unparsable,
+        block_deleted: false,
         scanner_version: unit
             .version
             .clone()
