@@ -220,6 +220,8 @@ pub enum ModelProvider {
     Predictions(Predictions),
     Reference(Arc<dyn RevisionReader>),
     Original,
+    /// A coding agent: its units run in the sandbox of [`crate::coding_agent`], not here.
+    Agent(Box<crate::coding_agent::ResolvedAgent>),
 }
 
 impl std::fmt::Debug for ModelProvider {
@@ -229,6 +231,7 @@ impl std::fmt::Debug for ModelProvider {
             ModelProvider::Predictions(p) => f.debug_tuple("Predictions").field(&p.path()).finish(),
             ModelProvider::Reference(_) => f.write_str("Reference"),
             ModelProvider::Original => f.write_str("Original"),
+            ModelProvider::Agent(a) => f.debug_tuple("Agent").field(&a.image).finish(),
         }
     }
 }
@@ -241,6 +244,7 @@ impl ModelProvider {
             ModelProvider::Predictions(_) => "predictions",
             ModelProvider::Reference(_) => "reference",
             ModelProvider::Original => "original",
+            ModelProvider::Agent(_) => "agent",
         }
     }
 
@@ -273,6 +277,14 @@ impl ModelProvider {
                 let answer = reference::original_answer(unit.task, unit.masked);
                 Generation::answered(answer, 0, started.elapsed())
             }
+            // The generate phase runs agents itself (they need the unit's tree, not a prompt).
+            ModelProvider::Agent(_) => Generation::failed(
+                FailureReason::Model(ModelFailure::MalformedResponse {
+                    detail: "an agent run needs the coding-agent sandbox".into(),
+                }),
+                0,
+                started.elapsed(),
+            ),
         }
     }
 }

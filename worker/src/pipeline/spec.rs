@@ -47,6 +47,9 @@ pub enum ModelSpec {
     Reference,
     /// The vulnerable code itself: must score like the baseline.
     Original,
+    /// A coding agent in a sealed container, its model reached through the worker's proxy
+    /// (see [`crate::coding_agent`]).
+    Agent { config: crate::coding_agent::AgentConfig },
 }
 
 /// Prompt budget and optional template overrides.
