@@ -442,7 +442,7 @@ agent_context() {
             ln -s busybox "$root/bin/$applet"
     done < <("$root/bin/busybox" --list)
     cp -a "$site" "$root/opt/agent/site"
-    printf '#!/bin/sh\nexec python3 -c "import sys; from minisweagent.run.mini import app; sys.argv[0] = \"mini\"; sys.exit(app())" "$@"\n' >"$root/usr/local/bin/mini"
+    printf '#!/bin/sh\nexec python3 -m minisweagent.run.mini "$@"\n' >"$root/usr/local/bin/mini"
     chmod 0755 "$root/usr/local/bin/mini"
     printf 'root:x:0:0:root:/tmp/agent-home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
