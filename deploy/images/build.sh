@@ -30,7 +30,8 @@
 #       (pinned below, pip install --target, wheels for CPython 3.11 manylinux) under
 #       /opt/agent/site, Python 3.11 with its standard library from Debian's .debs (apt-get
 #       download + dpkg -x), a static busybox (sh and the commands the agent runs), a `mini`
-#       launcher. Not built by default (about 800 MB): `build.sh agent`.
+#       launcher (about 570 MB). The wheels are installed once into $ASE_CACHE/agent-site and
+#       the .debs cached in $ASE_CACHE/debs/agent, so later builds are offline.
 #
 #   ase-node:<content-hash>  and  ase-node:latest
 #       one image for every cluster role (coordinator, worker, client): the `ase` binary
@@ -605,10 +606,10 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, v2, demo, node; osemgrep: only the bare host binary), all
+# Which images: the arguments (sast, v2, demo, node, agent; osemgrep: only the bare host binary), all
 # images by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent)
 for image in "${wanted[@]}"; do
     [[ "$image" == osemgrep ]] || need_docker
     case "$image" in

@@ -54,6 +54,11 @@ fn docker_err(what: impl Into<String>) -> impl FnOnce(DockerError) -> SandboxErr
     move |source| SandboxError::Docker { what, source }
 }
 
+/// Removes this worker's agent containers left by an earlier life of it (a killed worker).
+pub async fn reap_orphans(docker: &Docker, worker: &str) -> Result<usize, DockerError> {
+    crate::container_labels::reap_labelled(docker, ROLE_AGENT, worker).await
+}
+
 /// The network and proxy of one worker, made at its first agent unit.
 pub struct Sandbox {
     docker: Docker,
