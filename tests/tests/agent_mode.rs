@@ -49,6 +49,11 @@ const TASKS: &[(&str, &str, &str, Act)] = &[
     ("demo_pathtrav_js_notes", "js-notes", "lib/files.js", Act::Fix),
 ];
 
+const V2_TASKS: &[(&str, &str, &str, Act)] = &[
+    ("demo_v2_pathtrav_py_docserver", "py-docserver", "docstore.py", Act::Fix),
+    ("demo_v2_cmdi_py_logstat", "py-logstat", "logstat.py", Act::Original),
+];
+
 fn demo_file(dir: &str, tree: &str, file: &str) -> String {
     std::fs::read_to_string(repo_root().join(format!("examples/demo/repos/{dir}/{tree}/{file}")))
         .unwrap()
@@ -149,7 +154,7 @@ fn mini_swe_agent_runs_the_demo_in_a_sealed_sandbox_and_scores_as_scripted() {
     let probe_line = original_line("py-bookshelf", "backup.py", lines_of("demo_cmdi_py_bookshelf"));
     let gateway = docker_bridge_gateway();
     let port = model.addr.port();
-    for (id, dir, file, act) in TASKS {
+    for (id, dir, file, act) in TASKS.iter().chain(V2_TASKS) {
         let steps = match act {
             Act::Fix => vec![write_file(file, &demo_file(dir, "fix", file))],
             Act::Original => vec![write_file(file, &demo_file(dir, "base", file))],
@@ -210,6 +215,34 @@ wall_secs = 300
 max_turns = 12
 
 [[runs]]
+model_name = "mini-swe-agent"
+batch = "agent-v2"
+dataset = {v2:?}
+rounds = 1
+[runs.model]
+provider = "agent"
+preset = "mini-swe-agent"
+base_url = {base_url:?}
+model = "{MODEL}"
+api_key_env = "ASE_TEST_AGENT_KEY"
+[runs.model.limits]
+wall_secs = 300
+max_turns = 12
+
+[[runs]]
+model_name = "crash-agent"
+batch = "agent-v1"
+dataset = "hung.json"
+rounds = 1
+[runs.model]
+provider = "agent"
+preset = "mini-swe-agent"
+command = ["sh", "-c", "echo agent-crashed-here >&2; exit 3"]
+base_url = {base_url:?}
+model = "unused"
+api_key_env = "ASE_TEST_AGENT_KEY"
+
+[[runs]]
 model_name = "hung-agent"
 batch = "agent-v1"
 dataset = "hung.json"
@@ -228,6 +261,7 @@ wall_secs = 20
             template = demo.repo_url_template,
             v1 = demo.v1_tasks.display().to_string(),
             v1c = demo.v1_context.display().to_string(),
+            v2 = demo.v2_tasks.display().to_string(),
             base_url = model.base_url(),
         ),
     )
@@ -336,6 +370,35 @@ wall_secs = 20
         "{}",
         hung[0]
     );
+
+    // The agent that crashed: a failed generation with its exit code and output tail.
+    let crashed = units(&data.join("results/crash-agent__agent-v1"));
+    assert_eq!(crashed.len(), 1, "{crashed:?}");
+    let reason = crashed[0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("exited with code 3") && reason.contains("agent-crashed-here"),
+        "{}",
+        crashed[0]
+    );
+
+    // v2: the agents' files evaluated in the task's image, as an LLM's answer is.
+    let v2_dir = data.join("results/mini-swe-agent__agent-v2");
+    let v2 = units(&v2_dir);
+    assert_eq!(v2.len(), V2_TASKS.len(), "{v2:?}");
+    for (id, _, _, act) in V2_TASKS {
+        let row = v2.iter().find(|r| r["task"] == *id).unwrap();
+        let want = if *act == Act::Fix { "secure" } else { "vulnerable" };
+        assert_eq!(row["verdict"], want, "{id}: {row}");
+    }
+    let v2_report: Value =
+        serde_json::from_slice(&std::fs::read(v2_dir.join("report.json")).unwrap()).unwrap();
+    let v2_expected: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("tests/expected/agent_v2_scores.json")).unwrap(),
+    )
+    .unwrap();
+    for (field, want) in v2_expected.as_object().unwrap() {
+        assert_eq!(&v2_report["scores"]["all"][field], want, "v2 all.{field}");
+    }
 
     // No agent container is left behind.
     let left = Command::new("docker")
