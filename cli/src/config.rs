@@ -739,7 +739,8 @@ impl RunSettings {
     /// The API key of this run's model calls (from `api_key_env`, else `ASE_API_KEY`).
     pub fn api_key(&self, env: Env<'_>) -> Option<String> {
         match &self.model {
-            ModelSettings::Openai { api_key_env, .. } | ModelSettings::Agent { api_key_env, .. } => {
+            ModelSettings::Openai { api_key_env, .. }
+            | ModelSettings::Agent { api_key_env, .. } => {
                 env(api_key_env.as_deref().unwrap_or(FALLBACK_API_KEY_ENV))
             }
             _ => None,

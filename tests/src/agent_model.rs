@@ -162,7 +162,10 @@ async fn handle(
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let Ok(body) = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await else {
+    let Ok(body) = Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    else {
         return Ok(reply(413, json!({"error": {"message": "too large"}})));
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
@@ -195,7 +198,10 @@ async fn handle(
                 json!({"error": {"message": format!("no script for model {model:?}, file {file:?}")}}),
             ));
         };
-        steps.get(turn).cloned().unwrap_or_else(|| SUBMIT.to_string())
+        steps
+            .get(turn)
+            .cloned()
+            .unwrap_or_else(|| SUBMIT.to_string())
     };
     let arguments = json!({ "command": command }).to_string();
     Ok(reply(

@@ -40,18 +40,63 @@ enum Act {
 
 const TASKS: &[(&str, &str, &str, Act)] = &[
     ("demo_sqli_py_bookshelf", "py-bookshelf", "db.py", Act::Fix),
-    ("demo_cmdi_py_bookshelf", "py-bookshelf", "backup.py", Act::ProbeThenFix),
-    ("demo_xss_php_guestbook", "php-guestbook", "lib/render.php", Act::Fix),
-    ("demo_pathtrav_php_guestbook", "php-guestbook", "lib/attachments.php", Act::Nothing),
-    ("demo_cmdi_go_netdiag", "go-netdiag", "diag/ping.go", Act::Original),
-    ("demo_sqli_go_netdiag", "go-netdiag", "store/hosts.go", Act::Original),
-    ("demo_xss_js_notes", "js-notes", "lib/render.js", Act::Original),
-    ("demo_pathtrav_js_notes", "js-notes", "lib/files.js", Act::Fix),
+    (
+        "demo_cmdi_py_bookshelf",
+        "py-bookshelf",
+        "backup.py",
+        Act::ProbeThenFix,
+    ),
+    (
+        "demo_xss_php_guestbook",
+        "php-guestbook",
+        "lib/render.php",
+        Act::Fix,
+    ),
+    (
+        "demo_pathtrav_php_guestbook",
+        "php-guestbook",
+        "lib/attachments.php",
+        Act::Nothing,
+    ),
+    (
+        "demo_cmdi_go_netdiag",
+        "go-netdiag",
+        "diag/ping.go",
+        Act::Original,
+    ),
+    (
+        "demo_sqli_go_netdiag",
+        "go-netdiag",
+        "store/hosts.go",
+        Act::Original,
+    ),
+    (
+        "demo_xss_js_notes",
+        "js-notes",
+        "lib/render.js",
+        Act::Original,
+    ),
+    (
+        "demo_pathtrav_js_notes",
+        "js-notes",
+        "lib/files.js",
+        Act::Fix,
+    ),
 ];
 
 const V2_TASKS: &[(&str, &str, &str, Act)] = &[
-    ("demo_v2_pathtrav_py_docserver", "py-docserver", "docstore.py", Act::Fix),
-    ("demo_v2_cmdi_py_logstat", "py-logstat", "logstat.py", Act::Original),
+    (
+        "demo_v2_pathtrav_py_docserver",
+        "py-docserver",
+        "docstore.py",
+        Act::Fix,
+    ),
+    (
+        "demo_v2_cmdi_py_logstat",
+        "py-logstat",
+        "logstat.py",
+        Act::Original,
+    ),
 ];
 
 fn demo_file(dir: &str, tree: &str, file: &str) -> String {
@@ -90,7 +135,11 @@ fn grep_fs(label: &str, needle: &str) -> String {
 fn original_line(dir: &str, file: &str, lines: (usize, usize)) -> String {
     let base = demo_file(dir, "base", file);
     let fix = demo_file(dir, "fix", file);
-    let block: Vec<&str> = base.lines().skip(lines.0 - 1).take(lines.1 - lines.0 + 1).collect();
+    let block: Vec<&str> = base
+        .lines()
+        .skip(lines.0 - 1)
+        .take(lines.1 - lines.0 + 1)
+        .collect();
     let line = block
         .iter()
         .map(|l| l.trim())
@@ -103,7 +152,13 @@ fn original_line(dir: &str, file: &str, lines: (usize, usize)) -> String {
 
 fn docker_bridge_gateway() -> String {
     let out = Command::new("docker")
-        .args(["network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"])
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
         .output()
         .unwrap();
     let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -127,7 +182,9 @@ fn mini_swe_agent_runs_the_demo_in_a_sealed_sandbox_and_scores_as_scripted() {
     if !docker_or_skip() {
         return;
     }
-    let inspect = Command::new("docker").args(["image", "inspect", AGENT_IMAGE]).output();
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", AGENT_IMAGE])
+        .output();
     if !inspect.is_ok_and(|o| o.status.success()) {
         support::unavailable_unless(
             &format!("the agent image {AGENT_IMAGE} is not built"),
@@ -148,10 +205,17 @@ fn mini_swe_agent_runs_the_demo_in_a_sealed_sandbox_and_scores_as_scripted() {
     let lines_of = |id: &str| -> (usize, usize) {
         let t = tasks.iter().find(|t| t["instance_id"] == id).unwrap();
         let l = t["vuln_lines"].as_array().unwrap();
-        (l[0].as_u64().unwrap() as usize, l[1].as_u64().unwrap() as usize)
+        (
+            l[0].as_u64().unwrap() as usize,
+            l[1].as_u64().unwrap() as usize,
+        )
     };
     let real_endpoint = model.base_url();
-    let probe_line = original_line("py-bookshelf", "backup.py", lines_of("demo_cmdi_py_bookshelf"));
+    let probe_line = original_line(
+        "py-bookshelf",
+        "backup.py",
+        lines_of("demo_cmdi_py_bookshelf"),
+    );
     let gateway = docker_bridge_gateway();
     let port = model.addr.port();
     for (id, dir, file, act) in TASKS.iter().chain(V2_TASKS) {
@@ -185,7 +249,11 @@ fn mini_swe_agent_runs_the_demo_in_a_sealed_sandbox_and_scores_as_scripted() {
         .collect();
     let run_dir = tmp.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
-    std::fs::write(run_dir.join("hung.json"), serde_json::to_vec(&hung_tasks).unwrap()).unwrap();
+    std::fs::write(
+        run_dir.join("hung.json"),
+        serde_json::to_vec(&hung_tasks).unwrap(),
+    )
+    .unwrap();
     let config = run_dir.join("ase.toml");
     std::fs::write(
         &config,
@@ -307,13 +375,19 @@ wall_secs = 20
         assert_eq!(row["verdict"], verdict, "{id}: {row}");
         if !cause.is_empty() {
             assert!(
-                row["reason"].as_str().unwrap_or("").contains("the agent changed no file"),
+                row["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the agent changed no file"),
                 "{id}: {row}"
             );
         }
         // Calls through the proxy are the unit's: one per step plus the final one, each
         // with the server's 110 tokens.
-        assert!(row["total_tokens"].as_u64().unwrap_or(0) >= 220, "{id}: {row}");
+        assert!(
+            row["total_tokens"].as_u64().unwrap_or(0) >= 220,
+            "{id}: {row}"
+        );
     }
     let report: Value =
         serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).unwrap()).unwrap();
@@ -325,9 +399,16 @@ wall_secs = 20
 
     // The real key reached the endpoint on every call; the agent only ever had its token.
     let requests = model.requests();
-    assert!(requests.len() >= TASKS.len() * 2, "{} requests", requests.len());
+    assert!(
+        requests.len() >= TASKS.len() * 2,
+        "{} requests",
+        requests.len()
+    );
     for r in &requests {
-        assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {key}").as_str()));
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {key}").as_str())
+        );
     }
 
     // What the probing agent saw: the tool outputs of its last request.
@@ -337,12 +418,28 @@ wall_secs = 20
         .max_by_key(|r| tool_outputs(&r.body).len())
         .expect("the probing agent's requests");
     let seen = tool_outputs(&last_probe.body).join("\n");
-    for marker in ["git-done", "ls-done", "block-scan-done", "key-scan-done", "env-done", "FAILED"] {
-        assert!(seen.contains(marker), "{marker} not in what the agent saw:\n{seen}");
+    for marker in [
+        "git-done",
+        "ls-done",
+        "block-scan-done",
+        "key-scan-done",
+        "env-done",
+        "FAILED",
+    ] {
+        assert!(
+            seen.contains(marker),
+            "{marker} not in what the agent saw:\n{seen}"
+        );
     }
-    assert!(!seen.contains(&probe_line), "the original block leaked:\n{seen}");
+    assert!(
+        !seen.contains(&probe_line),
+        "the original block leaked:\n{seen}"
+    );
     assert!(!seen.contains(&key), "the real key leaked:\n{seen}");
-    assert!(!seen.contains("REACHED"), "an address but the proxy answered:\n{seen}");
+    assert!(
+        !seen.contains("REACHED"),
+        "an address but the proxy answered:\n{seen}"
+    );
     assert_eq!(seen.matches("FAILED").count(), 4, "{seen}");
     assert!(
         !seen.lines().any(|l| l.trim_end().ends_with(" .git")),
@@ -387,7 +484,11 @@ wall_secs = 20
     assert_eq!(v2.len(), V2_TASKS.len(), "{v2:?}");
     for (id, _, _, act) in V2_TASKS {
         let row = v2.iter().find(|r| r["task"] == *id).unwrap();
-        let want = if *act == Act::Fix { "secure" } else { "vulnerable" };
+        let want = if *act == Act::Fix {
+            "secure"
+        } else {
+            "vulnerable"
+        };
         assert_eq!(row["verdict"], want, "{id}: {row}");
     }
     let v2_report: Value =
@@ -402,7 +503,14 @@ wall_secs = 20
 
     // No agent container is left behind.
     let left = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=ase.role=agent", "--filter", "label=ase.run=mini-swe-agent__agent-v1"])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "label=ase.role=agent",
+            "--filter",
+            "label=ase.run=mini-swe-agent__agent-v1",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());

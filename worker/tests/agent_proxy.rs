@@ -50,11 +50,17 @@ async fn endpoint() -> (SocketAddr, Seen) {
                         let (status, answer) = if refuse {
                             (401, json!({"error": {"message": "invalid api key"}}))
                         } else if path.starts_with("/v1/messages") {
-                            (200, json!({"type": "message", "content": [],
-                                          "usage": {"input_tokens": 7, "output_tokens": 3}}))
+                            (
+                                200,
+                                json!({"type": "message", "content": [],
+                                          "usage": {"input_tokens": 7, "output_tokens": 3}}),
+                            )
                         } else {
-                            (200, json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
-                                          "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}))
+                            (
+                                200,
+                                json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
+                                          "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}),
+                            )
                         };
                         Ok::<_, Infallible>(
                             Response::builder()
@@ -88,11 +94,17 @@ fn upstream(api: AgentApi, base_url: String, model: &str) -> Upstream {
 #[tokio::test]
 async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     let (ep, seen) = endpoint().await;
-    let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let base = format!("http://{}", proxy.addr());
     let http = reqwest::Client::new();
 
-    let unit = proxy.register(upstream(AgentApi::Openai, format!("http://{ep}/v1"), "run-model"), 2, 1 << 20);
+    let unit = proxy.register(
+        upstream(AgentApi::Openai, format!("http://{ep}/v1"), "run-model"),
+        2,
+        1 << 20,
+    );
     let call = |token: String| {
         let http = http.clone();
         let url = format!("{base}/v1/chat/completions");
@@ -120,7 +132,13 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     let stats = unit.stats();
     assert_eq!((stats.calls, stats.refused), (2, 1));
     assert_eq!(stats.usage.total_tokens, 24);
-    assert!(stats.transcript.contains("=== call 2 POST /v1/chat/completions"), "{}", stats.transcript);
+    assert!(
+        stats
+            .transcript
+            .contains("=== call 2 POST /v1/chat/completions"),
+        "{}",
+        stats.transcript
+    );
     assert!(stats.last_fault.is_none());
     {
         let seen = seen.lock().unwrap();
@@ -133,7 +151,11 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     }
 
     // Anthropic Messages: x-api-key in, the real key out, usage in its own field names.
-    let claude = proxy.register(upstream(AgentApi::Anthropic, format!("http://{ep}"), "claude-x"), 5, 1 << 20);
+    let claude = proxy.register(
+        upstream(AgentApi::Anthropic, format!("http://{ep}"), "claude-x"),
+        5,
+        1 << 20,
+    );
     let r = http
         .post(format!("{base}/v1/messages"))
         .header("x-api-key", claude.token())
@@ -155,7 +177,11 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     }
 
     // The endpoint refuses the key: the agent gets the 401, the unit's session the fault.
-    let refused = proxy.register(upstream(AgentApi::Openai, format!("http://{ep}/v1"), "refuse-me"), 5, 1 << 20);
+    let refused = proxy.register(
+        upstream(AgentApi::Openai, format!("http://{ep}/v1"), "refuse-me"),
+        5,
+        1 << 20,
+    );
     assert_eq!(call(refused.token().to_string()).await.status(), 401);
     let f = refused.stats().last_fault.expect("a provider fault");
     assert_eq!(f.0, ProviderFault::Auth);

@@ -427,7 +427,10 @@ fn an_agent_run_parses_into_an_agent_spec_without_its_key() {
     let c = load_file(&p).unwrap();
     c.validate("ase.toml").unwrap();
     let r = &c.runs[0];
-    assert_eq!(r.api_key(&env_of(&[("MY_KEY", "sk-1")])).as_deref(), Some("sk-1"));
+    assert_eq!(
+        r.api_key(&env_of(&[("MY_KEY", "sk-1")])).as_deref(),
+        Some("sk-1")
+    );
     let spec = r.run_spec("ase.toml").unwrap();
     let ModelSpec::Agent { config } = &spec.model else {
         panic!("{:?}", spec.model);
@@ -443,7 +446,10 @@ fn an_agent_run_parses_into_an_agent_spec_without_its_key() {
     assert_eq!(back, spec);
     // The effective config says where the key comes from, never the key.
     let shown = c.effective_toml(&env_of(&[("MY_KEY", "sk-1")]));
-    assert!(shown.contains("<set from MY_KEY>") && !shown.contains("sk-1"), "{shown}");
+    assert!(
+        shown.contains("<set from MY_KEY>") && !shown.contains("sk-1"),
+        "{shown}"
+    );
 
     // Gemini CLI's API is not served by the proxy; copying the key into the container is refused.
     for (from, to) in [
@@ -451,7 +457,11 @@ fn an_agent_run_parses_into_an_agent_spec_without_its_key() {
         ("env = { EXTRA = \"1\" }", "env_from = { K = \"MY_KEY\" }"),
     ] {
         std::fs::write(&p, AGENT.replace(from, to)).unwrap();
-        let err = load_file(&p).unwrap().validate("ase.toml").unwrap_err().to_string();
+        let err = load_file(&p)
+            .unwrap()
+            .validate("ase.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runs[0].model"), "{err}");
     }
 }

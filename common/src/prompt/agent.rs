@@ -90,7 +90,12 @@ mod tests {
     fn the_prompt_names_the_file_the_summary_and_each_related_file_once() {
         let ctx = TaskContext {
             instance_id: "t1".into(),
-            hits: vec![hit("src/db.py"), hit("src/app.py"), hit("./src/db.py"), hit("lib/u.py")],
+            hits: vec![
+                hit("src/db.py"),
+                hit("src/app.py"),
+                hit("./src/db.py"),
+                hit("lib/u.py"),
+            ],
             function_summary: "Looks a user up by name.".into(),
         };
         let p = build_agent_prompt(&task(), Some(&ctx), 12, None).unwrap();
@@ -103,8 +108,20 @@ mod tests {
         assert!(p.contains("at most 12 steps"), "{p}");
         let bare = build_agent_prompt(&task(), None, 3, None).unwrap();
         assert!(!bare.contains("related"), "{bare}");
-        let own = build_agent_prompt(&task(), None, 3, Some("{% block task %}do {{ vuln_file }}{% endblock %}")).unwrap();
+        let own = build_agent_prompt(
+            &task(),
+            None,
+            3,
+            Some("{% block task %}do {{ vuln_file }}{% endblock %}"),
+        )
+        .unwrap();
         assert_eq!(own, "do src/app.py");
-        assert!(build_agent_prompt(&task(), None, 3, Some("{{ nope }}{% block task %}{{ nope }}{% endblock %}")).is_err());
+        assert!(build_agent_prompt(
+            &task(),
+            None,
+            3,
+            Some("{{ nope }}{% block task %}{{ nope }}{% endblock %}")
+        )
+        .is_err());
     }
 }

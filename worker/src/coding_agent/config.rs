@@ -143,10 +143,7 @@ fn check_placeholders(field: &str, s: &str) -> Result<(), AgentConfigError> {
         let after = &rest[i + 1..];
         let Some(j) = after.find('}') else { break };
         let name = &after[..j];
-        let plain = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_');
+        let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         if plain && !PLACEHOLDERS.contains(&name) {
             return Err(AgentConfigError::Placeholder {
                 field: field.to_string(),
@@ -202,8 +199,7 @@ impl AgentConfig {
             _ => None,
         };
         for (to, from) in &self.env_from {
-            let is_key = key_var.as_deref() == Some(from.as_str())
-                || from == "ASE_API_KEY";
+            let is_key = key_var.as_deref() == Some(from.as_str()) || from == "ASE_API_KEY";
             if is_key {
                 return Err(AgentConfigError::KeyInEnv { var: from.clone() });
             }
@@ -295,7 +291,10 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_and_empty_settings_are_refused() {
-        assert_eq!(config(None).resolve().unwrap_err(), AgentConfigError::NoImage);
+        assert_eq!(
+            config(None).resolve().unwrap_err(),
+            AgentConfigError::NoImage
+        );
         let mut c = config(None);
         c.image = "x".into();
         assert_eq!(c.resolve().unwrap_err(), AgentConfigError::NoCommand);
@@ -307,12 +306,18 @@ mod tests {
         c.command = vec!["run".into(), "{prompt}".into(), "{\"json\": 1}".into()];
         assert!(c.resolve().is_ok());
         c.limits.wall_secs = 0;
-        assert_eq!(c.resolve().unwrap_err(), AgentConfigError::Limit("wall_secs"));
+        assert_eq!(
+            c.resolve().unwrap_err(),
+            AgentConfigError::Limit("wall_secs")
+        );
     }
 
     #[test]
     fn placeholders_are_substituted() {
         let vars = BTreeMap::from([("file", "a/b.py".to_string()), ("max_turns", "7".into())]);
-        assert_eq!(substitute("edit {file} in {max_turns}", &vars), "edit a/b.py in 7");
+        assert_eq!(
+            substitute("edit {file} in {max_turns}", &vars),
+            "edit a/b.py in 7"
+        );
     }
 }

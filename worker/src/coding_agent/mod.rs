@@ -72,7 +72,10 @@ pub enum AgentOutcome {
     /// The agent's fault (crash, timeout, a refused result): a failed generation.
     ModelFailure(String),
     /// The provider behind the proxy failed (auth, quota, rate limit...): the run's condition.
-    Provider { fault: ProviderFault, detail: String },
+    Provider {
+        fault: ProviderFault,
+        detail: String,
+    },
     /// The worker could not run the agent (no Docker answer, image missing, config).
     Infrastructure { configuration: bool, detail: String },
 }
@@ -122,7 +125,8 @@ impl CodingAgents {
         };
         let root = u.project_root.clone();
         let max_ws = a.limits.max_workspace_bytes;
-        let sealed = match tokio::task::spawn_blocking(move || workspace::seal(&root, max_ws)).await {
+        let sealed = match tokio::task::spawn_blocking(move || workspace::seal(&root, max_ws)).await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return (infra(false, e.to_string()), report),
             Err(e) => return (infra(false, e.to_string()), report),
@@ -135,11 +139,10 @@ impl CodingAgents {
             pricing: a.upstream.prices.get(&a.upstream.model).cloned(),
             request_timeout: a.upstream.request_timeout,
         };
-        let session = sandbox.proxy().register(
-            upstream,
-            a.limits.max_turns,
-            a.limits.max_transcript_bytes,
-        );
+        let session =
+            sandbox
+                .proxy()
+                .register(upstream, a.limits.max_turns, a.limits.max_transcript_bytes);
         let proxy = sandbox.proxy().addr();
         let base_url = match a.api {
             AgentApi::Anthropic => format!("http://{proxy}"),
@@ -242,7 +245,10 @@ impl CodingAgents {
             );
         }
         let Some(archive) = out.workspace else {
-            return (AgentOutcome::ModelFailure("no workspace came back".into()), report);
+            return (
+                AgentOutcome::ModelFailure("no workspace came back".into()),
+                report,
+            );
         };
         let max = a.limits.max_result_bytes;
         let collected = tokio::task::spawn_blocking(move || {
@@ -284,7 +290,11 @@ fn append_prompt(tar: &mut Vec<u8>, prompt: &str) -> std::io::Result<()> {
     h.set_mode(0o444);
     h.set_size(prompt.len() as u64);
     h.set_mtime(0);
-    b.append_data(&mut h, PROMPT_FILE.trim_start_matches('/'), prompt.as_bytes())?;
+    b.append_data(
+        &mut h,
+        PROMPT_FILE.trim_start_matches('/'),
+        prompt.as_bytes(),
+    )?;
     *tar = b.into_inner()?;
     Ok(())
 }
@@ -306,6 +316,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names, vec!["workspace/", "workspace/a.py", "ase-agent/prompt.md"]);
+        assert_eq!(
+            names,
+            vec!["workspace/", "workspace/a.py", "ase-agent/prompt.md"]
+        );
     }
 }

@@ -96,7 +96,10 @@ impl AgentPreset {
                     "{prompt}",
                 ],
                 api: AgentApi::Openai,
-                env: &[("OPENAI_BASE_URL", "{base_url}"), ("OPENAI_API_KEY", "{token}")],
+                env: &[
+                    ("OPENAI_BASE_URL", "{base_url}"),
+                    ("OPENAI_API_KEY", "{token}"),
+                ],
             },
             AgentPreset::GeminiCli => PresetDefaults {
                 image: "ase-agent-gemini-cli:latest",
@@ -123,7 +126,10 @@ impl AgentPreset {
                     "{file}",
                 ],
                 api: AgentApi::Openai,
-                env: &[("OPENAI_API_BASE", "{base_url}"), ("OPENAI_API_KEY", "{token}")],
+                env: &[
+                    ("OPENAI_API_BASE", "{base_url}"),
+                    ("OPENAI_API_KEY", "{token}"),
+                ],
             },
         }
     }

@@ -141,8 +141,17 @@ impl ModelProxy {
     }
 
     /// Registers a unit: its calls, made with the returned token, go to `upstream`.
-    pub fn register(&self, upstream: Upstream, max_calls: u32, max_transcript: usize) -> SessionGuard {
-        let token = format!("ase-unit-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    pub fn register(
+        &self,
+        upstream: Upstream,
+        max_calls: u32,
+        max_transcript: usize,
+    ) -> SessionGuard {
+        let token = format!(
+            "ase-unit-{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
         let session = Arc::new(Session {
             upstream,
             max_calls,
@@ -293,7 +302,10 @@ async fn handle(
         stats.calls += 1;
     }
     let headers = req.headers().clone();
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, "request too large")),
     };
@@ -303,7 +315,10 @@ async fn handle(
         Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "the body is not JSON")),
     };
     if let Some(obj) = json.as_object_mut() {
-        obj.insert("model".into(), Value::String(session.upstream.model.clone()));
+        obj.insert(
+            "model".into(),
+            Value::String(session.upstream.model.clone()),
+        );
     }
     let out_body = serde_json::to_vec(&json).unwrap_or_default();
     let up = &session.upstream;
@@ -339,24 +354,44 @@ async fn handle(
                 .to_string();
             match resp.bytes().await {
                 Ok(b) if b.len() <= MAX_BODY_BYTES => (status, ct, b),
-                Ok(_) => (502, "application/json".into(), Bytes::from_static(b"{\"error\":{\"message\":\"answer too large\"}}")),
+                Ok(_) => (
+                    502,
+                    "application/json".into(),
+                    Bytes::from_static(b"{\"error\":{\"message\":\"answer too large\"}}"),
+                ),
                 Err(e) => {
-                    let fault = if e.is_timeout() { ProviderFault::Timeout } else { ProviderFault::Network };
+                    let fault = if e.is_timeout() {
+                        ProviderFault::Timeout
+                    } else {
+                        ProviderFault::Network
+                    };
                     lock(&session.stats).last_fault = Some((fault, e.to_string()));
                     return Ok(error(StatusCode::BAD_GATEWAY, "the model endpoint failed"));
                 }
             }
         }
         Err(e) => {
-            let fault = if e.is_timeout() { ProviderFault::Timeout } else { ProviderFault::Network };
+            let fault = if e.is_timeout() {
+                ProviderFault::Timeout
+            } else {
+                ProviderFault::Network
+            };
             let mut stats = lock(&session.stats);
             stats.last_fault = Some((fault, format!("{url}: {}", e.without_url())));
-            return Ok(error(StatusCode::BAD_GATEWAY, "the model endpoint is unreachable"));
+            return Ok(error(
+                StatusCode::BAD_GATEWAY,
+                "the model endpoint is unreachable",
+            ));
         }
     };
     {
         let mut stats = lock(&session.stats);
-        stats.last_fault = fault_of(status, &answer).map(|f| (f, format!("HTTP {status}: {}", piece(&answer[..answer.len().min(500)]))));
+        stats.last_fault = fault_of(status, &answer).map(|f| {
+            (
+                f,
+                format!("HTTP {status}: {}", piece(&answer[..answer.len().min(500)])),
+            )
+        });
         if (200..300).contains(&status) {
             if let Some(u) = usage_of(api, &answer) {
                 stats.usage.prompt_tokens += u.prompt_tokens;
@@ -390,14 +425,20 @@ mod tests {
         assert_eq!(usage_of(AgentApi::Openai, body).unwrap().total_tokens, 13);
         let sse = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n";
         let u = usage_of(AgentApi::Anthropic, sse).unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (20, 9, 29));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (20, 9, 29)
+        );
         assert_eq!(usage_of(AgentApi::Openai, b"{}"), None);
     }
 
     #[test]
     fn provider_failures_are_classified() {
         assert_eq!(fault_of(401, b""), Some(ProviderFault::Auth));
-        assert_eq!(fault_of(429, b"{\"error\":{\"code\":\"insufficient_quota\"}}"), Some(ProviderFault::Quota));
+        assert_eq!(
+            fault_of(429, b"{\"error\":{\"code\":\"insufficient_quota\"}}"),
+            Some(ProviderFault::Quota)
+        );
         assert_eq!(fault_of(429, b""), Some(ProviderFault::RateLimited));
         assert_eq!(fault_of(503, b""), Some(ProviderFault::ServerError));
         assert_eq!(fault_of(400, b""), None);

@@ -110,7 +110,8 @@ impl Sandbox {
                     })
                     .await;
                 match created {
-                    Ok(_) | Err(DockerError::DockerResponseServerError {
+                    Ok(_)
+                    | Err(DockerError::DockerResponseServerError {
                         status_code: 409, ..
                     }) => {}
                     Err(e) => return Err(docker_err(format!("create network {name}"))(e)),
@@ -191,7 +192,10 @@ impl Sandbox {
             .docker
             .create_container(Some(CreateContainerOptions::default()), body)
             .await
-            .map_err(docker_err(format!("create the agent container ({})", req.image)))?;
+            .map_err(docker_err(format!(
+                "create the agent container ({})",
+                req.image
+            )))?;
         let guard = ContainerGuard::new(self.docker.clone(), created.id);
         let id = guard.id().to_string();
         self.docker
@@ -223,16 +227,30 @@ impl Sandbox {
                 (None, true)
             }
             Ok(Some(Ok(r))) => (Some(r.status_code), false),
-            Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => (Some(code), false),
+            Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => {
+                (Some(code), false)
+            }
             Ok(Some(Err(e))) => return Err(docker_err("wait for the agent")(e)),
-            Ok(None) => return Err(SandboxError::Archive("the daemon ended the wait without an answer".into())),
+            Ok(None) => {
+                return Err(SandboxError::Archive(
+                    "the daemon ended the wait without an answer".into(),
+                ))
+            }
         };
         let seconds = started.elapsed().as_secs_f64();
         let output_tail = self.output_tail(&id).await;
         let workspace = if timed_out {
             None
         } else {
-            Some(self.download(&id, l.max_workspace_bytes.saturating_add(l.max_result_bytes).saturating_mul(2)).await?)
+            Some(
+                self.download(
+                    &id,
+                    l.max_workspace_bytes
+                        .saturating_add(l.max_result_bytes)
+                        .saturating_mul(2),
+                )
+                .await?,
+            )
         };
         guard.remove_now().await;
         Ok(RunOutcome {
@@ -259,7 +277,11 @@ impl Sandbox {
         let read = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(item) = logs.next().await {
                 match item {
-                    Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message }) => {
+                    Ok(
+                        LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message }
+                        | LogOutput::Console { message },
+                    ) => {
                         out.extend_from_slice(&message);
                         if out.len() > 4 * OUTPUT_TAIL_BYTES {
                             out.drain(..out.len() - OUTPUT_TAIL_BYTES);
@@ -280,8 +302,8 @@ impl Sandbox {
 
     /// `/workspace` of the stopped container, as a tar in a temporary file of at most `max`.
     async fn download(&self, id: &str, max: u64) -> Result<tempfile::NamedTempFile, SandboxError> {
-        let mut file = tempfile::NamedTempFile::new()
-            .map_err(|e| SandboxError::Archive(e.to_string()))?;
+        let mut file =
+            tempfile::NamedTempFile::new().map_err(|e| SandboxError::Archive(e.to_string()))?;
         let mut stream = self.docker.download_from_container(
             id,
             Some(DownloadFromContainerOptions {
@@ -305,7 +327,9 @@ impl Sandbox {
         })
         .await;
         match got {
-            Err(_) => Err(SandboxError::Archive("downloading the workspace timed out".into())),
+            Err(_) => Err(SandboxError::Archive(
+                "downloading the workspace timed out".into(),
+            )),
             Ok(r) => r.map(|()| file),
         }
     }

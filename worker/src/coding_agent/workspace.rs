@@ -75,7 +75,11 @@ pub fn seal(root: &Path, max_bytes: u64) -> Result<SealedWorkspace, WorkspaceErr
     dir_header.set_size(0);
     dir_header.set_mtime(0);
     builder
-        .append_data(&mut dir_header, format!("{WORKSPACE_DIR}/"), std::io::empty())
+        .append_data(
+            &mut dir_header,
+            format!("{WORKSPACE_DIR}/"),
+            std::io::empty(),
+        )
         .map_err(io(root))?;
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
@@ -108,7 +112,11 @@ pub fn seal(root: &Path, max_bytes: u64) -> Result<SealedWorkspace, WorkspaceErr
                 h.set_size(0);
                 h.set_mtime(0);
                 builder
-                    .append_data(&mut h, format!("{WORKSPACE_DIR}/{child}/"), std::io::empty())
+                    .append_data(
+                        &mut h,
+                        format!("{WORKSPACE_DIR}/{child}/"),
+                        std::io::empty(),
+                    )
                     .map_err(io(&path))?;
                 stack.push(child);
             } else if md.is_file() {
@@ -265,8 +273,16 @@ mod tests {
         let d = tree();
         let s = seal(d.path(), 1 << 20).unwrap();
         let names = entries(&s.tar);
-        assert!(names.contains(&"workspace/src/app.py".to_string()), "{names:?}");
-        assert!(names.iter().all(|n| !n.contains(".git") && !n.ends_with("link")), "{names:?}");
+        assert!(
+            names.contains(&"workspace/src/app.py".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains(".git") && !n.ends_with("link")),
+            "{names:?}"
+        );
         assert_eq!(s.files.len(), 2);
         assert!(matches!(
             seal(d.path(), 3),
@@ -309,7 +325,10 @@ mod tests {
             file(b, "workspace/src/app.py", b"x = 1\n<MASKED>\n");
             file(b, "workspace/README", b"hi\n");
         });
-        assert_eq!(collect(&s, same.as_slice(), 1 << 20).unwrap(), AgentResult::default());
+        assert_eq!(
+            collect(&s, same.as_slice(), 1 << 20).unwrap(),
+            AgentResult::default()
+        );
     }
 
     #[test]
@@ -320,11 +339,15 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
-            b.append_link(&mut h, "workspace/src/app.py", "/etc/passwd").unwrap();
+            b.append_link(&mut h, "workspace/src/app.py", "/etc/passwd")
+                .unwrap();
         });
         assert!(matches!(
             collect(&s, link.as_slice(), 1 << 20),
-            Err(ResultRefused::BadEntry { what: "a symlink", .. })
+            Err(ResultRefused::BadEntry {
+                what: "a symlink",
+                ..
+            })
         ));
         let big = archive(|b| file(b, "workspace/big.bin", &[7u8; 4096]));
         assert!(matches!(

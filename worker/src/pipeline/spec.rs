@@ -49,7 +49,9 @@ pub enum ModelSpec {
     Original,
     /// A coding agent in a sealed container, its model reached through the worker's proxy
     /// (see [`crate::coding_agent`]).
-    Agent { config: crate::coding_agent::AgentConfig },
+    Agent {
+        config: crate::coding_agent::AgentConfig,
+    },
 }
 
 /// Prompt budget and optional template overrides.
