@@ -228,3 +228,21 @@ async fn handle(
         }),
     ))
 }
+
+/// A file of the demo's repos as shipped (`examples/demo/repos/<dir>/<tree>/<file>`, `tree` is
+/// `base` or `fix`).
+pub fn demo_file(dir: &str, tree: &str, file: &str) -> String {
+    let p = crate::repo_root().join(format!("examples/demo/repos/{dir}/{tree}/{file}"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A shell word holding `s` (single quotes, each `'` as `'\''`).
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The command that writes `content` to `file` (a here-document the shell takes verbatim).
+pub fn write_file(file: &str, content: &str) -> String {
+    assert!(!content.contains("ASE_EOF"));
+    format!("cat > {} <<'ASE_EOF'\n{}ASE_EOF", sh_quote(file), content)
+}

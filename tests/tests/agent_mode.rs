@@ -16,7 +16,9 @@
 //!
 //! Needs Docker, the agent image, osemgrep and `cargo build -p ase` (skipped outside CI).
 
-use ase_cluster_tests::agent_model::{tool_outputs, ScriptedAgentModel};
+use ase_cluster_tests::agent_model::{
+    demo_file, sh_quote, tool_outputs, write_file, ScriptedAgentModel,
+};
 use ase_cluster_tests::docker_cluster::docker_or_skip;
 use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
 use serde_json::Value;
@@ -98,22 +100,6 @@ const V2_TASKS: &[(&str, &str, &str, Act)] = &[
         Act::Original,
     ),
 ];
-
-fn demo_file(dir: &str, tree: &str, file: &str) -> String {
-    std::fs::read_to_string(repo_root().join(format!("examples/demo/repos/{dir}/{tree}/{file}")))
-        .unwrap()
-}
-
-/// A shell word holding `s` (single quotes, each `'` as `'\''`).
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The command that writes `content` to `file` (a here-document the shell takes verbatim).
-fn write_file(file: &str, content: &str) -> String {
-    assert!(!content.contains("ASE_EOF"));
-    format!("cat > {} <<'ASE_EOF'\n{}ASE_EOF", sh_quote(file), content)
-}
 
 /// A command that greps the container's file system for `needle`, with the needle split in
 /// the command line so that the command itself (in the agent's memory) never matches.
