@@ -26,6 +26,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use workspace::AgentResult;
 
+/// The internal network of agent containers (see [`sandbox`]).
+pub const NETWORK: &str = "ase-agents";
+
 /// Where the prompt is put in the container (outside the workspace), for `{prompt_file}`.
 pub const PROMPT_FILE: &str = "/ase-agent/prompt.md";
 
@@ -81,12 +84,12 @@ pub enum AgentOutcome {
 }
 
 impl CodingAgents {
-    /// `owner`: the worker's container owner label; the network is named after it.
-    pub fn new(docker: bollard::Docker, owner: &str) -> Self {
-        let digest = ase_common::digest::sha256_hex(owner.as_bytes());
+    /// The worker's agents' sandbox on `docker`: the network [`NETWORK`], shared by every
+    /// worker of the daemon (one bridge, not one per worker: networks take address pools).
+    pub fn new(docker: bollard::Docker) -> Self {
         CodingAgents {
             docker,
-            network: format!("ase-agents-{}", &digest[..12]),
+            network: NETWORK.to_string(),
             sandbox: tokio::sync::OnceCell::new(),
         }
     }

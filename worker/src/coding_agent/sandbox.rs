@@ -35,6 +35,8 @@ pub enum SandboxError {
         #[source]
         source: DockerError,
     },
+    #[error("the network {network} exists and is not internal: agents would have a route out")]
+    NotInternal { network: String },
     #[error("the agent network {network} has no IPv4 gateway")]
     NoGateway { network: String },
     #[error("the model proxy cannot listen on {addr}: {source}")]
@@ -102,6 +104,12 @@ impl Sandbox {
                         name: name.to_string(),
                         driver: Some("bridge".into()),
                         internal: Some(true),
+                        // Agents of different units do not reach one another, only the
+                        // gateway (the proxies).
+                        options: Some(HashMap::from([(
+                            "com.docker.network.bridge.enable_icc".to_string(),
+                            "false".to_string(),
+                        )])),
                         labels: Some(HashMap::from([(
                             ROLE_LABEL.to_string(),
                             ROLE_AGENT.to_string(),
@@ -123,6 +131,12 @@ impl Sandbox {
             }
             Err(e) => return Err(docker_err(format!("inspect network {name}"))(e)),
         };
+        // A network of that name made by someone else must not open a way out.
+        if inspect.internal != Some(true) {
+            return Err(SandboxError::NotInternal {
+                network: name.to_string(),
+            });
+        }
         let gateway = inspect
             .ipam
             .and_then(|i| i.config)
