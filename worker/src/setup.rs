@@ -224,9 +224,9 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
         }
     };
     let mut ctx = WorkerContext::new(repo_cache, scanner, s.cache.clone(), s.name.clone());
-    ctx.coding_agents = docker.as_ref().map(|d| {
-        std::sync::Arc::new(crate::coding_agent::CodingAgents::new(d.clone()))
-    });
+    ctx.coding_agents = docker
+        .as_ref()
+        .map(|d| std::sync::Arc::new(crate::coding_agent::CodingAgents::new(d.clone())));
     // Task images are pulled on demand, with the credentials, platform and cache budget of
     // this process's environment (see crate::images).
     let mut pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;
