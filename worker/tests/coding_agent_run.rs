@@ -5,7 +5,8 @@
 //! - an agent whose endpoint refuses the key fails as the provider's fault (auth), not the
 //!   model's: the run is to pause, not to score the unit;
 //! - a symlink left in the workspace refuses the result (a failed generation with the reason);
-//! - a file written is the result, with the unchanged files left out.
+//! - a file written is the result, with the unchanged files left out; the agent runs with no
+//!   capability and `no-new-privileges`.
 
 use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
 use ase_worker::coding_agent::{
@@ -154,7 +155,11 @@ async fn provider_refusals_symlinks_and_changes_are_told_apart() {
 
     // A file written (and nothing else): that file is the result.
     let (outcome, report) = run(agent(
-        &["sh", "-c", "printf 'x = 1\\n' > a.py && echo wrote {file}"],
+        &[
+            "sh",
+            "-c",
+            "printf 'x = 1\\n' > a.py && echo wrote {file} && grep -E 'CapEff|NoNewPrivs' /proc/self/status",
+        ],
         format!("http://{endpoint}/v1"),
     ))
     .await;
@@ -166,11 +171,11 @@ async fn provider_refusals_symlinks_and_changes_are_told_apart() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(
-        report.output_tail.contains("wrote a.py"),
-        "{}",
-        report.output_tail
-    );
+    let out = &report.output_tail;
+    assert!(out.contains("wrote a.py"), "{out}");
+    // No capability, no privilege gained through exec.
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert_eq!(report.exit_code, Some(0));
     // Every container of these runs is gone.
     let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
