@@ -168,17 +168,18 @@ impl CodingAgents {
             .iter()
             .map(|s| config::substitute(s, &vars))
             .collect();
-        let mut env: Vec<String> = a
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={}", config::substitute(v, &vars)))
-            .collect();
+        // A writable home for the agent's own files; the run's `env` may name another.
+        let mut env: Vec<String> = vec!["HOME=/tmp/agent-home".into()];
+        env.extend(
+            a.env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", config::substitute(v, &vars))),
+        );
         for (to, from) in &a.env_from {
             if let Ok(v) = std::env::var(from) {
                 env.push(format!("{to}={v}"));
             }
         }
-        env.push("HOME=/tmp/agent-home".into());
         // The sealed tree plus the prompt file, in one archive unpacked at `/`.
         let mut tar = sealed.tar.clone();
         if let Err(e) = append_prompt(&mut tar, &prompt) {
