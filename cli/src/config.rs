@@ -8,6 +8,7 @@
 //!
 //! Every key is documented here and in `examples/ase.toml`.
 
+use ase_worker::coding_agent::{AgentApi, AgentConfig, AgentLimits, AgentPreset};
 use ase_worker::model::{ApiKeySource, OpenAiConfig};
 use ase_worker::pipeline::spec::{
     CountScopeSetting, EvaluationSettings, ModelSpec, PromptSettings, RunLimits, RunSpec,
@@ -260,6 +261,75 @@ pub enum ModelSettings {
     Original,
     /// The masked block deleted (a calibration probe, `ase calibrate`).
     Deletion,
+    /// A coding agent in a sealed container per unit, its model reached through the worker's
+    /// proxy (`base_url`/`model`/`api_key_env`: the real endpoint, whose key never enters the
+    /// container).
+    Agent {
+        /// `mini-swe-agent`, `claude-code`, `codex`, `gemini-cli` or `aider`: fills `image`,
+        /// `command`, `api` and `env` when they are not given.
+        #[serde(default)]
+        preset: Option<AgentPreset>,
+        #[serde(default)]
+        image: Option<String>,
+        /// argv with placeholders (`{prompt}`, `{file}`, `{max_turns}`, `{model}`, ...).
+        #[serde(default)]
+        command: Option<Vec<String>>,
+        /// `openai` or `anthropic`: the API the agent speaks (and the endpoint behind).
+        #[serde(default)]
+        api: Option<AgentApi>,
+        base_url: String,
+        model: String,
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// More variables of the container (placeholders allowed, `{token}`: the unit's token).
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Container variable -> the worker's variable it is copied from.
+        #[serde(default)]
+        env_from: BTreeMap<String, String>,
+        #[serde(default)]
+        limits: AgentLimits,
+        #[serde(default)]
+        request_timeout_secs: Option<f64>,
+    },
+}
+
+impl ModelSettings {
+    /// The `agent` provider's spec (its key source left out: the key travels with the
+    /// submission, as for `openai`).
+    pub fn agent_config(&self) -> Option<AgentConfig> {
+        let ModelSettings::Agent {
+            preset,
+            image,
+            command,
+            api,
+            base_url,
+            model,
+            env,
+            env_from,
+            limits,
+            request_timeout_secs,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut upstream = OpenAiConfig::new(base_url.clone(), model.clone());
+        upstream.api_key = ApiKeySource::None;
+        if let Some(s) = request_timeout_secs {
+            upstream.request_timeout = Duration::from_secs_f64(*s);
+        }
+        Some(AgentConfig {
+            preset: *preset,
+            image: image.clone().unwrap_or_default(),
+            command: command.clone().unwrap_or_default(),
+            api: *api,
+            env: env.clone(),
+            env_from: env_from.clone(),
+            limits: limits.clone(),
+            upstream,
+        })
+    }
 }
 
 /// Reads and parses `path`; relative paths in it become relative to its directory.
@@ -545,6 +615,28 @@ impl AseConfig {
                     }
                 }
                 ModelSettings::Reference | ModelSettings::Original | ModelSettings::Deletion => {}
+                ModelSettings::Agent {
+                    base_url,
+                    api_key_env,
+                    env_from,
+                    ..
+                } => {
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                        problems.push(invalid(
+                            key("model.base_url"),
+                            format!("{base_url:?} is not an http(s) URL"),
+                        ));
+                    }
+                    let key_var = api_key_env.as_deref().unwrap_or(FALLBACK_API_KEY_ENV);
+                    if env_from.values().any(|v| v == key_var) {
+                        problems.push(invalid(
+                            key("model.env_from"),
+                            format!("copies {key_var}, the endpoint's key, into the container"),
+                        ));
+                    } else if let Err(e) = r.model.agent_config().expect("an agent").resolve() {
+                        problems.push(invalid(key("model"), e.to_string()));
+                    }
+                }
             }
         }
         ConfigError::all(problems)
@@ -600,7 +692,9 @@ impl AseConfig {
                 let Some(model) = run.get_mut("model").and_then(|m| m.as_table_mut()) else {
                     continue;
                 };
-                if let ModelSettings::Openai { api_key_env, .. } = &settings.model {
+                if let ModelSettings::Openai { api_key_env, .. }
+                | ModelSettings::Agent { api_key_env, .. } = &settings.model
+                {
                     model.insert(
                         "api_key".into(),
                         toml::Value::String(key_origin(api_key_env.as_deref(), env)),
@@ -665,7 +759,8 @@ impl RunSettings {
     /// The API key of this run's model calls (from `api_key_env`, else `ASE_API_KEY`).
     pub fn api_key(&self, env: Env<'_>) -> Option<String> {
         match &self.model {
-            ModelSettings::Openai { api_key_env, .. } => {
+            ModelSettings::Openai { api_key_env, .. }
+            | ModelSettings::Agent { api_key_env, .. } => {
                 env(api_key_env.as_deref().unwrap_or(FALLBACK_API_KEY_ENV))
             }
             _ => None,
@@ -710,6 +805,9 @@ impl RunSettings {
             ModelSettings::Reference => ModelSpec::Reference,
             ModelSettings::Original => ModelSpec::Original,
             ModelSettings::Deletion => ModelSpec::Deletion,
+            ModelSettings::Agent { .. } => ModelSpec::Agent {
+                config: self.model.agent_config().expect("an agent"),
+            },
         };
         let (cut_repos, use_cut_repos) = match &self.cut_repos {
             None => (BTreeMap::new(), false),

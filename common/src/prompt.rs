@@ -57,6 +57,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+pub mod agent;
+
 /// The default v1 (patch) template.
 pub const DEFAULT_V1_TEMPLATE: &str = include_str!("../templates/v1_patch.jinja");
 /// The default v2 (code) template.

@@ -136,6 +136,8 @@ pub enum ApplyMethod {
     RepairedPatch,
     /// v2: the code replaced the `<MASKED>` line.
     Splice,
+    /// Agent mode: the files a coding agent changed in its sealed workspace.
+    Agent,
 }
 
 /// Result of the generate phase of one unit. `success == false` is a model result (empty

@@ -3,7 +3,7 @@
 #
 # Usage:
 #   deploy/images/build.sh            # build what is missing, print the tags
-#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node)
+#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node, agent)
 #   ASE_CACHE=/some/dir deploy/images/build.sh
 #   ASE_BIN=target/debug/ase deploy/images/build.sh node
 #
@@ -24,6 +24,14 @@
 #       from Debian's .debs (apt-get download + dpkg -x), a static busybox, and the contract
 #       scripts (build = byte-compile, tests = the project's unit tests, PoC = an exploit)
 #       under /ase. `:1` is the stable tag the demo's v2 task file names; every build moves it.
+#
+#   ase-agent-mini-swe-agent:<content-hash>  and  ase-agent-mini-swe-agent:latest
+#       the agent image of the `mini-swe-agent` preset (agent mode): mini-swe-agent from PyPI
+#       (pinned below, pip install --target, wheels for CPython 3.11 manylinux) under
+#       /opt/agent/site, Python 3.11 with its standard library from Debian's .debs (apt-get
+#       download + dpkg -x), a static busybox (sh and the commands the agent runs), a `mini`
+#       launcher (about 570 MB). The wheels are installed once into $ASE_CACHE/agent-site and
+#       the .debs cached in $ASE_CACHE/debs/agent, so later builds are offline.
 #
 #   ase-node:<content-hash>  and  ase-node:latest
 #       one image for every cluster role (coordinator, worker, client): the `ase` binary
@@ -69,7 +77,8 @@ mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/images"
 exec 9>"$CACHE/build.lock"
 flock 9
 rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/node-ctx.* \
-    "$CACHE"/images/demo-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.*
+    "$CACHE"/images/demo-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.* \
+    "$CACHE"/agent-site.tmp.* "$CACHE"/agent-rootfs.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -364,6 +373,108 @@ build_demo_image() {
     printf '%s\n' "$tag" "$repo:$DEMO_STABLE_TAG"
 }
 
+# --- ase-agent-mini-swe-agent (agent mode) -------------------------------------------------
+
+MINI_SWE_AGENT_VERSION="2.4.6"
+# Python 3.11 with its full standard library (mini-swe-agent and litellm need ssl, sqlite3,
+# ctypes, ...): libpython3.11-stdlib's Depends, less readline/ncurses-free extras it never loads.
+AGENT_DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libexpat1 zlib1g
+    libbz2-1.0 libcrypt1 libffi8 liblzma5 libncursesw6 libreadline8 libsqlite3-0 libssl3
+    libtinfo6 libuuid1 libgcc-s1 libstdc++6 media-types)
+
+fetch_agent_debs() {
+    local pkg deb dir="$CACHE/debs/agent"
+    mkdir -p "$dir"
+    for pkg in "${AGENT_DEBS[@]}"; do
+        deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)"
+        if [[ -z "$deb" ]]; then
+            log "downloading Debian $pkg"
+            (cd "$dir" && apt-get download "$pkg" >&2) ||
+                die "apt-get download $pkg failed (run 'apt-get update' once?)"
+            deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)"
+            [[ -n "$deb" ]] || die "apt-get download produced no $pkg .deb"
+        fi
+        printf '%s\n' "$deb"
+    done | LC_ALL=C sort
+}
+
+# mini-swe-agent and its dependencies as wheels for CPython 3.11 on x86_64 Linux, installed
+# once into $CACHE/agent-site/<version> (pip only downloads; nothing is installed on the host).
+agent_site() {
+    local dir="$CACHE/agent-site/mini-swe-agent-$MINI_SWE_AGENT_VERSION"
+    if [[ ! -f "$dir/.complete" ]]; then
+        log "pip install --target mini-swe-agent==$MINI_SWE_AGENT_VERSION (wheels for CPython 3.11)"
+        local tmp
+        tmp="$(mktemp -d "$CACHE/agent-site.tmp.XXXXXX")"
+        pip install --quiet --disable-pip-version-check --no-compile --target "$tmp/site" \
+            --python-version 3.11 --implementation cp --only-binary=:all: \
+            --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+            "mini-swe-agent==$MINI_SWE_AGENT_VERSION" >&2 ||
+            die "pip install mini-swe-agent failed (is PyPI reachable?)"
+        # Launchers pip wrote name the host's interpreter: the image has its own (see below).
+        rm -rf "$tmp/site/bin"
+        pip freeze --path "$tmp/site" 2>/dev/null | LC_ALL=C sort >"$tmp/site/.frozen" || true
+        touch "$tmp/site/.complete"
+        mkdir -p "$CACHE/agent-site"
+        rm -rf "$dir"
+        mv "$tmp/site" "$dir"
+        rm -rf "$tmp"
+    fi
+    printf '%s\n' "$dir"
+}
+
+agent_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    mkdir -p "$root"
+    for deb in "${debs[@]}"; do dpkg -x "$deb" "$root"; done
+    rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/locale" \
+        "$root/usr/share/lintian" "$root/usr/lib/x86_64-linux-gnu/gconv"
+    ln -sf python3.11 "$root/usr/bin/python3"
+    mkdir -p "$root/bin" "$root/tmp" "$root/workspace" "$root/usr/local/bin" "$root/opt/agent" "$root/etc"
+    chmod 1777 "$root/tmp"
+    chmod 0777 "$root/workspace"
+    dpkg -x "$busybox" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ "$applet" == busybox || -z "$applet" || -e "$root/bin/$applet" || -e "$root/usr/bin/$applet" ]] ||
+            ln -s busybox "$root/bin/$applet"
+    done < <("$root/bin/busybox" --list)
+    cp -a "$site" "$root/opt/agent/site"
+    printf '#!/bin/sh\nexec python3 -m minisweagent.run.mini "$@"\n' >"$root/usr/local/bin/mini"
+    chmod 0755 "$root/usr/local/bin/mini"
+    printf 'root:x:0:0:root:/tmp/agent-home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+}
+
+build_agent() {
+    local busybox site
+    busybox="$(fetch_busybox_deb)"
+    mapfile -t debs < <(fetch_agent_debs)
+    site="$(agent_site)"
+    local hash
+    hash="$(
+        {
+            printf 'mini-swe-agent %s\n' "$MINI_SWE_AGENT_VERSION"
+            cat "$site/.frozen" 2>/dev/null || true
+            printf 'busybox-deb %s\n' "$(sha256sum "$busybox" | cut -d' ' -f1)"
+            sha256sum "${debs[@]}" | cut -d' ' -f1
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            printf 'dockerfile %s\n' "$(sha256sum "$IMAGES_DIR/agent-mini-swe-agent/Dockerfile" | cut -d' ' -f1)"
+        } | sha256sum | cut -c1-16
+    )"
+    local tag="ase-agent-mini-swe-agent:$hash"
+    build_image "$tag" "agent-mini-swe-agent" "$hash" "$IMAGES_DIR/agent-mini-swe-agent/Dockerfile" agent_context
+    docker tag "$tag" "ase-agent-mini-swe-agent:latest"
+    local old
+    while read -r old; do
+        [[ "$old" == "$tag" || "$old" == "ase-agent-mini-swe-agent:latest" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done < <(docker image ls --filter label=ase.image=agent-mini-swe-agent --format '{{.Repository}}:{{.Tag}}')
+    printf '%s\n' "$tag" "ase-agent-mini-swe-agent:latest"
+}
+
 # --- ase-node (every cluster role) ---------------------------------------------------------
 
 # The `ase` binary of the image: ASE_BIN, else the workspace's debug build (scripts/test.sh
@@ -495,10 +606,10 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, v2, demo, node; osemgrep: only the bare host binary), all
+# Which images: the arguments (sast, v2, demo, node, agent; osemgrep: only the bare host binary), all
 # images by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent)
 for image in "${wanted[@]}"; do
     [[ "$image" == osemgrep ]] || need_docker
     case "$image" in
@@ -515,6 +626,7 @@ for image in "${wanted[@]}"; do
         done
         ;;
     node) build_node ;;
-    *) die "unknown image '$image' (osemgrep, sast, v2, demo, node)" ;;
+    agent) build_agent ;;
+    *) die "unknown image '$image' (osemgrep, sast, v2, demo, node, agent)" ;;
     esac
 done

@@ -2,6 +2,7 @@
 //! on behalf of a unit (repo cache, model calls, SAST scans, evaluation containers).
 
 pub mod agent;
+pub mod coding_agent;
 pub mod container;
 pub mod container_labels;
 pub mod dynamic;

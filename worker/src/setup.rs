@@ -229,6 +229,9 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
         // its own set. Without it, every task scans with all of the image's rules.
         ctx = ctx.with_rules(crate::sast::RuleCatalog::load(&s.rules).ok());
     }
+    ctx.coding_agents = docker
+        .as_ref()
+        .map(|d| std::sync::Arc::new(crate::coding_agent::CodingAgents::new(d.clone())));
     // Task images are pulled on demand, with the credentials, platform and cache budget of
     // this process's environment (see crate::images).
     let mut pull_settings = PullSettings::from_env().map_err(SetupError::ImageCacheBudget)?;

@@ -401,3 +401,67 @@ fn predictions_are_read_into_the_spec_and_bad_lines_are_named() {
     run.model = ModelSettings::Original;
     assert_eq!(run.run_spec("c.toml").unwrap().model, ModelSpec::Original);
 }
+
+const AGENT: &str = r#"
+[[runs]]
+model_name = "mini"
+dataset = "tasks.json"
+[runs.model]
+provider = "agent"
+preset = "mini-swe-agent"
+base_url = "http://127.0.0.1:9/v1"
+model = "gpt-x"
+api_key_env = "MY_KEY"
+env = { EXTRA = "1" }
+[runs.model.limits]
+wall_secs = 60
+max_turns = 7
+"#;
+
+#[test]
+fn an_agent_run_parses_into_an_agent_spec_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tasks.json"), "[]").unwrap();
+    let p = dir.path().join("ase.toml");
+    std::fs::write(&p, AGENT).unwrap();
+    let c = load_file(&p).unwrap();
+    c.validate("ase.toml").unwrap();
+    let r = &c.runs[0];
+    assert_eq!(
+        r.api_key(&env_of(&[("MY_KEY", "sk-1")])).as_deref(),
+        Some("sk-1")
+    );
+    let spec = r.run_spec("ase.toml").unwrap();
+    let ModelSpec::Agent { config } = &spec.model else {
+        panic!("{:?}", spec.model);
+    };
+    assert_eq!(config.preset, Some(AgentPreset::MiniSweAgent));
+    assert_eq!(config.limits.wall_secs, 60);
+    assert_eq!(config.limits.max_turns, 7);
+    assert_eq!(config.upstream.api_key, ApiKeySource::None);
+    assert_eq!(config.env["EXTRA"], "1");
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(!json.contains("sk-1"));
+    let back: RunSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    // The effective config says where the key comes from, never the key.
+    let shown = c.effective_toml(&env_of(&[("MY_KEY", "sk-1")]));
+    assert!(
+        shown.contains("<set from MY_KEY>") && !shown.contains("sk-1"),
+        "{shown}"
+    );
+
+    // Gemini CLI's API is not served by the proxy; copying the key into the container is refused.
+    for (from, to) in [
+        ("preset = \"mini-swe-agent\"", "preset = \"gemini-cli\""),
+        ("env = { EXTRA = \"1\" }", "env_from = { K = \"MY_KEY\" }"),
+    ] {
+        std::fs::write(&p, AGENT.replace(from, to)).unwrap();
+        let err = load_file(&p)
+            .unwrap()
+            .validate("ase.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runs[0].model"), "{err}");
+    }
+}

@@ -24,12 +24,27 @@ struct ConfigProbe {
     /// Seconds, as the worker's model client reads it.
     #[serde(default)]
     request_timeout: Option<f64>,
+    /// An `agent` run's limits: the agent may take its whole wall time.
+    #[serde(default)]
+    limits: Option<AgentLimitsProbe>,
 }
 
-/// The model request timeout a run spec sets, when it sets a valid one.
+#[derive(Deserialize)]
+struct AgentLimitsProbe {
+    #[serde(default)]
+    wall_secs: Option<u64>,
+}
+
+/// The model request timeout a run spec sets, when it sets a valid one; for an `agent` run,
+/// the agent's wall time (default 1800 s) plus a minute to copy its workspace in and out.
 fn spec_request_timeout(spec_json: &[u8]) -> Option<Duration> {
     let probe: SpecProbe = serde_json::from_slice(spec_json).ok()?;
-    let secs = probe.model?.config?.request_timeout?;
+    let config = probe.model?.config?;
+    if let Some(limits) = &config.limits {
+        let wall = limits.wall_secs.unwrap_or(1800);
+        return Some(Duration::from_secs(wall.saturating_add(60)));
+    }
+    let secs = config.request_timeout?;
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
@@ -53,6 +68,18 @@ mod tests {
     fn spec(model: serde_json::Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"model_name": "m", "batch": "b", "rounds": 1, "model": model}))
             .unwrap()
+    }
+
+    #[test]
+    fn an_agent_run_gets_its_wall_time() {
+        let ms = run_generate_deadline_ms(&spec(json!({"provider": "agent",
+            "config": {"upstream": {"base_url": "http://x/v1", "model": "m"},
+                       "limits": {"wall_secs": 3600}}})))
+        .unwrap();
+        assert_eq!(
+            u128::from(ms),
+            generate_deadline(Duration::from_secs(3660)).as_millis()
+        );
     }
 
     #[test]

@@ -226,8 +226,10 @@ fn api_key(shared: &Shared, lease: &Lease, spec: &RunSpec) -> Result<Option<ApiK
             )
         });
     }
-    let ModelSpec::Openai { config } = &spec.model else {
-        return Ok(None);
+    let config = match &spec.model {
+        ModelSpec::Openai { config } => config,
+        ModelSpec::Agent { config } => &config.upstream,
+        _ => return Ok(None),
     };
     match &config.api_key {
         ApiKeySource::None => Ok(None),

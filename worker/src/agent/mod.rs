@@ -300,6 +300,13 @@ impl Agent {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot reap orphan scan containers"),
                 }
+                match crate::coding_agent::sandbox::reap_orphans(dynamic.docker(), worker).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(removed = n, "removed orphan agent containers")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reap orphan agent containers"),
+                }
             }
             let mut stop_c = stop.clone();
             let Some(channel) =

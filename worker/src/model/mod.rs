@@ -224,6 +224,8 @@ pub enum ModelProvider {
     Original,
     /// The masked block replaced by nothing.
     Deletion,
+    /// A coding agent: its units run in the sandbox of [`crate::coding_agent`], not here.
+    Agent(Box<crate::coding_agent::ResolvedAgent>),
 }
 
 impl std::fmt::Debug for ModelProvider {
@@ -234,6 +236,7 @@ impl std::fmt::Debug for ModelProvider {
             ModelProvider::Reference(_) => f.write_str("Reference"),
             ModelProvider::Original => f.write_str("Original"),
             ModelProvider::Deletion => f.write_str("Deletion"),
+            ModelProvider::Agent(a) => f.debug_tuple("Agent").field(&a.image).finish(),
         }
     }
 }
@@ -247,6 +250,7 @@ impl ModelProvider {
             ModelProvider::Reference(_) => "reference",
             ModelProvider::Original => "original",
             ModelProvider::Deletion => "deletion",
+            ModelProvider::Agent(_) => "agent",
         }
     }
 
@@ -283,6 +287,14 @@ impl ModelProvider {
                 let answer = reference::deletion_answer(unit.task, unit.masked);
                 Generation::answered(answer, 0, started.elapsed())
             }
+            // The generate phase runs agents itself (they need the unit's tree, not a prompt).
+            ModelProvider::Agent(_) => Generation::failed(
+                FailureReason::Model(ModelFailure::MalformedResponse {
+                    detail: "an agent run needs the coding-agent sandbox".into(),
+                }),
+                0,
+                started.elapsed(),
+            ),
         }
     }
 }

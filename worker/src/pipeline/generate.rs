@@ -237,7 +237,7 @@ fn apply_answer(
 }
 
 /// Protocol step 7 on every touched file, then the files that differ from the base tree.
-fn finish_code(
+pub(super) fn finish_code(
     unit: &mut UnitTree,
     prefix: &str,
     touched: &BTreeSet<String>,
@@ -261,7 +261,7 @@ fn finish_code(
 }
 
 /// What a failed generation leaves for the scan: the masked file without its mask line.
-fn failed_code(task: &Task, masked: &MaskedFile) -> Vec<ChangedFile> {
+pub(super) fn failed_code(task: &Task, masked: &MaskedFile) -> Vec<ChangedFile> {
     let text = strip_mask_lines(&masked.text).unwrap_or_else(|| masked.text.clone());
     vec![ChangedFile {
         path: task.vuln_file.clone(),
@@ -271,7 +271,7 @@ fn failed_code(task: &Task, masked: &MaskedFile) -> Vec<ChangedFile> {
     }]
 }
 
-fn bounded_answer(answer: &str) -> (String, bool) {
+pub(super) fn bounded_answer(answer: &str) -> (String, bool) {
     if answer.len() <= MAX_RAW_ANSWER_BYTES {
         return (answer.to_string(), false);
     }
@@ -302,7 +302,7 @@ pub async fn generate(
             input.run_id.clone(),
             task.clone(),
         );
-        let (context, seed) = (input.context, input.seed_repo);
+        let (context, seed) = (input.context.clone(), input.seed_repo);
         tokio::task::spawn_blocking(move || {
             prepare(cache, uid, run, t, context, seed, opts, templates)
         })
@@ -316,6 +316,24 @@ pub async fn generate(
         prompt,
         prompt_tokens,
     } = prepared;
+    if let super::spec::ModelSpec::Agent { .. } = &spec.model {
+        return super::generate_agent::generate_agent(
+            ctx,
+            super::generate_agent::AgentInput {
+                run_id: &input.run_id,
+                unit_id,
+                task,
+                context: input.context,
+                spec,
+                api_key: input.api_key,
+                unit,
+                prefix,
+                masked,
+                prompt_tokens,
+            },
+        )
+        .await;
+    }
 
     let run_provider = ctx
         .providers

@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod evaluate_static;
 pub mod generate;
+mod generate_agent;
 pub mod incremental;
 pub mod provider;
 pub mod run;
@@ -56,6 +57,9 @@ pub struct WorkerContext {
     /// name and this worker's cache folder ([`container_owner`]), so that two workers of one
     /// name on one daemon (two `ase run` on a laptop, each "local") never reap each other's.
     pub container_owner: String,
+    /// The sandbox of agent runs; `None` without Docker (agent units then fail as
+    /// configuration problems).
+    pub coding_agents: Option<std::sync::Arc<crate::coding_agent::CodingAgents>>,
 }
 
 /// The owner label of a worker's containers: `{name}@{12 hex of its cache folder's digest}`.
@@ -95,6 +99,7 @@ impl WorkerContext {
             apply: ApplyOptions::default(),
             container_owner: container_owner(&worker_id, &cache_root),
             worker_id,
+            coding_agents: None,
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum ProviderError {
     Predictions { run: String, detail: String },
     #[error("run {run}: model endpoint: {detail}")]
     OpenAi { run: String, detail: String },
+    #[error("run {run}: {detail}")]
+    Agent { run: String, detail: String },
 }
 
 impl ProviderFactory {
@@ -162,6 +164,13 @@ impl ProviderFactory {
             }
             ModelSpec::Original => ModelProvider::Original,
             ModelSpec::Deletion => ModelProvider::Deletion,
+            ModelSpec::Agent { config } => {
+                let resolved = config.resolve().map_err(|e| ProviderError::Agent {
+                    run: run.to_string(),
+                    detail: e.to_string(),
+                })?;
+                ModelProvider::Agent(Box::new(resolved))
+            }
         })
     }
 }

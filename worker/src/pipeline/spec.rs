@@ -49,6 +49,11 @@ pub enum ModelSpec {
     Original,
     /// The masked block deleted: a calibration probe that must not score secure.
     Deletion,
+    /// A coding agent in a sealed container, its model reached through the worker's proxy
+    /// (see [`crate::coding_agent`]).
+    Agent {
+        config: crate::coding_agent::AgentConfig,
+    },
 }
 
 /// Prompt budget and optional template overrides.

@@ -1,0 +1,170 @@
+//! Agent mode across a crash: `ase run` is killed with SIGKILL while a unit's agent runs in its
+//! container. The container outlives the worker (nobody can remove it then); the next `ase run`
+//! removes it (orphans of its earlier life, by label), runs the unit again in a fresh container,
+//! and the run completes with the unit once, scored from the second agent's files.
+//!
+//! Needs Docker, the agent image (`deploy/images/build.sh agent`), osemgrep and
+//! `cargo build -p ase` (skipped outside CI).
+
+use ase_cluster_tests::agent_model::{demo_file, write_file, ScriptedAgentModel};
+use ase_cluster_tests::docker_cluster::docker_or_skip;
+use ase_cluster_tests::{ase_bin, repo_root, support, wait_until, Proc};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const AGENT_IMAGE: &str = "ase-agent-mini-swe-agent:latest";
+const RUN_ID: &str = "killed-agent__agent-kill";
+
+fn agent_containers() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=ase.role=agent", "--filter"])
+        .arg(format!("label=ase.run={RUN_ID}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_mid_agent_leaves_no_container_and_the_unit_completes_once() {
+    if !docker_or_skip() {
+        return;
+    }
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", AGENT_IMAGE])
+        .output();
+    if !inspect.is_ok_and(|o| o.status.success()) {
+        support::unavailable_unless(
+            &format!("the agent image {AGENT_IMAGE} is not built"),
+            "run deploy/images/build.sh agent",
+        );
+        return;
+    }
+    let Some(osemgrep) = support::osemgrep_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
+    let model = ScriptedAgentModel::start();
+    // The agent takes a while (long enough to be killed in), then writes the fix.
+    model.script(
+        "slow-agent",
+        "db.py",
+        vec![
+            "sleep 20".into(),
+            write_file("db.py", &demo_file("py-bookshelf", "fix", "db.py")),
+        ],
+    );
+    let tasks: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&demo.v1_tasks).unwrap()).unwrap();
+    let one: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["instance_id"] == "demo_sqli_py_bookshelf")
+        .collect();
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("one.json"), serde_json::to_vec(&one).unwrap()).unwrap();
+    let config = run_dir.join("ase.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[coordinator]
+heartbeat_ms = 500
+lease_ttl_ms = 3000
+
+[worker]
+osemgrep = {osemgrep:?}
+rules = {rules:?}
+repo_url_template = {template:?}
+docker = "on"
+
+[[runs]]
+model_name = "killed-agent"
+batch = "agent-kill"
+dataset = "one.json"
+rounds = 1
+[runs.model]
+provider = "agent"
+preset = "mini-swe-agent"
+base_url = {base_url:?}
+model = "slow-agent"
+[runs.model.limits]
+wall_secs = 300
+"#,
+            osemgrep = osemgrep.display().to_string(),
+            rules = repo_root().join("rules").display().to_string(),
+            template = demo.repo_url_template,
+            base_url = model.base_url(),
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let launch = |n: u32| {
+        Proc::spawn(
+            "ase run (agent kill)",
+            &ase_bin(),
+            &[
+                "run".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--data".into(),
+                data.display().to_string(),
+            ],
+            &[("ASE_LOG", "info")],
+            tmp.path().join(format!("run-{n}.log")),
+        )
+    };
+    let mut first = launch(1);
+    // The agent is running (its first command sent) when the worker dies.
+    wait_until(
+        "the agent's first model call",
+        Duration::from_secs(300),
+        || !model.requests().is_empty(),
+    );
+    let during = agent_containers();
+    assert_eq!(during.len(), 1, "one agent container: {during:?}");
+    first.kill9();
+    assert_eq!(
+        agent_containers(),
+        during,
+        "the container outlives the killed worker"
+    );
+    let calls_first = model.requests().len();
+
+    let mut second = launch(2);
+    let status = second
+        .wait_exit(Duration::from_secs(600))
+        .unwrap_or_else(|| panic!("ase run did not end; log:\n{}", second.log_text()));
+    assert!(
+        status.success(),
+        "ase run: {status}; log:\n{}",
+        second.log_text()
+    );
+    assert!(
+        second
+            .log_text()
+            .contains("removed orphan agent containers"),
+        "{}",
+        second.log_text()
+    );
+    assert!(agent_containers().is_empty(), "{:?}", agent_containers());
+
+    // The unit once, secure: the second agent's fix (it made its own calls after the first's).
+    let rows: Vec<Value> =
+        std::fs::read_to_string(data.join(format!("results/{RUN_ID}/units.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["verdict"], "secure", "{}", rows[0]);
+    assert!(
+        model.requests().len() >= calls_first + 3,
+        "{} calls",
+        model.requests().len()
+    );
+}

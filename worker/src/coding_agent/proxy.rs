@@ -1,0 +1,446 @@
+//! The worker's model proxy: the only address an agent's container can reach. It speaks the
+//! OpenAI chat-completions and the Anthropic Messages APIs, knows each unit by a token of its
+//! own (the container never sees the real key), forwards to the run's real endpoint with the
+//! real key, and counts calls, tokens and cost per unit; it keeps a bounded transcript and the
+//! last provider failure (auth, quota, rate limit), so that a run whose provider fails is
+//! paused rather than failing unit after unit.
+
+use super::config::AgentApi;
+use crate::model::{ApiKey, Pricing, ProviderFault, TokenUsage};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bytes of one request or answer read (an agent's context is at most a few MiB).
+const MAX_BODY_BYTES: usize = 32 << 20;
+/// Bytes of each request and answer copied into the transcript.
+const TRANSCRIPT_PIECE_BYTES: usize = 16 << 10;
+
+/// Where one unit's calls go.
+#[derive(Clone)]
+pub struct Upstream {
+    pub api: AgentApi,
+    /// OpenAI: up to the version segment (`https://api.openai.com/v1`); Anthropic: the root
+    /// (`https://api.anthropic.com`).
+    pub base_url: String,
+    pub model: String,
+    pub key: Option<ApiKey>,
+    pub pricing: Option<Pricing>,
+    pub request_timeout: Duration,
+}
+
+/// What one unit's agent did through the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStats {
+    /// Calls forwarded to the endpoint.
+    pub calls: u32,
+    /// Calls refused by the proxy (turn budget spent, unknown route).
+    pub refused: u32,
+    pub usage: TokenUsage,
+    pub usage_reported: bool,
+    pub cost_usd: Option<f64>,
+    pub transcript: String,
+    pub transcript_truncated: bool,
+    /// The provider's last failure, when the last forwarded call failed.
+    pub last_fault: Option<(ProviderFault, String)>,
+}
+
+struct Session {
+    upstream: Upstream,
+    max_calls: u32,
+    max_transcript: usize,
+    stats: Mutex<SessionStats>,
+}
+
+type Sessions = Arc<Mutex<HashMap<String, Arc<Session>>>>;
+
+/// The proxy of one worker (one listener; every agent unit has its own token).
+pub struct ModelProxy {
+    addr: SocketAddr,
+    sessions: Sessions,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ModelProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A unit's registration: removed from the proxy when dropped.
+pub struct SessionGuard {
+    token: String,
+    sessions: Sessions,
+    session: Arc<Session>,
+}
+
+impl SessionGuard {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        lock(&self.session.stats).clone()
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        lock(&self.sessions).remove(&self.token);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ModelProxy {
+    /// Listens on `addr` (the agent network's gateway address, port 0 for any).
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<ModelProxy> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let sessions: Sessions = Arc::default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let s = sessions.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (s, client) = (s.clone(), client.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(s.clone(), client.clone(), req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(ModelProxy {
+            addr,
+            sessions,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers a unit: its calls, made with the returned token, go to `upstream`.
+    pub fn register(
+        &self,
+        upstream: Upstream,
+        max_calls: u32,
+        max_transcript: usize,
+    ) -> SessionGuard {
+        let token = format!(
+            "ase-unit-{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
+        let session = Arc::new(Session {
+            upstream,
+            max_calls,
+            max_transcript,
+            stats: Mutex::default(),
+        });
+        lock(&self.sessions).insert(token.clone(), session.clone());
+        SessionGuard {
+            token,
+            sessions: self.sessions.clone(),
+            session,
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("a valid response")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": {"message": message, "type": "ase_proxy"}});
+    reply(status, "application/json", body.to_string())
+}
+
+fn token_of(req: &Request<Incoming>) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    let auth = h.get("authorization")?.to_str().ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+fn piece(s: &[u8]) -> String {
+    let text = String::from_utf8_lossy(s);
+    if text.len() <= TRANSCRIPT_PIECE_BYTES {
+        return text.into_owned();
+    }
+    let mut cut = TRANSCRIPT_PIECE_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [{} bytes]", &text[..cut], text.len())
+}
+
+fn record(session: &Session, stats: &mut SessionStats, entry: String) {
+    if stats.transcript.len() + entry.len() > session.max_transcript {
+        stats.transcript_truncated = true;
+        return;
+    }
+    stats.transcript.push_str(&entry);
+}
+
+/// Token counts of an answer: a JSON body, or the events of a stream.
+fn usage_of(api: AgentApi, body: &[u8]) -> Option<TokenUsage> {
+    let from = |v: &Value| -> Option<TokenUsage> {
+        let u = v.get("usage")?;
+        let n = |k: &str| u.get(k).and_then(Value::as_u64);
+        let (p, c) = match api {
+            AgentApi::Anthropic => (n("input_tokens"), n("output_tokens")),
+            _ => (n("prompt_tokens"), n("completion_tokens")),
+        };
+        if p.is_none() && c.is_none() {
+            return None;
+        }
+        let (p, c) = (p.unwrap_or(0), c.unwrap_or(0));
+        Some(TokenUsage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: n("total_tokens").unwrap_or(p + c),
+        })
+    };
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return from(&v);
+    }
+    // Server-sent events: usage may come in several events (Anthropic: input tokens in
+    // `message_start`, output tokens in `message_delta`); take the largest of each.
+    let mut found: Option<TokenUsage> = None;
+    for line in String::from_utf8_lossy(body).lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
+            continue;
+        };
+        let u = from(&v).or_else(|| v.get("message").and_then(from));
+        if let Some(u) = u {
+            let f = found.get_or_insert_with(TokenUsage::default);
+            f.prompt_tokens = f.prompt_tokens.max(u.prompt_tokens);
+            f.completion_tokens = f.completion_tokens.max(u.completion_tokens);
+            f.total_tokens = f.prompt_tokens + f.completion_tokens;
+        }
+    }
+    found
+}
+
+fn fault_of(status: u16, body: &[u8]) -> Option<ProviderFault> {
+    let text = String::from_utf8_lossy(body);
+    Some(match status {
+        401 | 403 => ProviderFault::Auth,
+        402 => ProviderFault::Quota,
+        429 if text.contains("insufficient_quota") => ProviderFault::Quota,
+        429 => ProviderFault::RateLimited,
+        500..=599 => ProviderFault::ServerError,
+        _ => return None,
+    })
+}
+
+async fn handle(
+    sessions: Sessions,
+    client: reqwest::Client,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Some(session) = token_of(&req).and_then(|t| lock(&sessions).get(&t).cloned()) else {
+        return Ok(error(StatusCode::UNAUTHORIZED, "unknown token"));
+    };
+    let path = req.uri().path().to_string();
+    let api = session.upstream.api;
+    let route_ok = req.method() == hyper::Method::POST
+        && match api {
+            AgentApi::Openai => path.ends_with("/chat/completions"),
+            AgentApi::Anthropic => path.starts_with("/v1/messages"),
+            AgentApi::Gemini => false,
+        };
+    if !route_ok {
+        lock(&session.stats).refused += 1;
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            &format!("the proxy serves no {} {path}", req.method()),
+        ));
+    }
+    let counts_as_call = !path.ends_with("/count_tokens");
+    if counts_as_call {
+        let mut stats = lock(&session.stats);
+        if stats.calls >= session.max_calls {
+            stats.refused += 1;
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "ase: this unit's model call budget (max_turns) is spent",
+            ));
+        }
+        stats.calls += 1;
+    }
+    let headers = req.headers().clone();
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, "request too large")),
+    };
+    // The run's model, whatever the agent asks for: the run pays for one model.
+    let mut json: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "the body is not JSON")),
+    };
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "model".into(),
+            Value::String(session.upstream.model.clone()),
+        );
+    }
+    let out_body = serde_json::to_vec(&json).unwrap_or_default();
+    let up = &session.upstream;
+    let url = match api {
+        AgentApi::Anthropic => format!("{}{path}", up.base_url.trim_end_matches('/')),
+        _ => format!("{}/chat/completions", up.base_url.trim_end_matches('/')),
+    };
+    let mut rb = client
+        .post(&url)
+        .timeout(up.request_timeout)
+        .header("content-type", "application/json")
+        .body(out_body.clone());
+    if let Some(key) = &up.key {
+        rb = match api {
+            AgentApi::Anthropic => rb.header("x-api-key", key.expose()),
+            _ => rb.bearer_auth(key.expose()),
+        };
+    }
+    for h in ["anthropic-version", "anthropic-beta", "accept"] {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            rb = rb.header(h, v);
+        }
+    }
+    let sent = rb.send().await;
+    let (status, content_type, answer) = match sent {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            match resp.bytes().await {
+                Ok(b) if b.len() <= MAX_BODY_BYTES => (status, ct, b),
+                Ok(_) => (
+                    502,
+                    "application/json".into(),
+                    Bytes::from_static(b"{\"error\":{\"message\":\"answer too large\"}}"),
+                ),
+                Err(e) => {
+                    let fault = if e.is_timeout() {
+                        ProviderFault::Timeout
+                    } else {
+                        ProviderFault::Network
+                    };
+                    lock(&session.stats).last_fault = Some((fault, e.to_string()));
+                    return Ok(error(StatusCode::BAD_GATEWAY, "the model endpoint failed"));
+                }
+            }
+        }
+        Err(e) => {
+            let fault = if e.is_timeout() {
+                ProviderFault::Timeout
+            } else {
+                ProviderFault::Network
+            };
+            let mut stats = lock(&session.stats);
+            stats.last_fault = Some((fault, format!("{url}: {}", e.without_url())));
+            return Ok(error(
+                StatusCode::BAD_GATEWAY,
+                "the model endpoint is unreachable",
+            ));
+        }
+    };
+    {
+        let mut stats = lock(&session.stats);
+        stats.last_fault = fault_of(status, &answer).map(|f| {
+            (
+                f,
+                format!("HTTP {status}: {}", piece(&answer[..answer.len().min(500)])),
+            )
+        });
+        if (200..300).contains(&status) {
+            if let Some(u) = usage_of(api, &answer) {
+                stats.usage.prompt_tokens += u.prompt_tokens;
+                stats.usage.completion_tokens += u.completion_tokens;
+                stats.usage.total_tokens += u.total_tokens;
+                stats.usage_reported = true;
+                if let Some(p) = &up.pricing {
+                    stats.cost_usd = Some(stats.cost_usd.unwrap_or(0.0) + p.cost_usd(&u));
+                }
+            }
+        }
+        let entry = format!(
+            "=== call {} POST {path}\n{}\n--- HTTP {status}\n{}\n",
+            stats.calls,
+            piece(&out_body),
+            piece(&answer)
+        );
+        record(&session, &mut stats, entry);
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    Ok(reply(status, &content_type, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_from_bodies_and_streams() {
+        let body = br#"{"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
+        assert_eq!(usage_of(AgentApi::Openai, body).unwrap().total_tokens, 13);
+        let sse = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n";
+        let u = usage_of(AgentApi::Anthropic, sse).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (20, 9, 29)
+        );
+        assert_eq!(usage_of(AgentApi::Openai, b"{}"), None);
+    }
+
+    #[test]
+    fn provider_failures_are_classified() {
+        assert_eq!(fault_of(401, b""), Some(ProviderFault::Auth));
+        assert_eq!(
+            fault_of(429, b"{\"error\":{\"code\":\"insufficient_quota\"}}"),
+            Some(ProviderFault::Quota)
+        );
+        assert_eq!(fault_of(429, b""), Some(ProviderFault::RateLimited));
+        assert_eq!(fault_of(503, b""), Some(ProviderFault::ServerError));
+        assert_eq!(fault_of(400, b""), None);
+    }
+}

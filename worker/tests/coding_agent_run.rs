@@ -1,0 +1,185 @@
+//! One unit's agent run by [`CodingAgents::run_unit`] in a real container of the agent image
+//! (`deploy/images/build.sh agent`), on the worker's internal network, its model calls through
+//! the proxy to an endpoint on loopback. The agents here are shell or Python one-liners given as
+//! the command line (what the `command` setting is for):
+//! - an agent whose endpoint refuses the key fails as the provider's fault (auth), not the
+//!   model's: the run is to pause, not to score the unit;
+//! - a symlink left in the workspace refuses the result (a failed generation with the reason);
+//! - a file written is the result, with the unchanged files left out; the agent runs with no
+//!   capability and `no-new-privileges`.
+
+use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
+use ase_worker::coding_agent::{
+    AgentApi, AgentLimits, AgentOutcome, AgentUnit, CodingAgents, ResolvedAgent,
+};
+use ase_worker::model::{ApiKey, OpenAiConfig, ProviderFault};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+const IMAGE: &str = "ase-agent-mini-swe-agent:latest";
+
+/// An endpoint that refuses every key, as a provider does for a revoked one.
+async fn refusing_endpoint() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(401)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(
+                                br#"{"error":{"message":"Incorrect API key provided"}}"#,
+                            )))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn task() -> Task {
+    Task {
+        instance_id: "t1".into(),
+        repo: "org/demo".into(),
+        base_commit: "HEAD".into(),
+        vuln_file: "a.py".into(),
+        vuln_lines: LineRange { start: 1, end: 1 },
+        language: "python".into(),
+        vuln_source: "CVE-0000-0001".into(),
+        vuln_type: "SQLI".into(),
+        cwe_id: "CWE-89".into(),
+        spec: TaskSpec::V1(StaticSpec {
+            seed: true,
+            detected_tool: "tool".into(),
+            detected_vul_num: 1,
+            patch_commit: None,
+        }),
+        extra: Default::default(),
+    }
+}
+
+fn agent(command: &[&str], base_url: String) -> ResolvedAgent {
+    ResolvedAgent {
+        image: IMAGE.into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        api: AgentApi::Openai,
+        env: BTreeMap::from([("TOKEN".to_string(), "{token}".to_string())]),
+        env_from: BTreeMap::new(),
+        limits: AgentLimits {
+            wall_secs: 120,
+            ..AgentLimits::default()
+        },
+        upstream: OpenAiConfig::new(base_url, "m"),
+    }
+}
+
+#[tokio::test]
+async fn provider_refusals_symlinks_and_changes_are_told_apart() {
+    let Some(docker) = ase_test_support::docker_with(IMAGE).await else {
+        return;
+    };
+    let agents = CodingAgents::new(docker);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.py"), "<MASKED>\n").unwrap();
+    std::fs::write(root.path().join("b.py"), "keep\n").unwrap();
+    let endpoint = refusing_endpoint().await;
+    let task = task();
+    let run = |a: ResolvedAgent| {
+        let agents = &agents;
+        let task = &task;
+        let root = root.path().to_path_buf();
+        async move {
+            agents
+                .run_unit(AgentUnit {
+                    run: "agent-test__b",
+                    unit: "t1_cycle1",
+                    worker: "coding-agent-run-test",
+                    task,
+                    context: None,
+                    project_root: root,
+                    agent: &a,
+                    api_key: Some(ApiKey::new("sk-real").unwrap()),
+                    template: None,
+                })
+                .await
+        }
+    };
+
+    // The endpoint refuses the key: the agent sees the 401 and gives up.
+    let call = "import os, sys, urllib.request as u\n\
+        r = u.Request('{base_url}/chat/completions', data=b'{\"messages\": []}', \
+        headers={'Authorization': 'Bearer ' + os.environ['TOKEN'], 'Content-Type': 'application/json'})\n\
+        try:\n  u.urlopen(r, timeout=20)\nexcept Exception as e:\n  print('call failed', e); sys.exit(1)";
+    let (outcome, report) = run(agent(
+        &["python3", "-c", call],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::Provider { fault, detail } => {
+            assert_eq!(fault, ProviderFault::Auth, "{detail}");
+            assert!(detail.contains("401"), "{detail}");
+        }
+        other => panic!("{other:?}; output: {}", report.output_tail),
+    }
+    assert_eq!(report.calls, 1);
+    assert!(
+        report.output_tail.contains("call failed"),
+        "{}",
+        report.output_tail
+    );
+
+    // A symlink out of the tree: the result is refused, the model is to blame.
+    let (outcome, _) = run(agent(
+        &["sh", "-c", "ln -sf /etc/passwd /workspace/a.py"],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::ModelFailure(reason) => assert!(reason.contains("symlink"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A file written (and nothing else): that file is the result.
+    let (outcome, report) = run(agent(
+        &[
+            "sh",
+            "-c",
+            "printf 'x = 1\\n' > a.py && echo wrote {file} && grep -E 'CapEff|NoNewPrivs' /proc/self/status",
+        ],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::Finished(r) => {
+            assert_eq!(r.changed.keys().collect::<Vec<_>>(), vec!["a.py"]);
+            assert_eq!(r.changed["a.py"].0, b"x = 1\n");
+            assert!(r.deleted.is_empty(), "{:?}", r.deleted);
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = &report.output_tail;
+    assert!(out.contains("wrote a.py"), "{out}");
+    // No capability, no privilege gained through exec.
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(report.exit_code, Some(0));
+    // Every container of these runs is gone.
+    let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
+    let left = ase_test_support::containers_labelled(&docker, "ase.run", "agent-test__b").await;
+    assert!(left.is_empty(), "{left:?}");
+}
