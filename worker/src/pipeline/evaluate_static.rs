@@ -283,7 +283,12 @@ pub async fn evaluate_static(
             // a cut list (a few files anyway) or a failed baseline: the unit's own full scan.
             Ok(if cut.is_none() && baseline.failure.is_none() {
                 let changed = changed_paths(input.generation);
-                scan_changed_and_count(ctx, task, &root, &changed, &baseline, spec, &labels, &rules)
+                let criteria = CountCriteria {
+                    vuln_type: &task.vuln_type,
+                    vuln_file: &task.vuln_file,
+                    scope: spec.evaluation.count_scope.into(),
+                };
+                scan_changed_and_count(ctx, &criteria, &root, &changed, &baseline, &labels, &rules)
                     .await
             } else {
                 scan_and_count(ctx, task, &root, cut, spec, &labels, &rules).await
@@ -346,11 +351,10 @@ fn changed_paths(g: &GenerationRecord) -> BTreeSet<String> {
 /// [`incremental`](super::incremental)).
 async fn scan_changed_and_count(
     ctx: &WorkerContext,
-    task: &Task,
+    criteria: &CountCriteria<'_>,
     root: &Path,
     changed: &BTreeSet<String>,
     baseline: &BaselineResult,
-    spec: &RunSpec,
     labels: &ScanLabels,
     rules: &RuleSet,
 ) -> Scanned {
@@ -369,12 +373,7 @@ async fn scan_changed_and_count(
         Ok(s) => s,
         Err(e) => return Scanned::failed(e.to_string(), false),
     };
-    let criteria = CountCriteria {
-        vuln_type: &task.vuln_type,
-        vuln_file: &task.vuln_file,
-        scope: spec.evaluation.count_scope.into(),
-    };
-    let (n, findings) = combine(baseline, changed, &scan, &criteria);
+    let (n, findings) = combine(baseline, changed, &scan, criteria);
     Scanned {
         count: VulnCount {
             detected_vul_num: n,
