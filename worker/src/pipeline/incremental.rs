@@ -156,8 +156,11 @@ pub async fn scan_changed(
     let scanned_now = to_scan.len();
     if !to_scan.is_empty() {
         std::fs::create_dir_all(scratch).map_err(io(&scratch.display().to_string()))?;
+        // Named after the unit (its directory name), as a unit's tree is: a scan seen in a
+        // process list or a scanner's arguments says whose it is.
+        let prefix = format!("changed-{}-", labels.unit);
         let dir = tempfile::Builder::new()
-            .prefix("changed-")
+            .prefix(&prefix)
             .tempdir_in(scratch)
             .map_err(io(&scratch.display().to_string()))?;
         for (rel, _, bytes) in &to_scan {
