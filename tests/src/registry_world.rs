@@ -9,6 +9,43 @@ use serde_json::Value;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+/// What a registry test of the demo's v2 tasks starts from: osemgrep, the demo world under a
+/// temporary folder, a runtime and a daemon holding the demo's images.
+pub struct RegistryTestWorld {
+    pub osemgrep: PathBuf,
+    pub tmp: tempfile::TempDir,
+    pub world: ase_demo::DemoWorld,
+    pub rt: tokio::runtime::Runtime,
+    pub docker: Docker,
+}
+
+/// The [`RegistryTestWorld`], or None once the test said why it cannot run (no osemgrep, no
+/// registry tools, no daemon or demo images).
+pub fn registry_test_world() -> Option<RegistryTestWorld> {
+    let osemgrep = ase_test_support::osemgrep_or_skip()?;
+    if let Some(why) = ase_test_support::registry::missing_tools() {
+        ase_test_support::unavailable_unless(&why, "apt-get install docker-registry apache2-utils");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut docker = None;
+    for image in &world.v2_images {
+        docker = Some(rt.block_on(ase_test_support::docker_with(image))?);
+    }
+    Some(RegistryTestWorld {
+        osemgrep,
+        tmp,
+        world,
+        rt,
+        docker: docker.expect("the demo has v2 images"),
+    })
+}
+
 /// The demo's v2 task file rewritten to name images in `registry` (tag `r{pid}`), each put
 /// there by `push(source, reference)`; written to `out`. The images are gone from the daemon
 /// when it returns (checked); the guard removes what a run pulls back.

@@ -10,7 +10,6 @@
 //! docker-registry + htpasswd (.ci/run installs them).
 
 use ase_cluster_tests::registry_world::*;
-use ase_cluster_tests::support;
 use ase_test_support::registry::*;
 use std::time::Duration;
 
@@ -18,27 +17,16 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[test]
 fn a_v2_run_over_its_image_budget_evicts_images_not_in_use_and_scores_as_expected() {
-    let Some(osemgrep) = support::osemgrep_or_skip() else {
+    let Some(RegistryTestWorld {
+        osemgrep,
+        tmp,
+        world,
+        rt,
+        docker,
+    }) = registry_test_world()
+    else {
         return;
     };
-    if let Some(why) = missing_tools() {
-        support::unavailable_unless(&why, "apt-get install docker-registry apache2-utils");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut docker = None;
-    for image in &world.v2_images {
-        docker = rt.block_on(support::docker_with(image));
-        if docker.is_none() {
-            return;
-        }
-    }
-    let docker = docker.expect("the demo has v2 images");
 
     // The demo's images with a layer of their own (an image id of their own: the cache never
     // removes an id another tag names), in the registry only, under other names.

@@ -10,7 +10,6 @@
 //! docker-registry + htpasswd (.ci/run installs them).
 
 use ase_cluster_tests::registry_world::*;
-use ase_cluster_tests::support;
 use ase_test_support::registry::*;
 use std::time::Duration;
 
@@ -23,27 +22,16 @@ const UNCOUNTED_REGISTRY_END: &str = "registry unreachable, no attempt counted";
 
 #[test]
 fn a_v2_run_waits_for_its_registry_without_spending_attempts_and_completes_once_it_is_back() {
-    let Some(osemgrep) = support::osemgrep_or_skip() else {
+    let Some(RegistryTestWorld {
+        osemgrep,
+        tmp,
+        world,
+        rt,
+        docker,
+    }) = registry_test_world()
+    else {
         return;
     };
-    if let Some(why) = missing_tools() {
-        support::unavailable_unless(&why, "apt-get install docker-registry apache2-utils");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut docker = None;
-    for image in &world.v2_images {
-        docker = rt.block_on(support::docker_with(image));
-        if docker.is_none() {
-            return;
-        }
-    }
-    let docker = docker.expect("the demo has v2 images");
 
     let mut registry = TestRegistry::start();
     let tasks_path = tmp.path().join("v2-outage-tasks.json");
