@@ -246,3 +246,25 @@ pub fn write_file(file: &str, content: &str) -> String {
     assert!(!content.contains("ASE_EOF"));
     format!("cat > {} <<'ASE_EOF'\n{}ASE_EOF", sh_quote(file), content)
 }
+
+/// The mini-swe-agent image `deploy/images/build.sh agent` builds.
+pub const AGENT_IMAGE: &str = "ase-agent-mini-swe-agent:latest";
+
+/// Whether a daemon answers and holds [`AGENT_IMAGE`]; false once the test said why it cannot
+/// run (a failure under `CI=true`).
+pub fn agent_image_or_skip() -> bool {
+    if !crate::docker_cluster::docker_or_skip() {
+        return false;
+    }
+    let inspect = std::process::Command::new("docker")
+        .args(["image", "inspect", AGENT_IMAGE])
+        .output();
+    if !inspect.is_ok_and(|o| o.status.success()) {
+        ase_test_support::unavailable_unless(
+            &format!("the agent image {AGENT_IMAGE} is not built"),
+            "run deploy/images/build.sh agent",
+        );
+        return false;
+    }
+    true
+}

@@ -6,14 +6,14 @@
 //! Needs Docker, the agent image (`deploy/images/build.sh agent`), osemgrep and
 //! `cargo build -p ase` (skipped outside CI).
 
-use ase_cluster_tests::agent_model::{demo_file, write_file, ScriptedAgentModel};
-use ase_cluster_tests::docker_cluster::docker_or_skip;
+use ase_cluster_tests::agent_model::{
+    agent_image_or_skip, demo_file, write_file, ScriptedAgentModel,
+};
 use ase_cluster_tests::{ase_bin, repo_root, support, wait_until, Proc};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 
-const AGENT_IMAGE: &str = "ase-agent-mini-swe-agent:latest";
 const RUN_ID: &str = "killed-agent__agent-kill";
 
 fn agent_containers() -> Vec<String> {
@@ -31,17 +31,7 @@ fn agent_containers() -> Vec<String> {
 
 #[test]
 fn a_worker_killed_mid_agent_leaves_no_container_and_the_unit_completes_once() {
-    if !docker_or_skip() {
-        return;
-    }
-    let inspect = Command::new("docker")
-        .args(["image", "inspect", AGENT_IMAGE])
-        .output();
-    if !inspect.is_ok_and(|o| o.status.success()) {
-        support::unavailable_unless(
-            &format!("the agent image {AGENT_IMAGE} is not built"),
-            "run deploy/images/build.sh agent",
-        );
+    if !agent_image_or_skip() {
         return;
     }
     let Some(osemgrep) = support::osemgrep_or_skip() else {

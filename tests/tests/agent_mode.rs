@@ -17,16 +17,14 @@
 //! Needs Docker, the agent image, osemgrep and `cargo build -p ase` (skipped outside CI).
 
 use ase_cluster_tests::agent_model::{
-    demo_file, sh_quote, tool_outputs, write_file, ScriptedAgentModel,
+    agent_image_or_skip, demo_file, sh_quote, tool_outputs, write_file, ScriptedAgentModel,
 };
-use ase_cluster_tests::docker_cluster::docker_or_skip;
 use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const AGENT_IMAGE: &str = "ase-agent-mini-swe-agent:latest";
 const RUN_TIMEOUT: Duration = Duration::from_secs(1500);
 const MODEL: &str = "scripted-agent";
 const HUNG_MODEL: &str = "scripted-hang";
@@ -165,17 +163,7 @@ fn units(report_dir: &Path) -> Vec<Value> {
 
 #[test]
 fn mini_swe_agent_runs_the_demo_in_a_sealed_sandbox_and_scores_as_scripted() {
-    if !docker_or_skip() {
-        return;
-    }
-    let inspect = Command::new("docker")
-        .args(["image", "inspect", AGENT_IMAGE])
-        .output();
-    if !inspect.is_ok_and(|o| o.status.success()) {
-        support::unavailable_unless(
-            &format!("the agent image {AGENT_IMAGE} is not built"),
-            "run deploy/images/build.sh agent",
-        );
+    if !agent_image_or_skip() {
         return;
     }
     let Some(osemgrep) = support::osemgrep_or_skip() else {
