@@ -67,6 +67,10 @@ pub struct AseConfig {
     /// Where `ase run` writes each run's report files, as `<output_dir>/<run_id>/`.
     /// Default: `<coordinator.data>/results`. Environment: `ASE_OUTPUT_DIR`.
     pub output_dir: Option<PathBuf>,
+    /// What `ase run` does before it submits: `exclude` (default: tasks whose repo, commit or
+    /// image cannot be had are kept out, listed apart in the reports), `abort` (refuse to
+    /// run), `off` (no check). Flag: `--preflight`.
+    pub preflight: crate::preflight_cmd::PreflightMode,
     pub coordinator: CoordinatorSettings,
     pub worker: WorkerSettings,
     /// The runs `ase run` submits, in order (`[[runs]]`). None: the demo campaign.
@@ -834,6 +838,7 @@ impl RunSettings {
                 use_cut_repos,
             },
             limits: self.limits,
+            unavailable: Vec::new(),
         })
     }
 }

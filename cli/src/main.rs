@@ -14,6 +14,7 @@ mod drain_cmd;
 mod duration_arg;
 mod embedded;
 mod logging;
+mod preflight_cmd;
 mod progress_fmt;
 mod progress_view;
 mod prompt_cmd;
@@ -117,6 +118,9 @@ enum Command {
     /// pipeline and say which tasks discriminate, and why the others are dead (Markdown,
     /// JSON, HTML).
     Calibrate(calibrate_cmd::Args),
+    /// Check, before any model call, that each task's repo, base_commit and (v2) image can be
+    /// had as the workers would fetch them; print what is unavailable (exit 1 when a task is).
+    Preflight(preflight_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Command::Config(a) => config_cmd::run(a),
         Command::Compare(a) => compare_cmd::run(a),
         Command::Calibrate(a) => calibrate_cmd::run(a),
+        Command::Preflight(a) => preflight_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,11 @@ pub struct Args {
     /// Where each run's report files go, as DIR/<run_id>/ (default: <data>/results).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Before submitting, check each task's repo, commit and image: keep unavailable tasks
+    /// out (exclude, the default), refuse to run (abort), or skip the check (off). Overrides
+    /// the config's `preflight`.
+    #[arg(long, value_enum)]
+    preflight: Option<crate::preflight_cmd::PreflightMode>,
 }
 
 /// One run, ready to submit.
@@ -56,9 +61,18 @@ fn prepare(config: &AseConfig, source: &str) -> anyhow::Result<Vec<PreparedRun>>
         .runs
         .iter()
         .map(|r| {
-            let spec = r.run_spec(source)?;
+            let mut spec = r.run_spec(source)?;
             let dataset = read_within(&r.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
             let dynamic = dataset_is_v2(&r.dataset, &dataset)?;
+            // Before anything is submitted, so that no model is paid for a task that cannot
+            // be evaluated (and a resumed run keeps the tasks it was first submitted with).
+            spec.unavailable = crate::preflight_cmd::before_submit(
+                &r.run_id(),
+                &r.dataset,
+                &dataset,
+                &config.worker,
+                config.preflight,
+            )?;
             let (context, context_name) = match &r.context {
                 Some(p) => (
                     read_within(p, "context file", limits::MAX_CONTEXT_BYTES)?,
@@ -99,6 +113,9 @@ fn load_config(args: &Args) -> anyhow::Result<(AseConfig, String)> {
     if let Some(o) = &args.out {
         config.output_dir = Some(o.clone());
     }
+    if let Some(p) = args.preflight {
+        config.preflight = p;
+    }
     Ok((config, source))
 }
 
@@ -125,6 +142,7 @@ pub fn load(
         config: file,
         data,
         out,
+        preflight: None,
     })
 }
 

@@ -37,6 +37,15 @@ pub struct Args {
     /// Follow the run until it completes (exit 0) or is cancelled (exit 1).
     #[arg(long)]
     watch: bool,
+    /// Before submitting, check from this host each task's repo, commit and (with a Docker
+    /// daemon here) image: keep unavailable tasks out (exclude, the default), refuse to
+    /// submit (abort), or skip the check (off).
+    #[arg(long, value_enum, default_value = "exclude")]
+    preflight: crate::preflight_cmd::PreflightMode,
+    /// Where the workers clone repos from, for the preflight (`{repo}` becomes `owner/name`;
+    /// default: GitHub).
+    #[arg(long)]
+    repo_url_template: Option<String>,
 }
 
 /// A file the user named, with what it is in the error.
@@ -75,6 +84,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (spec, spec_json) = with_predictions(spec, p)?;
     }
     let dataset = read_within(&args.dataset, "dataset", limits::MAX_DATASET_BYTES)?;
+    let worker = crate::config::WorkerSettings {
+        repo_url_template: args.repo_url_template.clone(),
+        ..crate::config::WorkerSettings::default()
+    };
+    let unavailable = crate::preflight_cmd::before_submit(
+        &spec.run_name(),
+        &args.dataset,
+        &dataset,
+        &worker,
+        args.preflight,
+    )?;
+    if !unavailable.is_empty() {
+        spec.unavailable = unavailable;
+        spec_json = serde_json::to_vec(&spec).expect("a run spec serialises");
+    }
     let (context, context_name) = match &args.context {
         Some(p) => (
             read_within(p, "context file", limits::MAX_CONTEXT_BYTES)?,

@@ -12,6 +12,7 @@ pub mod patch_apply;
 pub mod patch_paths;
 pub mod patch_repair;
 pub mod phase_deadline;
+pub mod preflight;
 pub mod process;
 pub mod prompt;
 pub mod repo_files;

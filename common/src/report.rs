@@ -288,6 +288,10 @@ pub struct Report {
     /// v1: where the scans found what they counted, per task (baseline and units).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::scan_findings::TaskFindings>,
+    /// Tasks of the dataset a preflight kept out of the run (never run, never scored): every
+    /// score is over `tasks`, the remaining ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<crate::preflight::UnavailableTask>,
 }
 
 impl Report {
@@ -302,7 +306,14 @@ impl Report {
             scores,
             uncertainty: None,
             findings: Vec::new(),
+            unavailable: Vec::new(),
         }
+    }
+
+    /// With the tasks a preflight kept out of the run.
+    pub fn with_unavailable(mut self, unavailable: Vec<crate::preflight::UnavailableTask>) -> Self {
+        self.unavailable = unavailable;
+        self
     }
 
     /// With the v1 scans' findings per task.
@@ -464,6 +475,14 @@ pub fn render_markdown(report: &Report) -> String {
         out += &format!("- {}: {}\n", cell(tool), cell(version));
     }
     out += "\n## Scores (upstream-compatible)\n\n";
+    if !report.unavailable.is_empty() {
+        out += &format!(
+            "Over {} of the dataset's {} tasks: {} unavailable task(s) were kept out (see \"Unavailable tasks\").\n\n",
+            report.tasks.len(),
+            report.tasks.len() + report.unavailable.len(),
+            report.unavailable.len()
+        );
+    }
     out += &scores_markdown(&report.scores);
     if let Scores::V2(_) = report.scores {
         out +=
@@ -471,6 +490,7 @@ pub fn render_markdown(report: &Report) -> String {
                 does and its published numbers include; the corrected overall adds it on the \
                 same 0..100 scale as quality and security.\n";
     }
+    out += &crate::preflight::markdown_section(&report.unavailable, report.tasks.len());
     out += &verdicts_markdown(&report.breakdown.all);
     if let Some(u) = &report.uncertainty {
         out += &uncertainty_markdown(u);

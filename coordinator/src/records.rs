@@ -157,6 +157,9 @@ pub struct RunSpecHeader {
     pub top_p: Option<f64>,
     pub max_context_token: Option<u64>,
     pub max_gen_token: Option<u64>,
+    /// Tasks kept out of the run by a preflight, with their reasons (see `plan`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<ase_common::preflight::UnavailableTask>,
 }
 
 impl Default for RunSpecHeader {
@@ -171,6 +174,7 @@ impl Default for RunSpecHeader {
             top_p: None,
             max_context_token: None,
             max_gen_token: None,
+            unavailable: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod git;
 pub mod images;
 pub mod model;
 pub mod pipeline;
+pub mod preflight;
 pub mod repo_cache;
 pub mod sast;
 pub mod setup;

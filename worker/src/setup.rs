@@ -143,7 +143,8 @@ fn osemgrep_version(osemgrep: &Path) -> String {
     .unwrap_or_else(|| "unknown".into())
 }
 
-async fn connect_docker(mode: DockerUse) -> Result<Option<bollard::Docker>, SetupError> {
+/// A daemon as `mode` says: none when off, an error when on and none answers.
+pub async fn connect_docker(mode: DockerUse) -> Result<Option<bollard::Docker>, SetupError> {
     if mode == DockerUse::Off {
         return Ok(None);
     }

@@ -22,6 +22,7 @@ use std::fmt::Write;
 
 mod findings;
 mod intervals;
+mod unavailable;
 mod verdicts;
 use findings::findings_section;
 use verdicts::{tally_row, verdicts_section, VERDICT_HEADERS};
@@ -204,6 +205,7 @@ pub fn render_html(report: &Report) -> String {
     out += &provenance_section(&report);
     out += "</header>\n<main>\n";
     out += &scores_section(&report.scores);
+    out += &unavailable::unavailable_section(&report.unavailable, report.tasks.len());
     out += &verdicts_section(&report.breakdown.all);
     if let Some(u) = &report.uncertainty {
         out += &intervals::intervals_section(u);

@@ -603,7 +603,9 @@ fn make_report(input: &RunOutputInput<'_>, scores: Scores, units: Vec<UnitOutcom
         cwe_id: t.cwe_id.clone(),
         language: t.language.clone(),
     });
-    Report::new(provenance, units, scores).with_tasks(tasks)
+    Report::new(provenance, units, scores)
+        .with_tasks(tasks)
+        .with_unavailable(input.header.unavailable.clone())
 }
 
 #[cfg(test)]

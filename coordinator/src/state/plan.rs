@@ -41,7 +41,10 @@ pub fn parse_spec_header(spec_json: &[u8]) -> Result<RunSpecHeader, CoordinatorE
 /// What a first pass over a dataset learns, so that a second pass can write each task's
 /// inputs as it parses it.
 pub(super) struct DatasetPlan {
+    /// Tasks the run holds: the dataset's, less those a preflight found unavailable.
     pub(super) tasks: usize,
+    /// instance_ids kept out of the run (the spec's `unavailable`).
+    excluded: HashSet<String>,
     /// The seed of mutated v1 tasks by vuln_source: the last seed in file order, as
     /// `Dataset::seed_of` finds it (it may come after the mutated task). Only for vuln_sources
     /// that a mutated task has.
@@ -68,12 +71,15 @@ fn input_error<'a>(
     }
 }
 
-/// Validates the dataset (every problem at once), checks it has tasks of one version, and
-/// finds the seeds of its mutated tasks.
+/// Validates the dataset (every problem at once), checks it has tasks of one version, finds
+/// the seeds of its mutated tasks, and checks that the tasks `unavailable` names are the
+/// dataset's (each once, not all).
 pub(super) fn plan_dataset(
     dataset_name: &str,
     dataset_bytes: &[u8],
+    unavailable: &[ase_common::preflight::UnavailableTask],
 ) -> Result<DatasetPlan, CoordinatorError> {
+    let mut ids: Vec<String> = Vec::new();
     // The first task of each version seen, to name both when they mix.
     let mut versions: Vec<(String, DatasetVersion)> = Vec::new();
     let mut seeds: HashMap<String, SeedRef> = HashMap::new();
@@ -81,6 +87,9 @@ pub(super) fn plan_dataset(
     let summary = dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
         if !versions.iter().any(|(_, v)| *v == t.version()) {
             versions.push((t.instance_id.clone(), t.version()));
+        }
+        if !unavailable.is_empty() {
+            ids.push(t.instance_id.clone());
         }
         match &t.spec {
             TaskSpec::V1(s) if s.seed => {
@@ -113,8 +122,13 @@ pub(super) fn plan_dataset(
         versions.iter().map(|(id, v)| (id.as_str(), *v)),
     )?;
     seeds.retain(|source, _| mutated_sources.contains(source));
+    let id_set: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    ase_common::preflight::check_against(unavailable, &id_set)
+        .map_err(|e| CoordinatorError::Spec(format!("dataset {dataset_name}: {e}")))?;
+    let excluded: HashSet<String> = unavailable.iter().map(|u| u.instance_id.clone()).collect();
     Ok(DatasetPlan {
-        tasks: summary.tasks,
+        tasks: summary.tasks - excluded.len(),
+        excluded,
         seeds,
     })
 }
@@ -166,6 +180,9 @@ pub(super) fn write_task_inputs(
         Ok(())
     };
     dataset::visit_task_file(Path::new(dataset_name), dataset_bytes, |_, t| {
+        if plan.excluded.contains(&t.instance_id) {
+            return Ok(());
+        }
         // (instance_id, repo) of the task whose context and project layout `t` uses.
         let seed = match &t.spec {
             TaskSpec::V1(s) if !s.seed => plan

@@ -34,7 +34,7 @@ impl Coordinator {
         } = req;
         // Parsed outside the lock: datasets can be large. The bytes are not kept: each task's
         // inputs are stored on their own, and only the digests go into the report.
-        let plan = plan_dataset(&dataset_name, &dataset)?;
+        let plan = plan_dataset(&dataset_name, &dataset, &header.unavailable)?;
         // A predictions run's answers are stored with their tasks, not in the spec.
         let SplitSpec {
             worker_spec: run_spec_json,

@@ -5,6 +5,7 @@
 //! - [`reference`]: which registry, name and tag an image reference names;
 //! - [`credentials`]: the worker's registry credentials (Docker config or environment);
 //! - [`pull`]: one pull with retries, and the typed [`PullError`];
+//! - [`probe`]: whether an image can be had, asked of its registry without a pull;
 //! - [`progress`]: counters and the bounded progress of pulls under way;
 //! - [`cache`]: the task images held, in use, and evicted to meet the disk budget.
 //!
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod credentials;
+pub mod probe;
 pub mod progress;
 pub mod pull;
 pub mod reference;

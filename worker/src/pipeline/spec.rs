@@ -21,6 +21,10 @@ pub struct RunSpec {
     pub evaluation: EvaluationSettings,
     #[serde(default)]
     pub limits: RunLimits,
+    /// Tasks a preflight found unavailable (repo, commit or image missing): the coordinator
+    /// keeps them out of the run and the reports list them apart (see `ase preflight`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<ase_common::preflight::UnavailableTask>,
 }
 
 impl RunSpec {
@@ -145,6 +149,7 @@ mod tests {
                 use_cut_repos: true,
             },
             limits: RunLimits::default(),
+            unavailable: Vec::new(),
         }
     }
 

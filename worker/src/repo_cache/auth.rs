@@ -2,7 +2,7 @@
 //! command line, where other users and logs would see it) and only to the template's own host.
 
 use super::names::is_url_repo;
-use super::RepoCache;
+use super::{RepoCache, RepoCacheConfig};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
@@ -23,34 +23,38 @@ impl RepoCache {
     /// Only for URLs made from the template: a repo given as its own URL may live on another
     /// host, which must never see the token.
     pub(super) fn auth_env(&self, url: &str) -> Vec<(String, String)> {
-        let template = &self.inner.cfg.url_template;
-        if is_url_repo(url) && !template.starts_with("https://") {
-            return vec![];
-        }
-        if https_host(template) != https_host(url) {
-            return vec![];
-        }
-        let Some(var) = &self.inner.cfg.token_env else {
-            return vec![];
-        };
-        let Ok(token) = std::env::var(var) else {
-            return vec![];
-        };
-        if token.is_empty() || !url.starts_with("https://") {
-            return vec![];
-        }
-        vec![
-            ("GIT_CONFIG_COUNT".into(), "1".into()),
-            ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
-            ("GIT_CONFIG_VALUE_0".into(), basic_auth_header(&token)),
-        ]
+        auth_env_for(&self.inner.cfg, url)
     }
+}
+
+/// [`RepoCache::auth_env`] for a cache's settings alone (a preflight probe has no cache).
+pub(super) fn auth_env_for(cfg: &RepoCacheConfig, url: &str) -> Vec<(String, String)> {
+    let template = &cfg.url_template;
+    if is_url_repo(url) && !template.starts_with("https://") {
+        return vec![];
+    }
+    if https_host(template) != https_host(url) {
+        return vec![];
+    }
+    let Some(var) = &cfg.token_env else {
+        return vec![];
+    };
+    let Ok(token) = std::env::var(var) else {
+        return vec![];
+    };
+    if token.is_empty() || !url.starts_with("https://") {
+        return vec![];
+    }
+    vec![
+        ("GIT_CONFIG_COUNT".into(), "1".into()),
+        ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+        ("GIT_CONFIG_VALUE_0".into(), basic_auth_header(&token)),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo_cache::RepoCacheConfig;
 
     /// HTTP Basic wants RFC 4648 base64 with its standard alphabet and padding.
     #[test]

@@ -24,7 +24,8 @@
 //! - [`mirror`]: bare mirrors, revisions and file reads;
 //! - [`tree`]: the shared tree of one commit;
 //! - [`unit_tree`]: a unit's private hard-link farm, [`UnitTree`];
-//! - [`disk`]: disk usage and removal of directory trees.
+//! - [`disk`]: disk usage and removal of directory trees;
+//! - [`probe`]: whether a source has a commit, without a mirror (preflight).
 
 mod auth;
 mod disk;
@@ -32,6 +33,7 @@ mod lru;
 mod mirror;
 mod names;
 mod pins;
+pub mod probe;
 mod tree;
 mod unit_tree;
 

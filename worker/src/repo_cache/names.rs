@@ -61,11 +61,16 @@ pub(super) fn validate_repo_name(repo: &str) -> Result<(), RepoCacheError> {
 impl RepoCache {
     /// Where `repo` is cloned and fetched from.
     pub(super) fn source_url(&self, repo: &str) -> String {
-        if is_url_repo(repo) {
-            return repo.to_string();
-        }
-        self.inner.cfg.url_template.replace("{repo}", repo)
+        source_url_for(&self.inner.cfg, repo)
     }
+}
+
+/// [`RepoCache::source_url`] for a cache's settings alone (a preflight probe has no cache).
+pub(super) fn source_url_for(cfg: &super::RepoCacheConfig, repo: &str) -> String {
+    if is_url_repo(repo) {
+        return repo.to_string();
+    }
+    cfg.url_template.replace("{repo}", repo)
 }
 
 #[cfg(test)]
