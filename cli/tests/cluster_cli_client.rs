@@ -225,7 +225,15 @@ fn submit_watch_status_report_drain_cancel_against_a_coordinator_process() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
 
     let mut submit = Command::new(ASE)
-        .args(["submit", "--coordinator", &uri, "--plaintext", "--watch"])
+        .args([
+            "submit",
+            "--preflight",
+            "off",
+            "--coordinator",
+            &uri,
+            "--plaintext",
+            "--watch",
+        ])
         .args([
             "--spec",
             spec.to_str().unwrap(),
@@ -363,7 +371,15 @@ fn a_cancelled_run_makes_submit_watch_exit_1() {
     let tasks = dir.path().join("tasks.json");
     std::fs::write(&tasks, dataset()).unwrap();
     let mut submit = Command::new(ASE)
-        .args(["submit", "--coordinator", &uri, "--plaintext", "--watch"])
+        .args([
+            "submit",
+            "--preflight",
+            "off",
+            "--coordinator",
+            &uri,
+            "--plaintext",
+            "--watch",
+        ])
         .args([
             "--spec",
             spec.to_str().unwrap(),

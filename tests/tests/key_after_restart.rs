@@ -26,7 +26,9 @@ fn client_args(url: &str, certs: &Path) -> Vec<String> {
 
 fn submit(url: &str, certs: &Path, files: &ase_cluster_tests::RunFiles, with_key: bool) {
     let mut cmd = Command::new(ase_bin());
-    cmd.arg("submit").args(client_args(url, certs));
+    // The project's repos are local to the workers (see `ase_cluster_tests::submit`).
+    cmd.args(["submit", "--preflight", "off"])
+        .args(client_args(url, certs));
     cmd.arg("--spec").arg(&files.spec);
     cmd.arg("--dataset").arg(&files.dataset);
     cmd.arg("--context").arg(&files.context);

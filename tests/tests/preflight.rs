@@ -104,6 +104,32 @@ fn unavailable_tasks_are_listed_kept_out_of_the_run_and_shown_apart() {
         );
     }
 
+    // `ase submit --preflight abort`: refused on the submitting host, before any connection
+    // (nothing listens at the coordinator address given).
+    let spec = tmp.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"model_name":"reference","batch":"b","rounds":1,"model":{"provider":"reference"}}"#,
+    )
+    .unwrap();
+    let refused = Command::new(ase_bin())
+        .args(["submit", "--preflight", "abort", "--plaintext"])
+        .args(["--coordinator", "http://127.0.0.1:1", "--spec"])
+        .arg(&spec)
+        .arg("--dataset")
+        .arg(&tasks_path)
+        .args(["--repo-url-template", &world.repo_url_template])
+        .output()
+        .unwrap();
+    let refused_err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused_err}");
+    assert!(
+        refused_err.contains("not submitted")
+            && refused_err.contains(MISSING_IMAGE)
+            && refused_err.contains(MISSING_COMMIT),
+        "{refused_err}"
+    );
+
     let config = tmp.path().join("ase.toml");
     std::fs::write(
         &config,

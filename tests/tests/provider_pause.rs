@@ -268,6 +268,9 @@ fn the_issues_429_then_500_scenario_at_full_scale() {
 fn submit_with_key(cluster: &LocalCluster, files: &RunFiles, key: &str, watch: bool) -> Proc {
     let mut args = vec![
         "submit".to_string(),
+        // The project's repos are local to the workers (see `ase_cluster_tests::submit`).
+        "--preflight".into(),
+        "off".into(),
         "--coordinator".into(),
         cluster.access.url.clone(),
         "--tls-dir".into(),

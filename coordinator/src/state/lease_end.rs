@@ -180,7 +180,7 @@ impl Coordinator {
             return Ok(());
         };
         let max_attempts = run.max_attempts();
-        let repo = run.repo_of(rec.unit_index).to_string();
+        let repo = run.queue_key(rec.phase, rec.unit_index);
         let mut unit = self.unit_record(rec.run_seq, rec.unit_index, run.rounds())?;
         let (counted, reason) = match end {
             LeaseEnd::Counted(r) => (true, r),

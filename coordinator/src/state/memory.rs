@@ -56,6 +56,10 @@ pub(super) struct RunMem {
     /// Repo of each task, as an index into `repos` (for repo affinity).
     pub(super) task_repo: Vec<u32>,
     pub(super) repos: Vec<String>,
+    /// v2: image key of each task, as an index into `images` (for image affinity of
+    /// evaluations; see `affinity`). Empty for runs placed by repo alone.
+    pub(super) task_image: Vec<u32>,
+    pub(super) images: Vec<String>,
     pub(super) units: Vec<UnitMem>,
     pub(super) queues: [RepoQueues; 2],
     pub(super) inflight_generate: u32,
@@ -86,12 +90,11 @@ pub(super) struct RunMem {
 }
 
 impl RunMem {
-    pub(super) fn new(
-        record: RunRecord,
-        spec_json: Vec<u8>,
-        (task_repo, repos): (Vec<u32>, Vec<String>),
-        now: u64,
-    ) -> RunMem {
+    pub(super) fn new(record: RunRecord, spec_json: Vec<u8>, keys: TaskKeys, now: u64) -> RunMem {
+        let TaskKeys {
+            repos: (task_repo, repos),
+            images: (task_image, images),
+        } = keys;
         let rpm = record.header.limits.requests_per_minute;
         let units = Vec::with_capacity(record.total_units as usize);
         let generate_deadline_ms = super::deadline::run_generate_deadline_ms(&spec_json);
@@ -102,6 +105,8 @@ impl RunMem {
             spec_json: Arc::new(spec_json),
             task_repo,
             repos,
+            task_image,
+            images,
             units,
             queues: [RepoQueues::default(), RepoQueues::default()],
             inflight_generate: 0,
@@ -132,6 +137,20 @@ impl RunMem {
 
     pub(super) fn repo_of(&self, index: u32) -> &str {
         &self.repos[self.task_repo[self.task_of(index) as usize] as usize]
+    }
+
+    /// What a queued unit of `phase` is placed by (see `affinity`): its task's image for a v2
+    /// evaluation, its repo otherwise.
+    pub(super) fn queue_key(&self, phase: Phase, index: u32) -> String {
+        if phase == Phase::Evaluate {
+            if let Some(&id) = self.task_image.get(self.task_of(index) as usize) {
+                let key = &self.images[id as usize];
+                if !key.is_empty() {
+                    return key.clone();
+                }
+            }
+        }
+        self.repo_of(index).to_string()
     }
 
     pub(super) fn all_finished(&self) -> bool {
@@ -211,6 +230,14 @@ impl State {
             .copied()
             .ok_or_else(|| CoordinatorError::UnknownRun(run_id.to_string()))
     }
+}
+
+/// The placement keys of a run's tasks: their repos, and (v2) their images' keys (empty for
+/// tasks placed by repo alone).
+#[derive(Default)]
+pub(super) struct TaskKeys {
+    pub(super) repos: (Vec<u32>, Vec<String>),
+    pub(super) images: (Vec<u32>, Vec<String>),
 }
 
 /// Repo of each task as an index into a list of distinct repos, built task by task.

@@ -18,6 +18,7 @@
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
+mod affinity;
 mod deadline;
 mod error;
 mod finish;

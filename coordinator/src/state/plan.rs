@@ -5,7 +5,8 @@
 //! first pass validates it and learns what the second needs, and the second writes the tasks as
 //! it parses them, in batches.
 
-use super::memory::RepoIndex;
+use super::affinity::evaluate_image_key;
+use super::memory::{RepoIndex, TaskKeys};
 use crate::outputs;
 use crate::records::RunSpecHeader;
 use crate::store::{Store, StoreError, TaskInputs};
@@ -157,7 +158,7 @@ pub(super) fn write_task_inputs(
     plan: &DatasetPlan,
     contexts: Option<&ContextSet>,
     answers: &mut HashMap<String, Vec<u8>>,
-) -> Result<(Vec<u32>, Vec<String>), CoordinatorError> {
+) -> Result<TaskKeys, CoordinatorError> {
     let context_of: HashMap<&str, &TaskContext> = contexts
         .map(|c| {
             c.contexts
@@ -167,6 +168,7 @@ pub(super) fn write_task_inputs(
         })
         .unwrap_or_default();
     let mut repos = RepoIndex::with_capacity(plan.tasks);
+    let mut images = RepoIndex::with_capacity(plan.tasks);
     let mut batch: Vec<TaskInputs> = Vec::with_capacity(SUBMIT_BATCH);
     let mut written: u32 = 0;
     let mut flush = |batch: &mut Vec<TaskInputs>| -> Result<(), StoreError> {
@@ -196,6 +198,7 @@ pub(super) fn write_task_inputs(
             .map(|c| serde_json::to_vec(c).expect("a context serialises to JSON"))
             .unwrap_or_default();
         repos.push(&t.repo);
+        images.push(&evaluate_image_key(&t).unwrap_or_default());
         batch.push(TaskInputs {
             instance_id: t.instance_id.clone(),
             repo: t.repo.clone(),
@@ -216,5 +219,8 @@ pub(super) fn write_task_inputs(
     if !batch.is_empty() {
         flush(&mut batch)?;
     }
-    Ok(repos.finish())
+    Ok(TaskKeys {
+        repos: repos.finish(),
+        images: images.finish(),
+    })
 }

@@ -9,7 +9,8 @@
 //! coordinator, not the unit, caused the loss). Leases nobody claims expire with their TTL and
 //! count as an attempt.
 
-use super::memory::{pi, LeaseMem, RepoIndex, RunMem, State, UnitMem, WorkerMem};
+use super::affinity::evaluate_image_key;
+use super::memory::{pi, LeaseMem, RepoIndex, RunMem, State, TaskKeys, UnitMem, WorkerMem};
 use super::CoordinatorConfig;
 use crate::records::{Phase, UnitState};
 use crate::store::{Op, RunInput, Store, StoreError};
@@ -52,9 +53,17 @@ fn recover_run(
     let seq = record.seq;
     let spec = store.run_input(seq, RunInput::Spec)?.unwrap_or_default();
     let mut repos = RepoIndex::default();
+    let mut images = RepoIndex::default();
     let mut tasks: u64 = 0;
     store.for_each_task(seq, |t| {
         repos.push(&t.repo);
+        let task: Option<ase_common::dataset::Task> = serde_json::from_slice(&t.task_json).ok();
+        images.push(
+            &task
+                .as_ref()
+                .and_then(evaluate_image_key)
+                .unwrap_or_default(),
+        );
         tasks += 1;
         Ok(())
     })?;
@@ -71,7 +80,11 @@ fn recover_run(
             ),
         }));
     }
-    let mut run = RunMem::new(record, spec, repos.finish(), now);
+    let keys = TaskKeys {
+        repos: repos.finish(),
+        images: images.finish(),
+    };
+    let mut run = RunMem::new(record, spec, keys, now);
     if let Some(pins) = store.run_input(seq, RunInput::ImagePins)? {
         run.image_pins = serde_json::from_slice(&pins).map_err(|e| {
             CoordinatorError::Store(StoreError::Corrupt {
@@ -111,10 +124,15 @@ fn recover_run(
         if !state.is_finished() {
             run.unfinished += 1;
         }
-        let repo = run.repo_of(index).to_string();
         match state {
-            UnitState::GenerateQueued => run.queues[0].push(&repo, index),
-            UnitState::EvaluateQueued => run.queues[1].push(&repo, index),
+            UnitState::GenerateQueued => {
+                let key = run.queue_key(Phase::Generate, index);
+                run.queues[0].push(&key, index)
+            }
+            UnitState::EvaluateQueued => {
+                let key = run.queue_key(Phase::Evaluate, index);
+                run.queues[1].push(&key, index)
+            }
             _ => {}
         }
     }
@@ -177,7 +195,7 @@ fn requeue_orphans(store: &Store, st: &mut State, ops: &mut Vec<Op>) -> Result<(
             let leased = matches!(state, UnitState::GenerateLeased | UnitState::EvaluateLeased);
             if leased && !held.contains(&(*seq, i)) {
                 let phase = state.phase().expect("leased is a phase");
-                let repo = run.repo_of(i).to_string();
+                let repo = run.queue_key(phase, i);
                 // A leased unit was written when it was leased.
                 let Some(mut u) = store.unit(*seq, i)? else {
                     continue;

@@ -91,7 +91,8 @@ impl Coordinator {
                 w.completed += 1;
             }
             let run = st.runs.get_mut(&seq).expect("a lease's run exists");
-            let repo = run.repo_of(index).to_string();
+            // Where its evaluation goes next (its image's holders, for v2).
+            let eval_key = run.queue_key(Phase::Evaluate, index);
             unit.lease = None;
             unit.phase_failures = 0;
             match req.phase {
@@ -148,7 +149,7 @@ impl Coordinator {
                 },
             });
             match req.phase {
-                Phase::Generate => run.queues[1].push(&repo, index),
+                Phase::Generate => run.queues[1].push(&eval_key, index),
                 Phase::Evaluate => run.unit_finished(),
             }
             self.store.apply(&ops)?;

@@ -9,7 +9,7 @@ use super::plan::{
 use super::unit_answers::{split_spec, SplitSpec};
 use super::Coordinator;
 use crate::messages::{Ack, SubmitRun, Submitted};
-use crate::records::{RunRecord, RunState};
+use crate::records::{Phase, RunRecord, RunState};
 use crate::store::{Op, RunInput};
 use crate::CoordinatorError;
 
@@ -60,7 +60,7 @@ impl Coordinator {
             &mut answers,
         )?;
         drop((dataset, contexts, plan, answers));
-        let total_units = repos.0.len() as u64 * u64::from(rounds);
+        let total_units = repos.repos.0.len() as u64 * u64::from(rounds);
         let record = RunRecord {
             run_id: run_id.clone(),
             seq,
@@ -100,8 +100,8 @@ impl Coordinator {
             let mut run = RunMem::new(record, run_spec_json, repos, now);
             for index in 0..total_units as u32 {
                 run.units.push(UnitMem::QUEUED);
-                let repo = run.repo_of(index).to_string();
-                run.queues[0].push(&repo, index);
+                let key = run.queue_key(Phase::Generate, index);
+                run.queues[0].push(&key, index);
             }
             run.unfinished = total_units;
             run.api_key = api_key;

@@ -7,8 +7,11 @@
 //! failures (`provider_pause`). Within a queue, a worker
 //! first gets units of repos it caches (no clone, warm mirror); then units of repos no live
 //! worker caches (someone has to clone them, and nobody is better placed); then anything, so no
-//! worker idles while work is queued and no repo starves.
+//! worker idles while work is queued and no repo starves. v2 evaluations are queued by their
+//! task's image instead (`affinity`): the holder of an image gets its evaluations, and images
+//! nobody holds go to whoever asks first, so a campaign's pulls spread over the workers.
 
+use super::affinity::image_key;
 use super::memory::{pi, LeaseMem};
 use super::pause::Grant;
 use super::Coordinator;
@@ -16,7 +19,7 @@ use crate::messages::{LeaseGrant, LeaseRef, LeaseReply, LeaseWork};
 use crate::records::{Fence, LeaseRecord, Phase, RunState, UnitState};
 use crate::store::Op;
 use crate::CoordinatorError;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Queued unit indexes of one phase of one run, by repo, FIFO within a repo.
@@ -122,7 +125,38 @@ impl Coordinator {
             req.max_evaluate
                 .min(w.caps.eval_slots.saturating_sub(w.running[1])),
         ];
-        let cached = w.cached.clone();
+        // Repos a worker caches and task images it holds, in one namespace (`affinity`); an
+        // image it is evaluating with (so pulling, or about to) counts as held: the next
+        // worker to ask is given another image, and a campaign's pulls spread.
+        let mut leased_keys: HashMap<&str, Vec<String>> = HashMap::new();
+        for l in st.leases.values() {
+            if l.record.phase == Phase::Evaluate {
+                if let Some(run) = st.runs.get(&l.record.run_seq) {
+                    let key = run.queue_key(Phase::Evaluate, l.record.unit_index);
+                    if key.starts_with("image:") {
+                        leased_keys
+                            .entry(l.record.worker_id.as_str())
+                            .or_default()
+                            .push(key);
+                    }
+                }
+            }
+        }
+        let holds = |o: &super::memory::WorkerMem| -> Vec<String> {
+            o.cached
+                .iter()
+                .cloned()
+                .chain(o.caps.task_images.iter().map(|i| image_key(i)))
+                .chain(
+                    leased_keys
+                        .get(o.record.worker_id.as_str())
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                )
+                .collect()
+        };
+        let cached: HashSet<String> = holds(w).into_iter().collect();
         let cached_by_anyone: HashSet<String> = st
             .workers
             .values()
@@ -132,7 +166,7 @@ impl Coordinator {
                         now.saturating_sub(t) <= u64::from(self.config.lease_ttl_ms)
                     })
             })
-            .flat_map(|o| o.cached.iter().cloned())
+            .flat_map(holds)
             .collect();
         let seqs: Vec<u64> = st.runs.keys().copied().collect();
         // Evaluate first: it finishes units that already cost a model call.
