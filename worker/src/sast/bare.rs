@@ -8,6 +8,7 @@ use std::process::Command;
 
 use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
 use super::report::ParseLimits;
+use super::vue_script;
 
 /// stderr kept for failure reasons.
 pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -134,7 +135,54 @@ impl BareScanner {
 
     /// Scans `target` with the rule files `files`, relative to this scanner's rules (a task's
     /// [`super::RuleSet`]); `""` is the rules themselves.
+    ///
+    /// The script sections of `.vue` components under `target` are scanned too, as JavaScript
+    /// twins in a staging folder (a second scanner run, only when there are components; see
+    /// [`super::vue_script`]); their findings carry the component's path and lines.
     pub async fn scan_with(&self, target: &Path, files: &[String]) -> ScanOutcome {
+        let outcome = self.scan_once(target, files).await;
+        let ScanOutcome::Completed(mut report) = outcome else {
+            return outcome;
+        };
+        let stage = match tempfile::Builder::new().prefix("ase-vue-").tempdir() {
+            Ok(s) => s,
+            Err(e) => {
+                return ScanOutcome::Failed(ScanFailure::Start(format!(
+                    "staging folder for .vue scripts: {e}"
+                )))
+            }
+        };
+        match vue_script::stage_twins(target, stage.path(), &self.settings.exclude) {
+            Ok(0) => return ScanOutcome::Completed(report),
+            Ok(_) => {}
+            Err(e) => {
+                return ScanOutcome::Failed(ScanFailure::Start(format!(
+                    "{}: reading .vue components: {e}",
+                    target.display()
+                )))
+            }
+        }
+        let twins = match self.scan_once(stage.path(), files).await {
+            ScanOutcome::Completed(r) => r,
+            failed => return failed,
+        };
+        let map = |p: &str| vue_script::component_path(p);
+        report
+            .findings
+            .extend(twins.findings.into_iter().map(|mut f| {
+                f.path = map(&f.path);
+                f
+            }));
+        report.findings_total += twins.findings_total;
+        report.errors.extend(twins.errors.into_iter().map(|mut e| {
+            e.path = e.path.as_deref().map(map);
+            e
+        }));
+        report.errors_total += twins.errors_total;
+        ScanOutcome::Completed(report)
+    }
+
+    async fn scan_once(&self, target: &Path, files: &[String]) -> ScanOutcome {
         let target_str = target.to_string_lossy().into_owned();
         let configs: Vec<String> = files
             .iter()
