@@ -200,7 +200,8 @@ def main():
                     if left:
                         notes.append(f"fix: left in the block ({flo}-{fhi}) at lines " + ", ".join(str(f[0]) for f in left))
             else:
-                notes.append("no fix commit known")
+                unfixed = fixes.get(t["vuln_source"], {}).get("unfixed", {}).get(t["instance_id"])
+                notes.append(f"no fix of the block in the history: {unfixed}" if unfixed else "no fix commit known")
             row["note"] = "; ".join(notes)
         except RuntimeError as e:
             row["note"] = f"scanner failed: {e}"
