@@ -201,7 +201,10 @@ def main():
                         notes.append(f"fix: left in the block ({flo}-{fhi}) at lines " + ", ".join(str(f[0]) for f in left))
             else:
                 unfixed = fixes.get(t["vuln_source"], {}).get("unfixed", {}).get(t["instance_id"])
-                notes.append(f"no fix of the block in the history: {unfixed}" if unfixed else "no fix commit known")
+                if unfixed:
+                    row["unfixed"] = unfixed
+                notes.append("no fix of the block in its history (fixes.json `unfixed`)" if unfixed
+                             else "no fix commit known")
             row["note"] = "; ".join(notes)
         except RuntimeError as e:
             row["note"] = f"scanner failed: {e}"
