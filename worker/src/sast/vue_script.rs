@@ -69,9 +69,15 @@ pub fn script_twin(source: &str) -> Option<String> {
 /// `lang="ts"` (or tsx) among a script tag's attributes.
 fn is_typescript(attributes: &str) -> bool {
     let a = attributes.to_ascii_lowercase().replace(' ', "");
-    ["lang=\"ts\"", "lang='ts'", "lang=ts", "lang=\"tsx\"", "lang='tsx'"]
-        .iter()
-        .any(|l| a.contains(l))
+    [
+        "lang=\"ts\"",
+        "lang='ts'",
+        "lang=ts",
+        "lang=\"tsx\"",
+        "lang='tsx'",
+    ]
+    .iter()
+    .any(|l| a.contains(l))
 }
 
 /// Keeps only the line breaks of `text`.
@@ -176,7 +182,10 @@ mod tests {
         assert_eq!(lines[3], "x()");
         assert_eq!(twin.matches('\n').count(), vue.matches('\n').count());
         assert_eq!(script_twin("<template><scripts/></template>\n"), None);
-        assert_eq!(script_twin("<script lang=\"ts\">\nlet a: number = 1\n</script>\n"), None);
+        assert_eq!(
+            script_twin("<script lang=\"ts\">\nlet a: number = 1\n</script>\n"),
+            None
+        );
         assert_eq!(script_twin(""), None);
     }
 
