@@ -141,45 +141,17 @@ impl BareScanner {
     /// [`super::vue_script`]); their findings carry the component's path and lines.
     pub async fn scan_with(&self, target: &Path, files: &[String]) -> ScanOutcome {
         let outcome = self.scan_once(target, files).await;
-        let ScanOutcome::Completed(mut report) = outcome else {
+        let ScanOutcome::Completed(report) = outcome else {
             return outcome;
         };
-        let stage = match tempfile::Builder::new().prefix("ase-vue-").tempdir() {
-            Ok(s) => s,
-            Err(e) => {
-                return ScanOutcome::Failed(ScanFailure::Start(format!(
-                    "staging folder for .vue scripts: {e}"
-                )))
-            }
-        };
-        match vue_script::stage_twins(target, stage.path(), &self.settings.exclude) {
-            Ok(0) => return ScanOutcome::Completed(report),
-            Ok(_) => {}
-            Err(e) => {
-                return ScanOutcome::Failed(ScanFailure::Start(format!(
-                    "{}: reading .vue components: {e}",
-                    target.display()
-                )))
-            }
-        }
-        let twins = match self.scan_once(stage.path(), files).await {
-            ScanOutcome::Completed(r) => r,
-            failed => return failed,
-        };
-        let map = |p: &str| vue_script::component_path(p);
-        report
-            .findings
-            .extend(twins.findings.into_iter().map(|mut f| {
-                f.path = map(&f.path);
-                f
-            }));
-        report.findings_total += twins.findings_total;
-        report.errors.extend(twins.errors.into_iter().map(|mut e| {
-            e.path = e.path.as_deref().map(map);
-            e
-        }));
-        report.errors_total += twins.errors_total;
-        ScanOutcome::Completed(report)
+        vue_script::with_twins(
+            report,
+            target,
+            &self.settings.exclude,
+            vue_script::Staging::Temp,
+            |stage| async move { self.scan_once(&stage, files).await },
+        )
+        .await
     }
 
     async fn scan_once(&self, target: &Path, files: &[String]) -> ScanOutcome {

@@ -7,7 +7,11 @@
 //! other line of the twin is left empty, so a finding's line in the twin is its line in the
 //! component, and its path is the component's once the `.js` is taken off.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+
+use super::outcome::{ScanFailure, ScanOutcome};
+use super::report::SemgrepReport;
 
 /// Appended to a component's path to name its twin.
 pub const TWIN_SUFFIX: &str = ".js";
@@ -134,6 +138,81 @@ pub fn stage_twins(target: &Path, stage: &Path, exclude: &[String]) -> std::io::
         }
     }
     Ok(written)
+}
+
+/// Where a scan's twins are staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staging {
+    /// The system's temporary folder (a scanner on this host).
+    Temp,
+    /// A folder beside the scanned tree, so that a Docker daemon that can mount the tree can
+    /// mount the twins too (the system's temporary folder when that cannot be written).
+    BesideTarget,
+}
+
+/// `report` (the scan of `target`) with the findings and errors of a second scan, `scan`, of
+/// the twins of `target`'s components, staged as `staging` says and removed afterwards.
+/// Without components, `report` as it is, and no second scan.
+pub async fn with_twins<F, Fut>(
+    mut report: SemgrepReport,
+    target: &Path,
+    exclude: &[String],
+    staging: Staging,
+    scan: F,
+) -> ScanOutcome
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = ScanOutcome>,
+{
+    let beside = match staging {
+        Staging::Temp => None,
+        Staging::BesideTarget => std::path::absolute(target)
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf)),
+    };
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix(".ase-vue-");
+        b
+    };
+    let stage = match beside.map(|dir| builder.tempdir_in(dir)) {
+        Some(Ok(s)) => s,
+        _ => match builder.tempdir() {
+            Ok(s) => s,
+            Err(e) => {
+                return ScanOutcome::Failed(ScanFailure::Start(format!(
+                    "staging folder for .vue scripts: {e}"
+                )))
+            }
+        },
+    };
+    match stage_twins(target, stage.path(), exclude) {
+        Ok(0) => return ScanOutcome::Completed(report),
+        Ok(_) => {}
+        Err(e) => {
+            return ScanOutcome::Failed(ScanFailure::Start(format!(
+                "{}: reading .vue components: {e}",
+                target.display()
+            )))
+        }
+    }
+    let twins = match scan(stage.path().to_path_buf()).await {
+        ScanOutcome::Completed(r) => r,
+        failed => return failed,
+    };
+    report
+        .findings
+        .extend(twins.findings.into_iter().map(|mut f| {
+            f.path = component_path(&f.path);
+            f
+        }));
+    report.findings_total += twins.findings_total;
+    report.errors.extend(twins.errors.into_iter().map(|mut e| {
+        e.path = e.path.as_deref().map(component_path);
+        e
+    }));
+    report.errors_total += twins.errors_total;
+    ScanOutcome::Completed(report)
 }
 
 fn stage_one(component: &Path, twin_of: &Path, len: u64) -> std::io::Result<usize> {
