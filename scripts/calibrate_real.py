@@ -22,6 +22,7 @@ Usage:
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,13 @@ def scan_file(osemgrep, configs, gitdir, rev, path, vuln_type):
         dst = os.path.join(d, os.path.basename(path))
         with open(dst, "wb") as f:
             f.write(blob.stdout)
+        if path.lower().endswith(".vue"):
+            # As the worker does (worker/src/sast/vue_script.rs): the component's <script>
+            # sections, other lines blank, scanned as JavaScript beside it.
+            twin = vue_script_twin(blob.stdout.decode("utf-8", "replace"))
+            if twin is not None:
+                with open(dst + ".js", "w") as f:
+                    f.write(twin)
         cmd = [osemgrep, "scan", "--experimental", "--json", "--metrics=off", "--no-git-ignore",
                "--x-ignore-semgrepignore-files", "--no-rewrite-rule-ids", "--disable-version-check"]
         for c in configs:
@@ -93,6 +101,24 @@ def scan_file(osemgrep, configs, gitdir, rev, path, vuln_type):
     found = [(r["start"]["line"], r["end"]["line"], r["check_id"]) for r in report.get("results", [])
              if (r.get("extra", {}).get("metadata", {}).get("vuln_type") or "") == vuln_type]
     return found, ("parse errors: " + ", ".join(map(str, errors))) if errors else ""
+
+
+VUE_SCRIPT = re.compile(r"<script(\s[^>]*)?>(.*?)(</script|$)", re.S | re.I)
+
+
+def vue_script_twin(text):
+    """The worker's JavaScript twin of a .vue component: its <script> sections in place (not
+    those with lang="ts"), every other character but line breaks dropped; None without one."""
+    out, pos, found = [], 0, False
+    for m in VUE_SCRIPT.finditer(text):
+        attrs = (m.group(1) or "").lower().replace(" ", "")
+        ts = any(a in attrs for a in ('lang="ts"', "lang='ts'", "lang=ts", 'lang="tsx"', "lang='tsx'"))
+        out.append(re.sub(r"[^\n]", "", text[pos:m.start(2)]))
+        out.append(re.sub(r"[^\n]", "", m.group(2)) if ts else m.group(2))
+        found = found or not ts
+        pos = m.end(2)
+    out.append(re.sub(r"[^\n]", "", text[pos:]))
+    return "".join(out) if found else None
 
 
 def map_block(gitdir, base, fix, path, lo, hi):
@@ -174,7 +200,11 @@ def main():
                     if left:
                         notes.append(f"fix: left in the block ({flo}-{fhi}) at lines " + ", ".join(str(f[0]) for f in left))
             else:
-                notes.append("no fix commit known")
+                unfixed = fixes.get(t["vuln_source"], {}).get("unfixed", {}).get(t["instance_id"])
+                if unfixed:
+                    row["unfixed"] = unfixed
+                notes.append("no fix of the block in its history (fixes.json `unfixed`)" if unfixed
+                             else "no fix commit known")
             row["note"] = "; ".join(notes)
         except RuntimeError as e:
             row["note"] = f"scanner failed: {e}"

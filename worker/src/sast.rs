@@ -7,6 +7,7 @@ mod findings;
 mod outcome;
 mod report;
 mod rule_select;
+pub mod vue_script;
 
 pub use bare::{
     osemgrep_args, osemgrep_args_for, BareScanner, ScanSettings, DEFAULT_EXCLUDES,

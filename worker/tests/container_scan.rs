@@ -204,3 +204,51 @@ async fn reaping_removes_only_this_workers_containers() {
     );
     assert_eq!(other_left, 1, "another worker's container was reaped");
 }
+
+/// A `.vue` component's `<script>` is scanned in the container as it is on the host (the pinned
+/// semgrep parses no `.vue`: both scanners scan a JavaScript twin and report the component).
+#[tokio::test]
+async fn a_vue_components_script_is_scanned_in_the_container_as_on_the_host() {
+    let Some(osemgrep) = osemgrep_or_skip() else {
+        return;
+    };
+    let Some(docker) = docker_with_image().await else {
+        return;
+    };
+    // The tree in a folder of its own: the container's twins are staged beside the tree.
+    let outer = tempfile::tempdir().unwrap();
+    let tree = outer.path().join("tree");
+    std::fs::create_dir_all(tree.join("src/components")).unwrap();
+    std::fs::write(
+        tree.join("src/components/Comment.vue"),
+        "<template>\n  <div ref=\"box\"></div>\n</template>\n\n<script>\nfunction showComment(el, comment) {\n  el.innerHTML = \"<p>\" + comment + \"</p>\";\n}\nexport default { mounted() { showComment(this.$refs.box, this.text) } }\n</script>\n",
+    )
+    .unwrap();
+    let pack = ["xss/javascript.yaml".to_string()];
+    let bare = BareScanner::new(osemgrep, rules_dir(), ScanSettings::default());
+    let from_bare = keyed(bare.scan_with(&tree, &pack).await, "bare");
+    let expected = vec![(
+        "src/components/Comment.vue".to_string(),
+        7,
+        "ase.xss.javascript".to_string(),
+    )];
+    assert_eq!(
+        from_bare, expected,
+        "the host scan sees the component's script"
+    );
+
+    let l = labels("vue");
+    let container = scanner(docker.clone(), Duration::from_secs(120));
+    let from_container = keyed(container.scan_with(&tree, &l, &pack).await, "container");
+    assert_eq!(from_container, expected, "the container scan sees it too");
+    assert_eq!(
+        containers_with_unit(&docker, &l.unit).await,
+        0,
+        "container left behind"
+    );
+    let beside: Vec<String> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["tree"], "staging folder left behind");
+}

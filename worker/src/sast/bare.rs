@@ -8,6 +8,7 @@ use std::process::Command;
 
 use super::outcome::{outcome_from_process, ProcessOutput, ScanFailure, ScanOutcome};
 use super::report::ParseLimits;
+use super::vue_script;
 
 /// stderr kept for failure reasons.
 pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -134,7 +135,26 @@ impl BareScanner {
 
     /// Scans `target` with the rule files `files`, relative to this scanner's rules (a task's
     /// [`super::RuleSet`]); `""` is the rules themselves.
+    ///
+    /// The script sections of `.vue` components under `target` are scanned too, as JavaScript
+    /// twins in a staging folder (a second scanner run, only when there are components; see
+    /// [`super::vue_script`]); their findings carry the component's path and lines.
     pub async fn scan_with(&self, target: &Path, files: &[String]) -> ScanOutcome {
+        let outcome = self.scan_once(target, files).await;
+        let ScanOutcome::Completed(report) = outcome else {
+            return outcome;
+        };
+        vue_script::with_twins(
+            report,
+            target,
+            &self.settings.exclude,
+            vue_script::Staging::Temp,
+            |stage| async move { self.scan_once(&stage, files).await },
+        )
+        .await
+    }
+
+    async fn scan_once(&self, target: &Path, files: &[String]) -> ScanOutcome {
         let target_str = target.to_string_lossy().into_owned();
         let configs: Vec<String> = files
             .iter()

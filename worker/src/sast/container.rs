@@ -158,12 +158,31 @@ impl ContainerScanner {
     }
 
     /// Scans `target` with the rule files `files` (see [`Self::container_body_with`]).
+    ///
+    /// As the bare scanner does, the script sections of `.vue` components are scanned too, as
+    /// JavaScript twins, in a second container (only when there are components; see
+    /// [`super::vue_script`]).
     pub async fn scan_with(
         &self,
         target: &Path,
         labels: &ScanLabels,
         files: &[String],
     ) -> ScanOutcome {
+        let outcome = self.scan_once(target, labels, files).await;
+        let ScanOutcome::Completed(report) = outcome else {
+            return outcome;
+        };
+        super::vue_script::with_twins(
+            report,
+            target,
+            &self.settings.exclude,
+            super::vue_script::Staging::BesideTarget,
+            |stage| async move { self.scan_once(&stage, labels, files).await },
+        )
+        .await
+    }
+
+    async fn scan_once(&self, target: &Path, labels: &ScanLabels, files: &[String]) -> ScanOutcome {
         let target = match std::path::absolute(target) {
             Ok(t) if t.is_dir() => t,
             _ => {
