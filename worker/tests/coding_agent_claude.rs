@@ -148,7 +148,10 @@ async fn claude_codes_provider_failures_reach_the_worker_as_the_providers() {
         }
         // Claude Code gave up after its first call and the preset's 2 retries, and said why.
         let requests = refusals.requests.load(Ordering::SeqCst);
-        assert!((1..=3).contains(&requests), "HTTP {status}: {requests} requests");
+        assert!(
+            (1..=3).contains(&requests),
+            "HTTP {status}: {requests} requests"
+        );
         assert_eq!(report.calls, requests, "HTTP {status}: the proxy's count");
         assert_eq!(report.exit_code, Some(1), "{}", report.output_tail);
         assert!(
