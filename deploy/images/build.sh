@@ -33,8 +33,7 @@
 #       launcher (about 570 MB). The wheels are installed once into $ASE_CACHE/agent-site and
 #       the .debs cached in $ASE_CACHE/debs/agent, so later builds are offline.
 #
-#   ase-agent-claude-code:<content-hash>  and  ase-agent-claude-code:latest  (only when asked:
-#   `build.sh agent-claude`)
+#   ase-agent-claude-code:<content-hash>  and  ase-agent-claude-code:latest
 #       the agent image of the `claude-code` preset: the Claude Code CLI bundled in PyPI's
 #       claude-agent-sdk wheel (pinned below; `pip download`, digest checked; no npm) at
 #       /usr/local/bin/claude, glibc and bash from Debian's .debs, a static busybox, user
@@ -731,9 +730,9 @@ build_node() {
 }
 
 # Which images: the arguments (sast, v2, demo, node, agent, agent-claude; osemgrep: only the bare
-# host binary), all but agent-claude (a 400 MB download) by default.
+# host binary), all images by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent agent-claude)
 for image in "${wanted[@]}"; do
     [[ "$image" == osemgrep ]] || need_docker
     case "$image" in
