@@ -3,7 +3,7 @@
 #
 # Usage:
 #   deploy/images/build.sh            # build what is missing, print the tags
-#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node, agent)
+#   deploy/images/build.sh node       # only the named images (sast, demo, v2, node, agent, agent-claude)
 #   ASE_CACHE=/some/dir deploy/images/build.sh
 #   ASE_BIN=target/debug/ase deploy/images/build.sh node
 #
@@ -32,6 +32,13 @@
 #       download + dpkg -x), a static busybox (sh and the commands the agent runs), a `mini`
 #       launcher (about 570 MB). The wheels are installed once into $ASE_CACHE/agent-site and
 #       the .debs cached in $ASE_CACHE/debs/agent, so later builds are offline.
+#
+#   ase-agent-claude-code:<content-hash>  and  ase-agent-claude-code:latest
+#       the agent image of the `claude-code` preset: the Claude Code CLI bundled in PyPI's
+#       claude-agent-sdk wheel (pinned below; `pip download`, digest checked; no npm) at
+#       /usr/local/bin/claude, glibc and bash from Debian's .debs, a static busybox, user
+#       `agent` (uid 1000: Claude Code refuses --dangerously-skip-permissions as root), about
+#       420 MB. The wheel is cached in $ASE_CACHE/wheels, the binary in $ASE_CACHE/claude-code.
 #
 #   ase-node:<content-hash>  and  ase-node:latest
 #       one image for every cluster role (coordinator, worker, client): the `ase` binary
@@ -78,7 +85,7 @@ exec 9>"$CACHE/build.lock"
 flock 9
 rm -rf "$CACHE"/images/sast-ctx.* "$CACHE"/images/v2-ctx.* "$CACHE"/images/node-ctx.* \
     "$CACHE"/images/demo-ctx.* "$CACHE"/semgrep.tmp.* "$CACHE"/python-rootfs.tmp.* \
-    "$CACHE"/agent-site.tmp.* "$CACHE"/agent-rootfs.tmp.*
+    "$CACHE"/agent-site.tmp.* "$CACHE"/agent-rootfs.tmp.* "$CACHE"/claude-code.tmp.*
 
 # --- inputs --------------------------------------------------------------------------------
 
@@ -475,6 +482,122 @@ build_agent() {
     printf '%s\n' "$tag" "ase-agent-mini-swe-agent:latest"
 }
 
+# --- ase-agent-claude-code (agent mode) ---------------------------------------------------
+
+# Claude Code as PyPI's claude-agent-sdk bundles it (`claude_agent_sdk/_bundled/claude`: one
+# Bun-compiled executable, node and ripgrep inside; it needs glibc and, for its Bash tool, bash
+# or zsh). No npm.
+CLAUDE_AGENT_SDK_VERSION="0.2.189"
+# Digest of claude_agent_sdk-${CLAUDE_AGENT_SDK_VERSION}-py3-none-manylinux_2_17_x86_64.whl from PyPI.
+CLAUDE_AGENT_SDK_WHEEL_SHA256="b26a6a30a4e2cb025a6f5c95e1ce4469b38fcc51015c392f627bea7c948d67ad"
+# glibc for the binary, bash (and its libtinfo) for the Bash tool; busybox gives the rest.
+CLAUDE_DEBS=(libc6 libgcc-s1 bash libtinfo6)
+
+fetch_claude_debs() {
+    local pkg deb dir="$CACHE/debs/agent-claude"
+    mkdir -p "$dir"
+    for pkg in "${CLAUDE_DEBS[@]}"; do
+        deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)"
+        if [[ -z "$deb" ]]; then
+            log "downloading Debian $pkg"
+            (cd "$dir" && apt-get download "$pkg" >&2) ||
+                die "apt-get download $pkg failed (run 'apt-get update' once?)"
+            deb="$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)"
+            [[ -n "$deb" ]] || die "apt-get download produced no $pkg .deb"
+        fi
+        printf '%s\n' "$deb"
+    done | LC_ALL=C sort
+}
+
+# The `claude` executable of the pinned wheel, extracted once into $CACHE/claude-code/<version>
+# (the wheel is downloaded with pip, digest checked, never installed).
+claude_binary() {
+    local dir="$CACHE/claude-code/$CLAUDE_AGENT_SDK_VERSION"
+    if [[ ! -x "$dir/claude" ]]; then
+        local wheel
+        wheel="$(find "$CACHE/wheels" -maxdepth 1 -name "claude_agent_sdk-${CLAUDE_AGENT_SDK_VERSION}-*manylinux*x86_64.whl" | head -n1)"
+        if [[ -z "$wheel" ]]; then
+            log "downloading claude-agent-sdk==${CLAUDE_AGENT_SDK_VERSION} wheel (about 180 MB)"
+            pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+                --python-version 3.11 --platform manylinux_2_17_x86_64 \
+                "claude-agent-sdk==${CLAUDE_AGENT_SDK_VERSION}" -d "$CACHE/wheels" >&2 ||
+                die "pip download claude-agent-sdk failed (is PyPI reachable?)"
+            wheel="$(find "$CACHE/wheels" -maxdepth 1 -name "claude_agent_sdk-${CLAUDE_AGENT_SDK_VERSION}-*manylinux*x86_64.whl" | head -n1)"
+            [[ -n "$wheel" ]] || die "pip did not produce a claude-agent-sdk ${CLAUDE_AGENT_SDK_VERSION} manylinux wheel"
+        fi
+        local got
+        got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+        if [[ "$got" != "$CLAUDE_AGENT_SDK_WHEEL_SHA256" ]]; then
+            rm -f "$wheel"
+            die "claude-agent-sdk wheel digest $got differs from the pinned $CLAUDE_AGENT_SDK_WHEEL_SHA256"
+        fi
+        log "extracting claude_agent_sdk/_bundled/claude into $dir"
+        local tmp
+        tmp="$(mktemp -d "$CACHE/claude-code.tmp.XXXXXX")"
+        unzip -q "$wheel" 'claude_agent_sdk/_bundled/claude' 'claude_agent_sdk/_bundled/claude.version' -d "$tmp"
+        mkdir -p "$tmp/out"
+        mv "$tmp/claude_agent_sdk/_bundled/claude" "$tmp/out/claude"
+        mv "$tmp/claude_agent_sdk/_bundled/claude.version" "$tmp/out/claude.version"
+        chmod 0755 "$tmp/out/claude"
+        mkdir -p "$CACHE/claude-code"
+        rm -rf "$dir"
+        mv "$tmp/out" "$dir"
+        rm -rf "$tmp"
+    fi
+    printf '%s\n' "$dir"
+}
+
+claude_context() {
+    local ctx="$1"
+    local root="$ctx/rootfs"
+    mkdir -p "$root"
+    for deb in "${debs[@]}"; do dpkg -x "$deb" "$root"; done
+    rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/locale" \
+        "$root/usr/share/lintian" "$root/usr/share/info" "$root/usr/lib/x86_64-linux-gnu/gconv" \
+        "$root/usr/share/bash-completion"
+    mkdir -p "$root/bin" "$root/tmp" "$root/workspace" "$root/usr/local/bin" "$root/etc"
+    chmod 1777 "$root/tmp"
+    chmod 0777 "$root/workspace"
+    dpkg -x "$busybox" "$ctx/busybox"
+    cp "$ctx/busybox/bin/busybox" "$root/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ "$applet" == busybox || -z "$applet" || -e "$root/bin/$applet" || -e "$root/usr/bin/$applet" ]] ||
+            ln -s busybox "$root/bin/$applet"
+    done < <("$root/bin/busybox" --list)
+    cp "$claude/claude" "$root/usr/local/bin/claude"
+    # Claude Code refuses to skip its permission prompts as root: the agent is uid 1000.
+    printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/tmp/agent-home:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n' >"$root/etc/group"
+}
+
+build_agent_claude() {
+    local busybox claude
+    busybox="$(fetch_busybox_deb)"
+    mapfile -t debs < <(fetch_claude_debs)
+    claude="$(claude_binary)"
+    local dockerfile="$IMAGES_DIR/agent-claude-code/Dockerfile"
+    local hash
+    hash="$(
+        {
+            printf 'claude-agent-sdk %s %s\n' "$CLAUDE_AGENT_SDK_VERSION" "$CLAUDE_AGENT_SDK_WHEEL_SHA256"
+            printf 'busybox-deb %s\n' "$(sha256sum "$busybox" | cut -d' ' -f1)"
+            sha256sum "${debs[@]}" | cut -d' ' -f1
+            printf 'build.sh %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+            printf 'dockerfile %s\n' "$(sha256sum "$dockerfile" | cut -d' ' -f1)"
+        } | sha256sum | cut -c1-16
+    )"
+    local repo="ase-agent-claude-code" tag="ase-agent-claude-code:$hash"
+    build_image "$tag" "agent-claude-code" "$hash" "$dockerfile" claude_context \
+        --label "ase.claude-code-version=$(cut -d' ' -f1 "$claude/claude.version" | tr -d '\n')"
+    docker tag "$tag" "$repo:latest"
+    local old
+    while read -r old; do
+        [[ "$old" == "$tag" || "$old" == "$repo:latest" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done < <(docker image ls --filter label=ase.image=agent-claude-code --format '{{.Repository}}:{{.Tag}}')
+    printf '%s\n' "$tag" "$repo:latest"
+}
+
 # --- ase-node (every cluster role) ---------------------------------------------------------
 
 # The `ase` binary of the image: ASE_BIN, else the workspace's debug build (scripts/test.sh
@@ -606,10 +729,10 @@ build_node() {
     printf '%s\n' "$tag" "ase-node:latest"
 }
 
-# Which images: the arguments (sast, v2, demo, node, agent; osemgrep: only the bare host binary), all
-# images by default.
+# Which images: the arguments (sast, v2, demo, node, agent, agent-claude; osemgrep: only the bare
+# host binary), all images by default.
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(sast v2 demo node agent agent-claude)
 for image in "${wanted[@]}"; do
     [[ "$image" == osemgrep ]] || need_docker
     case "$image" in
@@ -627,6 +750,7 @@ for image in "${wanted[@]}"; do
         ;;
     node) build_node ;;
     agent) build_agent ;;
-    *) die "unknown image '$image' (osemgrep, sast, v2, demo, node, agent)" ;;
+    agent-claude) build_agent_claude ;;
+    *) die "unknown image '$image' (osemgrep, sast, v2, demo, node, agent, agent-claude)" ;;
     esac
 done

@@ -9,6 +9,7 @@
 pub use ase_test_support as support;
 
 pub mod agent_model;
+pub mod anthropic_agent_model;
 pub mod client;
 pub mod docker_cluster;
 pub mod join;

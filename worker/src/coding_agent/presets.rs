@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum AgentPreset {
     /// mini-swe-agent (PyPI `mini-swe-agent`), image built by `deploy/images/build.sh agent`.
     MiniSweAgent,
-    /// Claude Code (`claude`, e.g. bundled in PyPI's `claude-agent-sdk`); image built by you.
+    /// Claude Code (`claude`, bundled in PyPI's `claude-agent-sdk`), image built by
+    /// `deploy/images/build.sh agent-claude`.
     ClaudeCode,
     /// OpenAI Codex CLI (npm `@openai/codex`); image built by you.
     Codex,
@@ -61,6 +62,13 @@ impl AgentPreset {
                     ("MSWEA_COST_TRACKING", "ignore_errors"),
                 ],
             },
+            // Checked with Claude Code 2.1.332 (claude-agent-sdk 0.2.189) in the image
+            // `deploy/images/build.sh agent-claude` builds: `-p` runs headless; bypassing the
+            // permission prompts (its Bash, Read, Write and Edit tools then need no approval) is
+            // refused as root, so the image runs as uid 1000; `--max-turns` ends it with exit 1
+            // (`error_max_turns`); `--output-format json` puts its result (turns, stop reason)
+            // in the output tail. With CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC it makes no
+            // connection but to ANTHROPIC_BASE_URL (`POST /v1/messages?beta=true`, streamed).
             AgentPreset::ClaudeCode => PresetDefaults {
                 image: "ase-agent-claude-code:latest",
                 command: &[
@@ -72,16 +80,21 @@ impl AgentPreset {
                     "--max-turns",
                     "{max_turns}",
                     "--permission-mode",
-                    "acceptEdits",
-                    "--allowedTools",
-                    "Read,Write,Edit,Grep,Glob",
+                    "bypassPermissions",
+                    "--output-format",
+                    "json",
                 ],
                 api: AgentApi::Anthropic,
                 env: &[
                     ("ANTHROPIC_BASE_URL", "{base_url}"),
                     ("ANTHROPIC_API_KEY", "{token}"),
-                    ("DISABLE_TELEMETRY", "1"),
                     ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+                    ("DISABLE_TELEMETRY", "1"),
+                    ("DISABLE_AUTOUPDATER", "1"),
+                    ("DISABLE_ERROR_REPORTING", "1"),
+                    // Its default (10 retries with back-off) spends minutes on a 401 or 429;
+                    // the worker reports the provider's fault and the coordinator backs off.
+                    ("CLAUDE_CODE_MAX_RETRIES", "2"),
                 ],
             },
             AgentPreset::Codex => PresetDefaults {
@@ -132,5 +145,26 @@ impl AgentPreset {
                 ],
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_code_runs_headless_without_prompts_within_its_turns() {
+        let d = AgentPreset::ClaudeCode.defaults();
+        let cmd = d.command.join(" ");
+        // As checked with the real CLI (see the comment on the preset): `acceptEdits` would
+        // deny its Bash tool in `-p` mode, and `Grep`/`Glob` are no tools of 2.1.x.
+        assert!(cmd.starts_with("claude -p {prompt} "), "{cmd}");
+        assert!(cmd.contains("--permission-mode bypassPermissions"), "{cmd}");
+        assert!(cmd.contains("--max-turns {max_turns}"), "{cmd}");
+        let env: std::collections::BTreeMap<_, _> = d.env.iter().copied().collect();
+        assert_eq!(env["ANTHROPIC_BASE_URL"], "{base_url}");
+        assert_eq!(env["ANTHROPIC_API_KEY"], "{token}");
+        assert_eq!(env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"], "1");
+        assert_eq!(d.api, AgentApi::Anthropic);
     }
 }

@@ -275,6 +275,12 @@ async fn handle(
         return Ok(error(StatusCode::UNAUTHORIZED, "unknown token"));
     };
     let path = req.uri().path().to_string();
+    // Claude Code asks for `/v1/messages?beta=true`: the query goes on to the endpoint.
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let api = session.upstream.api;
     let route_ok = req.method() == hyper::Method::POST
         && match api {
@@ -323,7 +329,7 @@ async fn handle(
     let out_body = serde_json::to_vec(&json).unwrap_or_default();
     let up = &session.upstream;
     let url = match api {
-        AgentApi::Anthropic => format!("{}{path}", up.base_url.trim_end_matches('/')),
+        AgentApi::Anthropic => format!("{}{path}{query}", up.base_url.trim_end_matches('/')),
         _ => format!("{}/chat/completions", up.base_url.trim_end_matches('/')),
     };
     let mut rb = client
