@@ -56,8 +56,14 @@ fn a_v2_run_pulls_each_image_once_from_a_registry_with_credentials_and_scores_as
         RUN_TIMEOUT,
     );
 
-    // 2 tasks x 3 rounds evaluated, each image pulled once.
+    // 2 tasks x 3 rounds evaluated, each image pulled once, while its first unit generated
+    // (so no evaluation waited for a pull).
     assert_eq!(log.matches("task image pulled").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("task image fetched during generation").count(),
+        2,
+        "{log}"
+    );
     for r in &renamed {
         assert!(
             rt.block_on(docker.inspect_image(r)).is_ok(),

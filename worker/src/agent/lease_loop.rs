@@ -347,11 +347,41 @@ fn pinned(lease: &Lease, mut task: Task) -> Task {
     task
 }
 
+/// A worker generating a v2 unit starts pulling the task's image meanwhile, so that the
+/// evaluation (here, or placed here because this worker now holds the image) does not wait for
+/// it. The pull is the one every need of the image shares; recorded as this worker's pull (its
+/// disk budget applies) and not held, so it may be evicted like any other. A failure is only
+/// logged: the evaluation pulls again and reports its own failure.
+fn prefetch_image(shared: &Shared, task: &Task) {
+    let TaskSpec::V2(spec) = &task.spec else {
+        return;
+    };
+    let Some(puller) = shared.dynamic.as_ref().and_then(|d| d.puller()).cloned() else {
+        return;
+    };
+    let image = spec.image.clone();
+    tokio::spawn(async move {
+        match puller.acquire(&image).await {
+            Ok((found, _not_held)) if found.pulled => {
+                tracing::info!(%image, "task image fetched during generation")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%image, error = %e, "task image not fetched during generation")
+            }
+        }
+    });
+}
+
 async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
     let spec = unit_spec(lease, run_spec(shared, lease).await?)?;
+    let task = pinned(lease, parse(lease, "task_json", &lease.task_json)?);
+    if lease.phase() == Phase::Generate {
+        prefetch_image(shared, &task);
+    }
     let input = PhaseInput {
         run_id: lease.run_id.clone(),
-        task: pinned(lease, parse(lease, "task_json", &lease.task_json)?),
+        task,
         seed_repo: (!lease.seed_repo.is_empty()).then(|| lease.seed_repo.clone()),
         round: lease.round,
         spec: &spec,
