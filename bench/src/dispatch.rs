@@ -301,6 +301,7 @@ async fn worker(
                 cached_repos: vec![],
                 version: "bench".into(),
                 task_images: vec![],
+                unprivileged: false,
             }),
         })
         .await?

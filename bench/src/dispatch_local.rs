@@ -111,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     cached_repos: vec![format!("bench/repo{}", w % 16)],
                     version: "bench".into(),
                     task_images: vec![],
+                    unprivileged: false,
                 };
                 let r = c.register(&format!("bench-{w}"), caps).await?;
                 let mut transitions = 0u64;

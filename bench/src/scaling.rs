@@ -54,6 +54,7 @@ async fn measure(units: usize, workers: usize, unit_ms: u64) -> anyhow::Result<f
                 cached_repos: vec![],
                 version: "bench".into(),
                 task_images: vec![],
+                unprivileged: false,
             };
             let r = c.register(&format!("scale-{w}"), caps).await?;
             loop {

@@ -151,6 +151,9 @@ pub struct WorkerSettings {
     /// used, never while a unit uses them); none: `ASE_IMAGE_CACHE_BYTES` (which also takes
     /// `50G`-style sizes), else unlimited.
     pub image_cache_bytes: Option<u64>,
+    /// Whether this worker starts privileged containers (a few upstream v2 tasks ask for
+    /// one); false: such tasks are placed on other workers. Flag: `ase worker --no-privileged`.
+    pub privileged: bool,
     /// Wall-clock limit of one v1 scan in seconds (the baseline's included); past it the scan
     /// is killed and counts -1.
     pub scan_timeout_secs: u64,
@@ -184,6 +187,7 @@ impl Default for WorkerSettings {
             repo_url_template: None,
             docker: DockerUse::Auto,
             image_cache_bytes: None,
+            privileged: true,
             scan_timeout_secs: 600,
             scan_jobs: 1,
         }

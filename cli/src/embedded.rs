@@ -170,6 +170,7 @@ impl Embedded {
             docker: worker.docker,
             image_cache_bytes: worker.image_cache_bytes,
             scan: worker.scan_settings(),
+            privileged: worker.privileged,
         })
         .await?;
         let worker_has_docker = parts.dynamic.is_some();

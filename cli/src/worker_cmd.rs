@@ -93,6 +93,10 @@ pub struct Args {
     /// image_cache_bytes, else ASE_IMAGE_CACHE_BYTES, else unlimited].
     #[arg(long)]
     image_cache_bytes: Option<u64>,
+    /// This worker does not start privileged containers: v2 tasks that need one are placed on
+    /// other workers [default: the config's worker.privileged, else it does].
+    #[arg(long)]
+    no_privileged: bool,
 }
 
 /// `--scanner`: the worker's names of its scanners, each with its help line.
@@ -164,6 +168,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
             docker,
             image_cache_bytes: args.image_cache_bytes.or(w.image_cache_bytes),
             scan: w.scan_settings(),
+            privileged: w.privileged && !args.no_privileged,
         },
         generate_slots: args.generate_slots.unwrap_or(w.generate_slots),
         eval_slots: args.eval_slots.unwrap_or(w.eval_slots),

@@ -105,6 +105,7 @@ async fn play_worker(uri: String, units: usize) {
                 cached_repos: vec!["o/r1".into()],
                 version: "test".into(),
                 task_images: vec![],
+                unprivileged: false,
             }),
         })
         .await

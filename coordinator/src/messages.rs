@@ -34,6 +34,8 @@ pub struct Capabilities {
     pub version: String,
     /// Task images the worker holds; replaced by each heartbeat's list.
     pub task_images: Vec<String>,
+    /// It cannot start privileged containers: v2 tasks that ask for one are not placed on it.
+    pub unprivileged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -285,6 +285,7 @@ async fn a_run_over_mutual_tls_completes_and_reports() {
                 cached_repos: vec!["o/r1".into()],
                 version: "test".into(),
                 task_images: vec![],
+                unprivileged: false,
             }),
         })
         .await

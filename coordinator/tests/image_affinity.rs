@@ -165,3 +165,34 @@ async fn without_a_holder_a_worker_still_gets_work() {
     let none = c.lease_work(lease_req(&holder, 0, 1)).await.unwrap().leases;
     assert!(none.is_empty());
 }
+
+#[tokio::test]
+async fn a_task_that_needs_a_privileged_container_goes_only_to_a_worker_that_may_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let c = open(dir.path(), &clock);
+    let gen = c.register("gen", caps(8, 0, &["lib/foo"])).await.unwrap();
+    let mut privileged = v2_task("p1", "img-p:1");
+    privileged["privileged"] = true.into();
+    let ds = serde_json::to_vec(&vec![privileged, v2_task("n1", "img-n:1")]).unwrap();
+    c.submit_run(submit_req("priv", 1, json!({}), ds))
+        .await
+        .unwrap();
+    let gens = c.lease_work(lease_req(&gen, 2, 0)).await.unwrap().leases;
+    for g in &gens {
+        let ack = c
+            .complete(completion(&gen, g, generation(&unit_of(g), true)))
+            .await
+            .unwrap();
+        assert!(ack.accepted, "{ack:?}");
+    }
+    // An unprivileged worker that even holds the privileged task's image is not given it.
+    let mut no_priv = with_images(caps(0, 2, &[]), &["img-p:1"]);
+    no_priv.unprivileged = true;
+    let np = c.register("np", no_priv).await.unwrap();
+    let got = c.lease_work(lease_req(&np, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&got), ["n1"]);
+    let p = c.register("p", caps(0, 2, &[])).await.unwrap();
+    let got = c.lease_work(lease_req(&p, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&got), ["p1"]);
+}

@@ -89,6 +89,8 @@ pub struct WorkerSetup {
     pub image_cache_bytes: Option<u64>,
     /// How v1 scans run: timeout, semgrep's `--jobs`, excludes.
     pub scan: ScanSettings,
+    /// The worker may start privileged containers (see `DynamicSettings::privileged`).
+    pub privileged: bool,
 }
 
 pub struct WorkerParts {
@@ -241,7 +243,14 @@ pub async fn build(s: &WorkerSetup) -> Result<WorkerParts, SetupError> {
     }
     let dynamic = docker.map(|d| {
         let puller = ImagePuller::new(d.clone(), pull_settings.clone());
-        DynamicEvaluator::new(d, DynamicSettings::default()).with_puller(puller)
+        DynamicEvaluator::new(
+            d,
+            DynamicSettings {
+                privileged: s.privileged,
+                ..DynamicSettings::default()
+            },
+        )
+        .with_puller(puller)
     });
     Ok(WorkerParts { ctx, dynamic })
 }

@@ -289,6 +289,37 @@ async fn an_unreachable_daemon_is_a_retryable_error() {
 }
 
 #[tokio::test]
+async fn a_worker_that_may_not_start_privileged_containers_refuses_such_a_task_before_docker() {
+    // No daemon listens: the refusal comes before any Docker call.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    std::fs::write(&sock, b"").unwrap();
+    let docker = Docker::connect_with_unix(sock.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
+        .expect("client builds");
+    let ev = DynamicEvaluator::new(
+        docker,
+        DynamicSettings {
+            privileged: false,
+            ..DynamicSettings::default()
+        },
+    );
+    let mut s = spec(&v2_image());
+    s.privileged = true;
+    let err = ev
+        .evaluate(
+            &task(s),
+            &generation(&[(VULN_FILE, FIXED)]),
+            &labels("unprivileged"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DynamicError::Unprivileged { .. }), "{err}");
+    // Another worker may: retried there, not failed for the model.
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("pathtrav_01"), "{err}");
+}
+
+#[tokio::test]
 async fn a_privileged_task_creates_a_privileged_container() {
     let Some((docker, ev)) = setup().await else {
         return;

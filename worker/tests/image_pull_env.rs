@@ -49,6 +49,7 @@ async fn a_worker_pulls_with_the_credentials_docker_config_names() {
         docker: DockerUse::On,
         image_cache_bytes: None,
         scan: Default::default(),
+        privileged: true,
     };
 
     // The image cache budget: a size the worker cannot read stops it, naming the variable;

@@ -21,6 +21,7 @@ fn settings(cache: &Path, scanner: ScannerKind, docker: DockerUse) -> WorkerSetu
         docker,
         image_cache_bytes: None,
         scan: Default::default(),
+        privileged: true,
     }
 }
 

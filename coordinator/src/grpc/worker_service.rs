@@ -97,6 +97,7 @@ impl ase_proto::WorkerApi for WorkerService {
                 cached_repos: caps.cached_repos,
                 version: caps.version,
                 task_images: caps.task_images,
+                unprivileged: caps.unprivileged,
             };
             let held = req
                 .held

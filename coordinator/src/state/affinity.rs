@@ -22,12 +22,30 @@ pub(crate) fn image_key(reference: &str) -> String {
     format!("image:{name}")
 }
 
+/// Marks the key of a task that needs a privileged container: only workers that may start
+/// one are given it; the holder of the image is found by the key without it.
+pub(crate) const PRIVILEGED: &str = " +privileged";
+
 /// The evaluate key of a task, when its evaluations are placed by image (v2).
 pub(super) fn evaluate_image_key(task: &Task) -> Option<String> {
     match &task.spec {
-        TaskSpec::V2(s) if !s.image.is_empty() => Some(image_key(&s.image)),
+        TaskSpec::V2(s) if !s.image.is_empty() => Some(if s.privileged {
+            format!("{}{PRIVILEGED}", image_key(&s.image))
+        } else {
+            image_key(&s.image)
+        }),
         _ => None,
     }
+}
+
+/// What a worker must hold for `key` (the key without its privileged mark).
+pub(crate) fn held_key(key: &str) -> &str {
+    key.strip_suffix(PRIVILEGED).unwrap_or(key)
+}
+
+/// Whether a worker that may (or may not) start privileged containers can be given `key`.
+pub(crate) fn may_take(key: &str, privileged_ok: bool) -> bool {
+    privileged_ok || !key.ends_with(PRIVILEGED)
 }
 
 #[cfg(test)]

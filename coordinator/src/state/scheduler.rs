@@ -11,7 +11,7 @@
 //! task's image instead (`affinity`): the holder of an image gets its evaluations, and images
 //! nobody holds go to whoever asks first, so a campaign's pulls spread over the workers.
 
-use super::affinity::image_key;
+use super::affinity::{held_key, image_key, may_take};
 use super::memory::{pi, LeaseMem};
 use super::pause::Grant;
 use super::Coordinator;
@@ -67,18 +67,23 @@ impl RepoQueues {
         Some(unit)
     }
 
-    /// The next unit for a worker caching `cached`, given the repos some live worker caches.
+    /// The next unit for a worker caching `cached`, given the repos some live worker caches;
+    /// units that need a privileged container only when the worker may start one.
     pub fn pop_for(
         &mut self,
         cached: &HashSet<String>,
         cached_by_anyone: &HashSet<String>,
+        privileged_ok: bool,
     ) -> Option<(String, u32)> {
-        let pick = self
-            .by_repo
-            .keys()
-            .find(|r| cached.contains(*r))
-            .or_else(|| self.by_repo.keys().find(|r| !cached_by_anyone.contains(*r)))
-            .or_else(|| self.by_repo.keys().next())
+        let eligible = || {
+            self.by_repo
+                .keys()
+                .filter(move |k| may_take(k, privileged_ok))
+        };
+        let pick = eligible()
+            .find(|r| cached.contains(held_key(r)))
+            .or_else(|| eligible().find(|r| !cached_by_anyone.contains(held_key(r))))
+            .or_else(|| eligible().next())
             .cloned()?;
         let unit = self.pop_repo(&pick)?;
         Some((pick, unit))
@@ -137,7 +142,7 @@ impl Coordinator {
                         leased_keys
                             .entry(l.record.worker_id.as_str())
                             .or_default()
-                            .push(key);
+                            .push(held_key(&key).to_string());
                     }
                 }
             }
@@ -157,6 +162,7 @@ impl Coordinator {
                 .collect()
         };
         let cached: HashSet<String> = holds(w).into_iter().collect();
+        let privileged_ok = !w.caps.unprivileged;
         let cached_by_anyone: HashSet<String> = st
             .workers
             .values()
@@ -207,7 +213,7 @@ impl Coordinator {
                         }
                     }
                     let Some((_, index)) =
-                        run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone)
+                        run.queues[pi(phase)].pop_for(&cached, &cached_by_anyone, privileged_ok)
                     else {
                         break;
                     };
@@ -320,10 +326,37 @@ mod tests {
         q.push("c/c", 2);
         // Worker caches c; someone caches a.
         let anyone = set(&["a/a", "c/c"]);
-        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("c/c".into(), 2)));
-        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("b/b".into(), 1)));
-        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), Some(("a/a".into(), 0)));
-        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone), None);
+        assert_eq!(
+            q.pop_for(&set(&["c/c"]), &anyone, true),
+            Some(("c/c".into(), 2))
+        );
+        assert_eq!(
+            q.pop_for(&set(&["c/c"]), &anyone, true),
+            Some(("b/b".into(), 1))
+        );
+        assert_eq!(
+            q.pop_for(&set(&["c/c"]), &anyone, true),
+            Some(("a/a".into(), 0))
+        );
+        assert_eq!(q.pop_for(&set(&["c/c"]), &anyone, true), None);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn privileged_units_go_only_to_workers_that_may_start_them() {
+        let mut q = RepoQueues::default();
+        let privileged = format!("image:r/a{}", crate::state::affinity::PRIVILEGED);
+        q.push(&privileged, 0);
+        q.push("image:r/b", 1);
+        // The holder of r/a that may not start privileged containers is given r/b.
+        let holder = set(&["image:r/a"]);
+        assert_eq!(
+            q.pop_for(&holder, &holder, false),
+            Some(("image:r/b".into(), 1))
+        );
+        assert_eq!(q.pop_for(&holder, &holder, false), None);
+        // One that may is given it as its holder.
+        assert_eq!(q.pop_for(&holder, &holder, true), Some((privileged, 0)));
         assert!(q.is_empty());
     }
 
@@ -333,6 +366,9 @@ mod tests {
         q.push("a/a", 0);
         q.push_front("a/a", 7);
         assert_eq!(q.len(), 2);
-        assert_eq!(q.pop_for(&set(&[]), &set(&[])), Some(("a/a".into(), 7)));
+        assert_eq!(
+            q.pop_for(&set(&[]), &set(&[]), true),
+            Some(("a/a".into(), 7))
+        );
     }
 }

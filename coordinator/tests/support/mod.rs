@@ -108,6 +108,7 @@ pub fn caps(generate: u32, eval: u32, repos: &[&str]) -> Capabilities {
         cached_repos: repos.iter().map(|s| s.to_string()).collect(),
         version: "test".into(),
         task_images: vec![],
+        unprivileged: false,
     }
 }
 

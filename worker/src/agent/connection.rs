@@ -228,5 +228,9 @@ pub(crate) fn capabilities(shared: &super::Shared) -> Capabilities {
         cached_repos: shared.ctx.repo_cache.cached_repos(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         task_images: shared.task_images(),
+        unprivileged: shared
+            .dynamic
+            .as_ref()
+            .is_none_or(|d| !d.settings().privileged),
     }
 }

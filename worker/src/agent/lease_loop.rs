@@ -350,8 +350,10 @@ fn pinned(lease: &Lease, mut task: Task) -> Task {
 /// A worker generating a v2 unit starts pulling the task's image meanwhile, so that the
 /// evaluation (here, or placed here because this worker now holds the image) does not wait for
 /// it. The pull is the one every need of the image shares; recorded as this worker's pull (its
-/// disk budget applies) and not held, so it may be evicted like any other. A failure is only
-/// logged: the evaluation pulls again and reports its own failure.
+/// disk budget applies) and not held, so it may be evicted like any other. Not with a disk
+/// budget: there a pull ahead of need can evict the image a queued evaluation is about to use,
+/// and each is pulled twice (seen with a tight budget). A failure is only logged: the
+/// evaluation pulls again and reports its own failure.
 fn prefetch_image(shared: &Shared, task: &Task) {
     let TaskSpec::V2(spec) = &task.spec else {
         return;
@@ -359,6 +361,9 @@ fn prefetch_image(shared: &Shared, task: &Task) {
     let Some(puller) = shared.dynamic.as_ref().and_then(|d| d.puller()).cloned() else {
         return;
     };
+    if puller.settings().cache_bytes.is_some() {
+        return;
+    }
     let image = spec.image.clone();
     tokio::spawn(async move {
         match puller.acquire(&image).await {

@@ -96,6 +96,10 @@ pub struct DynamicSettings {
     pub output_keep_bytes: usize,
     /// Bound of the uploaded content of one unit.
     pub max_upload_bytes: usize,
+    /// This worker may start privileged containers (a few upstream v2 tasks need one). Off
+    /// (`ase worker --no-privileged`, `worker.privileged = false`): such tasks are placed on
+    /// other workers, and one that reaches this worker anyway is refused before its container.
+    pub privileged: bool,
 }
 
 impl Default for DynamicSettings {
@@ -103,6 +107,7 @@ impl Default for DynamicSettings {
         Self {
             output_keep_bytes: MAX_STEP_OUTPUT_BYTES,
             max_upload_bytes: ase_common::unit::MAX_CHANGED_BYTES,
+            privileged: true,
         }
     }
 }
@@ -112,6 +117,10 @@ impl Default for DynamicSettings {
 pub enum DynamicError {
     #[error("task {task}: not a v2 task, nothing to evaluate in a container")]
     NotV2 { task: String },
+    /// The task needs a privileged container and this worker may not start one: another
+    /// worker can (the coordinator places such tasks on those that may).
+    #[error("task {task}: needs a privileged container, which this worker does not start (worker.privileged = false)")]
+    Unprivileged { task: String },
     #[error("unit {unit}: image {image} is not on this worker's Docker daemon: {source}")]
     ImageMissing {
         unit: String,
@@ -189,6 +198,10 @@ impl DynamicEvaluator {
         &self.docker
     }
 
+    pub fn settings(&self) -> &DynamicSettings {
+        &self.settings
+    }
+
     pub fn puller(&self) -> Option<&ImagePuller> {
         self.puller.as_ref()
     }
@@ -253,6 +266,11 @@ impl DynamicEvaluator {
                 task: task.instance_id.clone(),
             });
         };
+        if spec.privileged && !self.settings.privileged {
+            return Err(DynamicError::Unprivileged {
+                task: task.instance_id.clone(),
+            });
+        }
         let unit = generation.unit.to_string();
         let record = |checks: V2Scan,
                       steps: Vec<StepLog>,

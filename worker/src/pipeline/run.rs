@@ -127,7 +127,9 @@ pub async fn run_phase(
 fn dynamic_infra_error(unit: &UnitId, e: DynamicError) -> InfraError {
     let kind = match &e {
         // This worker cannot run what the run asks of it.
-        DynamicError::NotV2 { .. } | DynamicError::ImageMissing { .. } => InfraKind::Configuration,
+        DynamicError::NotV2 { .. }
+        | DynamicError::ImageMissing { .. }
+        | DynamicError::Unprivileged { .. } => InfraKind::Configuration,
         DynamicError::Docker { .. } => InfraKind::Scanner,
         DynamicError::Pull { source, .. } => match source {
             PullError::Unreachable { .. } | PullError::RateLimited { .. } => InfraKind::Registry,
