@@ -172,7 +172,11 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
             .unwrap_or_else(|| panic!("no report for {}", row["run"]));
         let report: Value =
             serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-        assert_eq!(row["overall"], report["scores"]["overall"], "{row}");
+        let overall = match report["scores"]["version"].as_str() {
+            Some("v1") => &report["scores"]["overall"],
+            _ => &report["scores"]["all"]["overall_score"],
+        };
+        assert_eq!(&row["overall"], overall, "{row}");
         assert_eq!(row["security_interval"], report["uncertainty"]["security"]);
         let o = row["overall"].as_f64().unwrap();
         assert!(o <= last, "not sorted by overall");

@@ -205,8 +205,7 @@ pub fn uncertainty(
     let mut not_available = Vec::new();
     if rounds < 2 {
         not_available.push(
-            "pass@k and pass^k for k >= 2, stability and its interval: they need at least two \
-             rounds per task (the overall re-weights quality and security)"
+            "pass@k and pass^k for k >= 2, and stability: they need at least two rounds per task"
                 .to_string(),
         );
     }
