@@ -170,7 +170,10 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
     let mut board = Leaderboard::from_reports(&reports);
     // A paper table of fixture rows (not the paper's figures) to render its band and table;
     // one model name is hostile too.
-    let shipped = board.paper.clone().expect("a v1 table brings the paper's section");
+    let shipped = board
+        .paper
+        .clone()
+        .expect("a v1 table brings the paper's section");
     board.paper = Some(PaperTable {
         complete: false,
         note: "fixture rows of this test".into(),
@@ -195,8 +198,7 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let page = write_leaderboard(dir.path(), &board).unwrap();
     let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(LEADERBOARD_JSON)).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join(LEADERBOARD_JSON)).unwrap()).unwrap();
     assert!(dir.path().join("leaderboard.md").is_file());
     let dom = run_chromium(&bin, &dir.path().join("profile"), &page, &["--dump-dom"]);
     let tags = parse_tags(&dom);
@@ -211,7 +213,9 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
     assert_eq!(count("circle"), 4, "one dot per run");
     let bands = tags
         .iter()
-        .filter(|t| t.name == "rect" && t.attrs.get("class").map(String::as_str) == Some("paper-band"))
+        .filter(|t| {
+            t.name == "rect" && t.attrs.get("class").map(String::as_str) == Some("paper-band")
+        })
         .count();
     assert_eq!(bands, 1, "the paper's band behind the v1 chart only");
     assert!(
@@ -220,8 +224,9 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
         "the hostile run name is not shown as text"
     );
     assert!(
-        tags.iter()
-            .any(|t| t.text.contains("measured with upstream's closed rules; not comparable with ours")),
+        tags.iter().any(|t| t
+            .text
+            .contains("measured with upstream's closed rules; not comparable with ours")),
         "the paper's figures are not labelled"
     );
 
@@ -235,31 +240,48 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
         let expected = json
             .pointer(key)
             .unwrap_or_else(|| panic!("{key}: not in leaderboard.json"));
+        // An interval bound is shown rounded; its exact value is `data-value`.
+        let shown = t.attrs.get("data-value").unwrap_or(&t.text);
+        if let Some(exact) = t.attrs.get("data-value") {
+            let (exact, text): (f64, f64) = (exact.parse().unwrap(), t.text.parse().unwrap());
+            assert!(
+                (exact - text).abs() <= 0.005 + 1e-9,
+                "{key}: shows {text}, not {exact} rounded"
+            );
+        }
         match expected {
             // serde_json's parser (without its float_roundtrip feature) may land an ulp or
             // two off the written digits: equal to 12 significant digits.
             Value::Number(n) => {
-                let (got, want) = (t.text.parse::<f64>().unwrap_or(f64::NAN), n.as_f64().unwrap());
+                let (got, want) = (
+                    shown.parse::<f64>().unwrap_or(f64::NAN),
+                    n.as_f64().unwrap(),
+                );
                 assert!(
                     (got - want).abs() <= 1e-12 * want.abs().max(1.0),
-                    "{key}: page shows {:?}, leaderboard.json {want}",
-                    t.text
+                    "{key}: page shows {shown:?}, leaderboard.json {want}"
                 );
             }
-            Value::Null => assert_eq!(t.text, "n/a", "{key}"),
-            Value::String(s) => assert_eq!(&t.text, s, "{key}"),
+            Value::Null => assert_eq!(shown, "n/a", "{key}"),
+            Value::String(s) => assert_eq!(shown, s, "{key}"),
             other => panic!("{key}: keyed to {other}"),
         }
         if let Some(table) = key.strip_suffix("/rank") {
             let table = table.split("/rows/").next().unwrap().to_string();
-            ranks.entry(table).or_default().push(expected.as_u64().unwrap());
+            ranks
+                .entry(table)
+                .or_default()
+                .push(expected.as_u64().unwrap());
         }
         keys.insert(key.clone());
     }
     assert_eq!(ranks["/tables/0"], [1, 2, 3]);
     assert_eq!(ranks["/tables/1"], [1]);
     let rows = json["tables"][0]["rows"].as_array().unwrap();
-    let overall: Vec<f64> = rows.iter().map(|r| r["overall"].as_f64().unwrap()).collect();
+    let overall: Vec<f64> = rows
+        .iter()
+        .map(|r| r["overall"].as_f64().unwrap())
+        .collect();
     assert!(
         overall.windows(2).all(|w| w[0] >= w[1]),
         "not sorted by overall: {overall:?}"
@@ -274,10 +296,21 @@ fn leaderboard_renders_in_chromium_with_the_json_numbers() {
         &["estimate", "rounds"],
         &mut wanted,
     );
-    numeric_leaves(&json["paper"]["rows"], "/paper/rows".into(), &[], &mut wanted);
+    numeric_leaves(
+        &json["paper"]["rows"],
+        "/paper/rows".into(),
+        &[],
+        &mut wanted,
+    );
     for (t, table) in json["tables"].as_array().unwrap().iter().enumerate() {
         for (r, row) in table["rows"].as_array().unwrap().iter().enumerate() {
-            for f in ["overall", "security", "security_ours", "quality", "stability"] {
+            for f in [
+                "overall",
+                "security",
+                "security_ours",
+                "quality",
+                "stability",
+            ] {
                 assert!(
                     row[format!("{f}_interval")].is_object(),
                     "/tables/{t}/rows/{r}: no {f} interval"

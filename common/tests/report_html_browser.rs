@@ -333,7 +333,10 @@ fn check_in_browser(name: &str, report: &Report) {
             // serde_json's parser (without its float_roundtrip feature) may land an ulp or
             // two off the written digits: equal to 12 significant digits.
             Value::Number(n) => {
-                let (got, want) = (shown.parse::<f64>().unwrap_or(f64::NAN), n.as_f64().unwrap());
+                let (got, want) = (
+                    shown.parse::<f64>().unwrap_or(f64::NAN),
+                    n.as_f64().unwrap(),
+                );
                 assert!(
                     (got - want).abs() <= 1e-12 * want.abs().max(1.0),
                     "{key}: page shows {shown:?}, report.json {want}"

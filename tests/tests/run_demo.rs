@@ -180,8 +180,7 @@ fn assert_campaign_leaderboard(results: &Path) {
         assert!(results.join(name).is_file(), "no {name}");
     }
     let board: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(results.join("leaderboard.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(results.join("leaderboard.json")).unwrap()).unwrap();
     let tables = board["tables"].as_array().unwrap();
     assert_eq!(tables.len(), 2, "{board}");
     for table in tables {
@@ -204,8 +203,7 @@ fn assert_campaign_leaderboard(results: &Path) {
             };
             assert_eq!(&row["overall"], overall, "{run}");
             assert_eq!(
-                row["overall_interval"],
-                report["uncertainty"]["overall"],
+                row["overall_interval"], report["uncertainty"]["overall"],
                 "{run}"
             );
             let o = row["overall"].as_f64().unwrap();

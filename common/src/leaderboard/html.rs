@@ -21,7 +21,7 @@ const STYLE: &str = "
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;padding:1.5rem 2rem;color:#1a1a1a;background:#fafafa;line-height:1.4}
 h1{font-size:1.6rem;margin:0 0 .5rem}h2{font-size:1.25rem;margin:2rem 0 .6rem;border-bottom:2px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;background:#fff;font-size:.88rem;margin:.3rem 0}th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.ci{color:#555;font-size:.8rem}.note{color:#666;font-style:italic;font-size:.85rem}.na{color:#888}.mono{font-family:ui-monospace,monospace;font-size:.82rem;word-break:break-all}
+.ci{color:#555;font-size:.8rem}.note{color:#666;font-style:italic;font-size:.85rem}.na{color:#888}th.run{font-family:ui-monospace,monospace;font-size:.82rem;white-space:nowrap;font-weight:600}
 figure{margin:.6rem 0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem;display:inline-block}figcaption{font-weight:600;font-size:.9rem;margin-bottom:.3rem}
 section.paper{border-left:4px solid #9e9e9e;padding-left:1rem;margin-top:2rem}.warning{font-weight:700;color:#6d4c41}
 ";
@@ -35,6 +35,16 @@ fn num(key: &str, x: f64) -> String {
         "<span class=\"v\" data-key=\"{}\">{}</span>",
         escape(key),
         fmt(x)
+    )
+}
+
+/// A number shown rounded to 2 decimals, its exact value in `data-value`.
+fn rounded(key: &str, x: f64) -> String {
+    format!(
+        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
+        escape(key),
+        fmt(x),
+        fmt(round2(x))
     )
 }
 
@@ -89,8 +99,8 @@ fn figure(row_key: &[String], field: &str, value: Option<f64>, i: Option<&Interv
             out,
             " ± {}<br><span class=\"ci\">[{}, {}]</span>",
             fmt(round2((i.high - i.low) / 2.0)),
-            num(&key(&[interval.as_str(), "low"]), i.low),
-            num(&key(&[interval.as_str(), "high"]), i.high)
+            rounded(&key(&[interval.as_str(), "low"]), i.low),
+            rounded(&key(&[interval.as_str(), "high"]), i.high)
         );
     }
     out += "</td>";
@@ -110,7 +120,7 @@ fn row_html(t: usize, r_index: usize, r: &LeaderboardRow, v2: bool) -> String {
         json_pointer(&all)
     };
     let mut out = format!(
-        "<tr><td class=\"n\">{}</td><th class=\"mono\">{}</th><td class=\"n\">{}</td>",
+        "<tr><td class=\"n\">{}</td><th class=\"run\">{}</th><td class=\"n\">{}</td>",
         int(&k("rank"), r.rank),
         text(&k("run"), &r.run, MAX_NAME_CHARS),
         int(&k("tasks"), r.tasks),
@@ -147,7 +157,12 @@ fn row_html(t: usize, r_index: usize, r: &LeaderboardRow, v2: bool) -> String {
         Some(r.quality),
         r.quality_interval.as_ref(),
     );
-    out += &figure(&base, "stability", r.stability, r.stability_interval.as_ref());
+    out += &figure(
+        &base,
+        "stability",
+        r.stability,
+        r.stability_interval.as_ref(),
+    );
     out += "</tr>\n";
     out
 }
@@ -157,7 +172,16 @@ fn row_html(t: usize, r_index: usize, r: &LeaderboardRow, v2: bool) -> String {
 fn chart(t_index: usize, t: &LeaderboardTable, band: Option<(f64, f64)>) -> String {
     let height = ROW_H * t.rows.len() as f64 + 30.0;
     let width = AXIS_X + AXIS_W + 20.0;
-    let x = |v: f64| AXIS_X + AXIS_W * if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 } / 100.0;
+    let x = |v: f64| {
+        AXIS_X
+            + AXIS_W
+                * if v.is_finite() {
+                    v.clamp(0.0, 100.0)
+                } else {
+                    0.0
+                }
+                / 100.0
+    };
     let mut out = format!(
         "<figure id=\"chart-{t_index}\"><figcaption>Overall with its 95 % interval</figcaption>\n<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Overall with its interval\">\n"
     );
@@ -294,7 +318,7 @@ pub fn render_html(board: &Leaderboard) -> String {
     );
     let _ = writeln!(
         out,
-        "<p class=\"note\">Each figure: value ± half-width of its 95 % interval [low, high]. {}.</p>\n</header>\n<main>",
+        "<p class=\"note\">Each figure: value ± half-width of its 95 % interval [low, high]. Method: {}.</p>\n</header>\n<main>",
         text("/method", &board.method, 8 * MAX_NAME_CHARS)
     );
     let band = board.paper.as_ref().and_then(|p| {

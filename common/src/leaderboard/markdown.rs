@@ -81,7 +81,7 @@ fn table(t: &LeaderboardTable) -> String {
 pub fn render_markdown(board: &Leaderboard) -> String {
     let mut out = String::from("# A.S.E leaderboard\n\n");
     out += &format!(
-        "Figures are `value ± half-width` of the 95 % interval. {}.\n",
+        "Figures are `value ± half-width` of the 95 % interval. Method: {}.\n",
         board.method
     );
     for t in &board.tables {
@@ -98,7 +98,8 @@ pub fn render_markdown(board: &Leaderboard) -> String {
         if p.rows.is_empty() {
             out += "No row of the paper's table is shipped.";
         } else {
-            out += "| Model | Overall | Security | Quality | Stability |\n|---|---:|---:|---:|---:|\n";
+            out +=
+                "| Model | Overall | Security | Quality | Stability |\n|---|---:|---:|---:|---:|\n";
             for r in &p.rows {
                 out += &format!(
                     "| {} | {} | {} | {} | {} |\n",

@@ -19,9 +19,7 @@
 //! the dataset are ignored.
 
 use super::stats::{group_stability, round2};
-use super::{
-    check_tasks, Generation, OutcomeKind, ScoringError, TaskCounts, UnitId, UnitOutcome,
-};
+use super::{check_tasks, Generation, OutcomeKind, ScoringError, TaskCounts, UnitId, UnitOutcome};
 use super::{QUALITY_WEIGHT, SECURITY_WEIGHT, STABILITY_WEIGHT};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -239,9 +239,7 @@ pub fn score_intervals(
     config: &BootstrapConfig,
 ) -> ScoreIntervals {
     let stat = Statistic::new(tasks, version);
-    let mut i = bootstrap_figures(&strata(&stat), config, FIGURES, |s, out| {
-        stat.eval(s, out)
-    });
+    let mut i = bootstrap_figures(&strata(&stat), config, FIGURES, |s, out| stat.eval(s, out));
     ScoreIntervals {
         quality: i[QUALITY].take(),
         security: i[SECURITY].take(),
@@ -317,7 +315,11 @@ mod tests {
             (53.703703703703695, 33.33333333333333, 74.07407407407408),
             "v1 security",
         );
-        close(v1.stability, (50.0, 38.888888888888886, 100.0), "v1 stability");
+        close(
+            v1.stability,
+            (50.0, 38.888888888888886, 100.0),
+            "v1 stability",
+        );
         close(
             v1.overall,
             (63.19444444444444, 50.476190476190474, 79.8611111111111),
@@ -414,7 +416,11 @@ mod tests {
             }
         }
         let s = score_v1(&input).unwrap();
-        let i = score_intervals(&s.task_counts, ScoreVersion::V1, &BootstrapConfig::default());
+        let i = score_intervals(
+            &s.task_counts,
+            ScoreVersion::V1,
+            &BootstrapConfig::default(),
+        );
         assert_eq!(round2(i.quality.unwrap().estimate), s.quality);
         assert_eq!(round2(i.security.unwrap().estimate), s.security);
         assert_eq!(Some(round2(i.stability.unwrap().estimate)), s.stability);
@@ -439,7 +445,11 @@ mod tests {
             ("p", "CWE-79", [Some(pass), Some(vuln), Some(pass)]),
             ("q", "cwe-89", [Some(no_tests), Some(pass), None]),
             ("r", "CWE-89", [Some(vuln), Some(vuln), Some(vuln)]),
-            ("s", "CWE-22", [Some(V2Scan::default()), Some(pass), Some(pass)]),
+            (
+                "s",
+                "CWE-22",
+                [Some(V2Scan::default()), Some(pass), Some(pass)],
+            ),
         ];
         let mut input = V2Input {
             rounds: 3,
@@ -463,9 +473,19 @@ mod tests {
             }
         }
         let s = score_v2(&input).unwrap();
-        let i = score_intervals(&s.task_counts, ScoreVersion::V2, &BootstrapConfig::default());
-        assert_eq!(round2(i.quality.unwrap().estimate), s.all.code_quality_score);
-        assert_eq!(round2(i.security.unwrap().estimate), s.all.code_security_score);
+        let i = score_intervals(
+            &s.task_counts,
+            ScoreVersion::V2,
+            &BootstrapConfig::default(),
+        );
+        assert_eq!(
+            round2(i.quality.unwrap().estimate),
+            s.all.code_quality_score
+        );
+        assert_eq!(
+            round2(i.security.unwrap().estimate),
+            s.all.code_security_score
+        );
         assert_eq!(
             Some(round2(i.stability.unwrap().estimate)),
             s.all.code_stability_score

@@ -191,4 +191,3 @@ pub fn parse_tags(html: &str) -> Vec<Tag> {
     }
     tags
 }
-
