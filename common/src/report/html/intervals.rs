@@ -1,7 +1,7 @@
 //! Every figure's 95 % interval (a table and whiskers on a 0..100 axis) and pass@k /
 //! pass^k over the rounds, every number keyed to report.json's `uncertainty`.
 
-use super::{escape, fmt_f64, int, num, short, MAX_NAME_CHARS};
+use super::{escape, fmt_f64, int, short, MAX_NAME_CHARS};
 use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
 use crate::uncertainty::Uncertainty;
@@ -16,6 +16,16 @@ fn figures(u: &Uncertainty) -> Vec<(&'static str, &'static str, Option<&Interval
     crate::uncertainty::figure_rows(u)
 }
 
+/// A figure shown to 2 decimals, its exact value (report.json's) in `data-value`.
+fn rounded(key: &str, x: f64) -> String {
+    format!(
+        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
+        escape(key),
+        fmt_f64(x),
+        fmt_f64(round2(x))
+    )
+}
+
 pub(super) fn intervals_section(u: &Uncertainty) -> String {
     let level = fmt_f64(u.bootstrap.level * 100.0);
     let mut out = format!(
@@ -28,10 +38,10 @@ pub(super) fn intervals_section(u: &Uncertainty) -> String {
                 let _ = writeln!(
                     out,
                     "<tr><th>{label}</th><td class=\"n\">{}</td><td class=\"n pm\">± {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                    num(&key(field, "estimate"), i.estimate),
+                    rounded(&key(field, "estimate"), i.estimate),
                     fmt_f64(round2((i.high - i.low) / 2.0)),
-                    num(&key(field, "low"), i.low),
-                    num(&key(field, "high"), i.high)
+                    rounded(&key(field, "low"), i.low),
+                    rounded(&key(field, "high"), i.high)
                 );
             }
             None => {
@@ -60,8 +70,8 @@ pub(super) fn intervals_section(u: &Uncertainty) -> String {
                 out,
                 "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 int(&k("k"), p.k),
-                num(&k("pass_at_k"), p.pass_at_k),
-                num(&k("pass_hat_k"), p.pass_hat_k)
+                rounded(&k("pass_at_k"), p.pass_at_k),
+                rounded(&k("pass_hat_k"), p.pass_hat_k)
             );
         }
         out += "</tbody>\n</table>\n";
