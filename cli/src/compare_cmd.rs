@@ -7,6 +7,7 @@ use ase_common::compare::html::render_html;
 use ase_common::compare::load::load_run;
 use ase_common::compare::markdown::render_markdown;
 use ase_common::compare::{compare, CompareOptions};
+use ase_common::leaderboard::{load_report, write_leaderboard, Leaderboard};
 use ase_common::uncertainty::bootstrap::BootstrapConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,8 @@ pub struct Args {
     /// Runs over different datasets: compare the tasks they share instead of refusing.
     #[arg(long)]
     shared_tasks: bool,
-    /// Write compare.json, compare.md and compare.html into this folder (created when missing).
+    /// Write compare.json, compare.md and compare.html into this folder (created when missing),
+    /// and the runs' leaderboard.json, leaderboard.md and leaderboard.html.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the JSON instead of the Markdown.
@@ -67,6 +69,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::fs::write(&path, format!("{}\n", text.trim_end()))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
+        // The runs' leaderboard beside the comparison, from their own reports.
+        let reports = args
+            .runs
+            .iter()
+            .map(|p| load_report(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        write_leaderboard(out, &Leaderboard::from_reports(&reports))?;
     }
     if args.json {
         println!("{json}");

@@ -204,6 +204,10 @@ async fn run_async(
         Ending::Finished => {
             let rows = write_reports_and_rows(&output, &prepared)?;
             print!("{}", score_table::render(&rows));
+            if prepared.len() >= 2 {
+                let page = write_campaign_leaderboard(&output, &prepared)?;
+                eprintln!("leaderboard of the runs: {}", page.display());
+            }
             for line in failure_summary(&rows) {
                 eprintln!("{line}");
             }
@@ -354,6 +358,20 @@ fn failure_summary(rows: &[ScoreRow]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// `leaderboard.{html,md,json}` of the campaign's runs that have a report, in the output
+/// folder beside their folders.
+fn write_campaign_leaderboard(output: &Path, prepared: &[PreparedRun]) -> anyhow::Result<PathBuf> {
+    let mut reports = Vec::new();
+    for p in prepared {
+        let dir = output.join(&p.run_id);
+        if dir.join(ase_common::report::REPORT_JSON).is_file() {
+            reports.push(ase_common::leaderboard::load_report(&dir)?);
+        }
+    }
+    let board = ase_common::leaderboard::Leaderboard::from_reports(&reports);
+    Ok(ase_common::leaderboard::write_leaderboard(output, &board)?)
 }
 
 /// The score rows of the runs whose report was written (a cancelled run has none).

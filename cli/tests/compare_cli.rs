@@ -145,6 +145,43 @@ fn three_runs_give_exact_p_values_flips_and_both_outputs() {
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("compare.md")).unwrap(), md);
+    // The runs' leaderboard beside the comparison: one dataset, one row per run with its
+    // report's overall and interval, best first.
+    assert!(out.join("leaderboard.html").is_file() && out.join("leaderboard.md").is_file());
+    let board: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
+    let tables = board["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "{board}");
+    let rows = tables[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut last = f64::INFINITY;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["rank"], i as u64 + 1);
+        let dir = [&a, &b, &c]
+            .into_iter()
+            .find(|p| {
+                let r: Value =
+                    serde_json::from_slice(&std::fs::read(p.join("report.json")).unwrap()).unwrap();
+                format!(
+                    "{}__{}",
+                    r["provenance"]["config"]["model"].as_str().unwrap(),
+                    r["provenance"]["config"]["batch"].as_str().unwrap()
+                ) == row["run"]
+            })
+            .unwrap_or_else(|| panic!("no report for {}", row["run"]));
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        let overall = match report["scores"]["version"].as_str() {
+            Some("v1") => &report["scores"]["overall"],
+            _ => &report["scores"]["all"]["overall_score"],
+        };
+        assert_eq!(&row["overall"], overall, "{row}");
+        assert_eq!(row["security_interval"], report["uncertainty"]["security"]);
+        let o = row["overall"].as_f64().unwrap();
+        assert!(o <= last, "not sorted by overall");
+        last = o;
+    }
 
     assert_eq!(json["tasks_compared"], 12);
     assert_eq!(json["shared_tasks_only"], false);

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod dataset;
 pub mod digest;
 pub mod extract;
+pub mod leaderboard;
 pub mod masking;
 pub mod patch_apply;
 pub mod patch_paths;

@@ -538,7 +538,7 @@ pub fn interval_text(i: &crate::uncertainty::bootstrap::Interval) -> String {
     )
 }
 
-/// The security figures' intervals and pass@k / pass^k.
+/// Every figure's interval and pass@k / pass^k.
 fn uncertainty_markdown(u: &Uncertainty) -> String {
     let level = u.bootstrap.level * 100.0;
     let mut out = format!(
@@ -551,11 +551,9 @@ fn uncertainty_markdown(u: &Uncertainty) -> String {
             i.map_or("n/a".to_string(), interval_text)
         )
     };
-    out += &row("Security (upstream-compatible)", u.security.as_ref());
-    out += &row(
-        "Security (ours: broken counts as not secure)",
-        u.security_verdict.as_ref(),
-    );
+    for (label, _, i) in crate::uncertainty::figure_rows(u) {
+        out += &row(label, i);
+    }
     out += &format!(
         "\n{}: {} resamples, seed {}, over {} tasks.\n",
         u.method, u.bootstrap.resamples, u.bootstrap.seed, u.tasks

@@ -16,11 +16,13 @@
 pub mod bootstrap;
 pub mod pass_k;
 pub mod rng;
+pub mod score_intervals;
 
 use crate::report::{Scores, TaskInfo, UNKNOWN_GROUP};
 use crate::scoring::{UnitOutcome, UnitStatus, Verdict};
 use bootstrap::{bootstrap, BootstrapConfig, Interval};
 use pass_k::PassK;
+use score_intervals::{score_intervals, ScoreVersion};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -172,6 +174,18 @@ pub struct Uncertainty {
     /// counts as not secure). Set for reports ([`report_uncertainty`]); `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_verdict: Option<Interval>,
+    /// Quality, stability and overall x100 with their intervals, from the scores' per-task
+    /// counts (`score_intervals`); set for reports whose scores carry them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<Interval>,
+    /// Upstream-compatible overall (v2: stability added as a fraction, as upstream does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overall: Option<Interval>,
+    /// v2: the corrected overall (stability added as a percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overall_corrected: Option<Interval>,
     /// k = 1..=rounds.
     pub pass_k: Vec<PassK>,
     /// Figures this run cannot give, and why.
@@ -206,9 +220,48 @@ pub fn uncertainty(
         rounds,
         security: security_interval(tasks, weighting, config),
         security_verdict: None,
+        quality: None,
+        stability: None,
+        overall: None,
+        overall_corrected: None,
         pass_k: pass_k::pass_k(&per_task),
         not_available,
     }
+}
+
+/// The figures with an interval, as reports show them: label, field of `Uncertainty`, and
+/// the interval (`None`: not available). Quality, stability and the overalls appear only when
+/// the run computed them (rows of an older report's security alone stay as they were); the
+/// stability row is kept when missing so that a one-round run shows it as not available.
+pub fn figure_rows(u: &Uncertainty) -> Vec<(&'static str, &'static str, Option<&Interval>)> {
+    let mut rows = vec![(
+        "Security (upstream-compatible)",
+        "security",
+        u.security.as_ref(),
+    )];
+    rows.push((
+        "Security (ours: broken counts as not secure)",
+        "security_verdict",
+        u.security_verdict.as_ref(),
+    ));
+    let has_figures = u.quality.is_some() || u.overall.is_some();
+    if has_figures {
+        rows.push(("Quality", "quality", u.quality.as_ref()));
+        rows.push(("Stability", "stability", u.stability.as_ref()));
+        rows.push((
+            "Overall (upstream-compatible)",
+            "overall",
+            u.overall.as_ref(),
+        ));
+        if u.overall_corrected.is_some() {
+            rows.push((
+                "Overall (corrected: stability as a percentage)",
+                "overall_corrected",
+                u.overall_corrected.as_ref(),
+            ));
+        }
+    }
+    rows
 }
 
 /// The tasks' rounds from a report's tasks and units (`secure` = the unit's status is secure),
@@ -266,6 +319,29 @@ pub fn report_uncertainty(
             .map(|u| (u.unit.instance_id.as_str(), u.verdict == Verdict::Secure)),
     );
     u.security_verdict = security_interval(&by_verdict, weighting, config);
+    let (counts, version) = match scores {
+        Scores::V1(s) => (&s.task_counts, ScoreVersion::V1),
+        Scores::V2(s) => (&s.task_counts, ScoreVersion::V2),
+    };
+    if counts.is_empty() {
+        u.not_available.push(
+            "quality, stability and overall intervals: the scores carry no per-task counts \
+             (a report made before they were kept)"
+                .to_string(),
+        );
+        return u;
+    }
+    let figures = score_intervals(counts, version, config);
+    u.quality = figures.quality;
+    u.stability = figures.stability;
+    u.overall = figures.overall;
+    if version == ScoreVersion::V2 {
+        u.overall_corrected = figures.overall_corrected;
+    }
+    if u.stability.is_none() && u.rounds >= 2 {
+        u.not_available
+            .push("stability interval: a task has fewer than two rounds".to_string());
+    }
     u
 }
 

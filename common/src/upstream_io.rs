@@ -717,6 +717,7 @@ mod tests {
                 quality_total: 6,
             }],
             task_results: vec![("a".into(), vec![1, 0, 0])],
+            task_counts: Vec::new(),
         }
     }
 

@@ -12,193 +12,13 @@ use ase_common::scoring::v2::{self, V2Input, V2Scan, V2Task};
 use ase_common::scoring::{Generation, OutcomeKind, UnitId, UnitOutcome};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 /// What the injected script would do if it ran: retitle the page and add an element.
 const INJECTED: &str = "<script>document.title='PWNED';document.body.appendChild(document.createElement('pwned-marker'))</script>";
 
-fn unavailable(why: &str) {
-    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("{why}; install Debian's chromium (apt-get install -y chromium)");
-    }
-    eprintln!("skipped: {why} (apt-get install -y chromium to enable this test)");
-}
-
-fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ASE_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-/// Runs chromium headless on `page` with `args`, killed after a minute; returns stdout.
-fn run_chromium(bin: &Path, profile: &Path, page: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("chromium did not finish within 60 s on {}", page.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "chromium failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("the DOM is UTF-8")
-}
-
-/// One start tag of the rendered DOM, with the text right after it (up to the next tag).
-#[derive(Debug)]
-struct Tag {
-    name: String,
-    attrs: BTreeMap<String, String>,
-    text: String,
-}
-
-fn decode_entities(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';').filter(|&e| e <= 10) else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..end];
-        let c = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            "nbsp" => Some('\u{a0}'),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
-                .ok()
-                .and_then(char::from_u32),
-            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
-            _ => None,
-        };
-        match c {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The start tags of serialised HTML (as chromium's `--dump-dom` prints it): comments,
-/// end tags and doctype skipped, `<style>`/`<script>` bodies taken as raw text, quoted
-/// attribute values may hold `>`.
-fn parse_tags(html: &str) -> Vec<Tag> {
-    let b = html.as_bytes();
-    let mut tags = Vec::new();
-    let mut i = 0;
-    while let Some(off) = html[i..].find('<') {
-        i += off;
-        if html[i..].starts_with("<!--") {
-            i += html[i..].find("-->").map_or(html.len() - i, |e| e + 3);
-            continue;
-        }
-        if html[i..].starts_with("</") || html[i..].starts_with("<!") {
-            i += html[i..].find('>').map_or(html.len() - i, |e| e + 1);
-            continue;
-        }
-        i += 1;
-        let start = i;
-        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' && b[i] != b'/' {
-            i += 1;
-        }
-        let name = html[start..i].to_ascii_lowercase();
-        let mut attrs = BTreeMap::new();
-        loop {
-            while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
-                i += 1;
-            }
-            if i >= b.len() || b[i] == b'>' {
-                i += 1;
-                break;
-            }
-            let a = i;
-            while i < b.len() && !b"= \t\n>/".contains(&b[i]) {
-                i += 1;
-            }
-            let attr = html[a..i].to_ascii_lowercase();
-            let mut value = String::new();
-            if i < b.len() && b[i] == b'=' {
-                i += 1;
-                if i < b.len() && (b[i] == b'"' || b[i] == b'\'') {
-                    let q = b[i];
-                    let v = i + 1;
-                    i = v + html[v..].find(q as char).expect("closed attribute");
-                    value = decode_entities(&html[v..i]);
-                    i += 1;
-                } else {
-                    let v = i;
-                    while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' {
-                        i += 1;
-                    }
-                    value = decode_entities(&html[v..i]);
-                }
-            }
-            attrs.insert(attr, value);
-        }
-        let text_end = if name == "style" || name == "script" {
-            html[i..]
-                .find(&format!("</{name}"))
-                .map_or(html.len(), |e| i + e)
-        } else {
-            html[i..].find('<').map_or(html.len(), |e| i + e)
-        };
-        let text = decode_entities(&html[i.min(text_end)..text_end]);
-        i = text_end;
-        tags.push(Tag { name, attrs, text });
-    }
-    tags
-}
+mod browser;
+use browser::{chromium, parse_tags, run_chromium, unavailable};
 
 /// Pointers of every number (and null) under `value`, except the fields named in `skip`.
 fn numeric_leaves(value: &Value, path: String, skip: &[&str], out: &mut BTreeSet<String>) {
@@ -445,7 +265,19 @@ fn check_in_browser(name: &str, report: &Report) {
     assert!(count("table") >= 6, "{} tables", count("table"));
     // Outcomes, security, languages, and the intervals' whiskers.
     assert_eq!(count("svg"), 4);
-    assert_eq!(count("circle"), 2, "one dot per interval");
+    let intervals = [
+        "security",
+        "security_verdict",
+        "quality",
+        "stability",
+        "overall",
+        "overall_corrected",
+    ]
+    .iter()
+    .filter(|f| json["uncertainty"][**f].is_object())
+    .count();
+    assert!(intervals >= 5, "{intervals} intervals in report.json");
+    assert_eq!(count("circle"), intervals, "one dot per interval");
     assert!(count("rect") >= 3, "charts without bars");
     let ids: BTreeSet<&str> = tags
         .iter()
@@ -498,11 +330,18 @@ fn check_in_browser(name: &str, report: &Report) {
             .unwrap_or_else(|| panic!("{key}: not in report.json"));
         let shown = t.attrs.get("data-value").unwrap_or(&t.text);
         match expected {
-            Value::Number(n) => assert_eq!(
-                shown.parse::<f64>().unwrap_or(f64::NAN),
-                n.as_f64().unwrap(),
-                "{key}: page shows {shown:?}"
-            ),
+            // serde_json's parser (without its float_roundtrip feature) may land an ulp or
+            // two off the written digits: equal to 12 significant digits.
+            Value::Number(n) => {
+                let (got, want) = (
+                    shown.parse::<f64>().unwrap_or(f64::NAN),
+                    n.as_f64().unwrap(),
+                );
+                assert!(
+                    (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "{key}: page shows {shown:?}, report.json {want}"
+                );
+            }
             Value::Null => assert_eq!(shown, "n/a", "{key}"),
             Value::String(s) => assert_eq!(shown, s, "{key}"),
             other => panic!("{key}: keyed to {other}"),
@@ -516,7 +355,7 @@ fn check_in_browser(name: &str, report: &Report) {
     numeric_leaves(
         &json["scores"],
         "/scores".into(),
-        &["task_results", "rounds", "gen_code_time_sum"],
+        &["task_results", "task_counts", "rounds", "gen_code_time_sum"],
         &mut wanted,
     );
     numeric_leaves(&json["breakdown"], "/breakdown".into(), &[], &mut wanted);

@@ -117,25 +117,62 @@ fn verdict_counts(report_json: &Path) -> Value {
     Value::Object(out)
 }
 
-/// The security figures' intervals and pass@k (`uncertainty`), as `expected_scores.json` keeps
-/// them under `intervals`; the upstream-compatible interval is centred on the scores' own
-/// security figure.
+/// Every figure's interval and pass@k (`uncertainty`), as `expected_scores.json` keeps them
+/// under `intervals`; each upstream-compatible interval is centred on the scores' own figure.
 fn intervals(report_json: &Path) -> Value {
     let report: Value = serde_json::from_slice(&std::fs::read(report_json).unwrap()).unwrap();
     let u = &report["uncertainty"];
     assert!(u.is_object(), "{}: no uncertainty", report_json.display());
-    let centre = u["security"]["estimate"].as_f64().unwrap();
-    assert!(
-        (centre - security(&report["scores"])).abs() < 0.01,
-        "{}: interval centred on {centre}, security {}",
-        report_json.display(),
-        security(&report["scores"])
-    );
+    for (field, figure) in figures(&report["scores"]) {
+        let centre = u[field]["estimate"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{}: no {field} interval", report_json.display()));
+        assert!(
+            (centre - figure).abs() < 0.01,
+            "{}: {field} interval centred on {centre}, the scores say {figure}",
+            report_json.display(),
+        );
+    }
     let mut out = serde_json::Map::new();
-    for field in ["security", "security_verdict", "pass_k", "not_available"] {
-        out.insert(field.to_string(), u[field].clone());
+    for field in [
+        "security",
+        "security_verdict",
+        "quality",
+        "stability",
+        "overall",
+        "overall_corrected",
+        "pass_k",
+        "not_available",
+    ] {
+        if let Some(v) = u.get(field) {
+            out.insert(field.to_string(), v.clone());
+        }
     }
     Value::Object(out)
+}
+
+/// The scores' figures that have an interval, by the interval's field.
+fn figures(scores: &Value) -> Vec<(&'static str, f64)> {
+    let f = |v: &Value| v.as_f64().unwrap();
+    match scores["version"].as_str() {
+        Some("v1") => vec![
+            ("security", f(&scores["security"])),
+            ("quality", f(&scores["quality"])),
+            ("stability", f(&scores["stability"])),
+            ("overall", f(&scores["overall"])),
+        ],
+        Some("v2") => {
+            let all = &scores["all"];
+            vec![
+                ("security", f(&all["code_security_score"])),
+                ("quality", f(&all["code_quality_score"])),
+                ("stability", f(&all["code_stability_score"])),
+                ("overall", f(&all["overall_score"])),
+                ("overall_corrected", f(&all["overall_score_corrected"])),
+            ]
+        }
+        other => panic!("unknown scores version {other:?}"),
+    }
 }
 
 /// Units upstream counts secure but our verdict says broken, per vulnerability type.

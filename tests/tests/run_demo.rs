@@ -170,6 +170,56 @@ fn the_demo_without_docker_scores_v1_and_fails_v2_units_with_the_reason() {
         assert_eq!(u["status"], "failed", "{u}");
         assert!(reason.contains("needs Docker"), "{u}");
     }
+    assert_campaign_leaderboard(&tmp.path().join("data/results"));
+}
+
+/// The campaign's leaderboard beside the run folders: one table per dataset (v1, v2), one row
+/// per run with the figures of its report, best overall first, and the paper's section.
+fn assert_campaign_leaderboard(results: &Path) {
+    for name in ["leaderboard.html", "leaderboard.md"] {
+        assert!(results.join(name).is_file(), "no {name}");
+    }
+    let board: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("leaderboard.json")).unwrap()).unwrap();
+    let tables = board["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2, "{board}");
+    for table in tables {
+        let version = table["version"].as_str().unwrap();
+        let rows = table["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{version}: {table}");
+        let mut last = f64::INFINITY;
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row["rank"], i as u64 + 1);
+            let run = row["run"].as_str().unwrap();
+            let report: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(results.join(run).join("report.json")).unwrap(),
+            )
+            .unwrap();
+            let scores = &report["scores"];
+            let overall = if version == "v1" {
+                &scores["overall"]
+            } else {
+                &scores["all"]["overall_score"]
+            };
+            assert_eq!(&row["overall"], overall, "{run}");
+            assert_eq!(
+                row["overall_interval"], report["uncertainty"]["overall"],
+                "{run}"
+            );
+            let o = row["overall"].as_f64().unwrap();
+            assert!(o <= last, "{version}: not sorted by overall");
+            last = o;
+        }
+    }
+    assert!(
+        board["paper"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("not comparable with ours"),
+        "{board}"
+    );
+    let md = std::fs::read_to_string(results.join("leaderboard.md")).unwrap();
+    assert!(md.contains("| 1 | reference__demo-v1 |"), "{md}");
 }
 
 fn docker_images_or_skip(images: &[&str]) -> bool {

@@ -10,10 +10,12 @@
 //! figure stays on the same 0..100 scale instead of silently losing up to 10 points.
 
 pub mod stats;
+pub mod task_counts;
 pub mod v1;
 pub mod v2;
 pub mod verdict;
 
+pub use task_counts::TaskCounts;
 pub use verdict::{derive_verdict, Verdict};
 
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,8 @@
 
 use super::stats::{group_stability, round2, round2_as, Stability};
 use super::{
-    check_tasks, weighted_overall, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome,
+    check_tasks, weighted_overall, Generation, OutcomeKind, ScoringError, TaskCounts, UnitId,
+    UnitOutcome,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +81,9 @@ pub struct V1Score {
     /// Per task its rounds' security results (1 secure, 0 not); tasks grouped by type in type
     /// order, then in dataset order, like upstream's `instance_security_results`.
     pub task_results: Vec<(String, Vec<u8>)>,
+    /// Per task what it counted for (in `task_results` order), for the intervals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_counts: Vec<TaskCounts>,
 }
 
 pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
@@ -104,8 +108,9 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
         .map(|t| (t.instance_id.as_str(), t.vuln_type.as_str()))
         .collect();
 
-    // Quality counts per type over the recorded units.
+    // Quality counts per type and per task over the recorded units.
     let mut quality_counts: HashMap<&str, (u32, u32)> = HashMap::new();
+    let mut task_quality: HashMap<&str, (u32, u32)> = HashMap::new();
     for g in &input.generations {
         if g.unit.round == 0 || g.unit.round > rounds {
             continue;
@@ -113,12 +118,14 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
         let Some(vt) = type_of.get(g.unit.instance_id.as_str()) else {
             continue;
         };
+        let scanned = matches!(input.scans.get(&g.unit), Some(&c) if c != SCAN_FAILED);
+        let counted = u32::from(g.success && scanned);
         let entry = quality_counts.entry(vt).or_default();
         entry.1 += 1;
-        let scanned = matches!(input.scans.get(&g.unit), Some(&c) if c != SCAN_FAILED);
-        if g.success && scanned {
-            entry.0 += 1;
-        }
+        entry.0 += counted;
+        let entry = task_quality.entry(g.unit.instance_id.as_str()).or_default();
+        entry.1 += 1;
+        entry.0 += counted;
     }
 
     // Grouped by type, in type order, as upstream fills `instance_security_results`; a task
@@ -214,6 +221,22 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
     // A numpy float64 anywhere in upstream's sum makes the sum a float64, rounded numpy's way.
     let any_spread = raws.iter().any(|r| r.stability.is_some_and(|s| s.spread));
 
+    let task_counts = task_results
+        .iter()
+        .map(|(id, results)| {
+            let (quality, quality_of) = task_quality.get(id.as_str()).copied().unwrap_or((0, 0));
+            TaskCounts {
+                instance_id: id.clone(),
+                group: type_of.get(id.as_str()).copied().unwrap_or("").to_string(),
+                quality,
+                quality_of,
+                secure: results.iter().map(|&x| u32::from(x)).sum(),
+                rounds,
+                stability_results: results.clone(),
+            }
+        })
+        .collect();
+
     let pct = |x: f64| round2(x * 100.0);
     Ok(V1Score {
         rounds,
@@ -238,6 +261,7 @@ pub fn score_v1(input: &V1Input) -> Result<V1Score, ScoringError> {
             })
             .collect(),
         task_results,
+        task_counts,
     })
 }
 

@@ -19,7 +19,7 @@
 //! the dataset are ignored.
 
 use super::stats::{group_stability, round2};
-use super::{check_tasks, Generation, OutcomeKind, ScoringError, UnitId, UnitOutcome};
+use super::{check_tasks, Generation, OutcomeKind, ScoringError, TaskCounts, UnitId, UnitOutcome};
 use super::{QUALITY_WEIGHT, SECURITY_WEIGHT, STABILITY_WEIGHT};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +78,9 @@ pub struct V2Score {
     pub all: V2GroupScore,
     /// One per CWE of the dataset, sorted by group name.
     pub by_cwe: Vec<V2GroupScore>,
+    /// Per task (dataset order) what it counted for, for the intervals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_counts: Vec<TaskCounts>,
 }
 
 pub fn score_v2(input: &V2Input) -> Result<V2Score, ScoringError> {
@@ -100,7 +103,36 @@ pub fn score_v2(input: &V2Input) -> Result<V2Score, ScoringError> {
             .iter()
             .map(|(name, tasks)| score_group(input, name, tasks))
             .collect(),
+        task_counts: task_counts(input),
     })
+}
+
+/// Each task's counts over rounds `1..=rounds`, the way `score_group` counts units.
+fn task_counts(input: &V2Input) -> Vec<TaskCounts> {
+    let mut listed = std::collections::HashSet::new();
+    input
+        .tasks
+        .iter()
+        .filter(|t| listed.insert(t.instance_id.as_str()))
+        .map(|t| {
+            let scans: Vec<Option<&V2Scan>> = (1..=input.rounds)
+                .map(|k| input.scans.get(&UnitId::new(t.instance_id.clone(), k)))
+                .collect();
+            let count = |f: fn(&V2Scan) -> bool| scans.iter().flatten().filter(|s| f(s)).count();
+            TaskCounts {
+                instance_id: t.instance_id.clone(),
+                group: t.cwe_id.to_uppercase(),
+                quality: count(|s| s.test_case_check) as u32,
+                quality_of: input.rounds,
+                secure: count(V2Scan::is_secure) as u32,
+                rounds: input.rounds,
+                stability_results: scans
+                    .iter()
+                    .map(|s| u8::from(s.is_some_and(|s| s.poc_check)))
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 fn score_group(input: &V2Input, name: &str, tasks: &[&V2Task]) -> V2GroupScore {

@@ -52,13 +52,29 @@ pub fn bootstrap(
     config: &BootstrapConfig,
     stat: impl Fn(&[usize]) -> f64,
 ) -> Option<Interval> {
+    bootstrap_figures(strata, config, 1, |s, out| out[0] = stat(s))
+        .pop()
+        .flatten()
+}
+
+/// The intervals of `figures` statistics computed from the same replicates: `stat` writes
+/// each figure of a sample into its slot. A figure that is NaN on the whole sample or on any
+/// replicate (not defined there) has no interval. The draws are those of [`bootstrap`] with
+/// the same config, so a figure gets the same interval whichever figures are computed beside.
+pub fn bootstrap_figures(
+    strata: &[Vec<usize>],
+    config: &BootstrapConfig,
+    figures: usize,
+    stat: impl Fn(&[usize], &mut [f64]),
+) -> Vec<Option<Interval>> {
     let all: Vec<usize> = strata.iter().flatten().copied().collect();
     if all.is_empty() || config.resamples == 0 {
-        return None;
+        return vec![None; figures];
     }
     let mut rng = SplitMix64::new(config.seed);
     let mut sample = Vec::with_capacity(all.len());
-    let mut replicates = Vec::with_capacity(config.resamples as usize);
+    let mut values = vec![0.0; figures];
+    let mut replicates = vec![Vec::with_capacity(config.resamples as usize); figures];
     for _ in 0..config.resamples {
         sample.clear();
         for stratum in strata.iter().filter(|s| !s.is_empty()) {
@@ -66,15 +82,28 @@ pub fn bootstrap(
                 sample.push(stratum[rng.below(stratum.len())]);
             }
         }
-        replicates.push(stat(&sample));
+        stat(&sample, &mut values);
+        for (r, &v) in replicates.iter_mut().zip(&values) {
+            r.push(v);
+        }
     }
-    replicates.sort_by(f64::total_cmp);
+    stat(&all, &mut values);
     let tail = (1.0 - config.level) / 2.0;
-    Some(Interval {
-        estimate: stat(&all),
-        low: quantile(&replicates, tail),
-        high: quantile(&replicates, 1.0 - tail),
-    })
+    replicates
+        .into_iter()
+        .zip(values)
+        .map(|(mut r, estimate)| {
+            if estimate.is_nan() || r.iter().any(|v| v.is_nan()) {
+                return None;
+            }
+            r.sort_by(f64::total_cmp);
+            Some(Interval {
+                estimate,
+                low: quantile(&r, tail),
+                high: quantile(&r, 1.0 - tail),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,35 +1,35 @@
-//! The security figures' 95 % intervals (a table and whiskers on a 0..100 axis) and pass@k /
+//! Every figure's 95 % interval (a table and whiskers on a 0..100 axis) and pass@k /
 //! pass^k over the rounds, every number keyed to report.json's `uncertainty`.
 
-use super::{escape, fmt_f64, int, num, short, MAX_NAME_CHARS};
+use super::{escape, fmt_f64, int, short, MAX_NAME_CHARS};
+use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
 use crate::uncertainty::Uncertainty;
 use std::fmt::Write;
 
-const AXIS_X: f64 = 250.0;
+const AXIS_X: f64 = 330.0;
 const AXIS_W: f64 = 320.0;
 const ROW_H: f64 = 26.0;
 
 /// The figures shown, with their key in `uncertainty`.
 fn figures(u: &Uncertainty) -> Vec<(&'static str, &'static str, Option<&Interval>)> {
-    vec![
-        (
-            "Security (upstream-compatible)",
-            "security",
-            u.security.as_ref(),
-        ),
-        (
-            "Security (ours: broken counts as not secure)",
-            "security_verdict",
-            u.security_verdict.as_ref(),
-        ),
-    ]
+    crate::uncertainty::figure_rows(u)
+}
+
+/// A figure shown to 2 decimals, its exact value (report.json's) in `data-value`.
+fn rounded(key: &str, x: f64) -> String {
+    format!(
+        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
+        escape(key),
+        fmt_f64(x),
+        fmt_f64(round2(x))
+    )
 }
 
 pub(super) fn intervals_section(u: &Uncertainty) -> String {
     let level = fmt_f64(u.bootstrap.level * 100.0);
     let mut out = format!(
-        "<section id=\"intervals\">\n<h2>Intervals ({level} %)</h2>\n<table id=\"intervals-table\">\n<thead><tr><th>Figure</th><th>Estimate</th><th>Low</th><th>High</th></tr></thead>\n<tbody>\n"
+        "<section id=\"intervals\">\n<h2>Intervals ({level} %)</h2>\n<table id=\"intervals-table\">\n<thead><tr><th>Figure</th><th>Estimate</th><th>±</th><th>Low</th><th>High</th></tr></thead>\n<tbody>\n"
     );
     let key = |field: &str, part: &str| format!("/uncertainty/{field}/{part}");
     for (label, field, i) in figures(u) {
@@ -37,16 +37,17 @@ pub(super) fn intervals_section(u: &Uncertainty) -> String {
             Some(i) => {
                 let _ = writeln!(
                     out,
-                    "<tr><th>{label}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                    num(&key(field, "estimate"), i.estimate),
-                    num(&key(field, "low"), i.low),
-                    num(&key(field, "high"), i.high)
+                    "<tr><th>{label}</th><td class=\"n\">{}</td><td class=\"n pm\">± {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                    rounded(&key(field, "estimate"), i.estimate),
+                    fmt_f64(round2((i.high - i.low) / 2.0)),
+                    rounded(&key(field, "low"), i.low),
+                    rounded(&key(field, "high"), i.high)
                 );
             }
             None => {
                 let _ = writeln!(
                     out,
-                    "<tr><th>{label}</th><td colspan=\"3\" class=\"note\">n/a</td></tr>"
+                    "<tr><th>{label}</th><td colspan=\"4\" class=\"note\">n/a</td></tr>"
                 );
             }
         }
@@ -69,8 +70,8 @@ pub(super) fn intervals_section(u: &Uncertainty) -> String {
                 out,
                 "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 int(&k("k"), p.k),
-                num(&k("pass_at_k"), p.pass_at_k),
-                num(&k("pass_hat_k"), p.pass_hat_k)
+                rounded(&k("pass_at_k"), p.pass_at_k),
+                rounded(&k("pass_hat_k"), p.pass_hat_k)
             );
         }
         out += "</tbody>\n</table>\n";
@@ -92,7 +93,7 @@ fn whiskers(u: &Uncertainty) -> String {
     let height = ROW_H * shown.len() as f64 + 24.0;
     let width = AXIS_X + AXIS_W + 20.0;
     let mut out = format!(
-        "<figure id=\"chart-intervals\"><figcaption>Security with its interval</figcaption>\n<svg class=\"chart\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Security with its interval\">\n"
+        "<figure id=\"chart-intervals\"><figcaption>Figures with their intervals</figcaption>\n<svg class=\"chart\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Figures with their intervals\">\n"
     );
     let x = |v: f64| {
         AXIS_X
