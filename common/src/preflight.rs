@@ -133,7 +133,7 @@ mod tests {
         let u = UnavailableTask::new("t1", Missing::Image, &long);
         assert_eq!(u.reason.chars().count(), MAX_REASON_CHARS + 1);
         let ids: HashSet<&str> = ["t1", "t2"].into();
-        assert!(check_against(&[u.clone()], &ids).is_ok());
+        assert!(check_against(std::slice::from_ref(&u), &ids).is_ok());
         let other = UnavailableTask::new("t9", Missing::Repo, "no");
         assert!(check_against(&[other], &ids)
             .unwrap_err()

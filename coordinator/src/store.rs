@@ -160,6 +160,9 @@ impl Default for StoreOptions {
 
 /// One write of a transition.
 #[derive(Debug, Clone)]
+// A transition's ops live in one short Vec until they are applied; boxing the run record
+// would only add an allocation and noise at every run write.
+#[allow(clippy::large_enum_variant)]
 pub enum Op {
     Run(RunRecord),
     RunName {

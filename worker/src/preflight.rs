@@ -206,12 +206,10 @@ pub async fn preflight(tasks: &[Task], settings: &PreflightSettings) -> Prefligh
                 what: "image",
                 reason: r.clone(),
             }),
-            Some(ImageProbe::Present { digest }) => {
-                if !digest.is_empty() {
-                    report.image_digests.insert(s.image.clone(), digest.clone());
-                }
+            Some(ImageProbe::Present { digest }) if !digest.is_empty() => {
+                report.image_digests.insert(s.image.clone(), digest.clone());
             }
-            None => {}
+            Some(ImageProbe::Present { .. }) | None => {}
         }
     }
     report

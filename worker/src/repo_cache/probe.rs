@@ -121,8 +121,7 @@ fn classify(url: &str, sha: &str, e: GitError) -> CommitProbe {
 fn last_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or("")
         .chars()
         .take(300)
