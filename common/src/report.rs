@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 pub mod export;
 pub mod html;
 
@@ -288,6 +289,10 @@ pub struct Report {
     /// v1: where the scans found what they counted, per task (baseline and units).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::scan_findings::TaskFindings>,
+    /// Agent mode: the coding agents' turns, calls, tokens, cost, wall time and transcripts
+    /// per unit, and the run's totals (calls of abandoned attempts apart); see `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<agent::AgentSection>,
 }
 
 impl Report {
@@ -302,7 +307,14 @@ impl Report {
             scores,
             uncertainty: None,
             findings: Vec::new(),
+            agent: None,
         }
+    }
+
+    /// With the coding agents' section (agent runs).
+    pub fn with_agent(mut self, agent: agent::AgentSection) -> Self {
+        self.agent = Some(agent);
+        self
     }
 
     /// With the v1 scans' findings per task.
@@ -476,6 +488,9 @@ pub fn render_markdown(report: &Report) -> String {
         out += &uncertainty_markdown(u);
     }
     out += &breakdown_markdown(&report.breakdown);
+    if let Some(a) = &report.agent {
+        out += &agent::agent_markdown(a);
+    }
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
     let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
     out += &format!(

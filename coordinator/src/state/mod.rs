@@ -18,6 +18,7 @@
 //! (a phase's result, failures, progress reports), `finish` (the background finisher that
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
+mod agent_usage;
 mod deadline;
 mod error;
 mod finish;
@@ -114,6 +115,7 @@ fn fresh_unit(instance_id: String, task_index: u32, round: u32) -> UnitRecord {
         evaluated_by: None,
         model_calls: 0,
         failures: Vec::new(),
+        agent_attempts: Vec::new(),
     }
 }
 
