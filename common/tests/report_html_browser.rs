@@ -577,7 +577,12 @@ fn check_in_browser(name: &str, report: &Report) {
         for id in ["agent", "agent-totals", "agent-units"] {
             assert!(ids.contains(id), "no #{id}");
         }
-        numeric_leaves(&json["agent"]["totals"], "/agent/totals".into(), &[], &mut wanted);
+        numeric_leaves(
+            &json["agent"]["totals"],
+            "/agent/totals".into(),
+            &[],
+            &mut wanted,
+        );
         for i in 0..json["agent"]["units"].as_array().unwrap().len() {
             for f in ["turns", "model_calls", "abandoned_calls", "transcript"] {
                 wanted.insert(format!("/agent/units/{i}/{f}"));

@@ -32,7 +32,10 @@ async fn beat(c: &Coordinator, w: &Registration, g: &LeaseGrant, u: AttemptUsage
             worker_id: w.worker_id.clone(),
             session: w.session,
             active: vec![g.lease],
-            agent_usage: vec![LeaseUsage { lease: g.lease, usage: u }],
+            agent_usage: vec![LeaseUsage {
+                lease: g.lease,
+                usage: u,
+            }],
             ..Heartbeat::default()
         })
         .await
@@ -73,7 +76,12 @@ async fn an_abandoned_attempts_calls_are_kept_across_a_restart_and_counted_apart
         .unwrap()
         .run_id;
     let w1 = c.register("w1", caps(1, 1, &[])).await.unwrap();
-    let g1 = c.lease_work(lease_req(&w1, 1, 0)).await.unwrap().leases.remove(0);
+    let g1 = c
+        .lease_work(lease_req(&w1, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
     beat(&c, &w1, &g1, usage(2, 200)).await;
     beat(&c, &w1, &g1, usage(3, 300)).await;
     // A report for a lease this worker does not hold changes nothing.
@@ -101,7 +109,12 @@ async fn an_abandoned_attempts_calls_are_kept_across_a_restart_and_counted_apart
     clock.advance_ms(u64::from(TTL_MS) * 3);
     c.sweep().await.unwrap();
     let w2 = c.register("w2", caps(1, 1, &[])).await.unwrap();
-    let g2 = c.lease_work(lease_req(&w2, 1, 0)).await.unwrap().leases.remove(0);
+    let g2 = c
+        .lease_work(lease_req(&w2, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
     assert_ne!(g2.lease.fence.attempt, g1.lease.fence.attempt);
     beat(&c, &w2, &g2, usage(1, 100)).await;
     let ack = c
@@ -113,7 +126,12 @@ async fn an_abandoned_attempts_calls_are_kept_across_a_restart_and_counted_apart
     let u = &c.units(&run).unwrap()[0];
     assert_eq!(u.agent_attempts.len(), 1, "{u:?}");
     assert_eq!(u.agent_attempts[0].usage.model_calls, 3);
-    let e = c.lease_work(lease_req(&w2, 0, 1)).await.unwrap().leases.remove(0);
+    let e = c
+        .lease_work(lease_req(&w2, 0, 1))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
     let ack = c
         .complete(completion(&w2, &e, static_eval(&unit_of(&e), 0, 1)))
         .await
@@ -149,12 +167,14 @@ async fn an_abandoned_attempts_calls_are_kept_across_a_restart_and_counted_apart
     assert!(file("report.html").contains("href=\"transcripts/a_1.txt\""));
     let csv = file("units.csv");
     let mut lines = csv.lines();
-    assert!(lines
-        .next()
-        .unwrap()
-        .ends_with(",agent_turns,agent_model_calls,agent_wall_s,agent_transcript,agent_abandoned_calls"));
+    assert!(lines.next().unwrap().ends_with(
+        ",agent_turns,agent_model_calls,agent_wall_s,agent_transcript,agent_abandoned_calls"
+    ));
     assert!(
-        lines.next().unwrap().ends_with(",4,4,7.5,transcripts/a_1.txt,3"),
+        lines
+            .next()
+            .unwrap()
+            .ends_with(",4,4,7.5,transcripts/a_1.txt,3"),
         "{csv}"
     );
 }

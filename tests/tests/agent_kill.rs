@@ -186,7 +186,11 @@ wall_secs = 300
     assert_eq!(t["all_calls"], total, "{t}");
     let row = &report["agent"]["units"][0];
     assert_eq!(row["abandoned_calls"], calls_first as u64, "{row}");
-    assert_eq!(rows[0]["agent_abandoned_calls"], calls_first as u64, "{}", rows[0]);
+    assert_eq!(
+        rows[0]["agent_abandoned_calls"], calls_first as u64,
+        "{}",
+        rows[0]
+    );
     assert_eq!(rows[0]["agent_model_calls"], total - calls_first as u64);
     // The committed attempt's transcript, linked from the report.
     let transcript = row["transcript"].as_str().unwrap();

@@ -394,7 +394,9 @@ wall_secs = 20
     assert_eq!(t["abandoned_calls"], 0, "{t}");
     assert_eq!(t["all_calls"], t["model_calls"], "{t}");
     for row in report["agent"]["units"].as_array().unwrap() {
-        let file = row["transcript"].as_str().unwrap_or_else(|| panic!("{row}"));
+        let file = row["transcript"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{row}"));
         let text = std::fs::read_to_string(report_dir.join(file)).unwrap();
         let calls = row["model_calls"].as_u64().unwrap();
         assert!(calls >= 2, "{row}");
@@ -497,7 +499,11 @@ wall_secs = 20
     // The two runs' Agent sections together count every call the server saw for their model.
     let calls = |r: &Value| r["agent"]["totals"]["all_calls"].as_u64().unwrap();
     let seen = requests.iter().filter(|r| r.model == MODEL).count() as u64;
-    assert_eq!(calls(&report) + calls(&v2_report), seen, "calls of the v1 and v2 runs");
+    assert_eq!(
+        calls(&report) + calls(&v2_report),
+        seen,
+        "calls of the v1 and v2 runs"
+    );
 
     // No agent container is left behind.
     let left = Command::new("docker")

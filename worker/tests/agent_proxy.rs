@@ -227,7 +227,10 @@ async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns()
         10,
         1 << 20,
     );
-    assert_eq!(proxy.live_usage("run__b", "t_cycle1").unwrap().model_calls, 0);
+    assert_eq!(
+        proxy.live_usage("run__b", "t_cycle1").unwrap().model_calls,
+        0
+    );
     for _ in 0..3 {
         assert_eq!(call(unit.token().to_string()).await, 200);
     }

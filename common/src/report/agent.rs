@@ -221,14 +221,23 @@ mod tests {
         assert_eq!((t.turns, t.model_calls), (5, 7));
         assert_eq!((t.abandoned_attempts, t.abandoned_calls), (2, 7));
         assert_eq!(t.all_calls, 14);
-        assert_eq!((t.total_tokens, t.abandoned_tokens, t.all_tokens), (700, 70, 770));
+        assert_eq!(
+            (t.total_tokens, t.abandoned_tokens, t.all_tokens),
+            (700, 70, 770)
+        );
         assert_eq!(t.cost_usd, 0.2);
         assert_eq!(t.all_cost_usd, 0.6);
         assert_eq!(a.row(&UnitId::new("c", 1)).unwrap().all_calls(), 5);
         let md = agent_markdown(&a);
-        assert!(md.contains("| 2 | 5 | 7 | 0 | 700 | 0.2 | 2.5 | 2 | 7 | 70 | 14 | 770 | 0.6 |"), "{md}");
+        assert!(
+            md.contains("| 2 | 5 | 7 | 0 | 700 | 0.2 | 2.5 | 2 | 7 | 70 | 14 | 770 | 0.6 |"),
+            "{md}"
+        );
         assert!(md.contains("| a_cycle1 | 3 | 4 | 400 | 0.1 | 1.25 |  | [transcript](transcripts/a_1.txt) | 1 | 2 |"), "{md}");
-        assert!(md.contains("| c_cycle1 |  |  |  |  |  |  |  | 1 | 5 |"), "{md}");
+        assert!(
+            md.contains("| c_cycle1 |  |  |  |  |  |  |  | 1 | 5 |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -241,6 +250,9 @@ mod tests {
             transcript_path(&UnitId::new("../x/y z", 1)),
             "transcripts/_x_y_z_1.txt"
         );
-        assert_eq!(transcript_path(&UnitId::new("..", 2)), "transcripts/__2.txt");
+        assert_eq!(
+            transcript_path(&UnitId::new("..", 2)),
+            "transcripts/__2.txt"
+        );
     }
 }

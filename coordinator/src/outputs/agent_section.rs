@@ -56,7 +56,9 @@ pub fn write_transcript(
     // A record from any worker: bounded again here.
     let bounded = agent.clone().bounded();
     let name = transcript_path(&g.unit);
-    sink.put(&name, &mut |w| std::io::Write::write_all(w, bounded.transcript.as_bytes()))?;
+    sink.put(&name, &mut |w| {
+        std::io::Write::write_all(w, bounded.transcript.as_bytes())
+    })?;
     f.transcript = Some(name);
     f.transcript_truncated = bounded.transcript_truncated;
     Ok(())

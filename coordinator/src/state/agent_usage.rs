@@ -68,7 +68,11 @@ impl Coordinator {
             let mut unit = self.unit_record(seq, index, run.rounds())?;
             let attempt = r.lease.fence.attempt;
             let full = unit.agent_attempts.len() >= MAX_AGENT_ATTEMPTS;
-            match unit.agent_attempts.iter_mut().find(|a| a.attempt == attempt) {
+            match unit
+                .agent_attempts
+                .iter_mut()
+                .find(|a| a.attempt == attempt)
+            {
                 Some(a) if a.usage == r.usage => continue,
                 Some(a) => a.usage = r.usage,
                 None if full => continue,

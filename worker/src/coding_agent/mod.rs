@@ -100,7 +100,11 @@ impl CodingAgents {
 
     /// What the agent of unit `unit` (its folder name) of run `run` spent so far, while it
     /// runs on this worker: the worker reports it with its heartbeats.
-    pub fn live_usage(&self, run: &str, unit: &str) -> Option<ase_common::agent_record::AttemptUsage> {
+    pub fn live_usage(
+        &self,
+        run: &str,
+        unit: &str,
+    ) -> Option<ase_common::agent_record::AttemptUsage> {
         self.sandbox.get()?.proxy().live_usage(run, unit)
     }
 

@@ -139,7 +139,10 @@ mod tests {
             },
         ]);
         let html = agent_section(&a);
-        assert!(html.contains("<th class=\"mono\">t&lt;1&gt;_cycle2</th>"), "{html}");
+        assert!(
+            html.contains("<th class=\"mono\">t&lt;1&gt;_cycle2</th>"),
+            "{html}"
+        );
         assert!(html.contains(
             "<a href=\"transcripts/t_1__2.txt\" data-key=\"/agent/units/0/transcript\">"
         ));
