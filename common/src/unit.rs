@@ -176,7 +176,7 @@ pub struct GenerationRecord {
     pub prompt_tokens_estimate: Option<u64>,
     /// Agent mode: what the coding agent did (turns, calls, tokens, wall time, transcript).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<crate::agent_record::AgentRecord>,
+    pub agent: Option<Box<crate::agent_record::AgentRecord>>,
 }
 
 /// One command of the v2 container checks.
@@ -269,7 +269,7 @@ mod tests {
             time_cost: 1.5,
             model_attempts: 1,
             prompt_tokens_estimate: Some(9),
-            agent: Some(crate::agent_record::AgentRecord {
+            agent: Some(Box::new(crate::agent_record::AgentRecord {
                 turns: 3,
                 model_calls: 4,
                 refused_calls: 1,
@@ -280,7 +280,7 @@ mod tests {
                 output_tail: "done".into(),
                 transcript: "=== call 1".into(),
                 transcript_truncated: false,
-            }),
+            })),
         };
         let back: GenerationRecord =
             serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();

@@ -45,7 +45,7 @@ async fn beat(c: &Coordinator, w: &Registration, g: &LeaseGrant, u: AttemptUsage
 
 fn agent_generation(unit: &UnitId) -> Vec<u8> {
     let mut g: GenerationRecord = serde_json::from_slice(&generation(unit, true)).unwrap();
-    g.agent = Some(AgentRecord {
+    g.agent = Some(Box::new(AgentRecord {
         turns: 4,
         model_calls: 4,
         refused_calls: 0,
@@ -56,7 +56,7 @@ fn agent_generation(unit: &UnitId) -> Vec<u8> {
         output_tail: "submitted".into(),
         transcript: "=== call 1 POST /v1/chat/completions\n{}\n".into(),
         transcript_truncated: false,
-    });
+    }));
     serde_json::to_vec(&g).unwrap()
 }
 

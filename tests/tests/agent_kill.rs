@@ -212,7 +212,7 @@ fn last_recorded_calls(log: &str) -> Option<u64> {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
         })
-        .last()
+        .next_back()
 }
 
 /// The log without its terminal colour codes (`ESC [ ... m`), which surround field names.

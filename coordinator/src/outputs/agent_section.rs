@@ -54,7 +54,7 @@ pub fn write_transcript(
         return Ok(());
     }
     // A record from any worker: bounded again here.
-    let bounded = agent.clone().bounded();
+    let bounded = AgentRecord::clone(agent).bounded();
     let name = transcript_path(&g.unit);
     sink.put(&name, &mut |w| {
         std::io::Write::write_all(w, bounded.transcript.as_bytes())

@@ -190,7 +190,7 @@ impl From<&GenerationRecord> for GenerationFacts {
             },
             usage: g.usage,
             cost_usd: g.cost_usd,
-            agent: g.agent.as_ref().map(super::AgentFacts::from),
+            agent: g.agent.as_deref().map(super::AgentFacts::from),
         }
     }
 }

@@ -148,7 +148,7 @@ pub(super) async fn generate_agent(
         time_cost: report.seconds,
         model_attempts: report.calls,
         prompt_tokens_estimate: Some(prompt_tokens as u64),
-        agent: Some(agent_record(&report)),
+        agent: Some(Box::new(agent_record(&report))),
     };
     let (kept, truncated) = bounded_answer(&summary(&report));
     record.raw_answer = Some(kept);
