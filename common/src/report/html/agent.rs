@@ -56,7 +56,7 @@ pub(super) fn agent_section(a: &AgentSection) -> String {
     out += "</div>\n";
     let _ = write!(
         out,
-        "<table id=\"agent-totals\">\n<thead><tr><th>Units</th><th>Turns</th><th>Model calls</th><th>Refused calls</th><th>Tokens</th><th>Cost (USD)</th><th>Wall time (s)</th><th>Abandoned attempts</th><th>Calls of abandoned attempts</th><th>Tokens of abandoned attempts</th><th>All calls</th><th>All tokens</th><th>All cost (USD)</th></tr></thead>\n<tbody><tr>{}</tr></tbody>\n</table>\n",
+        "<table id=\"agent-totals\">\n<thead><tr><th>Units</th><th>Turns</th><th>Model calls</th><th>Refused calls</th><th>Tokens</th><th>Cost (USD)</th><th>Wall time (s)</th><th>Abandoned attempts</th><th>Calls of abandoned attempts</th><th>Tokens of abandoned attempts</th><th>Cost of abandoned attempts (USD)</th><th>All calls</th><th>All tokens</th><th>All cost (USD)</th></tr></thead>\n<tbody><tr>{}</tr></tbody>\n</table>\n",
         [
             int(&k("units"), t.units),
             int(&k("turns"), t.turns),
@@ -68,6 +68,7 @@ pub(super) fn agent_section(a: &AgentSection) -> String {
             int(&k("abandoned_attempts"), t.abandoned_attempts),
             int(&k("abandoned_calls"), t.abandoned_calls),
             int(&k("abandoned_tokens"), t.abandoned_tokens),
+            num(&k("abandoned_cost_usd"), t.abandoned_cost_usd),
             int(&k("all_calls"), t.all_calls),
             int(&k("all_tokens"), t.all_tokens),
             num(&k("all_cost_usd"), t.all_cost_usd),
