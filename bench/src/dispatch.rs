@@ -227,6 +227,7 @@ fn generation(unit: UnitId, code_bytes: usize) -> Vec<u8> {
         time_cost: 3.2,
         model_attempts: 1,
         prompt_tokens_estimate: Some(11_900),
+        agent: None,
     })
     .expect("JSON")
 }

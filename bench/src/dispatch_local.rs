@@ -64,6 +64,7 @@ pub(crate) fn generation(unit: UnitId) -> Vec<u8> {
         time_cost: 0.0,
         model_attempts: 1,
         prompt_tokens_estimate: None,
+        agent: None,
     })
     .expect("JSON")
 }

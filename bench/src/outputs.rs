@@ -110,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 evaluated_by: Some(u64::from(index) * 2 + 2),
                 model_calls: 1,
                 failures: Vec::new(),
+                agent_attempts: Vec::new(),
             });
             // Every fifth generation fails, every third scan finds the vulnerability.
             let success = !index.is_multiple_of(5);
@@ -121,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     reason: (!success).then(|| "the answer had no code block".to_string()),
                     usage: None,
                     cost_usd: None,
+                    agent: None,
                 },
             );
             if success {

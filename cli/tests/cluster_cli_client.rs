@@ -143,6 +143,7 @@ async fn play_worker(uri: String, units: usize) {
                     time_cost: 1.0,
                     model_attempts: 1,
                     prompt_tokens_estimate: None,
+                    agent: None,
                 })
                 .unwrap()
             } else {

@@ -2,6 +2,7 @@
 //! extraction, patch application, scoring and reports. The coordinator and the worker only
 //! move these steps between machines; every number the project reports is computed here.
 
+pub mod agent_record;
 pub mod calibrate;
 pub mod compare;
 pub mod dataset;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 pub mod export;
 pub mod html;
 
@@ -292,6 +293,10 @@ pub struct Report {
     /// score is over `tasks`, the remaining ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<crate::preflight::UnavailableTask>,
+    /// Agent mode: the coding agents' turns, calls, tokens, cost, wall time and transcripts
+    /// per unit, and the run's totals (calls of abandoned attempts apart); see `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<agent::AgentSection>,
 }
 
 impl Report {
@@ -307,12 +312,19 @@ impl Report {
             uncertainty: None,
             findings: Vec::new(),
             unavailable: Vec::new(),
+            agent: None,
         }
     }
 
     /// With the tasks a preflight kept out of the run.
     pub fn with_unavailable(mut self, unavailable: Vec<crate::preflight::UnavailableTask>) -> Self {
         self.unavailable = unavailable;
+        self
+    }
+
+    /// With the coding agents' section (agent runs).
+    pub fn with_agent(mut self, agent: agent::AgentSection) -> Self {
+        self.agent = Some(agent);
         self
     }
 
@@ -496,6 +508,9 @@ pub fn render_markdown(report: &Report) -> String {
         out += &uncertainty_markdown(u);
     }
     out += &breakdown_markdown(&report.breakdown);
+    if let Some(a) = &report.agent {
+        out += &agent::agent_markdown(a);
+    }
     let count = |st: UnitStatus| report.units.iter().filter(|u| u.status == st).count();
     let verdicts = |v: Verdict| report.units.iter().filter(|u| u.verdict == v).count();
     out += &format!(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// One (task, round); upstream names its folder `{instance_id}_cycle{round}`, rounds from 1.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UnitId {
     pub instance_id: String,
     pub round: u32,
@@ -174,6 +174,9 @@ pub struct GenerationRecord {
     /// Prompt size, for reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_estimate: Option<u64>,
+    /// Agent mode: what the coding agent did (turns, calls, tokens, wall time, transcript).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<crate::agent_record::AgentRecord>>,
 }
 
 /// One command of the v2 container checks.
@@ -266,6 +269,18 @@ mod tests {
             time_cost: 1.5,
             model_attempts: 1,
             prompt_tokens_estimate: Some(9),
+            agent: Some(Box::new(crate::agent_record::AgentRecord {
+                turns: 3,
+                model_calls: 4,
+                refused_calls: 1,
+                usage: None,
+                cost_usd: Some(0.25),
+                wall_seconds: 12.5,
+                exit_code: Some(0),
+                output_tail: "done".into(),
+                transcript: "=== call 1".into(),
+                transcript_truncated: false,
+            })),
         };
         let back: GenerationRecord =
             serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();

@@ -6,6 +6,7 @@
 //! Chromium: `ASE_CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome` on PATH.
 //! Missing, the test fails under CI=true and says "skipped" elsewhere.
 
+use ase_common::report::agent::{transcript_path, AgentSection, AgentUnitRow};
 use ase_common::report::{write_report, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scoring::v1::{self, V1Input, V1Task, SCAN_FAILED};
 use ase_common::scoring::v2::{self, V2Input, V2Scan, V2Task};
@@ -224,12 +225,50 @@ fn v2_report() -> Report {
         }
     }
     let score = v2::score_v2(&input).unwrap();
+    // An agent run: one unit with its transcript and an abandoned attempt, one whose agent
+    // was killed (no exit code), one with only an abandoned attempt.
+    let agent = |task: &str, k: u32| AgentUnitRow {
+        unit: UnitId::new(task, k),
+        turns: Some(5),
+        model_calls: Some(6),
+        refused_calls: Some(1),
+        prompt_tokens: Some(900),
+        completion_tokens: Some(120),
+        total_tokens: Some(1020),
+        cost_usd: Some(0.0125),
+        wall_seconds: Some(42.5),
+        exit_code: Some(0),
+        transcript: Some(transcript_path(&UnitId::new(task, k))),
+        ..AgentUnitRow::default()
+    };
+    let section = AgentSection::new(vec![
+        AgentUnitRow {
+            abandoned_attempts: 1,
+            abandoned_turns: 2,
+            abandoned_calls: 3,
+            abandoned_tokens: 400,
+            abandoned_cost_usd: Some(0.004),
+            transcript_truncated: true,
+            ..agent("CVE-2024-0001", 1)
+        },
+        AgentUnitRow {
+            exit_code: None,
+            ..agent("CVE-2024-0002", 2)
+        },
+        AgentUnitRow {
+            unit: UnitId::new("CVE-2024-0003", 3),
+            abandoned_attempts: 2,
+            abandoned_calls: 7,
+            ..AgentUnitRow::default()
+        },
+    ]);
     Report::new(
         provenance("claude-test", "data_v2.json", rounds),
         v2::unit_outcomes(&input),
         Scores::V2(score),
     )
     .with_tasks(tasks)
+    .with_agent(section)
 }
 
 /// Renders the report's files in chromium and checks the DOM against the JSON.
@@ -372,6 +411,22 @@ fn check_in_browser(name: &str, report: &Report) {
     for i in 0..json["units"].as_array().unwrap().len() {
         wanted.insert(format!("/units/{i}/kind"));
         wanted.insert(format!("/units/{i}/verdict"));
+    }
+    if json["agent"].is_object() {
+        for id in ["agent", "agent-totals", "agent-units"] {
+            assert!(ids.contains(id), "no #{id}");
+        }
+        numeric_leaves(
+            &json["agent"]["totals"],
+            "/agent/totals".into(),
+            &[],
+            &mut wanted,
+        );
+        for i in 0..json["agent"]["units"].as_array().unwrap().len() {
+            for f in ["turns", "model_calls", "abandoned_calls", "transcript"] {
+                wanted.insert(format!("/agent/units/{i}/{f}"));
+            }
+        }
     }
     let missing: Vec<&String> = wanted.difference(&keys).collect();
     assert!(missing.is_empty(), "not on the page: {missing:?}");

@@ -63,6 +63,15 @@ pub struct Heartbeat {
     pub cached_repos: Vec<String>,
     /// Always replaces the last list (an empty one: every image evicted).
     pub task_images: Vec<String>,
+    /// Agent mode: what the agents of generate leases spent so far, kept per attempt.
+    pub agent_usage: Vec<LeaseUsage>,
+}
+
+/// What the coding agent of one lease's attempt spent so far, as its worker reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseUsage {
+    pub lease: LeaseRef,
+    pub usage: ase_common::agent_record::AttemptUsage,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

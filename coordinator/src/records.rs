@@ -103,6 +103,19 @@ pub struct UnitRecord {
     #[serde(default)]
     pub model_calls: u32,
     pub failures: Vec<FailureNote>,
+    /// Agent mode: what the agents of generate attempts whose generation was not committed
+    /// spent, as their workers last reported it (the committed attempt's figures are in its
+    /// generation record; its entry is dropped when it commits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_attempts: Vec<AgentAttempt>,
+}
+
+/// What one generate attempt's coding agent spent, as its worker last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentAttempt {
+    pub attempt: u64,
+    pub worker: String,
+    pub usage: ase_common::agent_record::AttemptUsage,
 }
 
 /// A lease grant: who holds which phase of which unit, fenced, until when.

@@ -1,7 +1,9 @@
 //! Agent mode across a crash: `ase run` is killed with SIGKILL while a unit's agent runs in its
 //! container. The container outlives the worker (nobody can remove it then); the next `ase run`
 //! removes it (orphans of its earlier life, by label), runs the unit again in a fresh container,
-//! and the run completes with the unit once, scored from the second agent's files.
+//! and the run completes with the unit once, scored from the second agent's files; the report
+//! counts the killed attempt's model calls (reported with the worker's heartbeats while it
+//! ran) apart, exactly as many as the model server saw before the kill.
 //!
 //! Needs Docker, the agent image (`deploy/images/build.sh agent`), osemgrep and
 //! `cargo build -p ase` (skipped outside CI).
@@ -93,6 +95,8 @@ wall_secs = 300
     )
     .unwrap();
     let data = tmp.path().join("data");
+    // The coordinator's record of each attempt's agent usage (heartbeats) is logged at debug.
+    let log_filter = "info,ase_coordinator::state::agent_usage=debug";
     let launch = |n: u32| {
         Proc::spawn(
             "ase run (agent kill)",
@@ -104,7 +108,7 @@ wall_secs = 300
                 "--data".into(),
                 data.display().to_string(),
             ],
-            &[("ASE_LOG", "info")],
+            &[("ASE_LOG", log_filter)],
             tmp.path().join(format!("run-{n}.log")),
         )
     };
@@ -114,6 +118,16 @@ wall_secs = 300
         "the agent's first model call",
         Duration::from_secs(300),
         || !model.requests().is_empty(),
+    );
+    // ... and the coordinator has stored (durably, before it logs) the calls the model server
+    // saw so far, from the worker's heartbeats: the agent sleeps after its first command.
+    wait_until(
+        "the coordinator to record the killed attempt's calls",
+        Duration::from_secs(60),
+        || {
+            let seen = model.requests().len() as u64;
+            last_recorded_calls(&first.log_text()) == Some(seen)
+        },
     );
     let during = agent_containers();
     assert_eq!(during.len(), 1, "one agent container: {during:?}");
@@ -157,4 +171,64 @@ wall_secs = 300
         "{} calls",
         model.requests().len()
     );
+
+    // The report counts the killed attempt's calls apart, as many as the model server saw
+    // before the kill, and the second attempt's as the unit's own.
+    let results = data.join(format!("results/{RUN_ID}"));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(results.join("report.json")).unwrap()).unwrap();
+    let t = &report["agent"]["totals"];
+    let total = model.requests().len() as u64;
+    assert!(calls_first > 0);
+    assert_eq!(t["abandoned_attempts"], 1, "{t}");
+    assert_eq!(t["abandoned_calls"], calls_first as u64, "{t}");
+    assert_eq!(t["model_calls"], total - calls_first as u64, "{t}");
+    assert_eq!(t["all_calls"], total, "{t}");
+    let row = &report["agent"]["units"][0];
+    assert_eq!(row["abandoned_calls"], calls_first as u64, "{row}");
+    assert_eq!(
+        rows[0]["agent_abandoned_calls"], calls_first as u64,
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows[0]["agent_model_calls"], total - calls_first as u64);
+    // The committed attempt's transcript, linked from the report.
+    let transcript = row["transcript"].as_str().unwrap();
+    assert_eq!(transcript, "transcripts/demo_sqli_py_bookshelf_1.txt");
+    let text = std::fs::read_to_string(results.join(transcript)).unwrap();
+    assert!(text.contains("=== call 1 POST"), "{text}");
+    let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(markdown.contains("## Agent"), "{markdown}");
+}
+
+/// The model calls the coordinator last recorded for an attempt's agent, from its debug log
+/// (`agent usage of an attempt recorded ... model_calls=N`).
+fn last_recorded_calls(log: &str) -> Option<u64> {
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains("agent usage of an attempt recorded"))
+        .filter_map(|l| {
+            let rest = &l[l.find("model_calls=")? + "model_calls=".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .next_back()
+}
+
+/// The log without its terminal colour codes (`ESC [ ... m`), which surround field names.
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }

@@ -385,6 +385,28 @@ wall_secs = 20
         );
     }
 
+    // The report's Agent section counts exactly the calls the endpoint saw (none abandoned),
+    // each unit's answered calls as its turns, and links each unit's transcript file.
+    // (The v2 run's calls are counted with it below: the runs share the server and model.)
+    let t = &report["agent"]["totals"];
+    assert_eq!(t["units"], TASKS.len() as u64, "{t}");
+    assert_eq!(t["turns"], t["model_calls"], "{t}");
+    assert_eq!(t["abandoned_calls"], 0, "{t}");
+    assert_eq!(t["all_calls"], t["model_calls"], "{t}");
+    for row in report["agent"]["units"].as_array().unwrap() {
+        let file = row["transcript"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{row}"));
+        let text = std::fs::read_to_string(report_dir.join(file)).unwrap();
+        let calls = row["model_calls"].as_u64().unwrap();
+        assert!(calls >= 2, "{row}");
+        assert!(text.starts_with("=== call 1 POST"), "{row}: {text}");
+    }
+    for row in &rows {
+        assert_eq!(row["agent_turns"], row["agent_model_calls"], "{row}");
+        assert!(row["agent_wall_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+
     // What the probing agent saw: the tool outputs of its last request.
     let last_probe = requests
         .iter()
@@ -474,6 +496,14 @@ wall_secs = 20
     for (field, want) in v2_expected.as_object().unwrap() {
         assert_eq!(&v2_report["scores"]["all"][field], want, "v2 all.{field}");
     }
+    // The two runs' Agent sections together count every call the server saw for their model.
+    let calls = |r: &Value| r["agent"]["totals"]["all_calls"].as_u64().unwrap();
+    let seen = requests.iter().filter(|r| r.model == MODEL).count() as u64;
+    assert_eq!(
+        calls(&report) + calls(&v2_report),
+        seen,
+        "calls of the v1 and v2 runs"
+    );
 
     // No agent container is left behind.
     let left = Command::new("docker")

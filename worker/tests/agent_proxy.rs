@@ -191,3 +191,57 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     drop(unit);
     assert_eq!(call(token).await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns() {
+    let (ep, _seen) = endpoint().await;
+    let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/chat/completions", proxy.addr());
+    let http = reqwest::Client::new();
+    let call = |token: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let unit = proxy.register_unit(
+        "run__b",
+        "t_cycle1",
+        upstream(AgentApi::Openai, format!("http://{ep}/v1"), "run-model"),
+        10,
+        1 << 20,
+    );
+    // Another unit's session, whose endpoint refuses: a forwarded call that is no turn.
+    let other = proxy.register_unit(
+        "run__b",
+        "t_cycle2",
+        upstream(AgentApi::Openai, format!("http://{ep}/v1"), "refuse-me"),
+        10,
+        1 << 20,
+    );
+    assert_eq!(
+        proxy.live_usage("run__b", "t_cycle1").unwrap().model_calls,
+        0
+    );
+    for _ in 0..3 {
+        assert_eq!(call(unit.token().to_string()).await, 200);
+    }
+    assert_eq!(call(other.token().to_string()).await, 401);
+    let u = proxy.live_usage("run__b", "t_cycle1").unwrap();
+    assert_eq!((u.model_calls, u.turns), (3, 3));
+    assert_eq!(u.usage.total_tokens, 36);
+    let o = proxy.live_usage("run__b", "t_cycle2").unwrap();
+    assert_eq!((o.model_calls, o.turns), (1, 0));
+    assert_eq!(proxy.live_usage("run__b", "t_cycle3"), None);
+    assert_eq!(proxy.live_usage("other__b", "t_cycle1"), None);
+    drop(unit);
+    assert_eq!(proxy.live_usage("run__b", "t_cycle1"), None);
+}

@@ -2,6 +2,7 @@
 //! the same, stable columns (`UNIT_COLUMNS`, documented in the README). Rendered from the
 //! report alone, so `ase score` and the coordinator's finish write the same bytes.
 
+use super::agent::AgentUnitRow;
 use super::{Report, TaskInfo};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ pub const UNITS_JSONL: &str = "units.jsonl";
 pub const UNITS_CSV: &str = "units.csv";
 
 /// The columns, in order. Adding one goes at the end; none is renamed or removed.
-pub const UNIT_COLUMNS: [&str; 17] = [
+pub const UNIT_COLUMNS: [&str; 22] = [
     "run",
     "task",
     "round",
@@ -28,6 +29,11 @@ pub const UNIT_COLUMNS: [&str; 17] = [
     "total_tokens",
     "cost_usd",
     "gen_time_s",
+    "agent_turns",
+    "agent_model_calls",
+    "agent_wall_s",
+    "agent_transcript",
+    "agent_abandoned_calls",
 ];
 
 /// One unit's row; field names are `UNIT_COLUMNS`.
@@ -54,6 +60,14 @@ pub struct UnitRow<'a> {
     pub total_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub gen_time_s: Option<f64>,
+    /// Agent mode (the report's `agent` section); empty / null for other runs and units.
+    pub agent_turns: Option<u32>,
+    pub agent_model_calls: Option<u32>,
+    pub agent_wall_s: Option<f64>,
+    /// The transcript's file, relative to the report.
+    pub agent_transcript: Option<&'a str>,
+    /// Calls of attempts abandoned mid-agent (their worker was lost).
+    pub agent_abandoned_calls: Option<u32>,
 }
 
 /// The rows of every unit, in the report's order.
@@ -65,11 +79,17 @@ pub fn unit_rows(report: &Report) -> Vec<UnitRow<'_>> {
         .iter()
         .map(|t| (t.instance_id.as_str(), t))
         .collect();
+    let agents: HashMap<&crate::scoring::UnitId, &AgentUnitRow> = report
+        .agent
+        .iter()
+        .flat_map(|a| a.units.iter().map(|r| (&r.unit, r)))
+        .collect();
     report
         .units
         .iter()
         .map(|u| {
             let t = tasks.get(u.unit.instance_id.as_str());
+            let a = agents.get(&u.unit);
             let field = |f: fn(&TaskInfo) -> &str| t.map_or("", |t| f(t));
             UnitRow {
                 run: run.clone(),
@@ -93,6 +113,11 @@ pub fn unit_rows(report: &Report) -> Vec<UnitRow<'_>> {
                 total_tokens: u.usage.total_tokens,
                 cost_usd: u.usage.cost_usd,
                 gen_time_s: u.usage.gen_time_s,
+                agent_turns: a.and_then(|a| a.turns),
+                agent_model_calls: a.and_then(|a| a.model_calls),
+                agent_wall_s: a.and_then(|a| a.wall_seconds),
+                agent_transcript: a.and_then(|a| a.transcript.as_deref()),
+                agent_abandoned_calls: a.map(|a| a.abandoned_calls),
             }
         })
         .collect()
@@ -130,8 +155,13 @@ pub fn units_csv(report: &Report) -> String {
             n(r.total_tokens),
             f(r.cost_usd),
             f(r.gen_time_s),
+            n(r.agent_turns.map(u64::from)),
+            n(r.agent_model_calls.map(u64::from)),
+            f(r.agent_wall_s),
+            r.agent_transcript.unwrap_or("").to_string(),
+            n(r.agent_abandoned_calls.map(u64::from)),
         ];
-        let fields: [&str; 17] = [
+        let fields: [&str; 22] = [
             &r.run,
             r.task,
             &round,
@@ -149,6 +179,11 @@ pub fn units_csv(report: &Report) -> String {
             &usage[2],
             &usage[3],
             &usage[4],
+            &usage[5],
+            &usage[6],
+            &usage[7],
+            &usage[8],
+            &usage[9],
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out += &line.join(",");
@@ -214,17 +249,17 @@ mod tests {
         let mut lines = csv.split_inclusive('\n');
         assert_eq!(
             lines.next().unwrap(),
-            "run,task,round,type,cwe,language,verdict,broken_cause,reason,upstream_status,upstream_outcome,upstream_secure,prompt_tokens,completion_tokens,total_tokens,cost_usd,gen_time_s\n"
+            "run,task,round,type,cwe,language,verdict,broken_cause,reason,upstream_status,upstream_outcome,upstream_secure,prompt_tokens,completion_tokens,total_tokens,cost_usd,gen_time_s,agent_turns,agent_model_calls,agent_wall_s,agent_transcript,agent_abandoned_calls\n"
         );
         // Upstream counts the scan of the masked tree secure; our verdict is broken.
         assert_eq!(
             lines.next().unwrap(),
-            "\"m,1__b\",a,1,XSS,CWE-79,php,broken,not_applied,\"0 findings, below the baseline of 1\",secure,secure,true,10,5,15,0.25,1.5\n"
+            "\"m,1__b\",a,1,XSS,CWE-79,php,broken,not_applied,\"0 findings, below the baseline of 1\",secure,secure,true,10,5,15,0.25,1.5,,,,,\n"
         );
         // Quotes doubled, newlines kept inside the quoted field; unknown task: empty fields.
         assert_eq!(
             lines.collect::<String>(),
-            "\"m,1__b\",ghost,2,,,,broken,error,\"said \"\"no\"\", then\nstopped\r\n\",failed,error,false,,,,,\n"
+            "\"m,1__b\",ghost,2,,,,broken,error,\"said \"\"no\"\", then\nstopped\r\n\",failed,error,false,,,,,,,,,,\n"
         );
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a\rb"), "\"a\rb\"");
@@ -257,5 +292,37 @@ mod tests {
         assert_eq!(rows[0]["cost_usd"], 0.25);
         assert_eq!(rows[0]["gen_time_s"], 1.5);
         assert_eq!(rows[1]["total_tokens"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn agent_columns_come_from_the_agent_section() {
+        use crate::report::agent::{AgentSection, AgentUnitRow};
+        let r = report().with_agent(AgentSection::new(vec![AgentUnitRow {
+            unit: UnitId::new("a", 1),
+            turns: Some(3),
+            model_calls: Some(4),
+            wall_seconds: Some(2.5),
+            transcript: Some("transcripts/a_1.txt".into()),
+            abandoned_attempts: 1,
+            abandoned_calls: 2,
+            ..AgentUnitRow::default()
+        }]));
+        let csv = units_csv(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(
+            lines[1].ends_with(",0.25,1.5,3,4,2.5,transcripts/a_1.txt,2"),
+            "{}",
+            lines[1]
+        );
+        let rows: Vec<serde_json::Value> = units_jsonl(&r)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows[0]["agent_turns"], 3);
+        assert_eq!(rows[0]["agent_model_calls"], 4);
+        assert_eq!(rows[0]["agent_transcript"], "transcripts/a_1.txt");
+        assert_eq!(rows[0]["agent_abandoned_calls"], 2);
+        assert_eq!(rows[1]["agent_turns"], serde_json::Value::Null);
+        assert_eq!(rows[1]["agent_abandoned_calls"], serde_json::Value::Null);
     }
 }

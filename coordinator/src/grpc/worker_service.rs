@@ -135,6 +135,25 @@ impl ase_proto::WorkerApi for WorkerService {
                 .iter()
                 .map(|l| lease_ref_from_proto(Some(l), "active"))
                 .collect::<Result<Vec<_>, _>>()?;
+            let agent_usage = req
+                .agent_usage
+                .iter()
+                .map(|a| {
+                    Ok(messages::LeaseUsage {
+                        lease: lease_ref_from_proto(a.lease.as_ref(), "agent_usage.lease")?,
+                        usage: ase_common::agent_record::AttemptUsage {
+                            turns: a.turns,
+                            model_calls: a.model_calls,
+                            usage: ase_common::unit::TokenUsage {
+                                prompt_tokens: a.prompt_tokens,
+                                completion_tokens: a.completion_tokens,
+                                total_tokens: a.total_tokens,
+                            },
+                            cost_usd: a.cost_usd.filter(|c| c.is_finite()),
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
             let reply = self
                 .coordinator
                 .heartbeat(messages::Heartbeat {
@@ -145,6 +164,7 @@ impl ase_proto::WorkerApi for WorkerService {
                     free_generate_slots: req.free_generate_slots,
                     cached_repos: req.cached_repos,
                     task_images: req.task_images,
+                    agent_usage,
                 })
                 .await
                 .map_err(|e| status_of(&e))?;

@@ -174,6 +174,8 @@ pub struct GenerationFacts {
     pub reason: Option<String>,
     pub usage: Option<ase_common::unit::TokenUsage>,
     pub cost_usd: Option<f64>,
+    /// Agent mode: the agent's figures (its transcript written apart, see `agent_section`).
+    pub agent: Option<super::AgentFacts>,
 }
 
 impl From<&GenerationRecord> for GenerationFacts {
@@ -188,6 +190,7 @@ impl From<&GenerationRecord> for GenerationFacts {
             },
             usage: g.usage,
             cost_usd: g.cost_usd,
+            agent: g.agent.as_deref().map(super::AgentFacts::from),
         }
     }
 }
@@ -516,9 +519,11 @@ pub fn build_outputs(
         }
     }
     drop(index_of);
-    let report = make_report(input, scores, outcomes)
-        .with_findings(task_findings(input))
-        .into_redacted();
+    let mut report = make_report(input, scores, outcomes).with_findings(task_findings(input));
+    if let Some(agent) = super::agent_section::agent_section(input.units, input.generations) {
+        report = report.with_agent(agent);
+    }
+    let report = report.into_redacted();
     sink.put(report::REPORT_JSON, &mut |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")

@@ -151,6 +151,7 @@ mod tests {
                 evaluated_by: Some(2),
                 model_calls: 1,
                 failures: Vec::new(),
+                agent_attempts: Vec::new(),
             })
             .collect();
         let generations = (0..2)
@@ -163,6 +164,7 @@ mod tests {
                         reason: None,
                         usage: None,
                         cost_usd: None,
+                        agent: None,
                     },
                 )
             })

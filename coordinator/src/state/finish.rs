@@ -276,6 +276,8 @@ impl Coordinator {
             Ok(())
         })?;
         let units = self.all_unit_records(seq, record.header.rounds.max(1))?;
+        // Begun before the records are read: the agents' transcripts are written as they come.
+        let mut writer = self.outputs.begin(seq).map_err(OutputError::from)?;
         let mut generations = BTreeMap::new();
         let mut evaluations = BTreeMap::new();
         // A task's baseline findings are the same in every unit's record: kept once per task
@@ -284,7 +286,9 @@ impl Coordinator {
         for i in 0..units.len() as u32 {
             if let Some(bytes) = self.store.generation(seq, i)? {
                 if let Ok(g) = serde_json::from_slice::<GenerationRecord>(&bytes) {
-                    generations.insert(i, GenerationFacts::from(&g));
+                    let mut facts = GenerationFacts::from(&g);
+                    outputs::write_transcript(&mut writer, &g, &mut facts)?;
+                    generations.insert(i, facts);
                 }
             }
             if let Some(bytes) = self.store.evaluation(seq, i)? {
@@ -314,7 +318,6 @@ impl Coordinator {
             evaluations: &evaluations,
             created_unix_ms: Some(record.created_unix_ms),
         };
-        let mut writer = self.outputs.begin(seq).map_err(OutputError::from)?;
         match outputs::build_outputs(&input, &mut writer) {
             Ok(_) => {}
             Err(e) if !e.is_permanent() => return Err(e.into()),

@@ -19,6 +19,7 @@
 //! scores a run and writes its files) and `queries` (progress, runs, units, workers, reports).
 
 mod affinity;
+mod agent_usage;
 mod deadline;
 mod error;
 mod finish;
@@ -115,6 +116,7 @@ fn fresh_unit(instance_id: String, task_index: u32, round: u32) -> UnitRecord {
         evaluated_by: None,
         model_calls: 0,
         failures: Vec::new(),
+        agent_attempts: Vec::new(),
     }
 }
 

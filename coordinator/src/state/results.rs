@@ -102,6 +102,9 @@ impl Coordinator {
                     unit.state = UnitState::EvaluateQueued;
                     unit.generated_by = Some(lease_id);
                     unit.model_calls = model_calls;
+                    // This attempt's agent figures are in its record: not abandoned.
+                    let attempt = req.lease.fence.attempt;
+                    unit.agent_attempts.retain(|a| a.attempt != attempt);
                     run.model_calls += u64::from(model_calls);
                     run.units[index as usize].generated = true;
                     run.generated_since_load += 1;

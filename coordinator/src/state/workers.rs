@@ -157,7 +157,8 @@ impl Coordinator {
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, CoordinatorError> {
         let now = self.clock.now_ms();
         let ttl = u64::from(self.config.lease_ttl_ms);
-        let mut ops = Vec::new();
+        let mut ops;
+        let recorded_usage;
         let reply = {
             let _writer = self.store.writer();
             let mut st = self.lock();
@@ -179,6 +180,13 @@ impl Coordinator {
                     _ => revoked.push(*r),
                 }
             }
+            // Applied before the sweep, which reads unit records from the store.
+            let (usage_ops, recorded) =
+                self.agent_usage_ops(&st, &hb.worker_id, &hb.agent_usage)?;
+            ops = usage_ops;
+            recorded_usage = recorded;
+            self.store.apply(&ops)?;
+            let swept_from = ops.len();
             let w = st.workers.get_mut(&hb.worker_id).expect("session checked");
             w.last_heartbeat_ms = Some(now);
             if !hb.cached_repos.is_empty() {
@@ -192,7 +200,7 @@ impl Coordinator {
             revoked.append(&mut w.revoked);
             revoked.sort_by_key(|r| r.lease_id);
             revoked.dedup();
-            self.store.apply(&ops)?;
+            self.store.apply(&ops[swept_from..])?;
             self.queue_finishes(&mut st);
             HeartbeatReply {
                 revoked,
@@ -201,6 +209,7 @@ impl Coordinator {
             }
         };
         self.commit(ops).await?;
+        recorded_usage.iter().for_each(|r| r.log());
         Ok(reply)
     }
 

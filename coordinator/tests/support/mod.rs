@@ -132,6 +132,7 @@ pub fn generation(unit: &UnitId, success: bool) -> Vec<u8> {
         time_cost: 1.5,
         model_attempts: 1,
         prompt_tokens_estimate: None,
+        agent: None,
     })
     .unwrap()
 }

@@ -26,6 +26,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             free_generate_slots: free_generate,
             cached_repos: shared.ctx.repo_cache.cached_repos(),
             task_images: shared.task_images(),
+            agent_usage: shared.agent_usage(),
         };
         // A heartbeat older than its interval says nothing any more.
         let bound = session.heartbeat_interval.max(

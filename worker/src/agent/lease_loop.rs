@@ -133,10 +133,12 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
         lease_id: lease.lease_id.clone(),
         fence: lease.fence,
     };
+    let run_id_of_unit = lease.run_id.clone();
+    let unit_name = format!("{}_cycle{}", lease.instance_id, lease.round);
     let span = tracing::info_span!(
         "unit",
         run = %lease.run_id,
-        unit = %format!("{}_cycle{}", lease.instance_id, lease.round),
+        unit = %unit_name,
         phase = phase.as_str_name(),
         lease = %lease.lease_id,
     );
@@ -164,6 +166,8 @@ fn spawn_unit(shared: &Arc<Shared>, lease: Lease, worker_id: String) {
         RunningUnit {
             lease: lease_ref,
             phase,
+            run_id: run_id_of_unit,
+            unit: unit_name,
             abort: handle.abort_handle(),
             reporting,
         },

@@ -155,6 +155,9 @@ impl AgentStats {
 struct RunningUnit {
     lease: LeaseRef,
     phase: Phase,
+    run_id: String,
+    /// The unit's folder name (`{instance_id}_cycle{round}`).
+    unit: String,
     abort: AbortHandle,
     /// Its result is computed and being reported: the report's answer decides its fate.
     reporting: Arc<AtomicBool>,
@@ -217,6 +220,30 @@ impl Shared {
     /// Leases being worked on, for the heartbeat.
     fn active(&self) -> Vec<LeaseRef> {
         self.units().values().map(|u| u.lease.clone()).collect()
+    }
+
+    /// What the coding agents of the generate leases being worked on spent so far.
+    fn agent_usage(&self) -> Vec<ase_proto::v1::AttemptUsage> {
+        let Some(agents) = &self.ctx.coding_agents else {
+            return Vec::new();
+        };
+        let units = self.units();
+        units
+            .values()
+            .filter(|u| u.phase == Phase::Generate)
+            .filter_map(|u| {
+                let a = agents.live_usage(&u.run_id, &u.unit)?;
+                Some(ase_proto::v1::AttemptUsage {
+                    lease: Some(u.lease.clone()),
+                    turns: a.turns,
+                    model_calls: a.model_calls,
+                    prompt_tokens: a.usage.prompt_tokens,
+                    completion_tokens: a.usage.completion_tokens,
+                    total_tokens: a.usage.total_tokens,
+                    cost_usd: a.cost_usd,
+                })
+            })
+            .collect()
     }
 
     /// Cancels the unit of a revoked lease; true when one was running.

@@ -58,6 +58,10 @@ pub struct AgentUnit<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct AgentReport {
     pub calls: u32,
+    /// Calls the endpoint answered: the agent's turns.
+    pub turns: u32,
+    /// Calls the proxy refused.
+    pub refused: u32,
     pub usage: Option<TokenUsage>,
     pub cost_usd: Option<f64>,
     pub seconds: f64,
@@ -92,6 +96,16 @@ impl CodingAgents {
             network: NETWORK.to_string(),
             sandbox: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// What the agent of unit `unit` (its folder name) of run `run` spent so far, while it
+    /// runs on this worker: the worker reports it with its heartbeats.
+    pub fn live_usage(
+        &self,
+        run: &str,
+        unit: &str,
+    ) -> Option<ase_common::agent_record::AttemptUsage> {
+        self.sandbox.get()?.proxy().live_usage(run, unit)
     }
 
     /// The network's name (agents' containers are on it and on nothing else).
@@ -142,10 +156,13 @@ impl CodingAgents {
             pricing: a.upstream.prices.get(&a.upstream.model).cloned(),
             request_timeout: a.upstream.request_timeout,
         };
-        let session =
-            sandbox
-                .proxy()
-                .register(upstream, a.limits.max_turns, a.limits.max_transcript_bytes);
+        let session = sandbox.proxy().register_unit(
+            u.run,
+            u.unit,
+            upstream,
+            a.limits.max_turns,
+            a.limits.max_transcript_bytes,
+        );
         let proxy = sandbox.proxy().addr();
         let base_url = match a.api {
             AgentApi::Anthropic => format!("http://{proxy}"),
@@ -200,6 +217,8 @@ impl CodingAgents {
         let stats: SessionStats = session.stats();
         drop(session);
         report.calls = stats.calls;
+        report.turns = stats.answered;
+        report.refused = stats.refused;
         report.usage = stats.usage_reported.then_some(stats.usage);
         report.cost_usd = stats.cost_usd;
         report.transcript = stats.transcript;

@@ -7,6 +7,7 @@
 
 use super::config::AgentApi;
 use crate::model::{ApiKey, Pricing, ProviderFault, TokenUsage};
+use ase_common::agent_record::AttemptUsage;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -42,6 +43,8 @@ pub struct Upstream {
 pub struct SessionStats {
     /// Calls forwarded to the endpoint.
     pub calls: u32,
+    /// Calls the endpoint answered (2xx): the agent's turns.
+    pub answered: u32,
     /// Calls refused by the proxy (turn budget spent, unknown route).
     pub refused: u32,
     pub usage: TokenUsage,
@@ -54,6 +57,8 @@ pub struct SessionStats {
 }
 
 struct Session {
+    /// (run id, unit) the session is of, for the usage its worker reports while it runs.
+    label: Option<(String, String)>,
     upstream: Upstream,
     max_calls: u32,
     max_transcript: usize,
@@ -89,6 +94,22 @@ impl SessionGuard {
 
     pub fn stats(&self) -> SessionStats {
         lock(&self.session.stats).clone()
+    }
+}
+
+impl SessionStats {
+    /// The counts alone (no transcript), as the worker reports them while the agent runs.
+    pub fn attempt_usage(&self) -> AttemptUsage {
+        AttemptUsage {
+            turns: self.answered,
+            model_calls: self.calls,
+            usage: ase_common::unit::TokenUsage {
+                prompt_tokens: self.usage.prompt_tokens,
+                completion_tokens: self.usage.completion_tokens,
+                total_tokens: self.usage.total_tokens,
+            },
+            cost_usd: self.cost_usd,
+        }
     }
 }
 
@@ -147,12 +168,46 @@ impl ModelProxy {
         max_calls: u32,
         max_transcript: usize,
     ) -> SessionGuard {
+        self.register_session(None, upstream, max_calls, max_transcript)
+    }
+
+    /// [`ModelProxy::register`] for unit `unit` of run `run`, whose usage so far
+    /// [`ModelProxy::live_usage`] tells.
+    pub fn register_unit(
+        &self,
+        run: &str,
+        unit: &str,
+        upstream: Upstream,
+        max_calls: u32,
+        max_transcript: usize,
+    ) -> SessionGuard {
+        let label = Some((run.to_string(), unit.to_string()));
+        self.register_session(label, upstream, max_calls, max_transcript)
+    }
+
+    /// What the agent of unit `unit` of run `run` spent so far, while its session lasts.
+    pub fn live_usage(&self, run: &str, unit: &str) -> Option<AttemptUsage> {
+        let sessions = lock(&self.sessions);
+        sessions.values().find_map(|s| {
+            let (r, u) = s.label.as_ref()?;
+            (r == run && u == unit).then(|| lock(&s.stats).attempt_usage())
+        })
+    }
+
+    fn register_session(
+        &self,
+        label: Option<(String, String)>,
+        upstream: Upstream,
+        max_calls: u32,
+        max_transcript: usize,
+    ) -> SessionGuard {
         let token = format!(
             "ase-unit-{:016x}{:016x}",
             fastrand::u64(..),
             fastrand::u64(..)
         );
         let session = Arc::new(Session {
+            label,
             upstream,
             max_calls,
             max_transcript,
@@ -399,6 +454,7 @@ async fn handle(
             )
         });
         if (200..300).contains(&status) {
+            stats.answered += 1;
             if let Some(u) = usage_of(api, &answer) {
                 stats.usage.prompt_tokens += u.prompt_tokens;
                 stats.usage.completion_tokens += u.completion_tokens;

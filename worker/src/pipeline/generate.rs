@@ -374,6 +374,7 @@ pub async fn generate(
         time_cost: 0.0,
         model_attempts: generation.attempts,
         prompt_tokens_estimate: Some(prompt_tokens as u64),
+        agent: None,
     };
     let answer = match (generation.answer, generation.failure) {
         (_, Some(FailureReason::Infrastructure(f))) => {

@@ -10,6 +10,7 @@ use super::{InfraError, InfraKind, WorkerContext};
 use crate::coding_agent::{AgentOutcome, AgentReport, AgentUnit};
 use crate::model::ApiKey;
 use crate::repo_cache::UnitTree;
+use ase_common::agent_record::AgentRecord;
 use ase_common::dataset::{Task, TaskContext};
 use ase_common::masking::MaskedFile;
 use ase_common::scoring::UnitId;
@@ -30,27 +31,40 @@ pub(super) struct AgentInput<'a> {
     pub prompt_tokens: usize,
 }
 
-/// What the record keeps of the agent's run: its exit, calls, output tail and transcript.
+/// The record's answer text: the agent's exit, calls and output tail, for people reading the
+/// record; the figures and the transcript are typed fields of [`AgentRecord`].
 fn summary(report: &AgentReport) -> String {
-    let mut s = format!(
-        "agent: exit {}, {} model calls, {:.1} s\n--- output tail\n{}\n--- transcript{}\n{}",
+    format!(
+        "agent: exit {}, {} turns, {} model calls, {:.1} s\n--- output tail\n{}\n",
         report
             .exit_code
             .map_or("none (killed)".to_string(), |c| c.to_string()),
+        report.turns,
         report.calls,
         report.seconds,
         report.output_tail.trim_end(),
-        if report.transcript_truncated {
-            " (truncated)"
-        } else {
-            ""
-        },
-        report.transcript
-    );
-    if s.is_empty() {
-        s.push('-');
+    )
+}
+
+/// What the unit's record keeps of the agent's run, as typed fields.
+fn agent_record(report: &AgentReport) -> AgentRecord {
+    AgentRecord {
+        turns: report.turns,
+        model_calls: report.calls,
+        refused_calls: report.refused,
+        usage: report.usage.map(|u| TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+        cost_usd: report.cost_usd,
+        wall_seconds: report.seconds,
+        exit_code: report.exit_code,
+        output_tail: report.output_tail.clone(),
+        transcript: report.transcript.clone(),
+        transcript_truncated: report.transcript_truncated,
     }
-    s
+    .bounded()
 }
 
 pub(super) async fn generate_agent(
@@ -134,6 +148,7 @@ pub(super) async fn generate_agent(
         time_cost: report.seconds,
         model_attempts: report.calls,
         prompt_tokens_estimate: Some(prompt_tokens as u64),
+        agent: Some(Box::new(agent_record(&report))),
     };
     let (kept, truncated) = bounded_answer(&summary(&report));
     record.raw_answer = Some(kept);

@@ -172,6 +172,7 @@ mod tests {
             time_cost: 0.0,
             model_attempts: 1,
             prompt_tokens_estimate: None,
+            agent: None,
         }
     }
 

@@ -75,6 +75,7 @@ pub fn generation(files: &[(&str, &str)]) -> GenerationRecord {
         time_cost: 0.0,
         model_attempts: 1,
         prompt_tokens_estimate: None,
+        agent: None,
     }
 }
 
