@@ -214,6 +214,27 @@ fn alive_workers(status: &str) -> Vec<String> {
         .collect()
 }
 
+/// The gateway of the swarm's bridge to the host. A daemon that never was in a swarm creates
+/// `docker_gwbridge` shortly after `swarm init` returns (seen on a fresh machine: not there
+/// yet right after init), so it is waited for, bounded.
+fn swarm_gateway() -> String {
+    let args = [
+        "network",
+        "inspect",
+        "docker_gwbridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ];
+    for _ in 0..60 {
+        let o = docker_output(&args);
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    docker(&args)
+}
+
 #[test]
 fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     if !ase_cluster_tests::docker_cluster::docker_or_skip() {
@@ -237,15 +258,9 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
     let _swarm = SwarmGuard::join_or_init();
     // The tasks reach the host through the swarm's gateway bridge: the model server listens
     // there, and the harness's project is served from the repos directory with the demo's.
-    let gateway: std::net::IpAddr = docker(&[
-        "network",
-        "inspect",
-        "docker_gwbridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-    .parse()
-    .expect("the gateway of docker_gwbridge");
+    let gateway: std::net::IpAddr = swarm_gateway()
+        .parse()
+        .expect("the gateway of docker_gwbridge");
     let project = Project::create(&tmp.path().join("project"), MODEL_TASKS);
     let copied = Command::new("cp")
         .arg("-a")
@@ -500,7 +515,16 @@ fn the_swarm_stack_runs_the_demo_while_workers_join_scale_and_die() {
         Duration::from_secs(120),
         || exited_cleanly() >= 2,
     );
-    let logs = stack.logs("worker");
+    // The swarm's log broker may hand over an exited task's last lines a moment after it
+    // exited (seen once: both exited with 0, their "shutting down" not yet in the logs).
+    let mut logs = stack.logs("worker");
+    for _ in 0..30 {
+        if logs.matches("shutting down").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        logs = stack.logs("worker");
+    }
     assert!(
         logs.matches("shutting down").count() >= 2,
         "the removed workers say they shut down:\n{logs}"
