@@ -5,8 +5,10 @@
 //! `leaderboard.json` (the value is the element's text, `n/a` for null), as report.html does.
 
 use super::{Leaderboard, LeaderboardRow, LeaderboardTable};
-use crate::report::html::{escape, json_pointer, truncate};
-use crate::scoring::stats::{python_float_str, round2};
+use crate::report::html::{
+    fmt_f64 as fmt, int, json_pointer, num, opt_num, rounded, short, text_from,
+};
+use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
 use std::fmt::Write;
 
@@ -26,63 +28,9 @@ figure{margin:.6rem 0;background:#fff;border:1px solid #ddd;border-radius:6px;pa
 section.paper{border-left:4px solid #9e9e9e;padding-left:1rem;margin-top:2rem}.warning{font-weight:700;color:#6d4c41}
 ";
 
-fn fmt(x: f64) -> String {
-    python_float_str(x)
-}
-
-fn num(key: &str, x: f64) -> String {
-    format!(
-        "<span class=\"v\" data-key=\"{}\">{}</span>",
-        escape(key),
-        fmt(x)
-    )
-}
-
-/// A number shown rounded to 2 decimals, its exact value in `data-value`.
-fn rounded(key: &str, x: f64) -> String {
-    format!(
-        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
-        escape(key),
-        fmt(x),
-        fmt(round2(x))
-    )
-}
-
-fn int(key: &str, n: u32) -> String {
-    format!("<span class=\"v\" data-key=\"{}\">{n}</span>", escape(key))
-}
-
-fn opt_num(key: &str, x: Option<f64>) -> String {
-    match x {
-        Some(x) => num(key, x),
-        None => format!(
-            "<span class=\"v na\" data-key=\"{}\">n/a</span>",
-            escape(key)
-        ),
-    }
-}
-
 /// A string of the leaderboard, cut to `max` characters with a note saying so.
 fn text(key: &str, s: &str, max: usize) -> String {
-    let (shown, omitted) = truncate(s, max);
-    if omitted == 0 {
-        format!("<span data-key=\"{}\">{}</span>", escape(key), escape(s))
-    } else {
-        format!(
-            "<span data-truncated-from=\"{}\">{}</span><span class=\"note\"> [cut: {omitted} more characters in leaderboard.json]</span>",
-            escape(key),
-            escape(shown)
-        )
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    let (shown, omitted) = truncate(s, max);
-    if omitted == 0 {
-        escape(s)
-    } else {
-        format!("{}…", escape(shown))
-    }
+    text_from(key, s, max, "leaderboard.json")
 }
 
 /// A figure's cell: the value, `± half-width` and `[low, high]`, each bound keyed.

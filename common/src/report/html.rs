@@ -76,12 +76,15 @@ pub fn json_pointer<S: AsRef<str>>(segments: &[S]) -> String {
     out
 }
 
-fn fmt_f64(x: f64) -> String {
+// The keyed cells below are shared with `leaderboard.html` (crate::leaderboard::html): every
+// value a page shows carries its JSON Pointer in the file it was rendered from.
+
+pub(crate) fn fmt_f64(x: f64) -> String {
     python_float_str(x)
 }
 
 /// A number of the report, marked with its key.
-fn num(key: &str, x: f64) -> String {
+pub(crate) fn num(key: &str, x: f64) -> String {
     format!(
         "<span class=\"v\" data-key=\"{}\">{}</span>",
         escape(key),
@@ -89,7 +92,17 @@ fn num(key: &str, x: f64) -> String {
     )
 }
 
-fn opt_num(key: &str, x: Option<f64>) -> String {
+/// A number shown rounded to 2 decimals, its exact value in `data-value`.
+pub(crate) fn rounded(key: &str, x: f64) -> String {
+    format!(
+        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
+        escape(key),
+        fmt_f64(x),
+        fmt_f64(crate::scoring::stats::round2(x))
+    )
+}
+
+pub(crate) fn opt_num(key: &str, x: Option<f64>) -> String {
     match x {
         Some(x) => num(key, x),
         None => format!(
@@ -99,18 +112,24 @@ fn opt_num(key: &str, x: Option<f64>) -> String {
     }
 }
 
-fn int(key: &str, n: impl std::fmt::Display) -> String {
+pub(crate) fn int(key: &str, n: impl std::fmt::Display) -> String {
     format!("<span class=\"v\" data-key=\"{}\">{n}</span>", escape(key))
 }
 
 /// A string of the report, cut to `max` characters with a note saying so.
 fn text(key: &str, s: &str, max: usize) -> String {
+    text_from(key, s, max, "report.json")
+}
+
+/// A string of `source` (the file the page renders), cut to `max` characters with a note
+/// saying where the whole of it is.
+pub(crate) fn text_from(key: &str, s: &str, max: usize, source: &str) -> String {
     let (shown, omitted) = truncate(s, max);
     if omitted == 0 {
         format!("<span data-key=\"{}\">{}</span>", escape(key), escape(s))
     } else {
         format!(
-            "<span data-truncated-from=\"{}\">{}</span><span class=\"note\"> [cut: {omitted} more characters in report.json]</span>",
+            "<span data-truncated-from=\"{}\">{}</span><span class=\"note\"> [cut: {omitted} more characters in {source}]</span>",
             escape(key),
             escape(shown)
         )
@@ -118,7 +137,7 @@ fn text(key: &str, s: &str, max: usize) -> String {
 }
 
 /// A short label for untrusted text where no key is needed (tooltips, chart labels).
-fn short(s: &str, max: usize) -> String {
+pub(crate) fn short(s: &str, max: usize) -> String {
     let (shown, omitted) = truncate(s, max);
     if omitted == 0 {
         escape(s)

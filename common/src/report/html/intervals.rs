@@ -1,7 +1,7 @@
 //! Every figure's 95 % interval (a table and whiskers on a 0..100 axis) and pass@k /
 //! pass^k over the rounds, every number keyed to report.json's `uncertainty`.
 
-use super::{escape, fmt_f64, int, short, MAX_NAME_CHARS};
+use super::{escape, fmt_f64, int, rounded, short, MAX_NAME_CHARS};
 use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
 use crate::uncertainty::Uncertainty;
@@ -14,16 +14,6 @@ const ROW_H: f64 = 26.0;
 /// The figures shown, with their key in `uncertainty`.
 fn figures(u: &Uncertainty) -> Vec<(&'static str, &'static str, Option<&Interval>)> {
     crate::uncertainty::figure_rows(u)
-}
-
-/// A figure shown to 2 decimals, its exact value (report.json's) in `data-value`.
-fn rounded(key: &str, x: f64) -> String {
-    format!(
-        "<span class=\"v\" data-key=\"{}\" data-value=\"{}\">{}</span>",
-        escape(key),
-        fmt_f64(x),
-        fmt_f64(round2(x))
-    )
 }
 
 pub(super) fn intervals_section(u: &Uncertainty) -> String {
