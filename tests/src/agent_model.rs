@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -43,48 +42,22 @@ struct State {
 pub struct ScriptedAgentModel {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::loopback_http::LoopbackServer,
 }
 
 impl ScriptedAgentModel {
     pub fn start() -> ScriptedAgentModel {
         let state: Arc<Mutex<State>> = Arc::default();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        std::thread::Builder::new()
-            .name("agent-model".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    loop {
-                        let (stream, _) = tokio::select! {
-                            _ = &mut rx => return,
-                            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                        };
-                        let st = st.clone();
-                        tokio::spawn(async move {
-                            let svc =
-                                hyper::service::service_fn(move |req| handle(req, st.clone()));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                });
-            })
-            .unwrap();
+        let server = crate::loopback_http::LoopbackServer::start(
+            "agent-model",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            move |req| handle(req, st.clone()),
+        );
         ScriptedAgentModel {
-            addr,
+            addr: server.addr,
             state,
-            shutdown: Some(tx),
+            _server: server,
         }
     }
 
@@ -103,14 +76,6 @@ impl ScriptedAgentModel {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
-    }
-}
-
-impl Drop for ScriptedAgentModel {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -96,48 +95,22 @@ struct State {
 pub struct ScriptedAnthropicModel {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::loopback_http::LoopbackServer,
 }
 
 impl ScriptedAnthropicModel {
     pub fn start() -> ScriptedAnthropicModel {
         let state: Arc<Mutex<State>> = Arc::default();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        std::thread::Builder::new()
-            .name("anthropic-model".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    loop {
-                        let (stream, _) = tokio::select! {
-                            _ = &mut rx => return,
-                            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                        };
-                        let st = st.clone();
-                        tokio::spawn(async move {
-                            let svc =
-                                hyper::service::service_fn(move |req| handle(req, st.clone()));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                });
-            })
-            .unwrap();
+        let server = crate::loopback_http::LoopbackServer::start(
+            "anthropic-model",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            move |req| handle(req, st.clone()),
+        );
         ScriptedAnthropicModel {
-            addr,
+            addr: server.addr,
             state,
-            shutdown: Some(tx),
+            _server: server,
         }
     }
 
@@ -157,14 +130,6 @@ impl ScriptedAnthropicModel {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
-    }
-}
-
-impl Drop for ScriptedAnthropicModel {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod anthropic_agent_model;
 pub mod client;
 pub mod docker_cluster;
 pub mod join;
+pub mod loopback_http;
 pub mod model_server;
 pub mod process;
 pub mod project;

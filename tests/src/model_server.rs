@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -100,7 +99,7 @@ struct State {
 pub struct FakeModel {
     pub addr: SocketAddr,
     state: Arc<State>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::loopback_http::LoopbackServer,
 }
 
 impl FakeModel {
@@ -123,27 +122,14 @@ impl FakeModel {
             faults: Mutex::new(Faults::default()),
             required_key: Mutex::new(None),
         });
-        let listener = std::net::TcpListener::bind(bind)
-            .unwrap_or_else(|e| panic!("model server: bind {bind}: {e}"));
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        std::thread::Builder::new()
-            .name("fake-model".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(serve(listener, st, rx));
-            })
-            .unwrap();
+        let server = crate::loopback_http::LoopbackServer::start("fake-model", bind, move |req| {
+            handle(req, st.clone())
+        });
         FakeModel {
-            addr,
+            addr: server.addr,
             state,
-            shutdown: Some(tx),
+            _server: server,
         }
     }
 
@@ -204,35 +190,6 @@ impl FakeModel {
     /// Prompts that named no task of the fixture (answered 400).
     pub fn unrecognised(&self) -> Vec<String> {
         self.state.unrecognised.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeModel {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Arc<State>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
-        let st = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
 }
 
