@@ -88,6 +88,21 @@ where
     (renamed, cleanup)
 }
 
+/// [`demo_v2_tasks_in_registry`] with each demo image pushed as it is (`push_as`, with the
+/// registry's test credentials).
+pub fn demo_v2_tasks_pushed(
+    rt: &tokio::runtime::Runtime,
+    docker: &Docker,
+    registry: &TestRegistry,
+    world: &ase_demo::DemoWorld,
+    out: &Path,
+) -> (Vec<String>, ImageCleanup) {
+    demo_v2_tasks_in_registry(rt, docker, registry, world, out, |src, r| {
+        let creds = registry.credentials(ase_test_support::registry::PASSWORD);
+        async move { ase_test_support::registry::push_as(docker, &src, &r, creds).await }
+    })
+}
+
 /// `data/results/{run_id}/report.json` under `tmp`.
 pub fn report_of(tmp: &Path, run_id: &str) -> Value {
     let path: PathBuf = tmp.join(format!("data/results/{run_id}/report.json"));

@@ -35,11 +35,7 @@ fn unavailable_tasks_are_listed_kept_out_of_the_run_and_shown_apart() {
     };
     let registry = TestRegistry::start();
     let tasks_path = tmp.path().join("v2-preflight-tasks.json");
-    let (renamed, _cleanup) =
-        demo_v2_tasks_in_registry(&rt, &docker, &registry, &world, &tasks_path, |src, r| {
-            let (docker, creds) = (&docker, registry.credentials(PASSWORD));
-            async move { push_as(docker, &src, &r, creds).await }
-        });
+    let (renamed, _cleanup) = demo_v2_tasks_pushed(&rt, &docker, &registry, &world, &tasks_path);
     // Two more tasks, copies of the first: one names a tag never pushed, one a commit its repo
     // does not have.
     let mut tasks: Vec<Value> =

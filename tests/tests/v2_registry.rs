@@ -30,11 +30,7 @@ fn a_v2_run_pulls_each_image_once_from_a_registry_with_credentials_and_scores_as
     // The demo's images, in the registry only, under other names.
     let registry = TestRegistry::start();
     let tasks_path = tmp.path().join("v2-registry-tasks.json");
-    let (renamed, _cleanup) =
-        demo_v2_tasks_in_registry(&rt, &docker, &registry, &world, &tasks_path, |src, r| {
-            let (docker, creds) = (&docker, registry.credentials(PASSWORD));
-            async move { push_as(docker, &src, &r, creds).await }
-        });
+    let (renamed, _cleanup) = demo_v2_tasks_pushed(&rt, &docker, &registry, &world, &tasks_path);
     let config = tmp.path().join("ase.toml");
     std::fs::write(
         &config,

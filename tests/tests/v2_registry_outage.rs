@@ -35,11 +35,7 @@ fn a_v2_run_waits_for_its_registry_without_spending_attempts_and_completes_once_
 
     let mut registry = TestRegistry::start();
     let tasks_path = tmp.path().join("v2-outage-tasks.json");
-    let (renamed, _cleanup) =
-        demo_v2_tasks_in_registry(&rt, &docker, &registry, &world, &tasks_path, |src, r| {
-            let (docker, creds) = (&docker, registry.credentials(PASSWORD));
-            async move { push_as(docker, &src, &r, creds).await }
-        });
+    let (renamed, _cleanup) = demo_v2_tasks_pushed(&rt, &docker, &registry, &world, &tasks_path);
     // A worker name of its own: an `ase run` starting elsewhere on this daemon reaps the v2
     // containers of its worker's name ("local" by default).
     let config = tmp.path().join("ase.toml");
