@@ -272,3 +272,61 @@ async fn probe_images(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn v2_tasks(repo_root: &Path, sha: &str) -> Vec<Task> {
+        let task = |id: &str| {
+            serde_json::json!({
+                "instance_id": id, "repo": "o/p", "base_commit": sha,
+                "vuln_file": "a.c", "vuln_lines": [1, 2], "language": "c",
+                "vuln_source": format!("CVE-{id}"), "cwe_id": "CWE-125",
+                "vuln_type": "Out-of-bounds Read", "severity": "high",
+                "image": "example/never-asked:1", "image_inner_path": "/src",
+                "image_run_cmd": "", "image_status_check_cmd": "true",
+                "test_case_cmd": "true", "poc_cmd": "true"
+            })
+        };
+        let bytes = serde_json::to_vec(&vec![task("t1"), task("t2")]).unwrap();
+        ase_common::dataset::parse_tasks(&repo_root.join("tasks.json"), &bytes)
+            .unwrap()
+            .tasks
+    }
+
+    /// Without a daemon on this host, v2 images are not checked, and the table says so; the
+    /// repo check still runs, once per (repo, commit).
+    #[tokio::test]
+    async fn without_docker_images_are_said_to_be_unchecked_and_repos_still_checked() {
+        let root = tempfile::tempdir().unwrap();
+        let mut repos = RepoCacheConfig::new(root.path().join("unused"));
+        repos.url_template = format!("{}/{{repo}}", root.path().display());
+        let settings = PreflightSettings {
+            repos,
+            scratch: root.path().to_path_buf(),
+            git_timeout: Duration::from_secs(30),
+            docker: None,
+            platform: None,
+            credentials: CredentialSource::anonymous(),
+        };
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let report = preflight(&v2_tasks(root.path(), sha), &settings).await;
+        assert_eq!(report.tasks, 2);
+        assert_eq!(report.repo_probes, 1);
+        assert_eq!(report.image_probes, 0);
+        assert!(report.images_skipped.is_some());
+        assert!(
+            report.table().contains("images not checked"),
+            "{}",
+            report.table()
+        );
+        // No such repository under the template: both tasks unavailable, with the reason.
+        assert_eq!(report.unavailable.len(), 2, "{report:?}");
+        assert!(report
+            .unavailable
+            .iter()
+            .all(|u| u.missing == Missing::Repo));
+    }
+}
