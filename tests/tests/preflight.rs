@@ -214,4 +214,34 @@ fn unavailable_tasks_are_listed_kept_out_of_the_run_and_shown_apart() {
     // Not model failures: no unit of theirs exists in any export.
     let jsonl = std::fs::read_to_string(dir.join("units.jsonl")).unwrap();
     assert!(!jsonl.contains(MISSING_IMAGE) && !jsonl.contains(MISSING_COMMIT));
+
+    // Run again without a preflight (the spec now names no task unavailable): the run is
+    // resumed with the tasks it was first submitted with, so the two stay apart and no unit
+    // is added or re-run.
+    let config_off = tmp.path().join("ase-off.toml");
+    std::fs::write(
+        &config_off,
+        format!(
+            "preflight = \"off\"\n{}",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let again = ase_cluster_tests::ase_run_pulling_with(
+        tmp.path(),
+        &config_off,
+        docker_config.path(),
+        &osemgrep,
+        "ase run again (preflight off)",
+        RUN_TIMEOUT,
+    );
+    assert!(
+        again.contains(&format!("resumed run {run_id} (6 units)")),
+        "{again}"
+    );
+    assert_eq!(again.matches("task image pulled").count(), 0, "{again}");
+    let resumed = report_of(tmp.path(), run_id);
+    assert_eq!(resumed["units"].as_array().unwrap().len(), 6);
+    assert_eq!(resumed["unavailable"], report["unavailable"]);
+    assert_eq!(resumed["scores"], report["scores"]);
 }
