@@ -107,6 +107,40 @@ async fn a_worker_holding_an_image_gets_its_evaluations_first() {
 }
 
 #[tokio::test]
+async fn with_image_affinity_off_evaluations_go_in_queue_order_whatever_the_images_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let c = Coordinator::open(
+        &dir.path().join("db"),
+        CoordinatorConfig {
+            image_affinity: false,
+            ..config()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
+    generated(
+        &c,
+        &[
+            ("a1", "reg:5000/img-a:1"),
+            ("a2", "reg:5000/img-a:1"),
+            ("b1", "reg:5000/img-b:1"),
+            ("b2", "reg:5000/img-b:1"),
+        ],
+        &gen,
+    )
+    .await;
+    let wb = c
+        .register("wb", with_images(caps(0, 2, &[]), &["reg:5000/img-b:1"]))
+        .await
+        .unwrap();
+    // wb holds img-b, yet it is given what was queued first.
+    let first = c.lease_work(lease_req(&wb, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&first), ["a1", "a2"]);
+}
+
+#[tokio::test]
 async fn images_nobody_holds_spread_over_the_workers_that_ask() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));

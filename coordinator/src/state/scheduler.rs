@@ -147,16 +147,26 @@ impl Coordinator {
                 }
             }
         }
+        // Placement by image off: no worker holds an image key, so v2 evaluations go in queue
+        // order to whoever asks.
+        let by_image = self.config.image_affinity;
         let holds = |o: &super::memory::WorkerMem| -> Vec<String> {
             o.cached
                 .iter()
                 .cloned()
-                .chain(o.caps.task_images.iter().map(|i| image_key(i)))
+                .chain(
+                    o.caps
+                        .task_images
+                        .iter()
+                        .filter(|_| by_image)
+                        .map(|i| image_key(i)),
+                )
                 .chain(
                     leased_keys
                         .get(o.record.worker_id.as_str())
                         .into_iter()
                         .flatten()
+                        .filter(|_| by_image)
                         .cloned(),
                 )
                 .collect()
