@@ -4,7 +4,8 @@
 //! (in process, durable store) places the units; W simulated workers lease them. A generation
 //! takes `--model-ms` (a model with a set latency); an evaluation needs its image in the
 //! worker's own store, pulled once per worker over the registry's HTTP API (blobs checked and
-//! written, each pull paced to `--pull-mb-per-s`), then takes `--eval-ms`.
+//! written, a worker's pulls taking turns on a link paced to `--link-mb-per-s`), then takes
+//! `--eval-ms`.
 //!
 //! The same campaign runs twice on fresh stores: with the coordinator's placement by image and
 //! the workers' pulls during generation (the worker's `prefetch_image` policy: a generate lease
@@ -18,8 +19,8 @@ use crate::images_registry::RegistryClient;
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, V2Scan};
 use ase_coordinator::{
-    Capabilities, Completion, Coordinator, CoordinatorConfig, Heartbeat, LeaseRef, LeaseWork,
-    Phase, SubmitRun, SystemClock,
+    Capabilities, Completion, Coordinator, CoordinatorConfig, Heartbeat, ImageStats, LeaseRef,
+    LeaseWork, Phase, PullUnderWay, SubmitRun, SystemClock,
 };
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
@@ -40,13 +41,14 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     images: usize,
     /// Size of each image's layer, in MB (10^6 bytes of random data).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 50)]
     image_mb: usize,
-    /// Download rate of one pull, in MB/s (0: as fast as loopback goes).
-    #[arg(long, default_value_t = 10)]
-    pull_mb_per_s: u64,
+    /// Download rate of each worker's link to the registry, in MB/s, shared by its pulls
+    /// (0: as fast as loopback goes).
+    #[arg(long, default_value_t = 20)]
+    link_mb_per_s: u64,
     /// Latency of the model: one generation, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 6000)]
     model_ms: u64,
     /// One evaluation once its image is there, in milliseconds.
     #[arg(long, default_value_t = 500)]
@@ -63,8 +65,12 @@ struct WorkerImages {
     registry: RegistryClient,
     store: PathBuf,
     rate: Option<u64>,
+    /// The worker's link: its pulls take turns on it, so together they go at `rate`.
+    link: tokio::sync::Mutex<()>,
     pulls: Mutex<HashMap<String, Pull>>,
     held: Mutex<HashSet<String>>,
+    /// Repos it generated for (a real worker clones them and says so in its heartbeats).
+    repos: Mutex<HashSet<String>>,
     pulls_total: Arc<AtomicU64>,
 }
 
@@ -84,7 +90,11 @@ impl WorkerImages {
                 .split_once('/')
                 .map_or(reference.as_str(), |(_, p)| p);
             let (name, tag) = path.rsplit_once(':').expect("name:tag");
-            match me.registry.pull_image(name, tag, &me.store, me.rate).await {
+            let pulled = {
+                let _link = me.link.lock().await;
+                me.registry.pull_image(name, tag, &me.store, me.rate).await
+            };
+            match pulled {
                 Ok(_) => {
                     me.pulls_total.fetch_add(1, Ordering::Relaxed);
                     me.held
@@ -104,6 +114,26 @@ impl WorkerImages {
         p
     }
 
+    /// Its pulls under way, as a real worker's heartbeat lists them (the coordinator counts
+    /// them as held for placement).
+    fn stats(&self) -> ImageStats {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        ImageStats {
+            pulls_total: held.len() as u64,
+            pulls: pulls
+                .keys()
+                .filter(|r| !held.contains(*r))
+                .map(|r| PullUnderWay {
+                    image: r.clone(),
+                    attempt: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     fn held(&self) -> Vec<String> {
         self.held
             .lock()
@@ -114,12 +144,18 @@ impl WorkerImages {
     }
 }
 
+/// A v2 image holds its project: tasks that share an image share a repo (the rounds and the
+/// mutations of one task), so task i's repo goes with its image i mod I.
+fn repo_of(task: usize, images: usize) -> String {
+    format!("bench/repo{}", task % images)
+}
+
 fn dataset(tasks: usize, images: &[String]) -> Vec<u8> {
     let items: Vec<serde_json::Value> = (0..tasks)
         .map(|i| {
             serde_json::json!({
                 "instance_id": format!("img_{i:04}"),
-                "repo": format!("bench/repo{}", i % 4),
+                "repo": repo_of(i, images.len()),
                 "base_commit": "0123456789abcdef0123456789abcdef01234567",
                 "vuln_file": "src/a.c",
                 "vuln_lines": [1, 3],
@@ -181,12 +217,10 @@ async fn campaign(
         },
         Arc::new(SystemClock),
     )?;
-    let image_of: HashMap<String, String> = (0..args.tasks)
+    let image_of: HashMap<String, (String, String)> = (0..args.tasks)
         .map(|i| {
-            (
-                format!("img_{i:04}"),
-                references[i % references.len()].clone(),
-            )
+            let image = references[i % references.len()].clone();
+            (format!("img_{i:04}"), (repo_of(i, references.len()), image))
         })
         .collect();
     let image_of = Arc::new(image_of);
@@ -209,9 +243,11 @@ async fn campaign(
         let images = Arc::new(WorkerImages {
             registry: registry.clone(),
             store,
-            rate: (args.pull_mb_per_s > 0).then(|| args.pull_mb_per_s * 1_000_000),
+            rate: (args.link_mb_per_s > 0).then(|| args.link_mb_per_s * 1_000_000),
+            link: tokio::sync::Mutex::new(()),
             pulls: Mutex::new(HashMap::new()),
             held: Mutex::new(HashSet::new()),
+            repos: Mutex::new(HashSet::new()),
             pulls_total: pulls_total.clone(),
         });
         workers.push(tokio::spawn(worker(
@@ -261,7 +297,7 @@ async fn worker(
     name: String,
     args: Args,
     images: Arc<WorkerImages>,
-    image_of: Arc<HashMap<String, String>>,
+    image_of: Arc<HashMap<String, (String, String)>>,
     prefetch: bool,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -293,11 +329,20 @@ async fn worker(
                     .values()
                     .copied()
                     .collect();
+                let cached_repos: Vec<String> = images
+                    .repos
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
                 c.heartbeat(Heartbeat {
                     worker_id: r.worker_id.clone(),
                     session: r.session,
                     active: leases,
                     task_images: images.held(),
+                    images: Some(images.stats()),
+                    cached_repos,
                     ..Heartbeat::default()
                 })
                 .await?;
@@ -308,8 +353,8 @@ async fn worker(
     });
     let mut units = tokio::task::JoinSet::new();
     while !done.load(Ordering::SeqCst) {
-        let free_gen = args.slots - busy[0].load(Ordering::SeqCst);
-        let free_eval = args.slots - busy[1].load(Ordering::SeqCst);
+        let free_gen = args.slots.saturating_sub(busy[0].load(Ordering::SeqCst));
+        let free_eval = args.slots.saturating_sub(busy[1].load(Ordering::SeqCst));
         if free_gen == 0 && free_eval == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -337,7 +382,7 @@ async fn worker(
                 busy.clone(),
                 images.clone(),
             );
-            let image = image_of[&g.instance_id].clone();
+            let (repo, image) = image_of[&g.instance_id].clone();
             let (model_ms, eval_ms) = (args.model_ms, args.eval_ms);
             units.spawn(async move {
                 let unit = UnitId::new(g.instance_id.clone(), g.round);
@@ -346,6 +391,11 @@ async fn worker(
                         if prefetch {
                             drop(images.pull(&image));
                         }
+                        images
+                            .repos
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(repo);
                         tokio::time::sleep(Duration::from_millis(model_ms)).await;
                         crate::dispatch_local::generation(unit)
                     }
@@ -414,12 +464,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             references.push(format!("{}/{name}:1", registry.addr));
         }
         println!(
-            "workers={} tasks={} images={} image_mb={} pull_mb_per_s={} model_ms={} eval_ms={} slots={}",
+            "workers={} tasks={} images={} image_mb={} link_mb_per_s={} model_ms={} eval_ms={} slots={}",
             args.workers,
             args.tasks,
             args.images,
             args.image_mb,
-            args.pull_mb_per_s,
+            args.link_mb_per_s,
             args.model_ms,
             args.eval_ms,
             args.slots

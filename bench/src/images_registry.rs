@@ -3,8 +3,8 @@
 //!
 //! An image is a config blob and one layer of random bytes (so no two images share a layer,
 //! and nothing compresses). A pull fetches the manifest and every blob the worker's store does
-//! not hold, checks each blob's sha256 and writes it under the store; each pull's download is
-//! paced to `--pull-mb-per-s`, standing for the link to a remote registry (loopback is not one).
+//! not hold, checks each blob's sha256 and writes it under the store; the download is paced to
+//! a rate standing for the worker's link to a remote registry (loopback is not one).
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
