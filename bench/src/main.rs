@@ -5,6 +5,8 @@
 mod disk;
 mod dispatch;
 mod dispatch_local;
+mod images;
+mod images_registry;
 mod outputs;
 mod sast;
 mod scaling;
@@ -26,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    // One variant per benchmark module (dispatch, scaling, sast, disk, upload).
+    // One variant per benchmark module (dispatch, scaling, sast, disk, upload, images).
     /// Bytes uploaded into a v2 container per unit: changed files vs the full tree.
     Upload(upload::UploadArgs),
     /// Repo cache disk use for 3 rounds x 10 tasks vs a full copy per unit.
@@ -44,6 +46,9 @@ enum Command {
     Outputs(outputs::Args),
     /// Dispatch efficiency T1/(W*TW) of simulated workers taking --unit-ms per unit.
     Scaling(scaling::Args),
+    /// A v2 campaign over images in a loopback registry, with and without placement by image
+    /// and pulls during generation; last line `ratio=`.
+    Images(images::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::DispatchLocal(args) => dispatch_local::run(args),
         Command::Scaling(args) => scaling::run(args),
         Command::Outputs(args) => outputs::run(args),
+        Command::Images(args) => images::run(args),
     }
 }

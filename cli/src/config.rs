@@ -98,6 +98,10 @@ pub struct CoordinatorSettings {
     pub heartbeat_ms: u32,
     /// A lease not renewed for this long (milliseconds) is lost; must exceed `heartbeat_ms`.
     pub lease_ttl_ms: u32,
+    /// Place v2 evaluations on the workers holding their images, and spread a campaign's
+    /// images over the workers; false: in queue order to whoever asks.
+    /// Flag: `ase coordinator --no-image-affinity`.
+    pub image_affinity: bool,
 }
 
 impl Default for CoordinatorSettings {
@@ -109,6 +113,7 @@ impl Default for CoordinatorSettings {
             metrics_listen: None,
             heartbeat_ms: 2_000,
             lease_ttl_ms: 10_000,
+            image_affinity: true,
         }
     }
 }
@@ -154,6 +159,9 @@ pub struct WorkerSettings {
     /// Whether this worker starts privileged containers (a few upstream v2 tasks ask for
     /// one); false: such tasks are placed on other workers. Flag: `ase worker --no-privileged`.
     pub privileged: bool,
+    /// Start pulling a v2 task's image while its generation runs (not with a disk budget);
+    /// false: the evaluation pulls it. Flag: `ase worker --no-prefetch-images`.
+    pub prefetch_images: bool,
     /// Wall-clock limit of one v1 scan in seconds (the baseline's included); past it the scan
     /// is killed and counts -1.
     pub scan_timeout_secs: u64,
@@ -188,6 +196,7 @@ impl Default for WorkerSettings {
             docker: DockerUse::Auto,
             image_cache_bytes: None,
             privileged: true,
+            prefetch_images: true,
             scan_timeout_secs: 600,
             scan_jobs: 1,
         }

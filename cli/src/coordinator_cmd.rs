@@ -67,6 +67,10 @@ pub struct Args {
     /// MiB of the store's page cache: bounds the coordinator's memory whatever the run sizes.
     #[arg(long, default_value_t = 32)]
     store_cache_mb: u64,
+    /// Do not place v2 evaluations by image: they go in queue order to whoever asks
+    /// [default: the config's coordinator.image_affinity, else placed by image].
+    #[arg(long)]
+    no_image_affinity: bool,
 }
 
 /// Fills what the flags left out from the config file's `[coordinator]` table.
@@ -83,6 +87,7 @@ fn apply_config(args: &mut Args) -> anyhow::Result<()> {
     args.listen.get_or_insert(c.listen);
     args.heartbeat_ms.get_or_insert(c.heartbeat_ms);
     args.lease_ttl_ms.get_or_insert(c.lease_ttl_ms);
+    args.no_image_affinity |= !c.image_affinity;
     if !args.plaintext && args.tls_dir.is_none() {
         args.tls_dir = Some(config.tls_dir(&data));
     }
@@ -134,6 +139,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         lease_ttl_ms,
         output_dir: args.output_dir.clone(),
         store_cache_bytes: args.store_cache_mb << 20,
+        image_affinity: !args.no_image_affinity,
         ..CoordinatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

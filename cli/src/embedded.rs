@@ -117,6 +117,7 @@ impl Embedded {
                 heartbeat_interval_ms: config.coordinator.heartbeat_ms,
                 lease_ttl_ms: config.coordinator.lease_ttl_ms,
                 output_dir: None,
+                image_affinity: config.coordinator.image_affinity,
                 ..CoordinatorConfig::default()
             },
             Arc::new(SystemClock),
@@ -182,6 +183,7 @@ impl Embedded {
         agent_config.tls_domain = Some(LOOPBACK_NAME.into());
         agent_config.generate_slots = worker.generate_slots;
         agent_config.eval_slots = worker.eval_slots;
+        agent_config.prefetch_images = worker.prefetch_images;
         // Short long-polls so that a stop is not held up by one.
         agent_config.lease_wait = Duration::from_secs(2);
         agent_config.fallback_api_key =
@@ -224,11 +226,21 @@ impl Embedded {
         self.agent.is_finished() || self.server.is_finished()
     }
 
-    /// Stops the worker first (its running units finish or are given back), then the server
-    /// (which flushes the store).
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Stops the worker first (its running units finish or are given back, its last heartbeat
+    /// is sent), prints the worker as the coordinator saw it last (as `ase status` does: its
+    /// load, repos, task images and pulls), then stops the server (which flushes the store).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_agent.send_replace(true);
         let agent = self.agent.await.context("the worker agent panicked")?;
+        if let Ok(workers) = self
+            .client
+            .list_workers(ase_proto::v1::ListWorkersRequest {})
+            .await
+        {
+            for w in &workers.into_inner().workers {
+                eprintln!("{}", crate::progress_fmt::worker_line(w));
+            }
+        }
         self.stop_server.send_replace(true);
         let server = self.server.await.context("the coordinator panicked")?;
         agent.context("the local worker")?;

@@ -1,7 +1,7 @@
 //! One-line renderings of run progress and worker state for `ase submit --watch` and
 //! `ase status`.
 
-use ase_proto::v1::{PhaseCounts, RunProgress, WorkerInfo};
+use ase_proto::v1::{ImageStats, PhaseCounts, RunProgress, WorkerInfo};
 
 fn counts(c: Option<PhaseCounts>) -> String {
     let c = c.unwrap_or_default();
@@ -76,7 +76,48 @@ pub fn worker_line(w: &WorkerInfo) -> String {
         heartbeat_ago(w.last_heartbeat_ms_ago),
         list_or_dash(&w.cached_repos),
         list_or_dash(&w.task_images),
-    )
+    ) + &images_part(w.images.as_ref())
+}
+
+/// ` | images: …` from the worker's last heartbeat; empty when it sent none (no Docker, or
+/// an older worker).
+fn images_part(images: Option<&ImageStats>) -> String {
+    let Some(s) = images else {
+        return String::new();
+    };
+    let budget = s.cache_budget_bytes.map_or(String::new(), |b| {
+        format!(" (pulled {} of budget {})", mb(s.cache_pulled_bytes), mb(b))
+    });
+    let mut out = format!(
+        " | images: pulled {} failed {} attempts {} downloaded {} | cache {} images {}{budget} evictions {}",
+        s.pulls_total,
+        s.pulls_failed,
+        s.pull_attempts,
+        mb(s.bytes_downloaded),
+        s.cache_images,
+        mb(s.cache_bytes),
+        s.evictions,
+    );
+    for p in &s.pulls {
+        out.push_str(&format!(
+            " | pulling {} (attempt {}) {}/{} layers {}/{}",
+            p.image,
+            p.attempt,
+            p.layers_done,
+            p.layers_seen,
+            mb(p.bytes_downloaded),
+            mb(p.bytes_total)
+        ));
+    }
+    if s.pulls_not_shown > 0 {
+        out.push_str(&format!(" | {} more pulls under way", s.pulls_not_shown));
+    }
+    out
+}
+
+/// Bytes in MB (10^6), one decimal.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn list_or_dash(items: &[String]) -> String {
@@ -142,6 +183,50 @@ mod tests {
         w.task_images = vec!["r/a:1".into(), "r/b:2".into()];
         assert!(
             worker_line(&w).ends_with("task images: r/a:1,r/b:2"),
+            "{}",
+            worker_line(&w)
+        );
+    }
+
+    #[test]
+    fn a_worker_s_pulls_and_image_cache_are_shown() {
+        let mut w = WorkerInfo {
+            name: "w1".into(),
+            images: Some(ImageStats {
+                pulls_total: 3,
+                pulls_failed: 1,
+                pull_attempts: 5,
+                bytes_downloaded: 12_500_000,
+                cache_images: 2,
+                cache_bytes: 20_000_000,
+                cache_pulled_bytes: 15_000_000,
+                cache_budget_bytes: Some(50_000_000),
+                evictions: 4,
+                pulls: vec![ase_proto::v1::PullUnderWay {
+                    image: "r/c:1".into(),
+                    attempt: 2,
+                    layers_seen: 5,
+                    layers_done: 3,
+                    bytes_downloaded: 1_000_000,
+                    bytes_total: 4_000_000,
+                }],
+                pulls_not_shown: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let line = worker_line(&w);
+        assert!(
+            line.contains(
+                "| images: pulled 3 failed 1 attempts 5 downloaded 12.5 MB | cache 2 images 20.0 MB \
+                 (pulled 15.0 MB of budget 50.0 MB) evictions 4 | pulling r/c:1 (attempt 2) 3/5 \
+                 layers 1.0 MB/4.0 MB | 2 more pulls under way"
+            ),
+            "{line}"
+        );
+        w.images = None;
+        assert!(
+            !worker_line(&w).contains("| images:"),
             "{}",
             worker_line(&w)
         );

@@ -97,6 +97,10 @@ pub struct Args {
     /// other workers [default: the config's worker.privileged, else it does].
     #[arg(long)]
     no_privileged: bool,
+    /// Do not start pulling a v2 task's image while its generation runs: the evaluation pulls
+    /// it [default: the config's worker.prefetch_images, else it does].
+    #[arg(long)]
+    no_prefetch_images: bool,
 }
 
 /// `--scanner`: the worker's names of its scanners, each with its help line.
@@ -115,6 +119,7 @@ struct Resolved {
     setup: WorkerSetup,
     generate_slots: u32,
     eval_slots: u32,
+    prefetch_images: bool,
     tls_dir: Option<PathBuf>,
 }
 
@@ -172,6 +177,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
         },
         generate_slots: args.generate_slots.unwrap_or(w.generate_slots),
         eval_slots: args.eval_slots.unwrap_or(w.eval_slots),
+        prefetch_images: w.prefetch_images && !args.no_prefetch_images,
         tls_dir,
     })
 }
@@ -290,6 +296,7 @@ async fn run_agent(
     config.tls_domain = args.tls_domain.clone();
     config.generate_slots = resolved.generate_slots;
     config.eval_slots = resolved.eval_slots;
+    config.prefetch_images = resolved.prefetch_images;
     config.fallback_api_key = match (&args.api_key_file, std::env::var("ASE_API_KEY")) {
         (Some(path), _) => {
             let key = std::fs::read_to_string(path)

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod grpc;
+pub mod image_stats;
 pub mod join_tokens;
 pub mod messages;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use image_stats::{ImageStats, PullUnderWay};
 pub use messages::*;
 pub use records::{Fence, Phase, RunSpecHeader, UnitState};
 pub use state::{Coordinator, CoordinatorConfig, CoordinatorError, PausePolicy, FINISH_RETRY_MS};

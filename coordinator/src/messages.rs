@@ -65,6 +65,8 @@ pub struct Heartbeat {
     pub task_images: Vec<String>,
     /// Agent mode: what the agents of generate leases spent so far, kept per attempt.
     pub agent_usage: Vec<LeaseUsage>,
+    /// Replaces the last stats when present (absent: an older worker, or one without Docker).
+    pub images: Option<crate::ImageStats>,
 }
 
 /// What the coding agent of one lease's attempt spent so far, as its worker reports it.
@@ -344,6 +346,8 @@ pub struct WorkerInfo {
     pub running_evaluate: u32,
     /// Task images the worker last said it holds, sorted.
     pub task_images: Vec<String>,
+    /// Its last heartbeat's image stats (None: it has not sent any to this process).
+    pub images: Option<crate::ImageStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use crate::messages::{Ack, FailureKind, InfraKind, ProviderFault};
 use crate::records::Phase;
-use crate::Coordinator;
+use crate::{Coordinator, ImageStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -241,6 +241,7 @@ impl Metrics {
             "Workers ever registered.",
         );
         let _ = writeln!(out, "ase_workers_known {}", workers.len());
+        worker_images(&mut out, &workers);
 
         header(
             &mut out,
@@ -330,6 +331,104 @@ impl Metrics {
         );
         let _ = writeln!(out, "ase_lease_grant_seconds_count {count}");
         out
+    }
+}
+
+/// Per worker (label `worker`, its name): its task-image pulls and cache, as its last heartbeat
+/// told; a worker that has not sent any has no series.
+fn worker_images(out: &mut String, workers: &[crate::WorkerInfo]) {
+    type Value = fn(&ImageStats) -> u64;
+    let series: [(&str, &str, &str, Value); 11] = [
+        (
+            "ase_worker_image_pulls_total",
+            "counter",
+            "Task images the worker pulled to completion.",
+            |s| s.pulls_total,
+        ),
+        (
+            "ase_worker_image_pulls_failed_total",
+            "counter",
+            "Task-image pulls that failed after their retries.",
+            |s| s.pulls_failed,
+        ),
+        (
+            "ase_worker_image_pull_attempts_total",
+            "counter",
+            "Pull requests the worker sent its daemon (first tries and retries).",
+            |s| s.pull_attempts,
+        ),
+        (
+            "ase_worker_image_pull_bytes_total",
+            "counter",
+            "Bytes downloaded by the worker's finished pulls.",
+            |s| s.bytes_downloaded,
+        ),
+        (
+            "ase_worker_image_pulls_in_progress",
+            "gauge",
+            "Task-image pulls under way.",
+            ImageStats::pulls_under_way,
+        ),
+        (
+            "ase_worker_image_pull_progress_bytes",
+            "gauge",
+            "Bytes downloaded so far by the pulls under way (those listed in the heartbeat).",
+            |s| s.pulls.iter().map(|p| p.bytes_downloaded).sum(),
+        ),
+        (
+            "ase_worker_image_pull_progress_layers",
+            "gauge",
+            "Layers done so far by the pulls under way (those listed in the heartbeat).",
+            |s| s.pulls.iter().map(|p| u64::from(p.layers_done)).sum(),
+        ),
+        (
+            "ase_worker_image_cache_images",
+            "gauge",
+            "Task images the worker holds.",
+            |s| u64::from(s.cache_images),
+        ),
+        (
+            "ase_worker_image_cache_bytes",
+            "gauge",
+            "Sizes of the task images the worker holds.",
+            |s| s.cache_bytes,
+        ),
+        (
+            "ase_worker_image_cache_pulled_bytes",
+            "gauge",
+            "Sizes of the task images the worker pulled and holds (what its budget bounds).",
+            |s| s.cache_pulled_bytes,
+        ),
+        (
+            "ase_worker_image_evictions_total",
+            "counter",
+            "Task images removed to meet the worker's disk budget.",
+            |s| s.evictions,
+        ),
+    ];
+    let reporting: Vec<(String, &ImageStats)> = workers
+        .iter()
+        .filter_map(|w| Some((escape(&w.name), w.images.as_ref()?)))
+        .collect();
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for (worker, stats) in &reporting {
+            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", value(stats));
+        }
+    }
+    header(
+        out,
+        "ase_worker_image_cache_budget_bytes",
+        "gauge",
+        "The worker's disk budget for the task images it pulls (no series: no budget).",
+    );
+    for (worker, stats) in &reporting {
+        if let Some(budget) = stats.cache_budget_bytes {
+            let _ = writeln!(
+                out,
+                "ase_worker_image_cache_budget_bytes{{worker=\"{worker}\"}} {budget}"
+            );
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Placement of v2 evaluations by image: a worker that holds a task's image (by tag or by the
 //! digest a pinned pull left) gets that task's evaluations before units queued ahead of them;
 //! images nobody holds go to whoever asks, and an image a worker is already evaluating with
-//! counts as held, so that the next worker is given another image (a campaign's pulls
+//! counts as held, as does one a worker's heartbeat says it is pulling, so that the next
+//! worker is given another image (a campaign's pulls
 //! spread). Generations stay placed by repo.
 
 mod support;
@@ -104,6 +105,82 @@ async fn a_worker_holding_an_image_gets_its_evaluations_first() {
     assert_eq!(ids(&b), ["b1", "b2"]);
     let a = c.lease_work(lease_req(&wa, 0, 2)).await.unwrap().leases;
     assert_eq!(ids(&a), ["a1", "a2"]);
+}
+
+#[tokio::test]
+async fn an_image_a_worker_is_pulling_counts_as_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let c = open(dir.path(), &clock);
+    let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
+    generated(
+        &c,
+        &[
+            ("a1", "reg:5000/img-a:1"),
+            ("a2", "reg:5000/img-a:1"),
+            ("b1", "reg:5000/img-b:1"),
+            ("b2", "reg:5000/img-b:1"),
+        ],
+        &gen,
+    )
+    .await;
+    // wa's heartbeat says it is pulling img-a (started while it generated).
+    let wa = c.register("wa", caps(0, 2, &[])).await.unwrap();
+    c.heartbeat(Heartbeat {
+        worker_id: wa.worker_id.clone(),
+        session: wa.session,
+        images: Some(ImageStats {
+            pulls: vec![PullUnderWay {
+                image: "reg:5000/img-a:1".into(),
+                attempt: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Heartbeat::default()
+    })
+    .await
+    .unwrap();
+    let wb = c.register("wb", caps(0, 2, &[])).await.unwrap();
+    // wb asks first and is given img-b's units: img-a's go to wa, whose pull is under way.
+    let b = c.lease_work(lease_req(&wb, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&b), ["b1", "b2"]);
+    let a = c.lease_work(lease_req(&wa, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&a), ["a1", "a2"]);
+}
+
+#[tokio::test]
+async fn with_image_affinity_off_evaluations_go_in_queue_order_whatever_the_images_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let c = Coordinator::open(
+        &dir.path().join("db"),
+        CoordinatorConfig {
+            image_affinity: false,
+            ..config()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
+    generated(
+        &c,
+        &[
+            ("a1", "reg:5000/img-a:1"),
+            ("a2", "reg:5000/img-a:1"),
+            ("b1", "reg:5000/img-b:1"),
+            ("b2", "reg:5000/img-b:1"),
+        ],
+        &gen,
+    )
+    .await;
+    let wb = c
+        .register("wb", with_images(caps(0, 2, &[]), &["reg:5000/img-b:1"]))
+        .await
+        .unwrap();
+    // wb holds img-b, yet it is given what was queued first.
+    let first = c.lease_work(lease_req(&wb, 0, 2)).await.unwrap().leases;
+    assert_eq!(ids(&first), ["a1", "a2"]);
 }
 
 #[tokio::test]

@@ -49,6 +49,29 @@ async fn workers_get_the_repos_they_cache_and_nobody_starves() {
 }
 
 #[tokio::test]
+async fn a_repo_a_worker_is_generating_with_counts_as_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    // o/x's two tasks are queued before o/y's.
+    c.submit_run(submit_req(
+        "g",
+        1,
+        json!({}),
+        many(4, &["o/x", "o/x", "o/y", "o/y"]),
+    ))
+    .await
+    .unwrap();
+    let w1 = c.register("w1", caps(1, 0, &[])).await.unwrap();
+    let w2 = c.register("w2", caps(1, 0, &[])).await.unwrap();
+    let g1 = c.lease_work(lease_req(&w1, 1, 0)).await.unwrap().leases;
+    assert_eq!(repo_of_grant(&g1[0]), "o/x");
+    // w1 is cloning o/x (or about to): w2 is given the repo nobody is on.
+    let g2 = c.lease_work(lease_req(&w2, 1, 0)).await.unwrap().leases;
+    assert_eq!(repo_of_grant(&g2[0]), "o/y");
+}
+
+#[tokio::test]
 async fn affinity_falls_back_to_other_repos_rather_than_idling() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(0));

@@ -44,3 +44,9 @@ pub const MAX_API_KEY_BYTES: u64 = 8 << 10;
 /// Bytes of the leases one LeaseWork reply carries at most (the coordinator gives back the
 /// grants past it, no attempt counted), well within [`MAX_MESSAGE_BYTES`].
 pub const MAX_LEASE_REPLY_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+
+/// Pulls under way a worker's heartbeat lists (`ImageStats.pulls`); the others are counted.
+pub const MAX_PULLS_SHOWN: usize = 16;
+
+/// Largest image name in a heartbeat's `ImageStats` (longer ones are cut).
+pub const MAX_IMAGE_NAME_BYTES: usize = 256;

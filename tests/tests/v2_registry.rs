@@ -54,7 +54,19 @@ fn a_v2_run_pulls_each_image_once_from_a_registry_with_credentials_and_scores_as
 
     // 2 tasks x 3 rounds evaluated, each image pulled once, while its first unit generated
     // (so no evaluation waited for a pull).
-    assert_eq!(log.matches("task image pulled").count(), 2, "{log}");
+    let pulled = log.matches("task image pulled").count();
+    assert_eq!(pulled, 2, "{log}");
+    // The coordinator's view of the worker, printed by `ase run` once its worker stopped (the
+    // line of `ase status`): the same pulls, carried by the heartbeats.
+    let worker = log
+        .lines()
+        .find(|l| l.starts_with("worker local ") && l.contains("| images: "))
+        .unwrap_or_else(|| panic!("no worker line with image stats; log:\n{log}"));
+    assert!(
+        worker.contains(&format!("| images: pulled {pulled} failed 0 ")),
+        "{worker}"
+    );
+    assert!(worker.contains("| cache 2 images "), "{worker}");
     assert_eq!(
         log.matches("task image fetched during generation").count(),
         2,

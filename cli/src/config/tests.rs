@@ -465,3 +465,15 @@ fn an_agent_run_parses_into_an_agent_spec_without_its_key() {
         assert!(err.contains("runs[0].model"), "{err}");
     }
 }
+
+#[test]
+fn placement_by_image_and_prefetching_are_on_unless_turned_off() {
+    let c = parse("", "ase.toml").unwrap();
+    assert!(c.coordinator.image_affinity && c.worker.prefetch_images);
+    let c = parse(
+        "[coordinator]\nimage_affinity = false\n[worker]\nprefetch_images = false\n",
+        "ase.toml",
+    )
+    .unwrap();
+    assert!(!c.coordinator.image_affinity && !c.worker.prefetch_images);
+}

@@ -265,6 +265,7 @@ impl ase_proto::ClientApi for ClientService {
                 running_generate: w.running_generate,
                 running_evaluate: w.running_evaluate,
                 task_images: w.task_images,
+                images: w.images.map(super::image_stats_to_proto),
             })
             .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))

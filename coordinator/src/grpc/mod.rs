@@ -4,6 +4,7 @@
 //! lives here; every decision is the coordinator's.
 
 pub mod client_service;
+mod image_stats_proto;
 pub mod join_service;
 pub mod server;
 pub mod token_service;
@@ -20,6 +21,7 @@ use crate::records::{Fence, Phase};
 use crate::CoordinatorError;
 use ase_proto::tonic::{Code, Status};
 use ase_proto::v1;
+pub(crate) use image_stats_proto::{image_stats_from_proto, image_stats_to_proto};
 
 /// The gRPC status of a coordinator error. The message names the run, dataset or field; it
 /// never carries a submitted API key (the facade keeps the key out of every error).

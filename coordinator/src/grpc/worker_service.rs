@@ -165,6 +165,7 @@ impl ase_proto::WorkerApi for WorkerService {
                     cached_repos: req.cached_repos,
                     task_images: req.task_images,
                     agent_usage,
+                    images: req.images.map(super::image_stats_from_proto),
                 })
                 .await
                 .map_err(|e| status_of(&e))?;

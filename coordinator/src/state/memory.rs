@@ -187,6 +187,8 @@ pub(super) struct WorkerMem {
     pub(super) completed: u64,
     /// Leases to tell the worker to abandon at its next heartbeat.
     pub(super) revoked: Vec<LeaseRef>,
+    /// Its last heartbeat's image stats (memory only).
+    pub(super) images: Option<crate::ImageStats>,
 }
 
 impl WorkerMem {
@@ -202,6 +204,7 @@ impl WorkerMem {
             running: [0, 0],
             completed: 0,
             revoked: Vec::new(),
+            images: None,
         }
     }
 }

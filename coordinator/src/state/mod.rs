@@ -69,6 +69,9 @@ pub struct CoordinatorConfig {
     pub provider_pause: PausePolicy,
     /// How a run's v2 evaluations are paused when the task images' registry fails.
     pub registry_pause: PausePolicy,
+    /// Place v2 evaluations by image (`affinity`); false: the images workers hold or are
+    /// evaluating with are not looked at (what `bench images` compares against).
+    pub image_affinity: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -87,6 +90,7 @@ impl Default for CoordinatorConfig {
             store_cache_bytes: StoreOptions::default().cache_bytes,
             provider_pause: PausePolicy::default(),
             registry_pause: PausePolicy::default(),
+            image_affinity: true,
         }
     }
 }

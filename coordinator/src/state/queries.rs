@@ -175,6 +175,7 @@ impl Coordinator {
                         images.sort();
                         images
                     },
+                    images: w.images.clone(),
                 }
             })
             .collect()

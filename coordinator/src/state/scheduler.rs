@@ -130,33 +130,50 @@ impl Coordinator {
             req.max_evaluate
                 .min(w.caps.eval_slots.saturating_sub(w.running[1])),
         ];
-        // Repos a worker caches and task images it holds, in one namespace (`affinity`); an
-        // image it is evaluating with (so pulling, or about to) counts as held: the next
-        // worker to ask is given another image, and a campaign's pulls spread.
+        // Repos a worker caches and task images it holds, in one namespace (`affinity`). A repo
+        // it is generating with (so cloning, or about to) and an image it is pulling or
+        // evaluating with count as held: the next worker to ask is given another repo or
+        // image, and a campaign's clones and pulls spread (a worker that generates a v2 unit
+        // pulls its image meanwhile, so its generations placed apart spread its pulls too).
         let mut leased_keys: HashMap<&str, Vec<String>> = HashMap::new();
         for l in st.leases.values() {
-            if l.record.phase == Phase::Evaluate {
-                if let Some(run) = st.runs.get(&l.record.run_seq) {
-                    let key = run.queue_key(Phase::Evaluate, l.record.unit_index);
-                    if key.starts_with("image:") {
-                        leased_keys
-                            .entry(l.record.worker_id.as_str())
-                            .or_default()
-                            .push(held_key(&key).to_string());
-                    }
-                }
+            if let Some(run) = st.runs.get(&l.record.run_seq) {
+                let key = run.queue_key(l.record.phase, l.record.unit_index);
+                leased_keys
+                    .entry(l.record.worker_id.as_str())
+                    .or_default()
+                    .push(held_key(&key).to_string());
             }
         }
+        // Placement by image off: no worker holds an image key, so v2 evaluations go in queue
+        // order to whoever asks.
+        let by_image = self.config.image_affinity;
         let holds = |o: &super::memory::WorkerMem| -> Vec<String> {
             o.cached
                 .iter()
                 .cloned()
-                .chain(o.caps.task_images.iter().map(|i| image_key(i)))
+                .chain(
+                    o.caps
+                        .task_images
+                        .iter()
+                        .filter(|_| by_image)
+                        .map(|i| image_key(i)),
+                )
+                // Pulls under way, as its last heartbeat listed them: the image will be there
+                // by the time an evaluation would pull it again elsewhere.
+                .chain(
+                    o.images
+                        .iter()
+                        .flat_map(|s| s.pulls.iter())
+                        .filter(|_| by_image)
+                        .map(|p| image_key(&p.image)),
+                )
                 .chain(
                     leased_keys
                         .get(o.record.worker_id.as_str())
                         .into_iter()
                         .flatten()
+                        .filter(|k| by_image || !k.starts_with("image:"))
                         .cloned(),
                 )
                 .collect()

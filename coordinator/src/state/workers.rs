@@ -128,6 +128,8 @@ impl Coordinator {
             self.queue_finishes(&mut st);
             let cached = caps.cached_repos.iter().cloned().collect();
             let completed = st.workers.get(name).map_or(0, |w| w.completed);
+            // The same process registering again keeps its counters until its next heartbeat.
+            let images = st.workers.get(name).and_then(|w| w.images.clone());
             st.workers.insert(
                 name.to_string(),
                 WorkerMem {
@@ -140,6 +142,7 @@ impl Coordinator {
                     running,
                     completed,
                     revoked: Vec::new(),
+                    images,
                 },
             );
             Registration {
@@ -193,6 +196,9 @@ impl Coordinator {
                 w.cached = hb.cached_repos.iter().cloned().collect();
             }
             w.caps.task_images = hb.task_images.clone();
+            if let Some(images) = &hb.images {
+                w.images = Some(images.clone().bounded());
+            }
             let drain = w.record.draining;
             revoked.append(&mut w.revoked);
             self.sweep_locked(&mut st, now, &mut ops)?;

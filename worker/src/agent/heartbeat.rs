@@ -2,12 +2,42 @@
 //! must not look dead). A failed heartbeat changes nothing for the running units: they go on,
 //! and their reports are retried until the coordinator answers.
 
-use super::connection::sleep_or_stop;
+use super::connection::{sleep_or_stop, Session};
 use super::Shared;
 use ase_proto::v1::HeartbeatRequest;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+fn request(shared: &Shared, session: &Session) -> HeartbeatRequest {
+    let (free_generate, free_eval) = shared.free_slots();
+    HeartbeatRequest {
+        worker_id: session.worker_id.clone(),
+        session: session.session,
+        active: shared.active(),
+        free_eval_slots: free_eval,
+        free_generate_slots: free_generate,
+        cached_repos: shared.ctx.repo_cache.cached_repos(),
+        task_images: shared.task_images(),
+        agent_usage: shared.agent_usage(),
+        images: shared.image_stats(),
+    }
+}
+
+/// One heartbeat when the worker stops, after its units finished or were given back: the
+/// coordinator's last view of it (its image stats, the images it holds) is then its final one.
+/// Once, bounded; a failure changes nothing.
+pub(crate) async fn last(shared: &Shared) {
+    let Some(session) = shared.registrar.current() else {
+        return;
+    };
+    let request = request(shared, &session);
+    let mut client = shared.client();
+    let sent = tokio::time::timeout(shared.config.rpc_timeout, client.heartbeat(request));
+    if !matches!(sent.await, Ok(Ok(_))) {
+        tracing::debug!("the last heartbeat was not answered");
+    }
+}
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
@@ -17,17 +47,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if sleep_or_stop(session.heartbeat_interval, &mut stop).await {
             return;
         }
-        let (free_generate, free_eval) = shared.free_slots();
-        let request = HeartbeatRequest {
-            worker_id: session.worker_id.clone(),
-            session: session.session,
-            active: shared.active(),
-            free_eval_slots: free_eval,
-            free_generate_slots: free_generate,
-            cached_repos: shared.ctx.repo_cache.cached_repos(),
-            task_images: shared.task_images(),
-            agent_usage: shared.agent_usage(),
-        };
+        let request = request(&shared, &session);
         // A heartbeat older than its interval says nothing any more.
         let bound = session.heartbeat_interval.max(
             shared

@@ -359,16 +359,14 @@ fn pinned(lease: &Lease, mut task: Task) -> Task {
 /// and each is pulled twice (seen with a tight budget). A failure is only logged: the
 /// evaluation pulls again and reports its own failure.
 fn prefetch_image(shared: &Shared, task: &Task) {
-    let TaskSpec::V2(spec) = &task.spec else {
-        return;
-    };
     let Some(puller) = shared.dynamic.as_ref().and_then(|d| d.puller()).cloned() else {
         return;
     };
-    if puller.settings().cache_bytes.is_some() {
+    let budget = puller.settings().cache_bytes;
+    let Some(image) = image_to_prefetch(shared.config.prefetch_images, budget, task) else {
         return;
-    }
-    let image = spec.image.clone();
+    };
+    let image = image.to_string();
     tokio::spawn(async move {
         match puller.acquire(&image).await {
             Ok((found, _not_held)) if found.pulled => {
@@ -380,6 +378,17 @@ fn prefetch_image(shared: &Shared, task: &Task) {
             }
         }
     });
+}
+
+/// The image [`prefetch_image`] pulls for `task`: a v2 task's, unless prefetching is off or
+/// the worker has a disk budget.
+fn image_to_prefetch(enabled: bool, cache_bytes: Option<u64>, task: &Task) -> Option<&str> {
+    match &task.spec {
+        TaskSpec::V2(spec) if enabled && cache_bytes.is_none() && !spec.image.is_empty() => {
+            Some(&spec.image)
+        }
+        _ => None,
+    }
 }
 
 async fn execute(shared: &Shared, lease: &Lease) -> Outcome {
@@ -468,5 +477,60 @@ async fn report(shared: &Arc<Shared>, lease: &Lease, worker_id: String, outcome:
         let delay: Duration = backoff.next_delay();
         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "report failed; retrying");
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ase_common::dataset::{DynamicSpec, StaticSpec};
+
+    fn task(spec: TaskSpec) -> Task {
+        Task {
+            instance_id: "t".into(),
+            repo: "o/r".into(),
+            base_commit: "abc^".into(),
+            vuln_file: "a.c".into(),
+            vuln_lines: ase_common::dataset::LineRange { start: 1, end: 2 },
+            language: "c".into(),
+            vuln_source: "CVE-1".into(),
+            vuln_type: "x".into(),
+            cwe_id: "CWE-1".into(),
+            spec,
+            extra: Default::default(),
+        }
+    }
+
+    fn v2(image: &str) -> Task {
+        task(TaskSpec::V2(DynamicSpec {
+            patch_commit: None,
+            severity: "high".into(),
+            image: image.into(),
+            image_inner_path: "/src".into(),
+            image_run_cmd: String::new(),
+            image_status_check_cmd: String::new(),
+            test_case_cmd: String::new(),
+            poc_cmd: String::new(),
+            privileged: false,
+            other_vuln_files: vec![],
+            branch_origin: None,
+            timeouts: Default::default(),
+        }))
+    }
+
+    #[test]
+    fn a_v2_image_is_prefetched_unless_prefetching_is_off_or_there_is_a_budget() {
+        let t = v2("r/a:1");
+        assert_eq!(image_to_prefetch(true, None, &t), Some("r/a:1"));
+        assert_eq!(image_to_prefetch(false, None, &t), None);
+        assert_eq!(image_to_prefetch(true, Some(1 << 30), &t), None);
+        assert_eq!(image_to_prefetch(true, None, &v2("")), None);
+        let v1 = task(TaskSpec::V1(StaticSpec {
+            seed: true,
+            detected_tool: String::new(),
+            detected_vul_num: 0,
+            patch_commit: None,
+        }));
+        assert_eq!(image_to_prefetch(true, None, &v1), None);
     }
 }

@@ -19,6 +19,7 @@
 pub mod connection;
 mod failure_report;
 pub mod heartbeat;
+mod image_stats;
 pub mod lease_loop;
 pub mod spec_cache;
 
@@ -71,6 +72,9 @@ pub struct AgentConfig {
     /// (`ASE_API_KEY` of the worker's environment).
     pub fallback_api_key: Option<ApiKey>,
     pub on_register: Option<RegisterHook>,
+    /// Start pulling a v2 task's image while its generation runs (`lease_loop`); false: the
+    /// evaluation pulls it (what `bench images` compares against).
+    pub prefetch_images: bool,
 }
 
 impl AgentConfig {
@@ -94,6 +98,7 @@ impl AgentConfig {
             name_in_use_wait: Duration::from_secs(30),
             fallback_api_key: None,
             on_register: None,
+            prefetch_images: true,
         }
     }
 }
@@ -203,6 +208,15 @@ impl Shared {
             .and_then(DynamicEvaluator::puller)
             .map(|p| p.cache().held())
             .unwrap_or_default()
+    }
+
+    /// What this worker's task-image pulls did and its cache holds (None: no Docker).
+    fn image_stats(&self) -> Option<ase_proto::v1::ImageStats> {
+        let puller = self.dynamic.as_ref().and_then(DynamicEvaluator::puller)?;
+        Some(image_stats::summary(
+            &puller.stats(),
+            &puller.cache().stats(),
+        ))
     }
 
     /// Free (generate, evaluate) slots.
@@ -381,6 +395,7 @@ impl Agent {
         if let Some((shared, heartbeat)) = started {
             release_after_grace(&shared).await;
             heartbeat.abort();
+            heartbeat::last(&shared).await;
         }
         Ok(())
     }
