@@ -212,7 +212,21 @@ pub fn load_report(dir: &Path) -> Result<Report, LeaderboardError> {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| LeaderboardError::Parse { path, source })
+    parse_report(&path, &text)
+}
+
+/// A report from the text of a report.json, wherever it came from (a folder, or a
+/// coordinator's `FetchReport`): `origin` names it in errors.
+pub fn parse_report(origin: &Path, text: &str) -> Result<Report, LeaderboardError> {
+    if text.len() as u64 > MAX_REPORT_BYTES {
+        return Err(LeaderboardError::TooLarge {
+            path: origin.to_path_buf(),
+        });
+    }
+    serde_json::from_str(text).map_err(|source| LeaderboardError::Parse {
+        path: origin.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `leaderboard.json`, `.md` and `.html` into `dir` (created when missing); returns
