@@ -235,7 +235,8 @@ pub fn render_html(c: &Comparison) -> String {
     );
     out += "<h2>Runs</h2>\n<table><tr><th>Run</th><th>Version</th><th>Rounds</th>\
             <th>Security</th><th>95 % CI low</th><th>95 % CI high</th><th>pass@k</th>\
-            <th>pass^k</th><th>k</th><th>Not available</th></tr>\n";
+            <th>pass^k</th><th>k</th><th>Secure</th><th>Vulnerable</th><th>Broken</th>\
+            <th>Not available</th></tr>\n";
     for (i, r) in c.runs.iter().enumerate() {
         let k = format!("/runs/{i}/uncertainty");
         let u = &r.uncertainty;
@@ -264,12 +265,18 @@ pub fn render_html(c: &Comparison) -> String {
             None => "<td>n/a</td><td>n/a</td><td>n/a</td>".to_string(),
         };
         out += &format!(
-            "<tr><td>{}</td><td>{}</td>{}{}{}<td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td>{}{}{}{}{}{}<td>{}</td></tr>\n",
             escape(&r.label),
             escape(&r.version),
             int(&format!("{k}/rounds"), u.rounds),
             sec,
             pass,
+            int(&format!("/runs/{i}/verdicts/secure"), r.verdicts.secure),
+            int(
+                &format!("/runs/{i}/verdicts/vulnerable"),
+                r.verdicts.vulnerable
+            ),
+            int(&format!("/runs/{i}/verdicts/broken"), r.verdicts.broken),
             escape(&u.not_available.join("; "))
         );
     }
