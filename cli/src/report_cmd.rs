@@ -112,3 +112,47 @@ pub fn write_report_files(out: &Path, files: &[ReportFile]) -> anyhow::Result<Ve
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(complete: bool, files: &[(&str, &str)]) -> FetchReportResponse {
+        FetchReportResponse {
+            run_id: "m__b".into(),
+            complete,
+            files: files
+                .iter()
+                .map(|(name, content)| ReportFile {
+                    name: name.to_string(),
+                    content: content.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_fetched_report_json_or_why_there_is_none() {
+        let ok = response(
+            true,
+            &[("m__b/eval_result.json", "{}"), (REPORT_JSON, "{\"a\":1}")],
+        );
+        assert_eq!(fetched_report_json(&ok).unwrap(), "{\"a\":1}");
+        let err = |r: &FetchReportResponse| format!("{:#}", fetched_report_json(r).unwrap_err());
+        let running = err(&response(false, &[]));
+        assert!(
+            running.contains("run m__b is not complete yet"),
+            "{running}"
+        );
+        let failed = err(&response(
+            true,
+            &[(ase_coordinator::outputs::ERROR_FILE, "disk full\n")],
+        ));
+        assert!(
+            failed.contains("run m__b could not be scored: disk full"),
+            "{failed}"
+        );
+        let none = err(&response(true, &[("m__b/eval_result.json", "{}")]));
+        assert!(none.contains("sent no report.json"), "{none}");
+    }
+}
