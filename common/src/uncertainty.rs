@@ -226,14 +226,28 @@ fn group_intervals(
         .iter()
         .map(|t| (t.instance_id.as_str(), key(t)))
         .collect();
-    let mut order: Vec<&str> = info.iter().map(&key).collect();
-    let mut seen = std::collections::HashSet::new();
-    order.retain(|g| seen.insert(*g));
-    if status
-        .iter()
-        .any(|t| !group_of.contains_key(t.instance_id.as_str()))
-    {
-        order.push(UNKNOWN_GROUP);
+    // Each group's task indices in one pass over the tasks (a group per task would otherwise
+    // cost groups x tasks).
+    let mut order: Vec<&str> = Vec::new();
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for g in info.iter().map(&key) {
+        if !members.contains_key(g) {
+            members.insert(g, Vec::new());
+            order.push(g);
+        }
+    }
+    for (i, t) in status.iter().enumerate() {
+        let g = group_of
+            .get(t.instance_id.as_str())
+            .copied()
+            .unwrap_or(UNKNOWN_GROUP);
+        members
+            .entry(g)
+            .or_insert_with(|| {
+                order.push(g);
+                Vec::new()
+            })
+            .push(i);
     }
     let (by_status, by_verdict) = (
         SecurityStatistic::new(status, Weighting::Pooled),
@@ -242,18 +256,7 @@ fn group_intervals(
     order
         .into_iter()
         .filter_map(|g| {
-            let idx: Vec<usize> = status
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    group_of
-                        .get(t.instance_id.as_str())
-                        .copied()
-                        .unwrap_or(UNKNOWN_GROUP)
-                        == g
-                })
-                .map(|(i, _)| i)
-                .collect();
+            let idx = members.remove(g)?;
             if idx.is_empty() {
                 return None;
             }
