@@ -1,13 +1,16 @@
 //! `ase compare RUN RUN [RUN...]`: paired comparison of local result folders (each holding the
-//! report.json that `ase run`, `ase report` or `ase score` wrote). The arithmetic is
-//! `ase_common::compare`; this only reads the folders and writes the results.
+//! report.json that `ase run`, `ase report` or `ase score` wrote), or with `--coordinator` of
+//! runs named by their run id, their report.json fetched as `ase report` fetches it. Either
+//! way the same text goes through the same loaders; the arithmetic is `ase_common::compare`.
 
+use crate::connect::ConnectArgs;
+use crate::report_cmd::{fetch_reports, fetched_report_json};
 use anyhow::Context;
 use ase_common::compare::html::render_html;
-use ase_common::compare::load::load_run;
+use ase_common::compare::load::{parse_run, read_report};
 use ase_common::compare::markdown::render_markdown;
 use ase_common::compare::{compare, CompareOptions};
-use ase_common::leaderboard::{load_report, write_leaderboard, Leaderboard};
+use ase_common::leaderboard::{parse_report, write_leaderboard, Leaderboard};
 use ase_common::uncertainty::bootstrap::BootstrapConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +20,20 @@ pub const COMPARE_MD: &str = "compare.md";
 pub const COMPARE_HTML: &str = "compare.html";
 
 #[derive(clap::Args)]
+// The connection's flags are optional here (folders need none): neither the coordinator nor
+// `--tls-dir` is required as they are for the coordinator's own commands; `run` asks for the
+// TLS material (or `--plaintext`) when a coordinator is named.
+#[command(
+    mut_arg("coordinator", |a| a.required(false)),
+    mut_arg("tls_dir", |a| a.required_unless_present(clap::builder::Resettable::<clap::Id>::Reset))
+)]
 pub struct Args {
-    /// Result folders (or their report.json files), two or more.
+    /// Result folders (or their report.json files), two or more; with --coordinator, run ids.
     #[arg(required = true, num_args = 2..)]
-    runs: Vec<PathBuf>,
+    runs: Vec<String>,
+    /// Fetch the runs (named by run id) from this coordinator instead of reading folders.
+    #[command(flatten)]
+    connect: Option<ConnectArgs>,
     /// Runs over different datasets: compare the tasks they share instead of refusing.
     #[arg(long)]
     shared_tasks: bool,
@@ -40,11 +53,38 @@ pub struct Args {
     resamples: u32,
 }
 
+/// Each run's origin (its folder, or `RUN_ID at URL`) and the text of its report.json.
+fn report_texts(args: &Args) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    match &args.connect {
+        None => args
+            .runs
+            .iter()
+            .map(|dir| {
+                let dir = PathBuf::from(dir);
+                let text = read_report(&dir)?;
+                Ok((dir, text))
+            })
+            .collect(),
+        Some(connect) if connect.tls_dir.is_none() && !connect.plaintext => anyhow::bail!(
+            "--coordinator needs --tls-dir (the folder `ase certs init` wrote), or --plaintext \
+             for a loopback coordinator"
+        ),
+        Some(connect) => fetch_reports(connect, &args.runs)?
+            .iter()
+            .zip(&args.runs)
+            .map(|(report, run_id)| {
+                let origin = format!("{run_id} at {}", connect.coordinator);
+                Ok((PathBuf::from(origin), fetched_report_json(report)?))
+            })
+            .collect(),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runs = args
-        .runs
+    let texts = report_texts(&args)?;
+    let runs = texts
         .iter()
-        .map(|p| load_run(p))
+        .map(|(origin, text)| parse_run(origin, text))
         .collect::<Result<Vec<_>, _>>()?;
     let options = CompareOptions {
         shared_tasks: args.shared_tasks,
@@ -70,10 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         // The runs' leaderboard beside the comparison, from their own reports.
-        let reports = args
-            .runs
+        let reports = texts
             .iter()
-            .map(|p| load_report(p))
+            .map(|(origin, text)| parse_report(origin, text))
             .collect::<Result<Vec<_>, _>>()?;
         write_leaderboard(out, &Leaderboard::from_reports(&reports))?;
     }

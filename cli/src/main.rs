@@ -111,8 +111,9 @@ enum Command {
     Run(run_cmd::Args),
     /// Check a config file and print the effective config without secrets.
     Config(config_cmd::Args),
-    /// Compare two or more runs' result folders, paired per task: exact sign tests, deltas
-    /// per type, CWE and language, the tasks that flipped (Markdown and JSON).
+    /// Compare two or more runs (result folders, or run ids with --coordinator), paired per
+    /// task: exact sign tests, deltas per type, CWE and language, the tasks that flipped
+    /// (Markdown, JSON, and HTML with --out).
     Compare(compare_cmd::Args),
     /// Run the original, the fix and a deletion probe of every task of a dataset through the
     /// pipeline and say which tasks discriminate, and why the others are dead (Markdown,

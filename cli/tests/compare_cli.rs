@@ -322,11 +322,18 @@ fn different_datasets_are_refused_unless_shared_tasks() {
     assert_eq!(json["runs"][0]["tasks_left_out"], 2);
     // t03..t10 flip to E (8 tasks), t11, t12 are tied: p = 2/256.
     assert_eq!(json["pairs"][0]["p_value"].as_f64(), Some(0.0078125));
-    let md = ase(&["compare", s(&a), s(&e), "--shared-tasks"]);
+    let out = d.path().join("cmp");
+    let md = ase(&["compare", s(&a), s(&e), "--shared-tasks", "--out", s(&out)]);
     let md = String::from_utf8(md.stdout).unwrap();
     assert!(
         md.contains("only the 10 tasks they share are compared"),
         "{md}"
+    );
+    // The page says so too.
+    let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(
+        html.contains("different datasets: only the 10 tasks they share are compared"),
+        "{html}"
     );
 }
 
@@ -345,6 +352,8 @@ fn one_round_says_what_is_not_available() {
         "{md}"
     );
     assert!(md.contains("| A__b1 | v2 | 1 | 50.00 |"), "{md}");
+    // Its units by verdict: 6 secure, 6 vulnerable, none broken.
+    assert!(md.contains("| n/a | n/a | 0 | 6 | 6 | 0 |"), "{md}");
 }
 
 #[test]
@@ -361,6 +370,9 @@ fn fewer_than_two_runs_or_a_missing_folder_is_an_error() {
         "{err}"
     );
 }
+
+/// Keyed numbers of compare.html for two runs over 12 tasks of 2 types, CWEs and languages.
+const KEYED: usize = 117;
 
 /// What an injected script would do if it ran: retitle the page and add an element.
 const INJECTED: &str = "<script>document.title='PWNED';document.body.appendChild(document.createElement('pwned-marker'))</script>";
@@ -430,8 +442,22 @@ fn compare_html_numbers_equal_the_json_and_escaping_holds_in_chromium() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(!html.contains("<script"), "{html}");
     assert!(html.contains("&lt;script&gt;document.title="));
-    // Runs: 2 x 7 numbers; the pair: 10 + 3 groupings x 2 groups x 9.
-    assert_eq!(check_keyed(&html, &json), 14 + 10 + 54);
+    // Runs: 2 x 10 numbers; the pair: 10 + 3 groupings x 2 groups x 9. Charts: each run's 3
+    // verdict counts and its security with its interval's low and high; the pair's delta
+    // with its interval, overall and for each of the 6 groups.
+    assert_eq!(KEYED, 20 + 10 + 54 + 2 * 3 + 2 * 3 + 7 * 3);
+    assert_eq!(check_keyed(&html, &json), KEYED);
+    // Every run's verdicts add up to its units of the compared tasks (12 tasks x 2 rounds).
+    for r in json["runs"].as_array().unwrap() {
+        let v = &r["verdicts"];
+        let sum: u64 = ["secure", "vulnerable", "broken"]
+            .iter()
+            .map(|f| v[f].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, 24, "{r}");
+    }
+    // Each whisker has its two caps: 2 runs, 7 bars of the pair.
+    assert_eq!(html.matches("class=\"cap\"").count(), 2 * (2 + 7));
 
     let Some(bin) = chromium() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -465,5 +491,5 @@ fn compare_html_numbers_equal_the_json_and_escaping_holds_in_chromium() {
         !dom.contains("PWNED</title>") && !dom.contains("<pwned-marker"),
         "{dom}"
     );
-    assert_eq!(check_keyed(&dom, &json), 14 + 10 + 54);
+    assert_eq!(check_keyed(&dom, &json), KEYED);
 }

@@ -63,8 +63,36 @@ pub struct RunSummary {
     pub rounds: u32,
     /// Tasks of the run not compared (not shared by every run).
     pub tasks_left_out: u32,
+    /// Units of the compared tasks by verdict.
+    pub verdicts: VerdictCounts,
     /// Security of the compared tasks with its interval, pass@k, pass^k.
     pub uncertainty: Uncertainty,
+}
+
+/// Units by our three verdicts. A report without verdicts (made before they were kept)
+/// counts its secure units as secure, its `vulnerable` ones as vulnerable, and every other
+/// outcome as broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct VerdictCounts {
+    pub secure: u32,
+    pub vulnerable: u32,
+    pub broken: u32,
+}
+
+impl VerdictCounts {
+    fn of<'a>(units: impl IntoIterator<Item = &'a UnitView>) -> Self {
+        let mut c = Self::default();
+        for u in units {
+            if u.secure {
+                c.secure += 1;
+            } else if u.verdict == "vulnerable" {
+                c.vulnerable += 1;
+            } else {
+                c.broken += 1;
+            }
+        }
+        c
+    }
 }
 
 /// Security of two runs on one group of tasks.
@@ -454,6 +482,7 @@ pub fn compare(runs: &[RunView], options: &CompareOptions) -> Result<Comparison,
                 version: p.run.version.clone(),
                 rounds: p.run.rounds,
                 tasks_left_out: (in_run.len() - tasks.len()) as u32,
+                verdicts: VerdictCounts::of(p.units.iter().flatten().copied()),
                 uncertainty: uncertainty(&p.rounds, weighting, &options.bootstrap),
             }
         })

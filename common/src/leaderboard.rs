@@ -11,6 +11,7 @@ pub mod html;
 pub mod markdown;
 pub mod paper;
 
+use crate::compare::VerdictCounts;
 use crate::report::{Report, Scores, REPORT_JSON};
 use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
@@ -73,6 +74,9 @@ pub struct LeaderboardRow {
     /// `None` with one round.
     pub stability: Option<f64>,
     pub stability_interval: Option<Interval>,
+    /// Every unit of the run by our verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
     /// What this run's report cannot give.
     pub not_available: Vec<String>,
 }
@@ -139,6 +143,11 @@ pub fn row_of(report: &Report) -> LeaderboardRow {
         quality_interval: u.and_then(|u| u.quality),
         stability,
         stability_interval: u.and_then(|u| u.stability),
+        verdicts: VerdictCounts {
+            secure: report.breakdown.all.verdict_secure,
+            vulnerable: report.breakdown.all.verdict_vulnerable,
+            broken: report.breakdown.all.verdict_broken,
+        },
         not_available,
     }
 }
@@ -212,7 +221,21 @@ pub fn load_report(dir: &Path) -> Result<Report, LeaderboardError> {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| LeaderboardError::Parse { path, source })
+    parse_report(&path, &text)
+}
+
+/// A report from the text of a report.json, wherever it came from (a folder, or a
+/// coordinator's `FetchReport`): `origin` names it in errors.
+pub fn parse_report(origin: &Path, text: &str) -> Result<Report, LeaderboardError> {
+    if text.len() as u64 > MAX_REPORT_BYTES {
+        return Err(LeaderboardError::TooLarge {
+            path: origin.to_path_buf(),
+        });
+    }
+    serde_json::from_str(text).map_err(|source| LeaderboardError::Parse {
+        path: origin.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `leaderboard.json`, `.md` and `.html` into `dir` (created when missing); returns

@@ -186,10 +186,89 @@ pub struct Uncertainty {
     /// v2: the corrected overall (stability added as a percentage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overall_corrected: Option<Interval>,
+    /// Upstream-compatible and our security of each vulnerability type, CWE and language with
+    /// their intervals (pooled within the group), groups in order of first appearance among the
+    /// tasks like the breakdown's; set for reports ([`report_uncertainty`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_type: Vec<GroupInterval>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_cwe: Vec<GroupInterval>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_language: Vec<GroupInterval>,
     /// k = 1..=rounds.
     pub pass_k: Vec<PassK>,
     /// Figures this run cannot give, and why.
     pub not_available: Vec<String>,
+}
+
+/// One group's security figures (x100) with their intervals: the tasks of the group resampled,
+/// units pooled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInterval {
+    pub group: String,
+    pub tasks: u32,
+    /// Upstream-compatible: a unit is secure when its status is.
+    pub security: Option<Interval>,
+    /// Ours: a unit is secure when its verdict is.
+    pub security_verdict: Option<Interval>,
+}
+
+/// Each group's [`GroupInterval`], groups (by `key`) in order of first appearance among
+/// `tasks`; `status` and `verdict` are the same tasks' rounds counted by status and by verdict.
+fn group_intervals(
+    info: &[TaskInfo],
+    status: &[TaskRounds],
+    verdict: &[TaskRounds],
+    config: &BootstrapConfig,
+    key: impl Fn(&TaskInfo) -> &str,
+) -> Vec<GroupInterval> {
+    let group_of: HashMap<&str, &str> = info
+        .iter()
+        .map(|t| (t.instance_id.as_str(), key(t)))
+        .collect();
+    // Each group's task indices in one pass over the tasks (a group per task would otherwise
+    // cost groups x tasks).
+    let mut order: Vec<&str> = Vec::new();
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for g in info.iter().map(&key) {
+        if !members.contains_key(g) {
+            members.insert(g, Vec::new());
+            order.push(g);
+        }
+    }
+    for (i, t) in status.iter().enumerate() {
+        let g = group_of
+            .get(t.instance_id.as_str())
+            .copied()
+            .unwrap_or(UNKNOWN_GROUP);
+        members
+            .entry(g)
+            .or_insert_with(|| {
+                order.push(g);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let (by_status, by_verdict) = (
+        SecurityStatistic::new(status, Weighting::Pooled),
+        SecurityStatistic::new(verdict, Weighting::Pooled),
+    );
+    order
+        .into_iter()
+        .filter_map(|g| {
+            let idx = members.remove(g)?;
+            if idx.is_empty() {
+                return None;
+            }
+            let strata = std::slice::from_ref(&idx);
+            Some(GroupInterval {
+                group: g.to_string(),
+                tasks: idx.len() as u32,
+                security: bootstrap(strata, config, |s| by_status.eval(s)),
+                security_verdict: bootstrap(strata, config, |s| by_verdict.eval(s)),
+            })
+        })
+        .collect()
 }
 
 pub const METHOD: &str = "percentile bootstrap over tasks (a task's rounds kept together), \
@@ -224,6 +303,9 @@ pub fn uncertainty(
         stability: None,
         overall: None,
         overall_corrected: None,
+        by_type: Vec::new(),
+        by_cwe: Vec::new(),
+        by_language: Vec::new(),
         pass_k: pass_k::pass_k(&per_task),
         not_available,
     }
@@ -311,7 +393,8 @@ pub fn report_uncertainty(
     config: &BootstrapConfig,
 ) -> Uncertainty {
     let weighting = Weighting::of_scores(scores);
-    let mut u = uncertainty(&task_rounds(tasks, units), weighting, config);
+    let by_status = task_rounds(tasks, units);
+    let mut u = uncertainty(&by_status, weighting, config);
     let by_verdict = task_rounds_from(
         tasks,
         units
@@ -319,6 +402,11 @@ pub fn report_uncertainty(
             .map(|u| (u.unit.instance_id.as_str(), u.verdict == Verdict::Secure)),
     );
     u.security_verdict = security_interval(&by_verdict, weighting, config);
+    let groups =
+        |key: fn(&TaskInfo) -> &str| group_intervals(tasks, &by_status, &by_verdict, config, key);
+    u.by_type = groups(|t| &t.vuln_type);
+    u.by_cwe = groups(|t| &t.cwe_id);
+    u.by_language = groups(|t| &t.language);
     let (counts, version) = match scores {
         Scores::V1(s) => (&s.task_counts, ScoreVersion::V1),
         Scores::V2(s) => (&s.task_counts, ScoreVersion::V2),

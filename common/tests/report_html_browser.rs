@@ -302,8 +302,21 @@ fn check_in_browser(name: &str, report: &Report) {
     assert_eq!(count("pwned-marker"), 0, "the injected script ran");
     assert_eq!(count("img"), 0, "an injected image made it into the DOM");
     assert!(count("table") >= 6, "{} tables", count("table"));
-    // Outcomes, security, languages, and the intervals' whiskers.
-    assert_eq!(count("svg"), 4);
+    // Outcomes, security and languages (with whiskers), our verdicts by type / CWE / language,
+    // and the intervals' whiskers.
+    assert_eq!(count("svg"), 7);
+    // Every bar of the security and language charts has its whisker: two caps each.
+    let groups = |f: &str| json["uncertainty"][f].as_array().map_or(0, Vec::len);
+    let scored = match json["scores"]["version"].as_str() {
+        Some("v1") => groups("by_type"),
+        _ => groups("by_cwe"),
+    };
+    assert!(scored > 0 && groups("by_language") > 0);
+    let caps = tags
+        .iter()
+        .filter(|t| t.attrs.get("class").is_some_and(|c| c == "cap"))
+        .count();
+    assert_eq!(caps, 2 * (scored + groups("by_language")));
     let intervals = [
         "security",
         "security_verdict",

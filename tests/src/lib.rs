@@ -11,6 +11,7 @@ pub use ase_test_support as support;
 pub mod agent_model;
 pub mod anthropic_agent_model;
 pub mod client;
+pub mod demo_run;
 pub mod docker_cluster;
 pub mod join;
 pub mod loopback_http;

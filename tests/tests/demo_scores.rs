@@ -14,13 +14,14 @@
 //! Needs `cargo build -p ase` first (or ASE_BIN), osemgrep and the demo images
 //! (`deploy/images/build.sh`); outside CI the test says why it is skipped.
 
+use ase_cluster_tests::demo_run::write_demo_run;
 use ase_cluster_tests::support;
 use ase_cluster_tests::{
     certs_init, fetch_report, free_loopback_addr, repo_root, start_coordinator,
     start_docker_worker, submit, CoordinatorAccess, CoordinatorOptions, Proc, RunFiles,
     WorkerOptions,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,49 +33,6 @@ const TIMING_FIELDS: [&str; 2] = ["gen_code_time_sum", "average_gen_code_time"];
 
 fn expected_path() -> std::path::PathBuf {
     repo_root().join("examples/demo/expected_scores.json")
-}
-
-/// The entries of a predictions JSONL file, as the run spec carries them inline.
-fn prediction_entries(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn write_run(
-    dir: &Path,
-    version: &str,
-    provider: &str,
-    tasks: &Path,
-    context: &Path,
-    predictions: &Path,
-) -> RunFiles {
-    let model = match provider {
-        "predictions" => {
-            json!({"provider": "predictions", "entries": prediction_entries(predictions)})
-        }
-        other => json!({ "provider": other }),
-    };
-    let spec = json!({
-        "model_name": format!("demo-{provider}"),
-        "batch": version,
-        "rounds": ROUNDS,
-        "model": model,
-    });
-    let parsed: ase_worker::pipeline::RunSpec =
-        serde_json::from_value(spec.clone()).expect("the demo run spec is a RunSpec");
-    std::fs::create_dir_all(dir).unwrap();
-    let files = RunFiles {
-        spec: dir.join("spec.json"),
-        dataset: tasks.to_path_buf(),
-        context: context.to_path_buf(),
-        run_id: parsed.run_name(),
-    };
-    std::fs::write(&files.spec, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    files
 }
 
 /// The report's scores without the wall-clock fields.
@@ -265,7 +223,8 @@ fn the_demo_scores_what_expected_scores_json_says() {
     ] {
         for provider in PROVIDERS {
             let dir = tmp.path().join(format!("run-{version}-{provider}"));
-            let files = write_run(&dir, version, provider, tasks, context, predictions);
+            let files =
+                write_demo_run(&dir, version, provider, ROUNDS, tasks, context, predictions);
             let proc = submit(
                 &access,
                 &files,

@@ -7,6 +7,7 @@
 //! Needs `cargo build -p ase` first (or ASE_BIN), osemgrep, and for the second test Docker
 //! with the demo images (skipped outside CI without them).
 
+use ase_cluster_tests::demo_run::assert_demo_v1_comparison;
 use ase_cluster_tests::{ase_bin, repo_root, support, Proc};
 use std::path::Path;
 use std::process::Command;
@@ -275,10 +276,9 @@ fn the_demo_with_docker_runs_v1_and_v2_and_resumes_without_work() {
     assert!(!log.contains("submitted run"), "{log}");
 }
 
-/// `ase compare` on the demo's reports: the reference is more secure than the original on
-/// every task (v1: all 8 tasks differ, p = 2 / 2^8), and the pretend model falls short of the
-/// reference only where its answers are not the fix. Runs the demo itself (v1 needs only
-/// osemgrep; without the v2 images the v2 runs still complete, with failed units).
+/// `ase compare` on the demo's reports: what `assert_demo_v1_comparison` says (p-values and
+/// flipped tasks). Runs the demo itself (v1 needs only osemgrep; without the v2 images the v2
+/// runs still complete, with failed units).
 #[test]
 fn ase_compare_on_the_demo_gives_exact_p_values_and_flipped_tasks() {
     if support::osemgrep_or_skip().is_none() {
@@ -304,32 +304,7 @@ fn ase_compare_on_the_demo_gives_exact_p_values_and_flipped_tasks() {
         String::from_utf8_lossy(&out.stderr)
     );
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(c["tasks_compared"], 8);
-    let pairs = c["pairs"].as_array().unwrap();
-    let (orig_ref, ref_pretend) = (&pairs[0], &pairs[2]);
-    assert_eq!(orig_ref["b_better"], 8, "{orig_ref}");
-    assert_eq!(orig_ref["p_value"].as_f64(), Some(0.0078125));
-    assert_eq!(orig_ref["flipped"].as_array().unwrap().len(), 8);
-    // The pretend model's answers to these three are not the fix: the reference is better.
-    assert_eq!(ref_pretend["b_better"], 0, "{ref_pretend}");
-    let flipped: Vec<&str> = ref_pretend["flipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["instance_id"].as_str().unwrap())
-        .collect();
-    for task in [
-        "demo_cmdi_py_bookshelf",
-        "demo_xss_php_guestbook",
-        "demo_xss_js_notes",
-    ] {
-        assert!(flipped.contains(&task), "{task} in {flipped:?}");
-    }
-    let n = flipped.len() as i32;
-    assert_eq!(
-        ref_pretend["p_value"].as_f64(),
-        Some((2.0f64 / 2f64.powi(n)).min(1.0))
-    );
+    assert_demo_v1_comparison(&c);
     // The security interval of each run brackets the report's own security figure: ours (our
     // verdict, `breakdown.all.verdict_secure_pct`), since the comparison reads verdicts; it
     // equals the type-weighted figure here, the demo's types having equal task counts.

@@ -5,7 +5,103 @@
 
 use super::markdown::p_text;
 use super::{Comparison, GroupDelta, PairComparison, Side};
+use crate::report::html::charts::{
+    score_chart, verdict_chart, whisker, ScoreBar, Shown, VerdictBar,
+};
 use crate::report::html::escape;
+
+/// How compare.html marks a charted value: as its table cells are (`data-fmt`).
+fn mark(key: &str, shown: Shown) -> String {
+    match shown {
+        Shown::Pct(x) => format!(" data-key=\"{key}\" data-fmt=\"pct\">{x:.2}"),
+        Shown::Signed(x) => format!(" data-key=\"{key}\" data-fmt=\"signed\">{x:+.2}"),
+        Shown::Count(n) => format!(" data-key=\"{key}\" data-fmt=\"int\">{n}"),
+    }
+}
+
+/// The pair's delta B - A overall and per type, CWE and language, each with its interval.
+fn delta_chart(i: usize, p: &PairComparison) -> String {
+    let k = format!("/pairs/{i}");
+    let mut bars = vec![ScoreBar {
+        label: "all tasks".into(),
+        value: Some((p.delta.estimate, format!("{k}/delta/estimate"))),
+        interval: Some(whisker(&p.delta, &format!("{k}/delta"))),
+    }];
+    for (field, title, groups) in [
+        ("by_type", "type", &p.by_type),
+        ("by_cwe", "CWE", &p.by_cwe),
+        ("by_language", "language", &p.by_language),
+    ] {
+        for (j, g) in groups.iter().enumerate() {
+            let gk = format!("{k}/{field}/{j}");
+            bars.push(ScoreBar {
+                label: format!("{title} {}", g.group),
+                value: Some((g.delta, format!("{gk}/delta"))),
+                interval: Some([
+                    (g.delta_low, format!("{gk}/delta_low")),
+                    (g.delta_high, format!("{gk}/delta_high")),
+                ]),
+            });
+        }
+    }
+    score_chart(
+        &format!("chart-pair-{i}"),
+        "Security delta B - A (points), with its 95 % interval",
+        &bars,
+        (-100.0, 100.0),
+        true,
+        &mark,
+    )
+}
+
+/// Each run's units by our verdict, and its security with its interval.
+fn run_charts(c: &Comparison) -> String {
+    let verdicts: Vec<VerdictBar> = c
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let k = |f: &str| format!("/runs/{i}/verdicts/{f}");
+            VerdictBar {
+                label: r.label.clone(),
+                counts: [
+                    (r.verdicts.secure, k("secure")),
+                    (r.verdicts.vulnerable, k("vulnerable")),
+                    (r.verdicts.broken, k("broken")),
+                ],
+            }
+        })
+        .collect();
+    let security: Vec<ScoreBar> = c
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let k = format!("/runs/{i}/uncertainty/security");
+            ScoreBar {
+                label: r.label.clone(),
+                value: r
+                    .uncertainty
+                    .security
+                    .map(|s| (s.estimate, format!("{k}/estimate"))),
+                interval: r.uncertainty.security.map(|s| whisker(&s, &k)),
+            }
+        })
+        .collect();
+    verdict_chart(
+        "chart-run-verdicts",
+        "Units of the compared tasks by our verdict",
+        &verdicts,
+        &mark,
+    ) + &score_chart(
+        "chart-run-security",
+        "Security of the compared tasks, with its 95 % interval",
+        &security,
+        (0.0, 100.0),
+        false,
+        &mark,
+    )
+}
 
 fn num(key: &str, fmt: &str, text: String) -> String {
     format!("<td class=\"n\" data-key=\"{key}\" data-fmt=\"{fmt}\">{text}</td>")
@@ -84,6 +180,7 @@ fn pair(i: usize, p: &PairComparison) -> String {
         signed(&format!("{k}/delta/low"), p.delta.low),
         signed(&format!("{k}/delta/high"), p.delta.high),
     );
+    out += &delta_chart(i, p);
     out += &groups("vulnerability type", &format!("{k}/by_type"), &p.by_type);
     out += &groups("CWE", &format!("{k}/by_cwe"), &p.by_cwe);
     out += &groups("language", &format!("{k}/by_language"), &p.by_language);
@@ -115,6 +212,8 @@ pub fn render_html(c: &Comparison) -> String {
          body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}\
          td,th{border:1px solid #bbb;padding:.2em .5em;vertical-align:top}td.n{text-align:right}\
          .warn{background:#fff3cd;padding:.5em}ul{margin:0;padding-left:1.2em}\
+         figure{margin:.8em 0}figcaption{font-weight:600}.legend span{margin-right:1em}\
+         .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}\
          </style></head><body>\n<h1>A.S.E comparison</h1>\n",
     );
     if c.shared_tasks_only {
@@ -136,7 +235,8 @@ pub fn render_html(c: &Comparison) -> String {
     );
     out += "<h2>Runs</h2>\n<table><tr><th>Run</th><th>Version</th><th>Rounds</th>\
             <th>Security</th><th>95 % CI low</th><th>95 % CI high</th><th>pass@k</th>\
-            <th>pass^k</th><th>k</th><th>Not available</th></tr>\n";
+            <th>pass^k</th><th>k</th><th>Secure</th><th>Vulnerable</th><th>Broken</th>\
+            <th>Not available</th></tr>\n";
     for (i, r) in c.runs.iter().enumerate() {
         let k = format!("/runs/{i}/uncertainty");
         let u = &r.uncertainty;
@@ -165,16 +265,24 @@ pub fn render_html(c: &Comparison) -> String {
             None => "<td>n/a</td><td>n/a</td><td>n/a</td>".to_string(),
         };
         out += &format!(
-            "<tr><td>{}</td><td>{}</td>{}{}{}<td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td>{}{}{}{}{}{}<td>{}</td></tr>\n",
             escape(&r.label),
             escape(&r.version),
             int(&format!("{k}/rounds"), u.rounds),
             sec,
             pass,
+            int(&format!("/runs/{i}/verdicts/secure"), r.verdicts.secure),
+            int(
+                &format!("/runs/{i}/verdicts/vulnerable"),
+                r.verdicts.vulnerable
+            ),
+            int(&format!("/runs/{i}/verdicts/broken"), r.verdicts.broken),
             escape(&u.not_available.join("; "))
         );
     }
-    out += "</table>\n<h2>Pairs</h2>\n";
+    out += "</table>\n";
+    out += &run_charts(c);
+    out += "<h2>Pairs</h2>\n";
     for (i, p) in c.pairs.iter().enumerate() {
         out += &pair(i, p);
     }

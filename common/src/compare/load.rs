@@ -93,18 +93,31 @@ fn verdict_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Reads `dir/report.json` (or `dir` itself when it is a file).
-pub fn load_run(dir: &Path) -> Result<RunView, LoadError> {
-    let path = if dir.is_file() {
+/// `dir/report.json` (or `dir` itself when it is a file).
+pub fn report_path(dir: &Path) -> PathBuf {
+    if dir.is_file() {
         dir.to_path_buf()
     } else {
         dir.join(REPORT_JSON)
-    };
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let raw: RawReport = serde_json::from_str(&text).map_err(|source| LoadError::Parse {
+    }
+}
+
+/// The text of `dir/report.json` (or of `dir` itself when it is a file).
+pub fn read_report(dir: &Path) -> Result<String, LoadError> {
+    let path = report_path(dir);
+    std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path, source })
+}
+
+/// Reads `dir/report.json` (or `dir` itself when it is a file).
+pub fn load_run(dir: &Path) -> Result<RunView, LoadError> {
+    parse_run(dir, &read_report(dir)?)
+}
+
+/// A run from the text of its report.json, wherever it came from (a folder, or a coordinator's
+/// `FetchReport`): `origin` names it in errors and in the comparison.
+pub fn parse_run(origin: &Path, text: &str) -> Result<RunView, LoadError> {
+    let path = origin.to_path_buf();
+    let raw: RawReport = serde_json::from_str(text).map_err(|source| LoadError::Parse {
         path: path.clone(),
         source,
     })?;
@@ -133,7 +146,7 @@ pub fn load_run(dir: &Path) -> Result<RunView, LoadError> {
     let c = raw.provenance.config;
     Ok(RunView {
         label: format!("{}__{}", c.model, c.batch),
-        path: dir.to_path_buf(),
+        path,
         dataset_sha256: raw.provenance.dataset_sha256,
         rounds: c.rounds,
         version: raw.scores["version"].as_str().unwrap_or("").to_string(),

@@ -127,8 +127,8 @@ pub fn render_markdown(c: &Comparison) -> String {
         "- tasks compared: {}\n- method: {}\n",
         c.tasks_compared, c.method
     );
-    out += "\n## Runs\n\n| Run | Version | Rounds | Security | 95 % CI | pass@k | pass^k | Tasks left out |\n\
-            |---|---|---:|---:|---:|---:|---:|---:|\n";
+    out += "\n## Runs\n\n| Run | Version | Rounds | Security | 95 % CI | pass@k | pass^k | Tasks left out | Secure | Vulnerable | Broken |\n\
+            |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     let mut notes = Vec::new();
     for r in &c.runs {
         let u = &r.uncertainty;
@@ -147,7 +147,7 @@ pub fn render_markdown(c: &Comparison) -> String {
             _ => ("n/a".into(), "n/a".into()),
         };
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&r.label),
             cell(&r.version),
             u.rounds,
@@ -155,7 +155,10 @@ pub fn render_markdown(c: &Comparison) -> String {
             ci,
             at,
             hat,
-            r.tasks_left_out
+            r.tasks_left_out,
+            r.verdicts.secure,
+            r.verdicts.vulnerable,
+            r.verdicts.broken
         );
         for n in &u.not_available {
             notes.push(format!(

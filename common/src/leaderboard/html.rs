@@ -5,8 +5,9 @@
 //! `leaderboard.json` (the value is the element's text, `n/a` for null), as report.html does.
 
 use super::{Leaderboard, LeaderboardRow, LeaderboardTable};
+use crate::report::html::charts::{verdict_chart, Shown, VerdictBar};
 use crate::report::html::{
-    fmt_f64 as fmt, int, json_pointer, num, opt_num, rounded, short, text_from,
+    escape, fmt_f64 as fmt, int, json_pointer, num, opt_num, rounded, short, text_from,
 };
 use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
@@ -25,6 +26,7 @@ h1{font-size:1.6rem;margin:0 0 .5rem}h2{font-size:1.25rem;margin:2rem 0 .6rem;bo
 table{border-collapse:collapse;background:#fff;font-size:.88rem;margin:.3rem 0}th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .ci{color:#555;font-size:.8rem}.note{color:#666;font-style:italic;font-size:.85rem}.na{color:#888}th.run{font-family:ui-monospace,monospace;font-size:.82rem;white-space:nowrap;font-weight:600}
 figure{margin:.6rem 0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem;display:inline-block}figcaption{font-weight:600;font-size:.9rem;margin-bottom:.3rem}
+.legend{display:flex;flex-wrap:wrap;gap:.3rem .9rem;font-size:.82rem;margin-top:.4rem}.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-.1rem}
 section.paper{border-left:4px solid #9e9e9e;padding-left:1rem;margin-top:2rem}.warning{font-weight:700;color:#6d4c41}
 ";
 
@@ -184,6 +186,50 @@ fn chart(t_index: usize, t: &LeaderboardTable, band: Option<(f64, f64)>) -> Stri
     out
 }
 
+/// Each run's units by our verdict, in the table's order.
+fn verdicts_chart(t_index: usize, t: &LeaderboardTable) -> String {
+    let bars: Vec<VerdictBar> = t
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let k = |f: &str| {
+                json_pointer(&[
+                    "tables",
+                    &t_index.to_string(),
+                    "rows",
+                    &i.to_string(),
+                    "verdicts",
+                    f,
+                ])
+            };
+            VerdictBar {
+                label: r.run.clone(),
+                counts: [
+                    (r.verdicts.secure, k("secure")),
+                    (r.verdicts.vulnerable, k("vulnerable")),
+                    (r.verdicts.broken, k("broken")),
+                ],
+            }
+        })
+        .collect();
+    let mark = |key: &str, shown: Shown| match shown {
+        Shown::Count(n) => format!(" data-key=\"{}\">{n}", escape(key)),
+        Shown::Pct(x) | Shown::Signed(x) => format!(
+            " data-key=\"{}\" data-value=\"{}\">{}",
+            escape(key),
+            fmt(x),
+            fmt(round2(x))
+        ),
+    };
+    verdict_chart(
+        &format!("chart-verdicts-{t_index}"),
+        "Units by our verdict",
+        &bars,
+        &mark,
+    )
+}
+
 fn table_html(t_index: usize, t: &LeaderboardTable, band: Option<(f64, f64)>) -> String {
     let v2 = t.version == "v2";
     let k = |f: &str| json_pointer(&["tables", t_index.to_string().as_str(), f]);
@@ -203,6 +249,7 @@ fn table_html(t_index: usize, t: &LeaderboardTable, band: Option<(f64, f64)>) ->
     }
     out += "</tbody>\n</table>\n";
     out += &chart(t_index, t, band);
+    out += &verdicts_chart(t_index, t);
     for r in t.rows.iter().filter(|r| !r.not_available.is_empty()) {
         let _ = writeln!(
             out,

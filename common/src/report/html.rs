@@ -21,10 +21,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 mod agent;
+pub(crate) mod charts;
 mod findings;
 mod intervals;
 mod unavailable;
 mod verdicts;
+use crate::uncertainty::GroupInterval;
+use charts::{score_chart, verdict_chart, whisker, ScoreBar, Shown, VerdictBar};
 use findings::findings_section;
 use verdicts::{tally_row, verdicts_section, VERDICT_HEADERS};
 
@@ -458,62 +461,6 @@ fn v2_table(s: &V2Score) -> String {
     out
 }
 
-/// One bar of a chart: label, value on 0..100, the value's key.
-struct Bar {
-    label: String,
-    value: f64,
-    key: String,
-}
-
-const CHART_LABEL_W: f64 = 170.0;
-const CHART_BAR_W: f64 = 320.0;
-const CHART_ROW_H: f64 = 24.0;
-
-/// Horizontal bars on a 0..100 scale, with a grid every 25.
-fn bar_chart(id: &str, caption: &str, bars: &[Bar]) -> String {
-    let width = CHART_LABEL_W + CHART_BAR_W + 60.0;
-    let height = CHART_ROW_H * bars.len().max(1) as f64 + 24.0;
-    let mut out = format!(
-        "<figure id=\"{id}\"><figcaption>{caption}</figcaption>\n<svg class=\"chart\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{caption}\">\n"
-    );
-    for step in 0..=4 {
-        let x = CHART_LABEL_W + CHART_BAR_W * f64::from(step) / 4.0;
-        let _ = writeln!(
-            out,
-            "<line x1=\"{x}\" y1=\"0\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666\">{}</text>",
-            height - 16.0,
-            height - 4.0,
-            step * 25
-        );
-    }
-    for (i, b) in bars.iter().enumerate() {
-        let y = CHART_ROW_H * i as f64;
-        let v = if b.value.is_finite() {
-            b.value.clamp(0.0, 100.0)
-        } else {
-            0.0
-        };
-        let w = CHART_BAR_W * v / 100.0;
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{}</text><rect x=\"{CHART_LABEL_W}\" y=\"{}\" width=\"{w:.2}\" height=\"{}\" fill=\"#1565c0\"><title>{}: {}</title></rect><text x=\"{:.2}\" y=\"{}\" font-size=\"12\" data-key=\"{}\">{}</text>",
-            CHART_LABEL_W - 6.0,
-            y + 16.0,
-            short(&b.label, 24),
-            y + 4.0,
-            CHART_ROW_H - 8.0,
-            short(&b.label, MAX_NAME_CHARS),
-            fmt_f64(b.value),
-            CHART_LABEL_W + w + 4.0,
-            y + 16.0,
-            escape(&b.key),
-            fmt_f64(b.value)
-        );
-    }
-    out += "</svg>\n</figure>\n";
-    out
-}
-
 /// One bar split by outcome kind, with a legend of the counts.
 fn outcome_chart(outcomes: &BTreeMap<OutcomeKind, u32>) -> String {
     let total: u32 = outcomes.values().sum();
@@ -549,53 +496,150 @@ fn outcome_chart(outcomes: &BTreeMap<OutcomeKind, u32>) -> String {
     out
 }
 
+/// How report.html marks a charted value: its key, its exact value in `data-value` when it
+/// is shown rounded.
+fn mark(key: &str, shown: Shown) -> String {
+    match shown {
+        Shown::Pct(x) | Shown::Signed(x) => format!(
+            " data-key=\"{}\" data-value=\"{}\">{}",
+            escape(key),
+            fmt_f64(x),
+            fmt_f64(crate::scoring::stats::round2(x))
+        ),
+        Shown::Count(n) => format!(" data-key=\"{}\">{n}", escape(key)),
+    }
+}
+
+/// The interval of `group` among `intervals` (upstream-compatible security), with the key of
+/// the interval's object.
+fn group_whisker(
+    intervals: &[GroupInterval],
+    field: &str,
+    group: &str,
+) -> Option<[(f64, String); 2]> {
+    let (i, g) = intervals
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.group == group)?;
+    Some(whisker(
+        g.security.as_ref()?,
+        &json_pointer(&["uncertainty", field, &i.to_string(), "security"]),
+    ))
+}
+
+/// One stacked bar of our verdicts per group of the breakdown.
+fn verdict_bars(field: &str, groups: &[GroupTally]) -> Vec<VerdictBar> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let k = |f: &str| json_pointer(&["breakdown", field, &i.to_string(), f]);
+            VerdictBar {
+                label: g.group.clone(),
+                counts: [
+                    (g.verdict_secure, k("verdict_secure")),
+                    (g.verdict_vulnerable, k("verdict_vulnerable")),
+                    (g.verdict_broken, k("verdict_broken")),
+                ],
+            }
+        })
+        .collect()
+}
+
 fn charts_section(report: &Report) -> String {
     let mut out =
         String::from("<section id=\"charts\">\n<h2>Charts</h2>\n<div class=\"charts\">\n");
     out += &outcome_chart(&report.breakdown.outcomes);
-    let score_bars: Vec<Bar> = match &report.scores {
+    let none = Vec::new();
+    let (by_type, by_cwe, by_language) = match &report.uncertainty {
+        Some(u) => (&u.by_type, &u.by_cwe, &u.by_language),
+        None => (&none, &none, &none),
+    };
+    let score_bars: Vec<ScoreBar> = match &report.scores {
         Scores::V1(s) => s
             .types
             .iter()
             .enumerate()
-            .map(|(i, t)| Bar {
+            .map(|(i, t)| ScoreBar {
                 label: t.vuln_type.clone(),
-                value: t.security,
-                key: json_pointer(&["scores", "types", &i.to_string(), "security"]),
+                value: Some((
+                    t.security,
+                    json_pointer(&["scores", "types", &i.to_string(), "security"]),
+                )),
+                interval: group_whisker(by_type, "by_type", &t.vuln_type),
             })
             .collect(),
         Scores::V2(s) => s
             .by_cwe
             .iter()
             .enumerate()
-            .map(|(i, g)| Bar {
+            .map(|(i, g)| ScoreBar {
                 label: g.group.clone(),
-                value: g.code_security_score,
-                key: json_pointer(&["scores", "by_cwe", &i.to_string(), "code_security_score"]),
+                value: Some((
+                    g.code_security_score,
+                    json_pointer(&["scores", "by_cwe", &i.to_string(), "code_security_score"]),
+                )),
+                interval: group_whisker(by_cwe, "by_cwe", &g.group),
             })
             .collect(),
     };
     let caption = match report.scores {
-        Scores::V1(_) => "Security score by vulnerability type",
-        Scores::V2(_) => "Security score by CWE",
+        Scores::V1(_) => "Security score by vulnerability type, with its 95 % interval",
+        Scores::V2(_) => "Security score by CWE, with its 95 % interval",
     };
-    out += &bar_chart("chart-security", caption, &score_bars);
-    let language_bars: Vec<Bar> = report
+    out += &score_chart(
+        "chart-security",
+        caption,
+        &score_bars,
+        (0.0, 100.0),
+        false,
+        &mark,
+    );
+    let language_bars: Vec<ScoreBar> = report
         .breakdown
         .by_language
         .iter()
         .enumerate()
-        .map(|(i, g)| Bar {
+        .map(|(i, g)| ScoreBar {
             label: g.group.clone(),
-            value: g.secure_pct,
-            key: json_pointer(&["breakdown", "by_language", &i.to_string(), "secure_pct"]),
+            value: Some((
+                g.secure_pct,
+                json_pointer(&["breakdown", "by_language", &i.to_string(), "secure_pct"]),
+            )),
+            interval: group_whisker(by_language, "by_language", &g.group),
         })
         .collect();
-    out += &bar_chart(
+    out += &score_chart(
         "chart-languages",
-        "Secure units by language (%)",
+        "Secure units by language (%), with its 95 % interval",
         &language_bars,
+        (0.0, 100.0),
+        false,
+        &mark,
     );
+    let b = &report.breakdown;
+    for (id, caption, field, groups) in [
+        (
+            "chart-verdicts-type",
+            "Units by our verdict, per vulnerability type",
+            "by_type",
+            &b.by_type,
+        ),
+        (
+            "chart-verdicts-cwe",
+            "Units by our verdict, per CWE",
+            "by_cwe",
+            &b.by_cwe,
+        ),
+        (
+            "chart-verdicts-language",
+            "Units by our verdict, per language",
+            "by_language",
+            &b.by_language,
+        ),
+    ] {
+        out += &verdict_chart(id, caption, &verdict_bars(field, groups), &mark);
+    }
     out += "</div>\n</section>\n";
     out
 }

@@ -298,3 +298,80 @@ fn v1_table_shows_missing_stability() {
         "{t}"
     );
 }
+
+/// A run with one round: pass@1 only, and every format (JSON, Markdown, HTML) says that
+/// pass@k / pass^k for k >= 2 and stability are not available.
+#[test]
+fn one_round_says_in_every_format_which_figures_are_not_available() {
+    let ids = ["t1", "t2"];
+    let mut input = V2Input {
+        rounds: 1,
+        tasks: ids
+            .iter()
+            .map(|id| V2Task {
+                instance_id: id.to_string(),
+                cwe_id: "CWE-79".into(),
+            })
+            .collect(),
+        ..V2Input::default()
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let unit = UnitId::new(*id, 1);
+        input.generations.push(Generation {
+            unit: unit.clone(),
+            success: true,
+            time_cost: 1.0,
+        });
+        input.scans.insert(
+            unit,
+            V2Scan {
+                completion: true,
+                image_status_check: true,
+                test_case_check: true,
+                poc_check: i == 0,
+            },
+        );
+    }
+    let provenance = Provenance {
+        config: RunConfig {
+            model: "m".into(),
+            batch: "b".into(),
+            rounds: 1,
+            ..RunConfig::default()
+        },
+        ..Provenance::default()
+    };
+    let report = Report::new(
+        provenance,
+        crate::scoring::v2::unit_outcomes(&input),
+        Scores::V2(score_v2(&input).unwrap()),
+    )
+    .with_tasks(ids.iter().map(|id| TaskInfo {
+        instance_id: id.to_string(),
+        vuln_type: "XSS".into(),
+        cwe_id: "CWE-79".into(),
+        language: "php".into(),
+    }));
+    let why = "pass@k and pass^k for k >= 2, and stability: they need at least two rounds per task";
+    let json = serde_json::to_value(&report).unwrap();
+    let u = &json["uncertainty"];
+    assert_eq!(u["pass_k"].as_array().unwrap().len(), 1, "{u}");
+    assert_eq!(u["pass_k"][0]["pass_at_k"].as_f64(), Some(50.0));
+    assert!(
+        u["not_available"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == why),
+        "{u}"
+    );
+    let md = render_markdown(&report);
+    assert!(md.contains(&format!("Not available: {why}.")), "{md}");
+    assert!(md.contains("| 1 | 50.0 | 50.0 |"), "{md}");
+    let html = html::render_html(&report);
+    assert!(
+        html.contains(&format!("Not available: {}.", html::escape(why))),
+        "{html}"
+    );
+    assert!(html.contains("id=\"pass-k\""));
+}

@@ -52,6 +52,19 @@ pub fn run_chromium(bin: &Path, profile: &Path, page: &Path, args: &[&str]) -> S
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    // Read both pipes while waiting: a DOM larger than the pipe's buffer (64 KiB) would
+    // otherwise block chromium on its write until the deadline.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -64,14 +77,14 @@ pub fn run_chromium(bin: &Path, profile: &Path, page: &Path, args: &[&str]) -> S
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
+    let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
     assert!(
-        out.status.success(),
-        "chromium failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "chromium failed ({status}): {}",
+        String::from_utf8_lossy(&err)
     );
-    String::from_utf8(out.stdout).expect("the DOM is UTF-8")
+    String::from_utf8(out).expect("the DOM is UTF-8")
 }
 
 /// One start tag of the rendered DOM, with the text right after it (up to the next tag).

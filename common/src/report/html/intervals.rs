@@ -1,10 +1,10 @@
 //! Every figure's 95 % interval (a table and whiskers on a 0..100 axis) and pass@k /
 //! pass^k over the rounds, every number keyed to report.json's `uncertainty`.
 
-use super::{escape, fmt_f64, int, rounded, short, MAX_NAME_CHARS};
+use super::{escape, fmt_f64, int, rounded, short, text, MAX_NAME_CHARS};
 use crate::scoring::stats::round2;
 use crate::uncertainty::bootstrap::Interval;
-use crate::uncertainty::Uncertainty;
+use crate::uncertainty::{GroupInterval, Uncertainty};
 use std::fmt::Write;
 
 const AXIS_X: f64 = 330.0;
@@ -44,6 +44,13 @@ pub(super) fn intervals_section(u: &Uncertainty) -> String {
     }
     out += "</tbody>\n</table>\n";
     out += &whiskers(u);
+    for (field, title, groups) in [
+        ("by_type", "vulnerability type", &u.by_type),
+        ("by_cwe", "CWE", &u.by_cwe),
+        ("by_language", "language", &u.by_language),
+    ] {
+        out += &group_table(field, title, groups);
+    }
     let _ = writeln!(
         out,
         "<p class=\"note\">{}: {} resamples, seed {}, over {} tasks.</p>",
@@ -129,5 +136,42 @@ fn whiskers(u: &Uncertainty) -> String {
         }
     }
     out += "</svg>\n</figure>\n";
+    out
+}
+
+/// An interval's cells: estimate, ±, low, high; `n/a` cells when there is none.
+fn interval_cells(key: &str, i: Option<&Interval>) -> String {
+    match i {
+        Some(i) => format!(
+            "<td class=\"n\">{}</td><td class=\"n pm\">± {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            rounded(&format!("{key}/estimate"), i.estimate),
+            fmt_f64(round2((i.high - i.low) / 2.0)),
+            rounded(&format!("{key}/low"), i.low),
+            rounded(&format!("{key}/high"), i.high)
+        ),
+        None => "<td colspan=\"4\" class=\"note\">n/a</td>".to_string(),
+    }
+}
+
+/// Each group's security, upstream-compatible and ours, with their intervals.
+fn group_table(field: &str, title: &str, groups: &[GroupInterval]) -> String {
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "<h3>Security by {title}</h3>\n<table id=\"intervals-{field}\">\n<thead><tr><th>Group</th><th>Tasks</th><th colspan=\"4\">Security (upstream-compatible): estimate, ±, low, high</th><th colspan=\"4\">Security (ours): estimate, ±, low, high</th></tr></thead>\n<tbody>\n"
+    );
+    for (i, g) in groups.iter().enumerate() {
+        let k = |f: &str| format!("/uncertainty/{field}/{i}/{f}");
+        let _ = writeln!(
+            out,
+            "<tr><th>{}</th><td class=\"n\">{}</td>{}{}</tr>",
+            text(&k("group"), &g.group, MAX_NAME_CHARS),
+            int(&k("tasks"), g.tasks),
+            interval_cells(&k("security"), g.security.as_ref()),
+            interval_cells(&k("security_verdict"), g.security_verdict.as_ref()),
+        );
+    }
+    out += "</tbody>\n</table>\n";
     out
 }

@@ -148,6 +148,9 @@ fn every_section_is_there_and_nothing_is_loaded() {
         "chart-outcomes",
         "chart-security",
         "chart-languages",
+        "chart-verdicts-type",
+        "chart-verdicts-cwe",
+        "chart-verdicts-language",
         "breakdown",
         "by-type",
         "by-cwe",
@@ -166,8 +169,9 @@ fn every_section_is_there_and_nothing_is_loaded() {
             "section {id} missing"
         );
     }
-    // Outcomes, security, languages, and the intervals' whiskers.
-    assert_eq!(html.matches("<svg").count(), 4);
+    // Outcomes, security, languages, verdicts by type / CWE / language, and the intervals'
+    // whiskers.
+    assert_eq!(html.matches("<svg").count(), 7);
     assert!(html.contains("Content-Security-Policy"));
     for external in [" src=\"", " href=\"", "url(", "@import", "<link", "<script"] {
         assert!(!html.contains(external), "{external} in the page");
@@ -319,4 +323,65 @@ fn findings_are_shown_against_the_masked_region_and_keyed_to_the_json() {
     assert_eq!(n, 4 + 9 + 1);
     // A report without findings has no such section.
     assert!(!render_html(&report(0, 10)).contains("id=\"findings\""));
+}
+
+/// The part of `html` from the element with `id` to the end of its figure.
+fn figure_of<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("id=\"{id}\"")).unwrap();
+    let len = html[start..].find("</figure>").unwrap();
+    &html[start..start + len]
+}
+
+#[test]
+fn score_charts_have_whiskers_and_verdict_charts_the_three_verdicts() {
+    let r = report(2, 10).redacted();
+    let json = serde_json::to_value(&r).unwrap();
+    let html = render_html(&r);
+    // Security by type: each bar's whisker is its type's interval, centred on the bar.
+    let chart = figure_of(&html, "chart-security");
+    let types = json["scores"]["types"].as_array().unwrap();
+    assert_eq!(chart.matches("class=\"cap\"").count(), 2 * types.len());
+    for t in types {
+        let by_type = json["uncertainty"]["by_type"].as_array().unwrap();
+        let j = by_type
+            .iter()
+            .position(|g| g["group"] == t["vuln_type"])
+            .unwrap();
+        let interval = &by_type[j]["security"];
+        assert!(
+            (interval["estimate"].as_f64().unwrap() - t["security"].as_f64().unwrap()).abs() < 0.01,
+            "{t} {interval}"
+        );
+        for end in ["low", "high"] {
+            assert!(chart.contains(&format!(
+                "data-key=\"/uncertainty/by_type/{j}/security/{end}\""
+            )));
+        }
+    }
+    // Languages: the units' share with its interval, the unknown group included.
+    let chart = figure_of(&html, "chart-languages");
+    let langs = json["breakdown"]["by_language"].as_array().unwrap();
+    assert_eq!(chart.matches("class=\"cap\"").count(), 2 * langs.len());
+    // Verdicts: the three counts of every group, adding up to its units.
+    for (id, field) in [
+        ("chart-verdicts-type", "by_type"),
+        ("chart-verdicts-cwe", "by_cwe"),
+        ("chart-verdicts-language", "by_language"),
+    ] {
+        let chart = figure_of(&html, id);
+        let groups = json["breakdown"][field].as_array().unwrap();
+        for (i, g) in groups.iter().enumerate() {
+            let mut sum = 0;
+            for v in ["secure", "vulnerable", "broken"] {
+                let key = format!("/breakdown/{field}/{i}/verdict_{v}");
+                let n = g[format!("verdict_{v}")].as_u64().unwrap();
+                assert!(
+                    chart.contains(&format!("data-key=\"{key}\">{n}<")),
+                    "{key} in {chart}"
+                );
+                sum += n;
+            }
+            assert_eq!(sum, g["units"].as_u64().unwrap(), "{g}");
+        }
+    }
 }
