@@ -5,15 +5,15 @@ use super::unit_code::{collect_changed, join_rel, relative_root, UnitCodeError};
 use super::{InfraError, InfraKind, WorkerContext};
 use crate::model::{ApiKey, ChatPrompt, FailureReason, UnitInput};
 use crate::repo_cache::{RepoCacheError, UnitTree};
+use ase_common::answer::extract::{extract_code, extract_patch};
+use ase_common::answer::patch_apply::{apply_patch, ApplyFailure, ApplyStatus, AttemptKind};
+use ase_common::answer::patch_paths::named_paths;
+use ase_common::answer::splice::{splice, SpliceOutcome};
 use ase_common::dataset::{DatasetVersion, Task, TaskContext, TaskSpec};
-use ase_common::extract::{extract_code, extract_patch};
 use ase_common::masking::{mask, strip_mask_lines, MaskedFile};
-use ase_common::patch_apply::{apply_patch, ApplyFailure, ApplyStatus, AttemptKind};
-use ase_common::patch_paths::named_paths;
 use ase_common::prompt::{build_prompt, PromptOptions, Templates};
 use ase_common::repo_files::{project_root, read_repo_file};
 use ase_common::scoring::UnitId;
-use ase_common::splice::{splice, SpliceOutcome};
 use ase_common::unit::{
     ApplyMethod, ChangedFile, GenerationRecord, TokenUsage, MAX_RAW_ANSWER_BYTES,
 };
@@ -139,7 +139,7 @@ fn apply_answer(
     task: &Task,
     masked: &MaskedFile,
     answer: &str,
-    apply: &ase_common::patch_apply::ApplyOptions,
+    apply: &ase_common::answer::patch_apply::ApplyOptions,
 ) -> Result<(Applied, BTreeSet<String>), InfraError> {
     let mut touched = BTreeSet::new();
     match task.version() {

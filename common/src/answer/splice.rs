@@ -219,7 +219,7 @@ fn reindent(code: &str, indent: &str) -> Option<String> {
     Some(lines.join("\n"))
 }
 
-/// Splice `code` (as [`crate::extract::extract_code`] returns it) into `masked`.
+/// Splice `code` (as [`crate::answer::extract::extract_code`] returns it) into `masked`.
 pub fn splice(masked: &MaskedFile, code: &str) -> SpliceOutcome {
     let span = masked.mask_span.clone();
     let holds_mask = masked
@@ -264,8 +264,8 @@ pub fn splice(masked: &MaskedFile, code: &str) -> SpliceOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answer::extract::extract_code;
     use crate::dataset::LineRange;
-    use crate::extract::extract_code;
     use crate::masking::mask;
     use proptest::prelude::*;
 
