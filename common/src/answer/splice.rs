@@ -19,7 +19,7 @@
 //!   upstream rebuilds every indentation out of spaces, which turns a tab-indented mask into
 //!   spaces (breaking Makefiles and mixing tabs and spaces in Python or Go).
 
-use crate::masking::{MaskedFile, MASK_TOKEN};
+use crate::prompt::masking::{MaskedFile, MASK_TOKEN};
 use thiserror::Error;
 
 /// How many lines either side of the mask are compared with the code's edges.
@@ -266,7 +266,7 @@ mod tests {
     use super::*;
     use crate::answer::extract::extract_code;
     use crate::dataset::LineRange;
-    use crate::masking::mask;
+    use crate::prompt::masking::mask;
     use proptest::prelude::*;
 
     fn masked(src: &str, start: usize, end: usize) -> MaskedFile {

@@ -10,9 +10,9 @@ use ase_common::answer::patch_apply::{apply_patch, ApplyFailure, ApplyStatus, At
 use ase_common::answer::patch_paths::named_paths;
 use ase_common::answer::splice::{splice, SpliceOutcome};
 use ase_common::dataset::{DatasetVersion, Task, TaskContext, TaskSpec};
-use ase_common::masking::{mask, strip_mask_lines, MaskedFile};
+use ase_common::prompt::masking::{mask, strip_mask_lines, MaskedFile};
+use ase_common::prompt::repo_files::{project_root, read_repo_file};
 use ase_common::prompt::{build_prompt, PromptOptions, Templates};
-use ase_common::repo_files::{project_root, read_repo_file};
 use ase_common::scoring::UnitId;
 use ase_common::unit::{
     ApplyMethod, ChangedFile, GenerationRecord, TokenUsage, MAX_RAW_ANSWER_BYTES,
