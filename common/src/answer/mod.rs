@@ -2,6 +2,7 @@
 //! (`extract`), vet a patch's paths (`patch_paths`), repair it (`patch_repair`), apply it safely
 //! (`patch_apply`), or splice a v2 answer into the masked file (`splice`).
 
+pub mod apply;
 pub mod extract;
 pub mod patch_apply;
 pub mod patch_paths;
