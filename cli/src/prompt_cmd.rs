@@ -3,10 +3,10 @@
 
 use anyhow::{anyhow, bail, Context};
 use ase_common::dataset::{load_contexts, load_tasks};
-use ase_common::masking::mask;
+use ase_common::prompt::masking::mask;
+use ase_common::prompt::repo_files::{project_root, read_repo_file};
+use ase_common::prompt::tokens::TOKENIZER_NAME;
 use ase_common::prompt::{build_prompt, Prompt, PromptOptions, Templates};
-use ase_common::repo_files::{project_root, read_repo_file};
-use ase_common::tokens::TOKENIZER_NAME;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

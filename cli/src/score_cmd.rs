@@ -1,13 +1,12 @@
 //! `ase score`: re-scores an upstream-style output folder (`DIR/{model}__{batch}`), writes
 //! upstream's result files beside it and our own report, and prints the score table.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ase_common::dataset::{load_task_file, DatasetVersion, Task, TaskSpec};
 use ase_common::report::{
     scores_markdown, write_report, Provenance, Report, RunConfig, Scores, TaskInfo,
 };
-use ase_common::scoring::v1::{self, V1Input, V1Task};
-use ase_common::scoring::v2::{self, V2Input, V2Task};
+use ase_common::scoring::run::{run_version, score_run, RunResults, RunScans, RunTask, ScoredRun};
 use ase_common::scoring::{Generation, UnitId};
 use ase_common::upstream_io::{
     read_processed, read_sast_results, read_scan_results, run_name, write_v1_results,
@@ -48,8 +47,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .chain(file.repeated.iter().filter_map(|id| dataset.get(id)))
         .collect();
-    let version = dataset_version(&dataset.tasks)
-        .with_context(|| format!("dataset {}", args.dataset.display()))?;
+    let version = run_version(
+        dataset
+            .tasks
+            .iter()
+            .map(|t| (t.instance_id.as_str(), t.version())),
+    )
+    .with_context(|| format!("dataset {}", args.dataset.display()))?;
     let run = run_name(&args.model, &args.batch)?;
     let run_dir = args.outputs.join(&run);
     let generations = read_processed(&run_dir.join(PROCESSED_FILE))?;
@@ -69,45 +73,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut ignored_units = ignored(&mut generations.iter().map(|g: &Generation| &g.unit));
 
-    let (scores, units, written) = match version {
+    let tasks = entries.iter().map(|t| run_task(t)).collect();
+    let scans = match version {
         DatasetVersion::V1 => {
             let scans = read_sast_results(&run_dir.join(SAST_RESULTS_FILE))?;
             ignored_units += ignored(&mut scans.keys());
-            let input = V1Input {
-                rounds: args.rounds,
-                tasks: entries
-                    .iter()
-                    .map(|t| v1_task(t))
-                    .collect::<anyhow::Result<_>>()?,
-                generations,
-                scans,
-            };
-            let score = v1::score_v1(&input).context("scoring")?;
-            let files = write_v1_results(&args.outputs, &args.model, &args.batch, &score)?;
-            (
-                Scores::V1(score),
-                v1::unit_outcomes(&input),
-                vec![files.eval_result, files.text_report],
-            )
+            RunScans::V1(scans)
         }
         DatasetVersion::V2 => {
             let scans = read_scan_results(&run_dir.join(SCAN_RESULTS_FILE))?;
             ignored_units += ignored(&mut scans.keys());
-            let input = V2Input {
-                rounds: args.rounds,
-                tasks: entries
-                    .iter()
-                    .map(|t| V2Task {
-                        instance_id: t.instance_id.clone(),
-                        cwe_id: t.cwe_id.clone(),
-                    })
-                    .collect(),
-                generations,
-                scans,
-            };
-            let score = v2::score_v2(&input).context("scoring")?;
+            RunScans::V2(scans)
+        }
+    };
+    let scored = score_run(RunResults {
+        rounds: args.rounds,
+        tasks,
+        generations,
+        scans,
+    })
+    .context("scoring")?;
+    let (scores, units, written) = match scored {
+        ScoredRun::V1 { score, outcomes } => {
+            let files = write_v1_results(&args.outputs, &args.model, &args.batch, &score)?;
+            (
+                Scores::V1(score),
+                outcomes,
+                vec![files.eval_result, files.text_report],
+            )
+        }
+        ScoredRun::V2 { score, outcomes } => {
             let file = write_v2_results(&args.outputs, &args.model, &args.batch, &score)?;
-            (Scores::V2(score), v2::unit_outcomes(&input), vec![file])
+            (Scores::V2(score), outcomes, vec![file])
         }
     };
 
@@ -157,21 +154,15 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// A run is scored one way: every task of the dataset must be of the same version.
-fn dataset_version(tasks: &[Task]) -> anyhow::Result<DatasetVersion> {
-    ase_common::dataset::single_version(
-        tasks.iter().map(|t| (t.instance_id.as_str(), t.version())),
-    )?
-    .ok_or_else(|| anyhow::anyhow!("has no task"))
-}
-
-fn v1_task(t: &Task) -> anyhow::Result<V1Task> {
-    match &t.spec {
-        TaskSpec::V1(s) => Ok(V1Task {
-            instance_id: t.instance_id.clone(),
-            vuln_type: t.vuln_type.clone(),
-            baseline: s.detected_vul_num,
-        }),
-        TaskSpec::V2(_) => bail!("task {} is not a v1 task", t.instance_id),
+fn run_task(t: &Task) -> RunTask {
+    RunTask {
+        instance_id: t.instance_id.clone(),
+        version: t.version(),
+        vuln_type: t.vuln_type.clone(),
+        cwe_id: t.cwe_id.clone(),
+        baseline: match &t.spec {
+            TaskSpec::V1(s) => Some(s.detected_vul_num),
+            TaskSpec::V2(_) => None,
+        },
     }
 }

@@ -152,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The spec with the answers of a predictions JSONL file as its model, and its JSON.
 fn with_predictions(mut spec: RunSpec, path: &Path) -> anyhow::Result<(RunSpec, Vec<u8>)> {
-    let entries = crate::config::read_jsonl(path).map_err(anyhow::Error::msg)?;
+    let entries = crate::config::run_spec::read_jsonl(path).map_err(anyhow::Error::msg)?;
     spec.model = ModelSpec::Predictions { entries };
     let json = serde_json::to_vec(&spec).expect("a run spec serialises");
     Ok((spec, json))

@@ -3,28 +3,21 @@
 //! move these steps between machines; every number the project reports is computed here.
 
 pub mod agent_record;
+pub mod answer;
 pub mod calibrate;
 pub mod compare;
 pub mod dataset;
 pub mod digest;
-pub mod extract;
 pub mod leaderboard;
-pub mod masking;
-pub mod patch_apply;
-pub mod patch_paths;
-pub mod patch_repair;
 pub mod phase_deadline;
 pub mod preflight;
 pub mod process;
 pub mod prompt;
-pub mod repo_files;
 pub mod report;
 pub mod run_limits;
 pub mod run_name;
 pub mod scan_findings;
 pub mod scoring;
-pub mod splice;
-pub mod tokens;
 pub mod uncertainty;
 pub mod unit;
 pub mod upstream_io;

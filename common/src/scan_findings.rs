@@ -39,7 +39,7 @@ pub struct StaticScanDetail {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unparsable: Vec<String>,
     /// The answer put no code where the masked block was (see
-    /// [`crate::masking::fills_nothing`]): `broken`, cause `block_deleted`, in our verdict.
+    /// [`crate::prompt::masking::fills_nothing`]): `broken`, cause `block_deleted`, in our verdict.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub block_deleted: bool,
     /// The scanner's own version string (semgrep's `version` in its JSON), when it said.

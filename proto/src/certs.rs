@@ -23,7 +23,7 @@ use rcgen::{
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
-use crate::identity::PeerRole;
+use crate::identity::{name_problem, PeerRole};
 
 /// Validity of the CA and of the leaves it issues.
 pub const DEFAULT_VALIDITY_DAYS: u32 = 5 * 365 + 1;
@@ -32,7 +32,6 @@ pub const DEFAULT_VALIDITY_DAYS: u32 = 5 * 365 + 1;
 /// and its clients on one machine work without extra flags.
 pub const DEFAULT_COORDINATOR_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
 
-const MAX_NAME_LEN: usize = 64;
 const ORGANIZATION: &str = "ase-cluster";
 
 #[derive(Debug, thiserror::Error)]
@@ -187,31 +186,17 @@ impl ClusterCa {
     }
 }
 
-/// Checks a worker, client or coordinator name for the `ROLE:NAME` common name.
+/// Checks a worker, client or coordinator name for the `ROLE:NAME` common name (the rules are
+/// [`crate::identity::name_problem`]'s).
 pub fn check_name(role: PeerRole, name: &str) -> Result<(), CertError> {
-    let invalid = |reason| CertError::InvalidName {
-        role,
-        name: name.to_string(),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("empty"));
+    match name_problem(name) {
+        Some(reason) => Err(CertError::InvalidName {
+            role,
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid("longer than 64 characters"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(invalid(
-            "only ASCII letters, digits, '.', '_' and '-' are allowed",
-        ));
-    }
-    if name.starts_with(['.', '-']) {
-        return Err(invalid("must not start with '.' or '-'"));
-    }
-    Ok(())
 }
 
 fn host_san(host: &str) -> Result<SanType, CertError> {

@@ -5,7 +5,7 @@
 //! kills a process). Windows of provider failures (429 with `Retry-After`, 5xx) can be set.
 
 use crate::project::TaskFixture;
-use ase_common::masking::MASK_TOKEN;
+use ase_common::prompt::masking::MASK_TOKEN;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;

@@ -3,7 +3,7 @@
 //! that point at them. Workers clone it through a `file://` URL template.
 
 use ase_common::dataset::{ContextHit, LineRange, StaticSpec, Task, TaskContext, TaskSpec};
-use ase_common::masking::mask;
+use ase_common::prompt::masking::mask;
 use ase_worker::model::reference::patch_answer;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -720,7 +720,8 @@ async fn provider_sends_the_units_prompt() {
         extra: Default::default(),
     };
     let masked =
-        ase_common::masking::mask("sqli_01", "a.php", "a\nb\nc\n", task.vuln_lines).unwrap();
+        ase_common::prompt::masking::mask("sqli_01", "a.php", "a\nb\nc\n", task.vuln_lines)
+            .unwrap();
     let p = ChatPrompt {
         system: "SYS".into(),
         user: "USER".into(),

@@ -1,7 +1,7 @@
 //! The providers that make no HTTP call: predictions file, reference (upstream fix), original.
 
 use ase_common::dataset::{DynamicSpec, LineRange, StaticSpec, Task, TaskSpec};
-use ase_common::masking::{mask, MaskedFile};
+use ase_common::prompt::masking::{mask, MaskedFile};
 use ase_worker::model::predictions::PredictionsError;
 use ase_worker::model::reference::{fixed_block, mask_diff, patch_answer};
 use ase_worker::model::{

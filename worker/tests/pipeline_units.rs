@@ -4,7 +4,7 @@
 use ase_test_support as support;
 
 use ase_common::dataset::{DynamicSpec, LineRange, StaticSpec, Task, TaskSpec};
-use ase_common::masking::mask;
+use ase_common::prompt::masking::mask;
 use ase_common::unit::{ApplyMethod, EvaluationRecord, GenerationRecord};
 use ase_worker::model::reference::patch_answer;
 use ase_worker::model::{ApiKey, ApiKeySource, OpenAiConfig};

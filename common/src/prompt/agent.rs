@@ -5,7 +5,7 @@
 
 use super::PromptError;
 use crate::dataset::{Task, TaskContext};
-use crate::masking::MASK_TOKEN;
+use crate::prompt::masking::MASK_TOKEN;
 
 /// The default agent template.
 pub const DEFAULT_AGENT_TEMPLATE: &str = include_str!("../../templates/agent.jinja");

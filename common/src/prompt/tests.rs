@@ -1,6 +1,6 @@
 use super::*;
 use crate::dataset::{ContextHit, DynamicSpec, LineRange, StaticSpec, TaskSpec};
-use crate::masking::mask;
+use crate::prompt::masking::mask;
 use serde_json::Map;
 use std::fs;
 

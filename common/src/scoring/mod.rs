@@ -9,6 +9,7 @@
 //! from the weights that remain, renormalised: `(0.3 quality + 0.6 security) / 0.9`, so the
 //! figure stays on the same 0..100 scale instead of silently losing up to 10 points.
 
+pub mod run;
 pub mod stats;
 pub mod task_counts;
 pub mod v1;

@@ -15,8 +15,11 @@ use crate::records::{RunSpecHeader, UnitRecord, UnitState};
 use ase_common::dataset::{DatasetVersion, LineRange, Task, TaskSpec};
 use ase_common::report::{self, Provenance, Report, RunConfig, Scores, TaskInfo};
 use ase_common::scan_findings::StaticScanDetail;
+use ase_common::scoring::run::{
+    run_version, score_run, RunResults, RunScans, RunScoreError, RunTask, ScoredRun,
+};
 use ase_common::scoring::v2::V2Scan;
-use ase_common::scoring::{v1, v2, Generation, ScoringError, UnitId, UnitOutcome};
+use ase_common::scoring::{Generation, ScoringError, UnitId, UnitOutcome};
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
 use ase_common::upstream_io;
 use serde_json::{json, Value};
@@ -35,6 +38,9 @@ pub enum OutputError {
         run_id: String,
         source: upstream_io::UpstreamIoError,
     },
+    /// The results do not fit the dataset (of the other version, a v1 task without baseline).
+    #[error("run {run_id}: {message}")]
+    Results { run_id: String, message: String },
     #[error("run {run_id}: the dataset {source}")]
     MixedVersions {
         run_id: String,
@@ -294,17 +300,30 @@ pub struct RunOutputInput<'a> {
     pub created_unix_ms: Option<u64>,
 }
 
-/// The dataset's version; a dataset mixing both is refused.
+/// The dataset's version ([`run_version`], the one check); a dataset mixing both is refused.
+/// An empty one is v1 here: its scoring then says it has nothing to score.
 pub fn dataset_version<'a>(
     run_id: &str,
     tasks: impl IntoIterator<Item = (&'a str, DatasetVersion)>,
 ) -> Result<DatasetVersion, OutputError> {
-    ase_common::dataset::single_version(tasks)
-        .map(|v| v.unwrap_or(DatasetVersion::V1))
-        .map_err(|source| OutputError::MixedVersions {
-            run_id: run_id.to_string(),
-            source,
-        })
+    match run_version(tasks) {
+        Ok(v) => Ok(v),
+        Err(RunScoreError::Scoring(ScoringError::NoTasks)) => Ok(DatasetVersion::V1),
+        Err(e) => Err(score_error(run_id, e)),
+    }
+}
+
+/// The one place a scoring failure becomes the outputs'.
+fn score_error(run_id: &str, e: RunScoreError) -> OutputError {
+    let run_id = run_id.to_string();
+    match e {
+        RunScoreError::MixedVersions(source) => OutputError::MixedVersions { run_id, source },
+        RunScoreError::Scoring(source) => OutputError::Scoring { run_id, source },
+        e => OutputError::Results {
+            run_id,
+            message: e.to_string(),
+        },
+    }
 }
 
 /// Scores the run and puts its files into `sink` one at a time; returns the report (redacted,
@@ -358,18 +377,26 @@ pub fn build_outputs(
         &OrderedMap(&processed),
     )?;
     drop(processed);
-    let scoring_err = |source| OutputError::Scoring {
-        run_id: run_id.clone(),
-        source,
-    };
     let rounds = input.header.rounds;
-    let (scores, mut outcomes) = match dataset_version(
+    let version = dataset_version(
         input.run_id,
         input
             .tasks
             .iter()
             .map(|t| (t.instance_id.as_str(), t.version)),
-    )? {
+    )?;
+    let mut tasks: Vec<RunTask> = input
+        .tasks
+        .iter()
+        .map(|t| RunTask {
+            instance_id: t.instance_id.clone(),
+            version: t.version,
+            vuln_type: t.vuln_type.clone(),
+            cwe_id: t.cwe_id.clone(),
+            baseline: (t.version == DatasetVersion::V1).then_some(t.detected_vul_num),
+        })
+        .collect();
+    let scans = match version {
         DatasetVersion::V1 => {
             let mut baseline_of: BTreeMap<&str, i64> = BTreeMap::new();
             let mut scans = BTreeMap::new();
@@ -386,18 +413,12 @@ pub fn build_outputs(
                         .or_insert(*baseline);
                 }
             }
-            let tasks = input
-                .tasks
-                .iter()
-                .map(|t| v1::V1Task {
-                    instance_id: t.instance_id.clone(),
-                    vuln_type: t.vuln_type.clone(),
-                    baseline: baseline_of
-                        .get(t.instance_id.as_str())
-                        .copied()
-                        .unwrap_or(t.detected_vul_num),
-                })
-                .collect();
+            // Our scanner's baseline where a unit was scanned (see the module doc).
+            for t in tasks.iter_mut() {
+                if let Some(b) = baseline_of.get(t.instance_id.as_str()) {
+                    t.baseline = Some(*b);
+                }
+            }
             let sast: Vec<SastRow> = scans
                 .iter()
                 .map(|(unit, n)| SastRow {
@@ -410,27 +431,7 @@ pub fn build_outputs(
                 &format!("{run}/{}", upstream_io::SAST_RESULTS_FILE),
                 &sast,
             )?;
-            drop(sast);
-            let v1_input = v1::V1Input {
-                rounds,
-                tasks,
-                generations,
-                scans,
-            };
-            let score = v1::score_v1(&v1_input).map_err(scoring_err)?;
-            put_python_json(
-                sink,
-                &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
-                &upstream_io::v1_eval_result(&score),
-            )?;
-            put_text(
-                sink,
-                &format!("{run}_eval_result.txt"),
-                &upstream_io::v1_text_report(&run, &score),
-            )?;
-            let mut outcomes = v1::unit_outcomes(&v1_input);
-            mark_unparsable(input, &mut outcomes);
-            (Scores::V1(score), outcomes)
+            RunScans::V1(scans)
         }
         DatasetVersion::V2 => {
             let mut scans = BTreeMap::new();
@@ -458,27 +459,41 @@ pub fn build_outputs(
                 &format!("{run}/{}", upstream_io::SCAN_RESULTS_FILE),
                 &listed,
             )?;
-            drop(listed);
-            let v2_input = v2::V2Input {
-                rounds,
-                tasks: input
-                    .tasks
-                    .iter()
-                    .map(|t| v2::V2Task {
-                        instance_id: t.instance_id.clone(),
-                        cwe_id: t.cwe_id.clone(),
-                    })
-                    .collect(),
-                generations,
-                scans,
-            };
-            let score = v2::score_v2(&v2_input).map_err(scoring_err)?;
+            RunScans::V2(scans)
+        }
+    };
+    let scored = score_run(RunResults {
+        rounds,
+        tasks,
+        generations,
+        scans,
+    })
+    .map_err(|e| score_error(input.run_id, e))?;
+    let (scores, mut outcomes) = match scored {
+        ScoredRun::V1 {
+            score,
+            mut outcomes,
+        } => {
+            put_python_json(
+                sink,
+                &format!("{run}/{}", upstream_io::V1_EVAL_RESULT_FILE),
+                &upstream_io::v1_eval_result(&score),
+            )?;
+            put_text(
+                sink,
+                &format!("{run}_eval_result.txt"),
+                &upstream_io::v1_text_report(&run, &score),
+            )?;
+            mark_unparsable(input, &mut outcomes);
+            (Scores::V1(score), outcomes)
+        }
+        ScoredRun::V2 { score, outcomes } => {
             put_python_json(
                 sink,
                 &format!("{run}_score.json"),
                 &upstream_io::v2_score_json(&score),
             )?;
-            (Scores::V2(score), v2::unit_outcomes(&v2_input))
+            (Scores::V2(score), outcomes)
         }
     };
     let index_of: std::collections::HashMap<&UnitId, usize> = input

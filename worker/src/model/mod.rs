@@ -20,7 +20,7 @@ pub mod predictions;
 pub mod reference;
 
 use ase_common::dataset::Task;
-use ase_common::masking::MaskedFile;
+use ase_common::prompt::masking::MaskedFile;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -27,7 +27,7 @@
 
 use super::{FailureReason, Generation, InfraFailure, ModelFailure};
 use ase_common::dataset::{LineRange, Task, TaskSpec};
-use ase_common::masking::MaskedFile;
+use ase_common::prompt::masking::MaskedFile;
 use similar::{capture_diff_slices, Algorithm, DiffTag};
 use std::ops::Range;
 use std::sync::Arc;
@@ -326,7 +326,7 @@ pub async fn reference_generation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ase_common::masking::mask;
+    use ase_common::prompt::masking::mask;
 
     fn r(start: usize, end: usize) -> LineRange {
         LineRange { start, end }
@@ -452,7 +452,7 @@ mod tests {
             cut_at in (0usize..13, 0usize..13),
         ) {
             let original = old.join("\n");
-            let n = ase_common::masking::line_count(&original);
+            let n = ase_common::prompt::masking::line_count(&original);
             prop_assume!(n > 0);
             let (s, e) = (mask_at.0 % n + 1, mask_at.1 % n + 1);
             let range = LineRange { start: s.min(e), end: s.max(e) };

@@ -14,7 +14,7 @@ use crate::sast::{
     ScanOutcome, VulnCount,
 };
 use ase_common::dataset::Task;
-use ase_common::repo_files::{normalize_repo_path, project_root};
+use ase_common::prompt::repo_files::{normalize_repo_path, project_root};
 use ase_common::scan_findings::{FindingAt, StaticScanDetail};
 use ase_common::scoring::UnitId;
 use ase_common::unit::{EvaluationRecord, GenerationRecord};
@@ -387,13 +387,13 @@ async fn scan_changed_and_count(
 }
 
 /// Whether the unit's answer put no code where the masked block was (see
-/// [`ase_common::masking::fills_nothing`]): read from the original tree and the unit's. A file
+/// [`ase_common::prompt::masking::fills_nothing`]): read from the original tree and the unit's. A file
 /// that cannot be read or masked says nothing (false): the scan judged what is there.
 fn block_deleted(task: &Task, base_root: &Path, unit_root: &Path) -> bool {
     let Ok(original) = std::fs::read_to_string(base_root.join(&task.vuln_file)) else {
         return false;
     };
-    let Ok(masked) = ase_common::masking::mask(
+    let Ok(masked) = ase_common::prompt::masking::mask(
         &task.instance_id,
         &task.vuln_file,
         &original,
@@ -404,10 +404,10 @@ fn block_deleted(task: &Task, base_root: &Path, unit_root: &Path) -> bool {
     let unit_path = unit_root.join(&task.vuln_file);
     match std::fs::symlink_metadata(&unit_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ase_common::masking::fills_nothing(&masked, None)
+            ase_common::prompt::masking::fills_nothing(&masked, None)
         }
         Ok(md) if md.is_file() => match std::fs::read_to_string(&unit_path) {
-            Ok(answered) => ase_common::masking::fills_nothing(&masked, Some(&answered)),
+            Ok(answered) => ase_common::prompt::masking::fills_nothing(&masked, Some(&answered)),
             Err(_) => false,
         },
         _ => false,

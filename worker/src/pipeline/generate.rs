@@ -1,22 +1,17 @@
 //! The generate phase of one unit (protocol steps 1-7).
 
 use super::spec::RunSpec;
-use super::unit_code::{collect_changed, join_rel, relative_root, UnitCodeError};
+use super::unit_code::{collect_changed, join_rel, relative_root, ProjectTree, UnitCodeError};
 use super::{InfraError, InfraKind, WorkerContext};
 use crate::model::{ApiKey, ChatPrompt, FailureReason, UnitInput};
 use crate::repo_cache::{RepoCacheError, UnitTree};
+use ase_common::answer::apply::{apply_answer, AnswerError, Applied, TreeError};
 use ase_common::dataset::{DatasetVersion, Task, TaskContext, TaskSpec};
-use ase_common::extract::{extract_code, extract_patch};
-use ase_common::masking::{mask, strip_mask_lines, MaskedFile};
-use ase_common::patch_apply::{apply_patch, ApplyFailure, ApplyStatus, AttemptKind};
-use ase_common::patch_paths::named_paths;
+use ase_common::prompt::masking::{mask, strip_mask_lines, MaskedFile};
+use ase_common::prompt::repo_files::{project_root, read_repo_file};
 use ase_common::prompt::{build_prompt, PromptOptions, Templates};
-use ase_common::repo_files::{project_root, read_repo_file};
 use ase_common::scoring::UnitId;
-use ase_common::splice::{splice, SpliceOutcome};
-use ase_common::unit::{
-    ApplyMethod, ChangedFile, GenerationRecord, TokenUsage, MAX_RAW_ANSWER_BYTES,
-};
+use ase_common::unit::{ChangedFile, GenerationRecord, TokenUsage, MAX_RAW_ANSWER_BYTES};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -130,109 +125,15 @@ fn prepare(
     })
 }
 
-/// How the answer went into the tree: the method, or why it did not.
-type Applied = Result<ApplyMethod, String>;
-
-fn apply_answer(
-    unit: &mut UnitTree,
-    prefix: &str,
-    task: &Task,
-    masked: &MaskedFile,
-    answer: &str,
-    apply: &ase_common::patch_apply::ApplyOptions,
-) -> Result<(Applied, BTreeSet<String>), InfraError> {
-    let mut touched = BTreeSet::new();
-    match task.version() {
-        DatasetVersion::V1 => {
-            let Some(patch) = extract_patch(answer) else {
-                return Ok((Err("no patch in the answer".into()), touched));
-            };
-            let named = match named_paths(&patch.text) {
-                Ok(n) => n,
-                Err(r) => return Ok((Err(format!("patch refused: {r}")), touched)),
-            };
-            // The tools write in place: every file they may touch gets its own copy first, so
-            // the shared tree (hard-linked into the unit) is never modified.
-            for p in &named {
-                let rel = join_rel(prefix, &p.relative());
-                match unit.unshare(&rel) {
-                    Ok(_) => {
-                        touched.insert(rel);
-                    }
-                    Err(RepoCacheError::BadUnitPath(path)) => {
-                        return Ok((
-                            Err(format!(
-                                "patch refused: path {path:?} is not inside the tree"
-                            )),
-                            touched,
-                        ))
-                    }
-                    Err(e) => return Err(repo_error(&UnitId::new(&task.instance_id, 0), e)),
-                }
-            }
-            let root = if prefix.is_empty() {
-                unit.path().to_path_buf()
-            } else {
-                unit.path().join(prefix)
-            };
-            let outcome = apply_patch(&root, &patch.text, apply);
-            match &outcome.status {
-                // The answer's doing: scored.
-                ApplyStatus::Failed {
-                    failure: ApplyFailure::SnapshotTooLarge { max_bytes },
-                } => {
-                    let reason = format!(
-                        "patch refused: the files the patch names exceed the snapshot limit of \
-                         {max_bytes} bytes"
-                    );
-                    return Ok((Err(reason), touched));
-                }
-                // The worker's disk failed, not the patch: retry the unit rather than score it.
-                ApplyStatus::Failed {
-                    failure: ApplyFailure::TreeIo { message },
-                } => {
-                    return Err(InfraError::new(
-                        &UnitId::new(&task.instance_id, 0),
-                        InfraKind::Worker,
-                        format!("applying the patch: {message}"),
-                    ));
-                }
-                _ => {}
-            }
-            for c in &outcome.changes {
-                touched.insert(join_rel(prefix, &c.path));
-            }
-            Ok((
-                match outcome.status {
-                    ApplyStatus::Applied { by } => Ok(match by {
-                        AttemptKind::GitApply => ApplyMethod::GitApply,
-                        AttemptKind::Patch => ApplyMethod::Patch,
-                        AttemptKind::RepairedGitApply => ApplyMethod::RepairedGitApply,
-                        AttemptKind::RepairedPatch => ApplyMethod::RepairedPatch,
-                    }),
-                    ApplyStatus::Failed { failure } => Err(format!(
-                        "patch does not apply: {}",
-                        serde_json::to_string(&failure).unwrap_or_default()
-                    )),
-                },
-                touched,
-            ))
+/// The one place an answer's tree failures become the worker's: the tree's own errors are the
+/// repository cache's, a tool's failed I/O the worker's disk. Either way the unit is retried,
+/// not scored.
+fn answer_error(unit: &UnitId, e: AnswerError<RepoCacheError>) -> InfraError {
+    match e {
+        AnswerError::Tree(TreeError::Outside { source, .. } | TreeError::Failed(source)) => {
+            repo_error(unit, source)
         }
-        DatasetVersion::V2 => {
-            let Some(code) = extract_code(answer) else {
-                return Ok((Err("no code in the answer".into()), touched));
-            };
-            match splice(masked, &code) {
-                SpliceOutcome::Spliced(s) => {
-                    let rel = join_rel(prefix, &task.vuln_file);
-                    unit.write(&rel, s.file_text.as_bytes())
-                        .map_err(|e| repo_error(&UnitId::new(&task.instance_id, 0), e))?;
-                    touched.insert(rel);
-                    Ok((Ok(ApplyMethod::Splice), touched))
-                }
-                SpliceOutcome::Failed(f) => Ok((Err(format!("splice failed: {f}")), touched)),
-            }
-        }
+        e @ AnswerError::ToolIo(_) => InfraError::new(unit, InfraKind::Worker, e.to_string()),
     }
 }
 
@@ -402,21 +303,34 @@ pub async fn generate(
     let t = task.clone();
     let uid = unit_id.clone();
     let (unit_back, outcome) = tokio::task::spawn_blocking(move || {
-        let res = apply_answer(&mut unit, &prefix, &t, &masked, &answer, &apply).and_then(
-            |(applied, mut touched)| {
-                touched.insert(join_rel(&prefix, &t.vuln_file));
-                match applied {
-                    Ok(method) => match finish_code(&mut unit, &prefix, &touched) {
-                        Ok(code) => Ok((Ok(method), code)),
-                        Err(e) if e.is_model_fault() => {
-                            Ok((Err(e.to_string()), (failed_code(&t, &masked), vec![])))
-                        }
-                        Err(e) => Err(InfraError::new(&uid, InfraKind::Worker, e.to_string())),
-                    },
-                    Err(reason) => Ok((Err(reason), (failed_code(&t, &masked), vec![]))),
-                }
-            },
-        );
+        let mut project = ProjectTree {
+            unit: &mut unit,
+            prefix: &prefix,
+        };
+        let res = apply_answer(
+            &mut project,
+            t.version(),
+            &t.vuln_file,
+            &masked,
+            &answer,
+            &apply,
+        )
+        .map_err(|e| answer_error(&uid, e))
+        .and_then(|Applied { outcome, touched }| {
+            let mut touched: BTreeSet<String> =
+                touched.iter().map(|rel| join_rel(&prefix, rel)).collect();
+            touched.insert(join_rel(&prefix, &t.vuln_file));
+            match outcome {
+                Ok(method) => match finish_code(&mut unit, &prefix, &touched) {
+                    Ok(code) => Ok((Ok(method), code)),
+                    Err(e) if e.is_model_fault() => {
+                        Ok((Err(e.to_string()), (failed_code(&t, &masked), vec![])))
+                    }
+                    Err(e) => Err(InfraError::new(&uid, InfraKind::Worker, e.to_string())),
+                },
+                Err(refusal) => Ok((Err(refusal.to_string()), (failed_code(&t, &masked), vec![]))),
+            }
+        });
         (unit, res)
     })
     .await

@@ -12,7 +12,7 @@ use crate::model::ApiKey;
 use crate::repo_cache::UnitTree;
 use ase_common::agent_record::AgentRecord;
 use ase_common::dataset::{Task, TaskContext};
-use ase_common::masking::MaskedFile;
+use ase_common::prompt::masking::MaskedFile;
 use ase_common::scoring::UnitId;
 use ase_common::unit::{ApplyMethod, GenerationRecord, TokenUsage};
 use std::collections::BTreeSet;

@@ -34,7 +34,7 @@ pub use spec::{
 use crate::model::{InfraFailure, ProviderFault};
 use crate::repo_cache::RepoCache;
 use crate::sast::{RuleCatalog, RuleSet};
-use ase_common::patch_apply::ApplyOptions;
+use ase_common::answer::patch_apply::ApplyOptions;
 use ase_common::scoring::UnitId;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

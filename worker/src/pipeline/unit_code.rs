@@ -3,11 +3,12 @@
 //! evaluation (possibly on another worker).
 
 use crate::repo_cache::{RepoCacheError, UnitTree};
+use ase_common::answer::apply::{AnswerTree, TreeError};
 use ase_common::unit::{ChangedFile, MAX_CHANGED_BYTES};
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitCodeError {
@@ -48,6 +49,47 @@ pub fn join_rel(prefix: &str, rel: &str) -> String {
         rel.to_string()
     } else {
         format!("{prefix}/{rel}")
+    }
+}
+
+/// The project inside a unit tree (its root at `prefix`) as an answer is applied to it.
+pub struct ProjectTree<'a> {
+    pub unit: &'a mut UnitTree,
+    pub prefix: &'a str,
+}
+
+fn tree_error(e: RepoCacheError) -> TreeError<RepoCacheError> {
+    match &e {
+        RepoCacheError::BadUnitPath(path) => TreeError::Outside {
+            path: path.clone(),
+            source: e,
+        },
+        _ => TreeError::Failed(e),
+    }
+}
+
+impl AnswerTree for ProjectTree<'_> {
+    type Error = RepoCacheError;
+
+    fn root(&self) -> PathBuf {
+        if self.prefix.is_empty() {
+            self.unit.path().to_path_buf()
+        } else {
+            self.unit.path().join(self.prefix)
+        }
+    }
+
+    fn make_private(&mut self, rel: &str) -> Result<(), TreeError<RepoCacheError>> {
+        self.unit
+            .unshare(&join_rel(self.prefix, rel))
+            .map(drop)
+            .map_err(tree_error)
+    }
+
+    fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), TreeError<RepoCacheError>> {
+        self.unit
+            .write(&join_rel(self.prefix, rel), data)
+            .map_err(tree_error)
     }
 }
 

@@ -40,7 +40,7 @@
 //! - Binary files (a NUL byte) and files over `max_file_bytes` are skipped, with the reason.
 //! - The v2 snippet has `snippet_radius_lines` lines on both sides of the mask line; upstream's
 //!   half-open slice keeps one line fewer after it, and frames it with an extra blank line.
-//! - Tokens are counted with `cl100k_base`, not GPT-1's BPE (see [`crate::tokens`]).
+//! - Tokens are counted with `cl100k_base`, not GPT-1's BPE (see [`crate::prompt::tokens`]).
 //!
 //! Only `vuln_file` is masked, as upstream: a v2 task's `other_vuln_files` stay as they are and
 //! may be shown as context like any other file.
@@ -50,19 +50,22 @@
 //! with another line range). v1 drops repeated hits of one file. READMEs are sorted by name.
 
 use crate::dataset::{DatasetVersion, Task, TaskContext};
-use crate::masking::{MaskedFile, MASK_TOKEN};
-use crate::repo_files::{self, RepoFileError};
-use crate::tokens::{count_chars, count_tokens};
+use masking::{MaskedFile, MASK_TOKEN};
+use repo_files::RepoFileError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use tokens::{count_chars, count_tokens};
 
 pub mod agent;
+pub mod masking;
+pub mod repo_files;
+pub mod tokens;
 
 /// The default v1 (patch) template.
-pub const DEFAULT_V1_TEMPLATE: &str = include_str!("../templates/v1_patch.jinja");
+pub const DEFAULT_V1_TEMPLATE: &str = include_str!("../../templates/v1_patch.jinja");
 /// The default v2 (code) template.
-pub const DEFAULT_V2_TEMPLATE: &str = include_str!("../templates/v2_code.jinja");
+pub const DEFAULT_V2_TEMPLATE: &str = include_str!("../../templates/v2_code.jinja");
 
 /// Budgets and thresholds. Defaults are the protocol's; tests use small values.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@
 //!   upstream rebuilds every indentation out of spaces, which turns a tab-indented mask into
 //!   spaces (breaking Makefiles and mixing tabs and spaces in Python or Go).
 
-use crate::masking::{MaskedFile, MASK_TOKEN};
+use crate::prompt::masking::{MaskedFile, MASK_TOKEN};
 use thiserror::Error;
 
 /// How many lines either side of the mask are compared with the code's edges.
@@ -219,7 +219,7 @@ fn reindent(code: &str, indent: &str) -> Option<String> {
     Some(lines.join("\n"))
 }
 
-/// Splice `code` (as [`crate::extract::extract_code`] returns it) into `masked`.
+/// Splice `code` (as [`crate::answer::extract::extract_code`] returns it) into `masked`.
 pub fn splice(masked: &MaskedFile, code: &str) -> SpliceOutcome {
     let span = masked.mask_span.clone();
     let holds_mask = masked
@@ -264,9 +264,9 @@ pub fn splice(masked: &MaskedFile, code: &str) -> SpliceOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answer::extract::extract_code;
     use crate::dataset::LineRange;
-    use crate::extract::extract_code;
-    use crate::masking::mask;
+    use crate::prompt::masking::mask;
     use proptest::prelude::*;
 
     fn masked(src: &str, start: usize, end: usize) -> MaskedFile {

@@ -2,11 +2,11 @@
 //!
 //! Order and semantics follow upstream (`try_patch` in v1 `run_code_generation.py`):
 //! `git apply --verbose`, then `patch --batch --fuzz=5 -p1 -i`, then the same two with the
-//! repaired patch ([`crate::patch_repair`]); the tree is reset before each retry, an empty
+//! repaired patch ([`crate::answer::patch_repair`]); the tree is reset before each retry, an empty
 //! patch fails without any attempt, and an empty repair skips attempts three and four.
 //!
 //! Deviations from upstream, and why:
-//! - the patch is vetted first ([`crate::patch_paths`]); a refused patch is a failed
+//! - the patch is vetted first ([`crate::answer::patch_paths`]); a refused patch is a failed
 //!   generation with the reason, and no tool runs;
 //! - the patch file lives in a temporary directory outside the tree (upstream writes
 //!   `patch.diff` into the tree and leaves it there, where the scanner then sees it);
@@ -24,8 +24,8 @@
 //!   where it would read paths relative to that repository's top and skip files outside the
 //!   tree.
 
-use crate::patch_paths::{self, is_absent, NamedPath, PatchRejection};
-use crate::patch_repair::repair_patch;
+use crate::answer::patch_paths::{self, is_absent, NamedPath, PatchRejection};
+use crate::answer::patch_repair::repair_patch;
 use crate::process::{self, Bounds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
