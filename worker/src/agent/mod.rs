@@ -20,6 +20,7 @@ pub mod connection;
 mod failure_report;
 pub mod heartbeat;
 pub mod lease_loop;
+mod model_calls;
 pub mod spec_cache;
 
 pub use connection::{Backoff, Session};
@@ -353,6 +354,11 @@ impl Agent {
                 stats: self.stats.clone(),
                 specs: spec_cache::SpecCache::new(),
             });
+            if let Some(agents) = &shared.ctx.coding_agents {
+                agents.set_call_permits(Arc::new(model_calls::CoordinatorPermits {
+                    shared: Arc::downgrade(&shared),
+                }));
+            }
             let mut stop_r = stop.clone();
             if shared
                 .registrar
