@@ -268,7 +268,9 @@ impl CodingAgents {
         report.stopped = turn_budget::ran_out(out.exit_code, &out.output_tail, stats.budget_spent);
         // An agent that failed because its provider did (bad key, no credit, 429s) says nothing
         // about the model: the run's condition, as for the OpenAI provider.
-        if failed {
+        // So is one whose every call failed on the provider, however it exited (an agent may
+        // catch the error and exit 0 with nothing done).
+        if failed || stats.answered == 0 {
             if let Some((fault, detail)) = stats.last_fault {
                 return (AgentOutcome::Provider { fault, detail }, report);
             }
