@@ -18,9 +18,17 @@ pub struct AgentRecord {
     pub turns: u32,
     /// Calls the proxy forwarded to the endpoint (answered or not).
     pub model_calls: u32,
-    /// Calls the proxy refused (turn budget spent, a route it does not serve).
+    /// Calls the proxy refused (call or token budget spent, a route it does not serve).
     #[serde(default)]
     pub refused_calls: u32,
+    /// Calls the proxy held back for the run's `requests_per_minute` (answered 429; the agent
+    /// retried them or gave up).
+    #[serde(default)]
+    pub rate_limited_calls: u32,
+    /// Why the agent stopped short of finishing, when it did and its changes were still taken
+    /// (`max_turns`: it ran out of turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Tokens as the endpoint reported them; `None` when it reported none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,

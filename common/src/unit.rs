@@ -280,6 +280,7 @@ mod tests {
                 output_tail: "done".into(),
                 transcript: "=== call 1".into(),
                 transcript_truncated: false,
+                ..Default::default()
             })),
         };
         let back: GenerationRecord =

@@ -20,4 +20,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use image_stats::{ImageStats, PullUnderWay};
 pub use messages::*;
 pub use records::{Fence, Phase, RunSpecHeader, UnitState};
-pub use state::{Coordinator, CoordinatorConfig, CoordinatorError, PausePolicy, FINISH_RETRY_MS};
+pub use state::{
+    Coordinator, CoordinatorConfig, CoordinatorError, ModelCallGrant, PausePolicy, FINISH_RETRY_MS,
+};

@@ -56,6 +56,7 @@ fn agent_generation(unit: &UnitId) -> Vec<u8> {
         output_tail: "submitted".into(),
         transcript: "=== call 1 POST /v1/chat/completions\n{}\n".into(),
         transcript_truncated: false,
+        ..AgentRecord::default()
     }));
     serde_json::to_vec(&g).unwrap()
 }

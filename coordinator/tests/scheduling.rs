@@ -304,3 +304,70 @@ async fn a_waiting_lease_request_gets_the_evaluate_slot_its_own_completion_frees
     assert_eq!(reply.leases[0].phase, Phase::Evaluate);
     assert_eq!(unit_of(&reply.leases[0]), unit_of(second));
 }
+
+/// Agent mode: an agent's calls after its first take from the bucket generate leases take
+/// from, so that `requests_per_minute` bounds every call of the run, whoever makes it.
+#[tokio::test]
+async fn agents_calls_take_from_the_runs_bucket_and_only_under_a_current_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let c = open(dir.path(), &clock);
+    c.submit_run(submit_req(
+        "p",
+        1,
+        json!({"requests_per_minute": 3}),
+        many(10, &["o/x"]),
+    ))
+    .await
+    .unwrap();
+    let w = c.register("w", caps(1, 0, &[])).await.unwrap();
+    // The lease takes one token (the agent's first call); two calls are left this minute.
+    let g = c
+        .lease_work(lease_req(&w, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    for _ in 0..2 {
+        assert_eq!(
+            c.grant_model_call(&w.worker_id, g.lease),
+            ModelCallGrant::Granted
+        );
+    }
+    // The bucket is empty: a token comes back every 20 s.
+    assert_eq!(
+        c.grant_model_call(&w.worker_id, g.lease),
+        ModelCallGrant::Wait {
+            retry_after_ms: 20_000
+        }
+    );
+    clock.advance_ms(5_000);
+    assert_eq!(
+        c.grant_model_call(&w.worker_id, g.lease),
+        ModelCallGrant::Wait {
+            retry_after_ms: 15_000
+        }
+    );
+    // The agent's calls took the tokens new generate leases would take.
+    let w2 = c.register("w2", caps(1, 0, &[])).await.unwrap();
+    assert!(c
+        .lease_work(lease_req(&w2, 1, 0))
+        .await
+        .unwrap()
+        .leases
+        .is_empty());
+    clock.advance_ms(15_000);
+    assert_eq!(
+        c.grant_model_call(&w.worker_id, g.lease),
+        ModelCallGrant::Granted
+    );
+    // Not for another worker, nor a stale attempt, nor an unknown lease.
+    let refused = |r: ModelCallGrant| matches!(r, ModelCallGrant::Refused { .. });
+    assert!(refused(c.grant_model_call(&w2.worker_id, g.lease)));
+    let mut stale = g.lease;
+    stale.fence.attempt += 1;
+    assert!(refused(c.grant_model_call(&w.worker_id, stale)));
+    let mut unknown = g.lease;
+    unknown.lease_id += 1000;
+    assert!(refused(c.grant_model_call(&w.worker_id, unknown)));
+}

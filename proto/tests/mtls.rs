@@ -10,9 +10,9 @@ use ase_proto::tls::{install_crypto_provider, TlsMaterial};
 use ase_proto::v1::{
     Ack, CompleteRequest, DrainWorkerRequest, FailRequest, FetchReportResponse, HeartbeatRequest,
     HeartbeatResponse, LeaseRequest, LeaseResponse, ListRunsRequest, ListRunsResponse,
-    ListWorkersRequest, ListWorkersResponse, ProgressReport, RegisterRequest, RegisterResponse,
-    RunProgress, RunRef, RunSpecBlob, RunSpecRef, SubmitRunPart, SubmitRunResponse,
-    WatchRunRequest,
+    ListWorkersRequest, ListWorkersResponse, ModelCallRequest, ModelCallResponse, ProgressReport,
+    RegisterRequest, RegisterResponse, RunProgress, RunRef, RunSpecBlob, RunSpecRef, SubmitRunPart,
+    SubmitRunResponse, WatchRunRequest,
 };
 use ase_proto::{
     ClientApi, ClientApiClient, ClientApiServer, WorkerApi, WorkerApiClient, WorkerApiServer,
@@ -85,6 +85,13 @@ impl WorkerApi for TestWorkerApi {
     ) -> Result<Response<RunSpecBlob>, Status> {
         record(&self.seen, &req);
         Ok(Response::new(RunSpecBlob::default()))
+    }
+    async fn acquire_model_call(
+        &self,
+        req: Request<ModelCallRequest>,
+    ) -> Result<Response<ModelCallResponse>, Status> {
+        record(&self.seen, &req);
+        Ok(Response::new(ModelCallResponse::default()))
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! A script is chosen by the request's `model` (the worker's proxy sets the run's) and the task
 //! file the prompt names ("In the file `PATH`"). Every request is recorded (its
-//! `Authorization` header and body) for the tests to read what the agent saw.
+//! `Authorization` header and body) for the tests to read what the agent saw. A test may make it
+//! refuse every call without a given key (`require_key`), as a provider refuses a revoked one.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -37,6 +38,8 @@ struct State {
     /// (model, task file) -> bash commands, in order.
     scripts: BTreeMap<(String, String), Vec<String>>,
     requests: Vec<Recorded>,
+    /// When set, a request without `Bearer KEY` is refused as a provider refuses a bad key.
+    required_key: Option<String>,
 }
 
 pub struct ScriptedAgentModel {
@@ -72,6 +75,12 @@ impl ScriptedAgentModel {
             .unwrap()
             .scripts
             .insert((model.to_string(), file.to_string()), steps);
+    }
+
+    /// From now on, refuse (HTTP 401, OpenAI's `invalid_api_key`) every request that does not
+    /// carry `key`; `None`: accept any.
+    pub fn require_key(&self, key: Option<&str>) {
+        self.state.lock().unwrap().required_key = key.map(str::to_string);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -154,6 +163,17 @@ async fn handle(
             file: file.clone(),
             body: body.clone(),
         });
+        if let Some(key) = &st.required_key {
+            if st.requests.last().and_then(|r| r.authorization.as_deref())
+                != Some(format!("Bearer {key}").as_str())
+            {
+                return Ok(reply(
+                    401,
+                    json!({"error": {"message": "Incorrect API key provided",
+                                     "type": "invalid_request_error", "code": "invalid_api_key"}}),
+                ));
+            }
+        }
         let Some(steps) = file
             .as_ref()
             .and_then(|f| st.scripts.get(&(model.clone(), f.clone())))

@@ -591,6 +591,38 @@ impl LocalCluster {
         )
     }
 
+    /// The run's `ase status` line once it contains `needle` (polled every 200 ms, at most
+    /// `timeout`).
+    pub fn status_line_with(&self, run_id: &str, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = std::process::Command::new(ase_bin())
+                .args([
+                    "status",
+                    "--coordinator",
+                    &self.access.url,
+                    "--tls-dir",
+                    &self.access.tls_dir.display().to_string(),
+                    "--run",
+                    run_id,
+                ])
+                .output()
+                .expect("run ase status");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.contains(run_id) && l.contains(needle))
+            {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ase status never showed {needle:?}; last: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log_path(&self, stem: &str) -> PathBuf {
         let dir = self.tmp.path().join("logs");
         let mut i = 0;

@@ -296,37 +296,6 @@ fn submit_with_key(cluster: &LocalCluster, files: &RunFiles, key: &str, watch: b
     )
 }
 
-/// The run's `ase status` line once it contains `needle`.
-fn status_line_with(cluster: &LocalCluster, run_id: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = Command::new(ase_bin())
-            .args([
-                "status",
-                "--coordinator",
-                &cluster.access.url,
-                "--tls-dir",
-                &cluster.access.tls_dir.display().to_string(),
-                "--run",
-                run_id,
-            ])
-            .output()
-            .expect("run ase status");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(run_id) && l.contains(needle))
-        {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ase status never showed {needle:?}; last: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_wrong_key_pauses_the_run_until_the_right_one_is_supplied_again() {
     const RIGHT: &str = "sk-the-right-key-0123456789";
@@ -351,7 +320,7 @@ fn a_wrong_key_pauses_the_run_until_the_right_one_is_supplied_again() {
     assert!(status.success(), "{}", first.log_text());
 
     // Refused calls pause the run instead of failing its units one after another.
-    let paused = status_line_with(&cluster, &files.run_id, "[paused: auth]");
+    let paused = cluster.status_line_with(&files.run_id, "[paused: auth]", Duration::from_secs(60));
     eprintln!("status: {paused}");
     assert!(paused.contains("done 0 failed 0"), "{paused}");
     assert!(

@@ -1,9 +1,13 @@
 //! The agent-mode model proxy over real HTTP on loopback: a unit's token routes its calls to the
 //! run's endpoint, which gets the real key and the run's model; calls and tokens are counted,
 //! the transcript kept, the turn budget enforced, unknown tokens refused, the Anthropic
-//! Messages route served, and an endpoint's refusal recorded as the provider's fault.
+//! Messages route served, and an endpoint's refusal recorded as the provider's fault; the run's
+//! rate (permits asked for every call after a unit's first), the unit's call and token budgets
+//! and one call of a unit at a time.
 
-use ase_worker::coding_agent::proxy::{ModelProxy, Upstream};
+use ase_worker::coding_agent::proxy::{
+    CallPermit, CallPermits, ModelProxy, SessionLimits, Upstream,
+};
 use ase_worker::coding_agent::AgentApi;
 use ase_worker::model::{ApiKey, ProviderFault};
 use bytes::Bytes;
@@ -14,27 +18,39 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>, Value)>>>;
 
+/// Requests the endpoint is answering now, and the most it ever answered at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
 /// An endpoint that records (path, authorization, x-api-key, body) and answers with usage;
 /// a request for model "refuse-me" is answered 401 (the proxy forces the model, so the test
-/// sets the upstream model to that).
-async fn endpoint() -> (SocketAddr, Seen) {
+/// sets the upstream model to that); one for "slow" is answered after 50 ms.
+async fn endpoint() -> (SocketAddr, Seen, Arc<InFlight>) {
     let seen: Seen = Arc::default();
+    let inflight = Arc::new(InFlight::default());
+    let f = inflight.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let s = s.clone();
+            let (s, f) = (s.clone(), f.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let s = s.clone();
+                    let (s, f) = (s.clone(), f.clone());
                     async move {
+                        let n = f.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        f.max.fetch_max(n, Ordering::SeqCst);
                         let path = req.uri().path().to_string();
                         let h = |n: &str| {
                             req.headers()
@@ -46,6 +62,10 @@ async fn endpoint() -> (SocketAddr, Seen) {
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let body: Value = serde_json::from_slice(&body).unwrap();
                         let refuse = body["model"] == "refuse-me";
+                        if body["model"] == "slow" {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        f.now.fetch_sub(1, Ordering::SeqCst);
                         s.lock().unwrap().push((path.clone(), auth, xkey, body));
                         let (status, answer) = if refuse {
                             (401, json!({"error": {"message": "invalid api key"}}))
@@ -77,7 +97,15 @@ async fn endpoint() -> (SocketAddr, Seen) {
             });
         }
     });
-    (addr, seen)
+    (addr, seen, inflight)
+}
+
+fn limits(max_calls: u32) -> SessionLimits {
+    SessionLimits {
+        max_calls,
+        max_transcript: 1 << 20,
+        ..SessionLimits::default()
+    }
 }
 
 fn upstream(api: AgentApi, base_url: String, model: &str) -> Upstream {
@@ -93,7 +121,7 @@ fn upstream(api: AgentApi, base_url: String, model: &str) -> Upstream {
 
 #[tokio::test]
 async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
-    let (ep, seen) = endpoint().await;
+    let (ep, seen, _) = endpoint().await;
     let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -102,8 +130,7 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
 
     let unit = proxy.register(
         upstream(AgentApi::Openai, format!("http://{ep}/v1"), "run-model"),
-        2,
-        1 << 20,
+        limits(2),
     );
     let call = |token: String| {
         let http = http.clone();
@@ -153,8 +180,7 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     // Anthropic Messages: x-api-key in, the real key out, usage in its own field names.
     let claude = proxy.register(
         upstream(AgentApi::Anthropic, format!("http://{ep}"), "claude-x"),
-        5,
-        1 << 20,
+        limits(5),
     );
     let r = http
         .post(format!("{base}/v1/messages"))
@@ -179,8 +205,7 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
     // The endpoint refuses the key: the agent gets the 401, the unit's session the fault.
     let refused = proxy.register(
         upstream(AgentApi::Openai, format!("http://{ep}/v1"), "refuse-me"),
-        5,
-        1 << 20,
+        limits(5),
     );
     assert_eq!(call(refused.token().to_string()).await.status(), 401);
     let f = refused.stats().last_fault.expect("a provider fault");
@@ -194,7 +219,7 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
 
 #[tokio::test]
 async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns() {
-    let (ep, _seen) = endpoint().await;
+    let (ep, _seen, _) = endpoint().await;
     let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -216,16 +241,14 @@ async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns()
         "run__b",
         "t_cycle1",
         upstream(AgentApi::Openai, format!("http://{ep}/v1"), "run-model"),
-        10,
-        1 << 20,
+        limits(10),
     );
     // Another unit's session, whose endpoint refuses: a forwarded call that is no turn.
     let other = proxy.register_unit(
         "run__b",
         "t_cycle2",
         upstream(AgentApi::Openai, format!("http://{ep}/v1"), "refuse-me"),
-        10,
-        1 << 20,
+        limits(10),
     );
     assert_eq!(
         proxy.live_usage("run__b", "t_cycle1").unwrap().model_calls,
@@ -244,4 +267,167 @@ async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns()
     assert_eq!(proxy.live_usage("other__b", "t_cycle1"), None);
     drop(unit);
     assert_eq!(proxy.live_usage("run__b", "t_cycle1"), None);
+}
+
+/// The run's bucket as a test sets it: `grants` calls left; `revoked`: the lease is gone.
+#[derive(Default)]
+struct Bucket {
+    grants: AtomicU32,
+    asked: AtomicU32,
+    revoked: AtomicBool,
+}
+
+impl CallPermits for Bucket {
+    fn acquire(
+        &self,
+        run: String,
+        unit: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = CallPermit> + Send + 'static>> {
+        assert_eq!((run.as_str(), unit.as_str()), ("run__r", "t_cycle1"));
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let answer = if self.revoked.load(Ordering::SeqCst) {
+            CallPermit::Refused("lease 7 is not current".into())
+        } else if self
+            .grants
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| g.checked_sub(1))
+            .is_ok()
+        {
+            CallPermit::Granted
+        } else {
+            CallPermit::Wait(Duration::from_millis(1500))
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+#[tokio::test]
+async fn the_runs_rate_and_the_units_budgets_bound_an_agents_calls() {
+    let (ep, seen, inflight) = endpoint().await;
+    let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/chat/completions", proxy.addr());
+    let http = reqwest::Client::new();
+    let call = |token: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let bucket = Arc::new(Bucket::default());
+    bucket.grants.store(1, Ordering::SeqCst);
+    let session = |model: &str, max_calls: u32, max_tokens: u64| {
+        proxy.register_unit(
+            "run__r",
+            "t_cycle1",
+            upstream(AgentApi::Openai, format!("http://{ep}/v1"), model),
+            SessionLimits {
+                max_calls,
+                max_tokens,
+                max_transcript: 1 << 20,
+                permits: Some(bucket.clone()),
+            },
+        )
+    };
+
+    let unit = session("run-model", 4, 0);
+    // The first call was paid by the unit's lease: the bucket is not asked.
+    assert_eq!(call(unit.token().into()).await.status(), 200);
+    assert_eq!(bucket.asked.load(Ordering::SeqCst), 0);
+    // The second takes the bucket's one grant.
+    assert_eq!(call(unit.token().into()).await.status(), 200);
+    assert_eq!(bucket.asked.load(Ordering::SeqCst), 1);
+    // The bucket is empty: 429 with when to retry, and the endpoint never sees the call.
+    let r = call(unit.token().into()).await;
+    assert_eq!(r.status(), 429);
+    let header = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_string();
+    assert_eq!(
+        (header("retry-after"), header("retry-after-ms")),
+        ("2".into(), "1500".into())
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "ase_run_rate");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let s = unit.stats();
+    assert_eq!((s.calls, s.rate_limited, s.refused), (2, 1, 0));
+    // An agent that gave up there failed for the run's condition, not the model's.
+    assert_eq!(s.last_fault.map(|f| f.0), Some(ProviderFault::RateLimited));
+    // The bucket refilled: the agent's retries go, up to the unit's call budget (4).
+    bucket.grants.store(10, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(call(unit.token().into()).await.status(), 200);
+    }
+    assert!(unit.stats().last_fault.is_none());
+    let asked = bucket.asked.load(Ordering::SeqCst);
+    let r = call(unit.token().into()).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_calls 4"),
+        "{v}"
+    );
+    // A spent budget asks nothing of the run's rate.
+    assert_eq!(bucket.asked.load(Ordering::SeqCst), asked);
+    let s = unit.stats();
+    assert_eq!(
+        (s.calls, s.answered, s.rate_limited, s.refused),
+        (4, 4, 1, 1)
+    );
+    assert_eq!(s.budget_spent, Some("max_calls"));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    assert_eq!(
+        proxy.live_usage("run__r", "t_cycle1").unwrap().model_calls,
+        4
+    );
+    drop(unit);
+
+    // The token budget: each answer counts 12 tokens; 20 allow two calls.
+    let unit = session("run-model", 100, 20);
+    for _ in 0..2 {
+        assert_eq!(call(unit.token().into()).await.status(), 200);
+    }
+    let r = call(unit.token().into()).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens 20"),
+        "{v}"
+    );
+    let s = unit.stats();
+    assert_eq!((s.calls, s.refused, s.usage.total_tokens), (2, 1, 24));
+    assert_eq!(s.budget_spent, Some("max_tokens"));
+    drop(unit);
+
+    // The unit's lease is gone: its next call is refused, not forwarded.
+    let unit = session("run-model", 100, 0);
+    assert_eq!(call(unit.token().into()).await.status(), 200);
+    bucket.revoked.store(true, Ordering::SeqCst);
+    assert_eq!(call(unit.token().into()).await.status(), 409);
+    let s = unit.stats();
+    assert_eq!((s.calls, s.refused), (1, 1));
+    bucket.revoked.store(false, Ordering::SeqCst);
+    drop(unit);
+
+    // A unit's calls go one at a time, however many the agent sends at once.
+    let unit = session("slow", 100, 0);
+    bucket.grants.store(100, Ordering::SeqCst);
+    let before = seen.lock().unwrap().len();
+    let all: Vec<_> = (0..6).map(|_| call(unit.token().into())).collect();
+    for r in futures_util::future::join_all(all).await {
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(seen.lock().unwrap().len(), before + 6);
+    assert_eq!(inflight.max.load(Ordering::SeqCst), 1);
+    assert_eq!(unit.stats().calls, 6);
 }

@@ -6,7 +6,9 @@
 //!   model's: the run is to pause, not to score the unit;
 //! - a symlink left in the workspace refuses the result (a failed generation with the reason);
 //! - a file written is the result, with the unchanged files left out; the agent runs with no
-//!   capability and `no-new-privileges`.
+//!   capability and `no-new-privileges`;
+//! - an agent out of turns (exit 1 with Claude Code's `error_max_turns`) is taken at the files
+//!   it left, and said to have stopped; any other exit 1 is a crash.
 
 use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
 use ase_worker::coding_agent::{
@@ -178,6 +180,52 @@ async fn provider_refusals_symlinks_and_changes_are_told_apart() {
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert_eq!(report.exit_code, Some(0));
+    assert_eq!(report.stopped, None);
+
+    // Out of turns (Claude Code's exit 1 with `error_max_turns`) after writing: the file it
+    // left is its answer, and the report says it stopped.
+    let max_turns = r#"{"type":"result","subtype":"error_max_turns","num_turns":12}"#;
+    let (outcome, report) = run(agent(
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'x = 2\\n' > a.py; echo '{max_turns}'; exit 1"),
+        ],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::Finished(r) => assert_eq!(r.changed["a.py"].0, b"x = 2\n"),
+        other => panic!("{other:?}; output: {}", report.output_tail),
+    }
+    assert_eq!(
+        (report.exit_code, report.stopped.as_deref()),
+        (Some(1), Some("max_turns"))
+    );
+    // Out of turns having changed nothing: no file (the pipeline makes it a failed
+    // generation with the reason).
+    let (outcome, report) = run(agent(
+        &["sh", "-c", &format!("echo '{max_turns}'; exit 1")],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::Finished(r) => assert!(r.changed.is_empty() && r.deleted.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.stopped.as_deref(), Some("max_turns"));
+    // Any other exit 1 is a crash.
+    let (outcome, _) = run(agent(
+        &["sh", "-c", "printf 'x = 3\\n' > a.py; echo oops; exit 1"],
+        format!("http://{endpoint}/v1"),
+    ))
+    .await;
+    match outcome {
+        AgentOutcome::ModelFailure(reason) => {
+            assert!(reason.contains("exited with code 1"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     // Every container of these runs is gone.
     let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
     let left = ase_test_support::containers_labelled(&docker, "ase.run", "agent-test__b").await;

@@ -332,6 +332,30 @@ impl ase_proto::WorkerApi for WorkerService {
         }))
     }
 
+    async fn acquire_model_call(
+        &self,
+        req: Request<v1::ModelCallRequest>,
+    ) -> Result<Response<v1::ModelCallResponse>, Status> {
+        self.check_caller(&req, &req.get_ref().worker_id)?;
+        let req = req.into_inner();
+        let lease = lease_ref_from_proto(req.lease.as_ref(), "lease")?;
+        let reply = match self.coordinator.grant_model_call(&req.worker_id, lease) {
+            crate::ModelCallGrant::Granted => v1::ModelCallResponse {
+                granted: true,
+                ..Default::default()
+            },
+            crate::ModelCallGrant::Wait { retry_after_ms } => v1::ModelCallResponse {
+                retry_after_ms: u32::try_from(retry_after_ms).unwrap_or(u32::MAX),
+                ..Default::default()
+            },
+            crate::ModelCallGrant::Refused { reason } => v1::ModelCallResponse {
+                refused: reason,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn fail_unit(&self, req: Request<v1::FailRequest>) -> Result<Response<v1::Ack>, Status> {
         let lease_field = req
             .get_ref()

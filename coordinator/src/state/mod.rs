@@ -26,6 +26,7 @@ mod finish;
 mod lease_end;
 mod leases;
 mod memory;
+mod model_calls;
 mod pause;
 mod plan;
 mod queries;
@@ -39,6 +40,7 @@ mod workers;
 
 pub use error::CoordinatorError;
 pub use finish::FINISH_RETRY_MS;
+pub use model_calls::ModelCallGrant;
 pub use pause::PausePolicy;
 pub use plan::parse_spec_header;
 pub use results::MAX_RESULT_BYTES;

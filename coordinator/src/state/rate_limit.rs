@@ -43,6 +43,16 @@ impl TokenBucket {
         }
     }
 
+    /// Milliseconds until a token is available (0: one is now).
+    pub fn ms_until_token(&mut self, now_ms: u64) -> u64 {
+        if self.per_minute == 0 {
+            return 0;
+        }
+        self.refill(now_ms);
+        let missing = TOKEN.saturating_sub(self.units);
+        missing.div_ceil(u64::from(self.per_minute))
+    }
+
     /// Whole tokens available now.
     pub fn available(&mut self, now_ms: u64) -> u64 {
         if self.per_minute == 0 {
@@ -72,6 +82,9 @@ mod tests {
         assert!(slow.try_take(0) && slow.try_take(0));
         assert!(!slow.try_take(29_000));
         assert!(slow.try_take(30_000));
+        assert_eq!(b.ms_until_token(1000), 1000);
+        assert_eq!(slow.ms_until_token(30_000), 30_000);
+        assert_eq!(slow.ms_until_token(45_000), 15_000);
         // Never more than a minute's worth.
         assert_eq!(b.available(10 * 60_000), 60);
     }

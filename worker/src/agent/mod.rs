@@ -21,6 +21,7 @@ mod failure_report;
 pub mod heartbeat;
 mod image_stats;
 pub mod lease_loop;
+mod model_calls;
 pub mod spec_cache;
 
 pub use connection::{Backoff, Session};
@@ -367,6 +368,11 @@ impl Agent {
                 stats: self.stats.clone(),
                 specs: spec_cache::SpecCache::new(),
             });
+            if let Some(agents) = &shared.ctx.coding_agents {
+                agents.set_call_permits(Arc::new(model_calls::CoordinatorPermits {
+                    shared: Arc::downgrade(&shared),
+                }));
+            }
             let mut stop_r = stop.clone();
             if shared
                 .registrar

@@ -40,12 +40,29 @@ pub struct AgentLimits {
     /// The agent's turn budget (the `{max_turns}` placeholder); the proxy also refuses model
     /// calls beyond it.
     pub max_turns: u32,
+    /// Model calls the proxy forwards for one unit (0: `max_turns`); an agent that loops is
+    /// answered 400 beyond it. Claude Code makes a few calls of its own besides its turns.
+    pub max_calls: u32,
+    /// Tokens (prompt + completion, as the endpoint counts them) one unit may spend; the
+    /// proxy refuses calls once they are spent (0: no bound).
+    pub max_tokens: u64,
     /// Bytes of the workspace the agent may hand back as changed files.
     pub max_result_bytes: u64,
     /// Bytes of the masked tree copied into the container.
     pub max_workspace_bytes: u64,
     /// Bytes of transcript (requests and answers through the proxy) kept per unit.
     pub max_transcript_bytes: usize,
+}
+
+impl AgentLimits {
+    /// The calls the proxy forwards for one unit.
+    pub fn call_budget(&self) -> u32 {
+        if self.max_calls == 0 {
+            self.max_turns
+        } else {
+            self.max_calls
+        }
+    }
 }
 
 impl Default for AgentLimits {
@@ -56,6 +73,8 @@ impl Default for AgentLimits {
             memory_bytes: 2 << 30,
             pids: 512,
             max_turns: 50,
+            max_calls: 0,
+            max_tokens: 0,
             max_result_bytes: ase_common::unit::MAX_CHANGED_BYTES as u64,
             max_workspace_bytes: 1 << 30,
             max_transcript_bytes: 256 << 10,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod presets;
 pub mod proxy;
 pub mod sandbox;
+pub mod turn_budget;
 pub mod workspace;
 
 pub use config::{AgentApi, AgentConfig, AgentLimits, ResolvedAgent};
@@ -20,10 +21,11 @@ pub use presets::AgentPreset;
 
 use crate::model::{ApiKey, ProviderFault, TokenUsage};
 use ase_common::dataset::{Task, TaskContext};
-use proxy::{SessionStats, Upstream};
+use proxy::{CallPermits, SessionLimits, SessionStats, Upstream};
 use sandbox::{RunRequest, Sandbox, SandboxError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use workspace::AgentResult;
 
 /// The internal network of agent containers (see [`sandbox`]).
@@ -37,6 +39,9 @@ pub struct CodingAgents {
     docker: bollard::Docker,
     network: String,
     sandbox: tokio::sync::OnceCell<Sandbox>,
+    /// Grants each agent call after its first from the run's rate (the coordinator, once the
+    /// worker connected); none: no rate limit (a worker without a coordinator, tests).
+    call_permits: Mutex<Option<Arc<dyn CallPermits>>>,
 }
 
 /// One unit to run.
@@ -62,6 +67,8 @@ pub struct AgentReport {
     pub turns: u32,
     /// Calls the proxy refused.
     pub refused: u32,
+    /// Calls the proxy held back for the run's rate.
+    pub rate_limited: u32,
     pub usage: Option<TokenUsage>,
     pub cost_usd: Option<f64>,
     pub seconds: f64,
@@ -69,6 +76,9 @@ pub struct AgentReport {
     pub output_tail: String,
     pub transcript: String,
     pub transcript_truncated: bool,
+    /// The agent ran out of this budget (`max_turns`, `max_calls`, `max_tokens`) and its
+    /// changes are taken as its answer (see [`turn_budget`]).
+    pub stopped: Option<String>,
 }
 
 /// How a unit's agent ended.
@@ -95,7 +105,13 @@ impl CodingAgents {
             docker,
             network: NETWORK.to_string(),
             sandbox: tokio::sync::OnceCell::new(),
+            call_permits: Mutex::new(None),
         }
+    }
+
+    /// Who grants agents' calls from the run's rate from now on.
+    pub fn set_call_permits(&self, permits: Arc<dyn CallPermits>) {
+        *self.call_permits.lock().unwrap_or_else(|p| p.into_inner()) = Some(permits);
     }
 
     /// What the agent of unit `unit` (its folder name) of run `run` spent so far, while it
@@ -160,8 +176,16 @@ impl CodingAgents {
             u.run,
             u.unit,
             upstream,
-            a.limits.max_turns,
-            a.limits.max_transcript_bytes,
+            SessionLimits {
+                max_calls: a.limits.call_budget(),
+                max_tokens: a.limits.max_tokens,
+                max_transcript: a.limits.max_transcript_bytes,
+                permits: self
+                    .call_permits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            },
         );
         let proxy = sandbox.proxy().addr();
         let base_url = match a.api {
@@ -219,6 +243,7 @@ impl CodingAgents {
         report.calls = stats.calls;
         report.turns = stats.answered;
         report.refused = stats.refused;
+        report.rate_limited = stats.rate_limited;
         report.usage = stats.usage_reported.then_some(stats.usage);
         report.cost_usd = stats.cost_usd;
         report.transcript = stats.transcript;
@@ -240,9 +265,12 @@ impl CodingAgents {
         report.exit_code = out.exit_code;
         report.output_tail = out.output_tail.clone();
         let failed = out.timed_out || out.exit_code != Some(0);
+        report.stopped = turn_budget::ran_out(out.exit_code, &out.output_tail, stats.budget_spent);
         // An agent that failed because its provider did (bad key, no credit, 429s) says nothing
         // about the model: the run's condition, as for the OpenAI provider.
-        if failed {
+        // So is one whose every call failed on the provider, however it exited (an agent may
+        // catch the error and exit 0 with nothing done).
+        if failed || stats.answered == 0 {
             if let Some((fault, detail)) = stats.last_fault {
                 return (AgentOutcome::Provider { fault, detail }, report);
             }
@@ -257,7 +285,7 @@ impl CodingAgents {
                 report,
             );
         }
-        if out.exit_code != Some(0) {
+        if out.exit_code != Some(0) && report.stopped.is_none() {
             return (
                 AgentOutcome::ModelFailure(format!(
                     "the agent exited with code {}; output tail: {}",

@@ -4,6 +4,31 @@
 //! real key, and counts calls, tokens and cost per unit; it keeps a bounded transcript and the
 //! last provider failure (auth, quota, rate limit), so that a run whose provider fails is
 //! paused rather than failing unit after unit.
+//!
+//! ## The run's limits, for every call of an agent
+//!
+//! The OpenAI provider makes one model call per generate lease, so the coordinator's lease
+//! grants bound its calls. An agent holds one lease and makes many calls; the proxy makes each
+//! of them obey the same limits:
+//!
+//! - **In flight, per worker and across the cluster.** A unit's calls go one at a time (a
+//!   unit's second call waits for its first). The unit holds one of the run's per-worker
+//!   in-flight permits while its agent runs, and one generate lease of the run's
+//!   `max_inflight_model_calls`: so the calls in flight never exceed either cap, exactly as
+//!   for the OpenAI provider. (A per-worker permit per call instead would bound nothing more,
+//!   and would let a worker start more containers than it can feed.)
+//! - **Rate across the cluster.** Every call after a unit's first asks a [`CallPermits`] (on a
+//!   worker, the coordinator: `AcquireModelCall`, which takes from the run's token bucket, the
+//!   one generate leases take from; the lease's grant paid for the first call). One bucket on
+//!   the coordinator is what makes `requests_per_minute` hold whatever the number of workers:
+//!   a per-worker share would need each worker to know how many others run the run, and would
+//!   strand the share of idle ones. The cost, one small RPC per call, is little beside the
+//!   call. When the bucket is empty the agent is answered HTTP 429 with `retry-after` (agents'
+//!   clients wait and retry), counted as `rate_limited`; when the coordinator cannot be
+//!   reached the call is held back the same way (fail closed).
+//! - **Per unit.** `limits.max_calls` (default: the turn budget) and `limits.max_tokens`: a
+//!   call beyond them is answered HTTP 400 with the reason (agents' clients do not retry it),
+//!   counted as `refused`. An agent that loops cannot spend without bound.
 
 use super::config::AgentApi;
 use crate::model::{ApiKey, Pricing, ProviderFault, TokenUsage};
@@ -16,7 +41,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +65,38 @@ pub struct Upstream {
     pub request_timeout: Duration,
 }
 
+/// The run's answer to one model call of a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallPermit {
+    Granted,
+    /// The run's rate is spent (or its arbiter unreachable): the agent is told to retry after.
+    Wait(Duration),
+    /// The unit's lease is not current: the call must not go.
+    Refused(String),
+}
+
+/// Who grants each call of an agent after its first: on a worker, the coordinator, from the
+/// run's requests-per-minute bucket.
+pub trait CallPermits: Send + Sync {
+    fn acquire(
+        &self,
+        run: String,
+        unit: String,
+    ) -> Pin<Box<dyn Future<Output = CallPermit> + Send + 'static>>;
+}
+
+/// What one unit's session may spend.
+#[derive(Clone, Default)]
+pub struct SessionLimits {
+    /// Calls forwarded.
+    pub max_calls: u32,
+    /// Tokens the endpoint counted (0: no bound).
+    pub max_tokens: u64,
+    pub max_transcript: usize,
+    /// Asked for every call after the first; none: no rate limit.
+    pub permits: Option<Arc<dyn CallPermits>>,
+}
+
 /// What one unit's agent did through the proxy.
 #[derive(Debug, Clone, Default)]
 pub struct SessionStats {
@@ -45,8 +104,12 @@ pub struct SessionStats {
     pub calls: u32,
     /// Calls the endpoint answered (2xx): the agent's turns.
     pub answered: u32,
-    /// Calls refused by the proxy (turn budget spent, unknown route).
+    /// Calls refused by the proxy (call or token budget spent, unknown route, lease gone).
     pub refused: u32,
+    /// Calls held back by the run's rate (answered 429, to be retried by the agent).
+    pub rate_limited: u32,
+    /// The unit's budget a refused call found spent (`max_calls`, `max_tokens`).
+    pub budget_spent: Option<&'static str>,
     pub usage: TokenUsage,
     pub usage_reported: bool,
     pub cost_usd: Option<f64>,
@@ -60,8 +123,9 @@ struct Session {
     /// (run id, unit) the session is of, for the usage its worker reports while it runs.
     label: Option<(String, String)>,
     upstream: Upstream,
-    max_calls: u32,
-    max_transcript: usize,
+    limits: SessionLimits,
+    /// Held while a call is forwarded: one call of a unit at a time.
+    serial: tokio::sync::Mutex<()>,
     stats: Mutex<SessionStats>,
 }
 
@@ -162,13 +226,8 @@ impl ModelProxy {
     }
 
     /// Registers a unit: its calls, made with the returned token, go to `upstream`.
-    pub fn register(
-        &self,
-        upstream: Upstream,
-        max_calls: u32,
-        max_transcript: usize,
-    ) -> SessionGuard {
-        self.register_session(None, upstream, max_calls, max_transcript)
+    pub fn register(&self, upstream: Upstream, limits: SessionLimits) -> SessionGuard {
+        self.register_session(None, upstream, limits)
     }
 
     /// [`ModelProxy::register`] for unit `unit` of run `run`, whose usage so far
@@ -178,11 +237,10 @@ impl ModelProxy {
         run: &str,
         unit: &str,
         upstream: Upstream,
-        max_calls: u32,
-        max_transcript: usize,
+        limits: SessionLimits,
     ) -> SessionGuard {
         let label = Some((run.to_string(), unit.to_string()));
-        self.register_session(label, upstream, max_calls, max_transcript)
+        self.register_session(label, upstream, limits)
     }
 
     /// What the agent of unit `unit` of run `run` spent so far, while its session lasts.
@@ -198,8 +256,7 @@ impl ModelProxy {
         &self,
         label: Option<(String, String)>,
         upstream: Upstream,
-        max_calls: u32,
-        max_transcript: usize,
+        limits: SessionLimits,
     ) -> SessionGuard {
         let token = format!(
             "ase-unit-{:016x}{:016x}",
@@ -209,8 +266,8 @@ impl ModelProxy {
         let session = Arc::new(Session {
             label,
             upstream,
-            max_calls,
-            max_transcript,
+            limits,
+            serial: tokio::sync::Mutex::new(()),
             stats: Mutex::default(),
         });
         lock(&self.sessions).insert(token.clone(), session.clone());
@@ -259,7 +316,7 @@ fn piece(s: &[u8]) -> String {
 }
 
 fn record(session: &Session, stats: &mut SessionStats, entry: String) {
-    if stats.transcript.len() + entry.len() > session.max_transcript {
+    if stats.transcript.len() + entry.len() > session.limits.max_transcript {
         stats.transcript_truncated = true;
         return;
     }
@@ -321,6 +378,87 @@ fn fault_of(status: u16, body: &[u8]) -> Option<ProviderFault> {
     })
 }
 
+/// Whether one more call of `session` may go (counted if so): its unit's budgets, then the
+/// run's rate; the refusal the agent gets otherwise.
+async fn admit(session: &Session) -> Result<(), Response<Full<Bytes>>> {
+    let limits = &session.limits;
+    let first = {
+        let mut stats = lock(&session.stats);
+        let spent = if stats.calls >= limits.max_calls {
+            Some((
+                "max_calls",
+                format!(
+                    "ase: this unit's model call budget (max_calls {}) is spent",
+                    limits.max_calls
+                ),
+            ))
+        } else if limits.max_tokens > 0 && stats.usage.total_tokens >= limits.max_tokens {
+            Some((
+                "max_tokens",
+                format!(
+                    "ase: this unit's token budget (max_tokens {}) is spent",
+                    limits.max_tokens
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((budget, message)) = spent {
+            stats.refused += 1;
+            stats.budget_spent = Some(budget);
+            return Err(error(StatusCode::BAD_REQUEST, &message));
+        }
+        stats.calls == 0
+    };
+    // The unit's lease paid for its first call.
+    if let (false, Some(permits), Some((run, unit))) = (first, &limits.permits, &session.label) {
+        match permits.acquire(run.clone(), unit.clone()).await {
+            CallPermit::Granted => {}
+            CallPermit::Wait(after) => {
+                let mut stats = lock(&session.stats);
+                stats.rate_limited += 1;
+                // Not the provider's failure, but the run's condition all the same: an agent
+                // that gives up on it is not the model's fault (see `CodingAgents::run_unit`).
+                stats.last_fault = Some((
+                    ProviderFault::RateLimited,
+                    format!(
+                        "the run's requests_per_minute held the call back {} ms",
+                        after.as_millis()
+                    ),
+                ));
+                return Err(rate_limited(after));
+            }
+            CallPermit::Refused(reason) => {
+                lock(&session.stats).refused += 1;
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    &format!("ase: this unit may make no more calls: {reason}"),
+                ));
+            }
+        }
+    }
+    lock(&session.stats).calls += 1;
+    Ok(())
+}
+
+/// HTTP 429 with the wait in both headers agents' clients read (`retry-after` in seconds,
+/// `retry-after-ms`), and a type that says it is the run's rate, not the provider's quota.
+fn rate_limited(after: Duration) -> Response<Full<Bytes>> {
+    let ms = after.as_millis().max(1);
+    let body = serde_json::json!({"error": {
+        "message": format!("ase: the run's requests_per_minute is spent; retry after {ms} ms"),
+        "type": "rate_limit_exceeded",
+        "code": "ase_run_rate",
+    }});
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("content-type", "application/json")
+        .header("retry-after", ms.div_ceil(1000).to_string())
+        .header("retry-after-ms", ms.to_string())
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
 async fn handle(
     sessions: Sessions,
     client: reqwest::Client,
@@ -351,16 +489,12 @@ async fn handle(
         ));
     }
     let counts_as_call = !path.ends_with("/count_tokens");
+    // One call of a unit at a time (see the module's comment), released when answered.
+    let _serial = session.serial.lock().await;
     if counts_as_call {
-        let mut stats = lock(&session.stats);
-        if stats.calls >= session.max_calls {
-            stats.refused += 1;
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                "ase: this unit's model call budget (max_turns) is spent",
-            ));
+        if let Err(refusal) = admit(&session).await {
+            return Ok(refusal);
         }
-        stats.calls += 1;
     }
     let headers = req.headers().clone();
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)

@@ -52,6 +52,8 @@ fn agent_record(report: &AgentReport) -> AgentRecord {
         turns: report.turns,
         model_calls: report.calls,
         refused_calls: report.refused,
+        rate_limited_calls: report.rate_limited,
+        stopped: report.stopped.clone(),
         usage: report.usage.map(|u| TokenUsage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -182,7 +184,12 @@ pub(super) async fn generate_agent(
         }
     };
     if result.changed.is_empty() && result.deleted.is_empty() {
-        record.reason = Some("failed generation: the agent changed no file".into());
+        record.reason = Some(match &report.stopped {
+            Some(budget) => format!(
+                "failed generation: the agent ran out of its budget ({budget}) and changed no file"
+            ),
+            None => "failed generation: the agent changed no file".into(),
+        });
         record.changed_files = failed_code(&task, &masked);
         return Ok(record);
     }
