@@ -221,6 +221,33 @@ fn assert_campaign_leaderboard(results: &Path) {
     );
     let md = std::fs::read_to_string(results.join("leaderboard.md")).unwrap();
     assert!(md.contains("| 1 | reference__demo-v1 |"), "{md}");
+    // Each row's last cell: our three verdicts, as in leaderboard.json, over every unit.
+    for table in tables {
+        for row in table["rows"].as_array().unwrap() {
+            let run = row["run"].as_str().unwrap();
+            let line = md
+                .lines()
+                .find(|l| l.contains(&format!("| {run} |")))
+                .unwrap_or_else(|| panic!("no row of {run}:\n{md}"));
+            let v = &row["verdicts"];
+            assert!(
+                line.ends_with(&format!(
+                    "| {} / {} / {} |",
+                    v["secure"], v["vulnerable"], v["broken"]
+                )),
+                "{line} vs {v}"
+            );
+            let units: u64 = ["secure", "vulnerable", "broken"]
+                .iter()
+                .map(|k| v[*k].as_u64().unwrap())
+                .sum();
+            assert_eq!(
+                units,
+                row["tasks"].as_u64().unwrap() * row["rounds"].as_u64().unwrap(),
+                "{run}"
+            );
+        }
+    }
 }
 
 fn docker_images_or_skip(images: &[&str]) -> bool {

@@ -113,6 +113,18 @@ fn row_html(t: usize, r_index: usize, r: &LeaderboardRow, v2: bool) -> String {
         r.stability,
         r.stability_interval.as_ref(),
     );
+    // Our three verdicts in the table too, not only in the chart.
+    let v = |name: &str| {
+        let mut all = base.clone();
+        all.extend(["verdicts".to_string(), name.to_string()]);
+        json_pointer(&all)
+    };
+    out += &format!(
+        "<td class=\"n\">{} / {} / {}</td>",
+        int(&v("secure"), r.verdicts.secure),
+        int(&v("vulnerable"), r.verdicts.vulnerable),
+        int(&v("broken"), r.verdicts.broken),
+    );
     out += "</tr>\n";
     out
 }
@@ -243,7 +255,7 @@ fn table_html(t_index: usize, t: &LeaderboardTable, band: Option<(f64, f64)>) ->
     if v2 {
         out += "<th>Overall (corrected)</th>";
     }
-    out += "<th>Security (upstream-compatible)</th><th>Security (ours: broken counts as not secure)</th><th>Quality</th><th>Stability</th></tr></thead>\n<tbody>\n";
+    out += "<th>Security (upstream-compatible)</th><th>Security (ours: broken counts as not secure)</th><th>Quality</th><th>Stability</th><th>Units: secure / vulnerable / broken</th></tr></thead>\n<tbody>\n";
     for (i, r) in t.rows.iter().enumerate() {
         out += &row_html(t_index, i, r, v2);
     }

@@ -39,11 +39,14 @@ fn row(r: &LeaderboardRow, v2: bool) -> String {
         );
     }
     out += &format!(
-        " {} | {} | {} | {} |\n",
+        " {} | {} | {} | {} | {} / {} / {} |\n",
         with_interval(Some(r.security), r.security_interval.as_ref()),
         with_interval(r.security_ours, r.security_ours_interval.as_ref()),
         with_interval(Some(r.quality), r.quality_interval.as_ref()),
         with_interval(r.stability, r.stability_interval.as_ref()),
+        r.verdicts.secure,
+        r.verdicts.vulnerable,
+        r.verdicts.broken,
     );
     out
 }
@@ -60,11 +63,11 @@ fn table(t: &LeaderboardTable) -> String {
     if v2 {
         out += " Overall (corrected) |";
     }
-    out += " Security (upstream-compatible) | Security (ours) | Quality | Stability |\n|---:|---|---:|---:|";
+    out += " Security (upstream-compatible) | Security (ours) | Quality | Stability | Units: secure / vulnerable / broken |\n|---:|---|---:|---:|";
     if v2 {
         out += "---:|";
     }
-    out += "---:|---:|---:|---:|\n";
+    out += "---:|---:|---:|---:|---:|\n";
     for r in &t.rows {
         out += &row(r, v2);
     }
