@@ -3,6 +3,7 @@
 //! test reports that it cannot run, and the Docker helpers.
 
 pub mod fixture_repo;
+pub mod loopback_http;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -95,14 +95,14 @@ struct State {
 pub struct ScriptedAnthropicModel {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    _server: crate::loopback_http::LoopbackServer,
+    _server: ase_test_support::loopback_http::LoopbackServer,
 }
 
 impl ScriptedAnthropicModel {
     pub fn start() -> ScriptedAnthropicModel {
         let state: Arc<Mutex<State>> = Arc::default();
         let st = state.clone();
-        let server = crate::loopback_http::LoopbackServer::start(
+        let server = ase_test_support::loopback_http::LoopbackServer::start(
             "anthropic-model",
             SocketAddr::from(([127, 0, 0, 1], 0)),
             move |req| handle(req, st.clone()),

@@ -14,7 +14,6 @@ pub mod client;
 pub mod demo_run;
 pub mod docker_cluster;
 pub mod join;
-pub mod loopback_http;
 pub mod model_server;
 pub mod process;
 pub mod project;

@@ -99,7 +99,7 @@ struct State {
 pub struct FakeModel {
     pub addr: SocketAddr,
     state: Arc<State>,
-    _server: crate::loopback_http::LoopbackServer,
+    _server: ase_test_support::loopback_http::LoopbackServer,
 }
 
 impl FakeModel {
@@ -123,9 +123,11 @@ impl FakeModel {
             required_key: Mutex::new(None),
         });
         let st = state.clone();
-        let server = crate::loopback_http::LoopbackServer::start("fake-model", bind, move |req| {
-            handle(req, st.clone())
-        });
+        let server = ase_test_support::loopback_http::LoopbackServer::start(
+            "fake-model",
+            bind,
+            move |req| handle(req, st.clone()),
+        );
         FakeModel {
             addr: server.addr,
             state,

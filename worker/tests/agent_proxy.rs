@@ -5,6 +5,7 @@
 //! rate (permits asked for every call after a unit's first), the unit's call and token budgets
 //! and one call of a unit at a time.
 
+use ase_test_support::loopback_http::LoopbackServer;
 use ase_worker::coding_agent::proxy::{
     CallPermit, CallPermits, ModelProxy, SessionLimits, Upstream,
 };
@@ -14,10 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,70 +33,61 @@ struct InFlight {
 /// An endpoint that records (path, authorization, x-api-key, body) and answers with usage;
 /// a request for model "refuse-me" is answered 401 (the proxy forces the model, so the test
 /// sets the upstream model to that); one for "slow" is answered after 50 ms.
-async fn endpoint() -> (SocketAddr, Seen, Arc<InFlight>) {
+fn endpoint() -> (LoopbackServer, Seen, Arc<InFlight>) {
     let seen: Seen = Arc::default();
     let inflight = Arc::new(InFlight::default());
     let f = inflight.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
+    let server = LoopbackServer::start(
+        "proxy-endpoint",
+        "127.0.0.1:0".parse().unwrap(),
+        move |req: Request<Incoming>| {
             let (s, f) = (s.clone(), f.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (s, f) = (s.clone(), f.clone());
-                    async move {
-                        let n = f.now.fetch_add(1, Ordering::SeqCst) + 1;
-                        f.max.fetch_max(n, Ordering::SeqCst);
-                        let path = req.uri().path().to_string();
-                        let h = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string)
-                        };
-                        let (auth, xkey) = (h("authorization"), h("x-api-key"));
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let body: Value = serde_json::from_slice(&body).unwrap();
-                        let refuse = body["model"] == "refuse-me";
-                        if body["model"] == "slow" {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        f.now.fetch_sub(1, Ordering::SeqCst);
-                        s.lock().unwrap().push((path.clone(), auth, xkey, body));
-                        let (status, answer) = if refuse {
-                            (401, json!({"error": {"message": "invalid api key"}}))
-                        } else if path.starts_with("/v1/messages") {
-                            (
-                                200,
-                                json!({"type": "message", "content": [],
+            async move {
+                let n = f.now.fetch_add(1, Ordering::SeqCst) + 1;
+                f.max.fetch_max(n, Ordering::SeqCst);
+                let path = req.uri().path().to_string();
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let (auth, xkey) = (h("authorization"), h("x-api-key"));
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                let refuse = body["model"] == "refuse-me";
+                if body["model"] == "slow" {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                f.now.fetch_sub(1, Ordering::SeqCst);
+                s.lock().unwrap().push((path.clone(), auth, xkey, body));
+                let (status, answer) = if refuse {
+                    (401, json!({"error": {"message": "invalid api key"}}))
+                } else if path.starts_with("/v1/messages") {
+                    (
+                        200,
+                        json!({"type": "message", "content": [],
                                           "usage": {"input_tokens": 7, "output_tokens": 3}}),
-                            )
-                        } else {
-                            (
-                                200,
-                                json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
+                    )
+                } else {
+                    (
+                        200,
+                        json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
                                           "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}),
-                            )
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer.to_string())))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen, inflight)
+                    )
+                };
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(answer.to_string())))
+                        .unwrap(),
+                )
+            }
+        },
+    );
+    (server, seen, inflight)
 }
 
 fn limits(max_calls: u32) -> SessionLimits {
@@ -121,7 +111,8 @@ fn upstream(api: AgentApi, base_url: String, model: &str) -> Upstream {
 
 #[tokio::test]
 async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
-    let (ep, seen, _) = endpoint().await;
+    let (server, seen, _) = endpoint();
+    let ep = server.addr;
     let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -219,7 +210,8 @@ async fn the_proxy_forwards_with_the_real_key_counts_and_enforces_the_budget() {
 
 #[tokio::test]
 async fn a_units_usage_is_told_while_its_session_lasts_answered_calls_as_turns() {
-    let (ep, _seen, _) = endpoint().await;
+    let (server, _seen, _) = endpoint();
+    let ep = server.addr;
     let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -302,7 +294,8 @@ impl CallPermits for Bucket {
 
 #[tokio::test]
 async fn the_runs_rate_and_the_units_budgets_bound_an_agents_calls() {
-    let (ep, seen, inflight) = endpoint().await;
+    let (server, seen, inflight) = endpoint();
+    let ep = server.addr;
     let proxy = ModelProxy::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

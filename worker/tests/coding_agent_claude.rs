@@ -9,6 +9,7 @@
 //!   unit's wall time, which would leave no exit code).
 
 use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
+use ase_test_support::loopback_http::LoopbackServer;
 use ase_worker::coding_agent::{
     AgentConfig, AgentLimits, AgentOutcome, AgentPreset, AgentUnit, CodingAgents,
 };
@@ -16,10 +17,8 @@ use ase_worker::model::{ApiKey, OpenAiConfig, ProviderFault};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -34,43 +33,33 @@ struct Refusals {
 
 /// A Messages API endpoint that answers every request with `refusals.status` and the API's
 /// error body.
-async fn refusing_endpoint(refusals: Arc<Refusals>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
+fn refusing_endpoint(refusals: Arc<Refusals>) -> LoopbackServer {
+    LoopbackServer::start(
+        "refusing-messages-endpoint",
+        "127.0.0.1:0".parse().unwrap(),
+        move |_req| {
             let refusals = refusals.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let refusals = refusals.clone();
-                    async move {
-                        refusals.requests.fetch_add(1, Ordering::SeqCst);
-                        let status = refusals.status.load(Ordering::SeqCst);
-                        let kind = if status == 401 {
-                            "authentication_error"
-                        } else {
-                            "rate_limit_error"
-                        };
-                        let body = format!(
-                            r#"{{"type":"error","error":{{"type":"{kind}","message":"scripted {status}"}}}}"#
-                        );
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+            async move {
+                refusals.requests.fetch_add(1, Ordering::SeqCst);
+                let status = refusals.status.load(Ordering::SeqCst);
+                let kind = if status == 401 {
+                    "authentication_error"
+                } else {
+                    "rate_limit_error"
+                };
+                let body = format!(
+                    r#"{{"type":"error","error":{{"type":"{kind}","message":"scripted {status}"}}}}"#
+                );
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap(),
+                )
+            }
+        },
+    )
 }
 
 fn task() -> Task {
@@ -103,7 +92,8 @@ async fn claude_codes_provider_failures_reach_the_worker_as_the_providers() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("a.py"), "<MASKED>\n").unwrap();
     let refusals = Arc::new(Refusals::default());
-    let endpoint = refusing_endpoint(refusals.clone()).await;
+    let refusing = refusing_endpoint(refusals.clone());
+    let endpoint = refusing.addr;
     let agent = AgentConfig {
         preset: Some(AgentPreset::ClaudeCode),
         image: String::new(),

@@ -11,6 +11,7 @@
 //!   it left, and said to have stopped; any other exit 1 is a crash.
 
 use ase_common::dataset::{LineRange, StaticSpec, Task, TaskSpec};
+use ase_test_support::loopback_http::LoopbackServer;
 use ase_worker::coding_agent::{
     AgentApi, AgentLimits, AgentOutcome, AgentUnit, CodingAgents, ResolvedAgent,
 };
@@ -18,39 +19,28 @@ use ase_worker::model::{ApiKey, OpenAiConfig, ProviderFault};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
 const IMAGE: &str = "ase-agent-mini-swe-agent:latest";
 
 /// An endpoint that refuses every key, as a provider does for a revoked one.
-async fn refusing_endpoint() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(401)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(
-                                br#"{"error":{"message":"Incorrect API key provided"}}"#,
-                            )))
-                            .unwrap(),
-                    )
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+fn refusing_endpoint() -> LoopbackServer {
+    LoopbackServer::start(
+        "refusing-endpoint",
+        "127.0.0.1:0".parse().unwrap(),
+        |_req| async {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(401)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"error":{"message":"Incorrect API key provided"}}"#,
+                    )))
+                    .unwrap(),
+            )
+        },
+    )
 }
 
 fn task() -> Task {
@@ -98,7 +88,8 @@ async fn provider_refusals_symlinks_and_changes_are_told_apart() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("a.py"), "<MASKED>\n").unwrap();
     std::fs::write(root.path().join("b.py"), "keep\n").unwrap();
-    let endpoint = refusing_endpoint().await;
+    let refusing = refusing_endpoint();
+    let endpoint = refusing.addr;
     let task = task();
     let run = |a: ResolvedAgent| {
         let agents = &agents;

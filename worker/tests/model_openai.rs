@@ -2,6 +2,7 @@
 //! real wire protocol (HTTP/1.1, `POST /v1/chat/completions`, JSON bodies, status codes,
 //! `Retry-After`). Timing is only asserted as lower bounds, never as upper bounds.
 
+use ase_test_support::loopback_http::LoopbackServer;
 use ase_worker::model::backoff::RetryPolicy;
 use ase_worker::model::{
     ApiKey, ApiKeySource, ChatPrompt, FailureReason, InfraFailure, ModelFailure, OpenAiClient,
@@ -12,11 +13,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -83,34 +82,23 @@ struct Call {
 struct MockServer {
     base_url: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    _server: LoopbackServer,
 }
 
 impl MockServer {
     /// Serve the scripted replies in order; the last one repeats.
     async fn start(script: Vec<Reply>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let (c, s) = (calls.clone(), script.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (c, s) = (c.clone(), s.clone());
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| handle(req, c.clone(), s.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server =
+            LoopbackServer::start("mock-openai", "127.0.0.1:0".parse().unwrap(), move |req| {
+                handle(req, c.clone(), s.clone())
+            });
         MockServer {
-            base_url: format!("http://{addr}/v1"),
+            base_url: format!("http://{}/v1", server.addr),
             calls,
+            _server: server,
         }
     }
 

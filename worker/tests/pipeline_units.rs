@@ -456,58 +456,37 @@ async fn a_v2_answer_is_spliced_into_the_vuln_file() {
 
 /// A model endpoint that answers every request with HTTP 500 (real HTTP/1.1 on loopback);
 /// the `authorization` header of every request is kept in `seen`.
-async fn failing_endpoint(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
+fn failing_endpoint(
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> ase_test_support::loopback_http::LoopbackServer {
+    use http_body_util::BodyExt;
+    ase_test_support::loopback_http::LoopbackServer::start(
+        "failing-endpoint",
+        "127.0.0.1:0".parse().unwrap(),
+        move |req: hyper::Request<hyper::body::Incoming>| {
             let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 1 << 16];
-                let mut got = Vec::new();
-                // Read the headers and the announced body before answering.
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                let head = String::from_utf8_lossy(&got).to_string();
-                let auth = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("authorization")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                // The announced body read before answering, as a real endpoint does.
+                let _ = req.into_body().collect().await;
                 seen.lock().unwrap().push(auth);
-                let body = "{\"error\":{\"message\":\"boom\"}}";
-                let reply = format!(
-                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}/v1")
+                Ok::<_, std::convert::Infallible>(
+                    hyper::Response::builder()
+                        .status(500)
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            br#"{"error":{"message":"boom"}}"#,
+                        )))
+                        .unwrap(),
+                )
+            }
+        },
+    )
 }
 
 #[tokio::test]
@@ -515,7 +494,8 @@ async fn an_endpoint_that_fails_is_an_infrastructure_error_not_a_record() {
     let env = env();
     let ctx = context(&env, &env.cache_root, None);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut config = OpenAiConfig::new(failing_endpoint(seen.clone()).await, "m");
+    let endpoint = failing_endpoint(seen.clone());
+    let mut config = OpenAiConfig::new(format!("http://{}/v1", endpoint.addr), "m");
     config.api_key = ApiKeySource::None;
     let mut s = spec(ModelSpec::Openai { config });
     s.limits.model_requests_per_attempt = 1;

@@ -4,17 +4,19 @@
 #![allow(dead_code)]
 
 use ase_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
+use ase_test_support::loopback_http::LoopbackServer;
 use ase_worker::agent::{Agent, AgentConfig, AgentStats};
 use ase_worker::pipeline::{rules_digest, Scanner, ScannerIdentity, WorkerContext};
 use ase_worker::repo_cache::{RepoCache, RepoCacheConfig};
 use ase_worker::sast::{BareScanner, ScanSettings};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -348,77 +350,46 @@ pub fn stat(c: &std::sync::atomic::AtomicU64) -> u64 {
 pub struct ModelDouble {
     pub base_url: String,
     pub calls: Arc<std::sync::atomic::AtomicU64>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for ModelDouble {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: LoopbackServer,
 }
 
 impl ModelDouble {
     pub async fn start(delay: Duration, content: &str) -> ModelDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let body = serde_json::to_vec(&json!({
-            "id": "x", "object": "chat.completion", "model": "double",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-        }))
-        .unwrap();
+        let body = Bytes::from(
+            serde_json::to_vec(&json!({
+                "id": "x", "object": "chat.completion", "model": "double",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            }))
+            .unwrap(),
+        );
         let c = calls.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let body = body.clone();
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Headers, then Content-Length bytes of body.
-                    loop {
-                        let n = match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = find(&buf, b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break;
-                            }
-                        }
-                    }
+        let server = LoopbackServer::start(
+            "model-double",
+            "127.0.0.1:0".parse().unwrap(),
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let (c, body) = (c.clone(), body.clone());
+                async move {
+                    // The whole request first, as a real endpoint reads it.
+                    let _ = req.into_body().collect().await;
                     c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::time::sleep(delay).await;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(&body).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/json")
+                            .body(Full::new(body))
+                            .unwrap(),
+                    )
+                }
+            },
+        );
         ModelDouble {
-            base_url: format!("http://{addr}/v1"),
+            base_url: format!("http://{}/v1", server.addr),
             calls,
-            task,
+            _server: server,
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
