@@ -172,6 +172,27 @@ pub fn start_coordinator_with(
     p
 }
 
+/// A coordinator under `tmp` with the default test options: certificates for `workers` in
+/// `tmp/certs`, its data in `tmp/coordinator-data`, its log in `tmp/logs/coordinator.log`, on
+/// a free loopback port; returns the process and how clients reach it.
+pub fn start_coordinator_under(tmp: &Path, workers: &[&str]) -> (Proc, CoordinatorAccess) {
+    std::fs::create_dir_all(tmp.join("logs")).unwrap();
+    let certs = certs_init(&tmp.join("certs"), workers, &[]);
+    let listen = free_loopback_addr();
+    let coordinator = start_coordinator(
+        listen,
+        &tmp.join("coordinator-data"),
+        &certs,
+        &CoordinatorOptions::default(),
+        tmp.join("logs/coordinator.log"),
+    );
+    let access = CoordinatorAccess {
+        url: format!("https://localhost:{}", listen.port()),
+        tls_dir: certs,
+    };
+    (coordinator, access)
+}
+
 /// Settings of one `ase worker` in tests.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {

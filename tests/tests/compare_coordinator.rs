@@ -8,8 +8,7 @@
 
 use ase_cluster_tests::demo_run::{assert_demo_v1_comparison, write_demo_run};
 use ase_cluster_tests::{
-    ase_bin, certs_init, fetch_report, free_loopback_addr, start_coordinator, start_worker, submit,
-    support, CoordinatorAccess, CoordinatorOptions, WorkerOptions,
+    ase_bin, fetch_report, start_coordinator_under, start_worker, submit, support, WorkerOptions,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -59,20 +58,7 @@ fn compare_by_run_id_on_a_coordinator_equals_compare_of_the_fetched_folders() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let world = ase_demo::materialise(&tmp.path().join("demo")).unwrap();
-    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
-    let certs = certs_init(&tmp.path().join("certs"), &["w1"], &[]);
-    let listen = free_loopback_addr();
-    let _coordinator = start_coordinator(
-        listen,
-        &tmp.path().join("coordinator-data"),
-        &certs,
-        &CoordinatorOptions::default(),
-        tmp.path().join("logs/coordinator.log"),
-    );
-    let access = CoordinatorAccess {
-        url: format!("https://localhost:{}", listen.port()),
-        tls_dir: certs,
-    };
+    let (_coordinator, access) = start_coordinator_under(tmp.path(), &["w1"]);
     let _worker = start_worker(
         &access,
         &tmp.path().join("cache-w1"),

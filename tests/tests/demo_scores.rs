@@ -17,8 +17,7 @@
 use ase_cluster_tests::demo_run::write_demo_run;
 use ase_cluster_tests::support;
 use ase_cluster_tests::{
-    certs_init, fetch_report, free_loopback_addr, repo_root, start_coordinator,
-    start_docker_worker, submit, CoordinatorAccess, CoordinatorOptions, Proc, RunFiles,
+    fetch_report, repo_root, start_coordinator_under, start_docker_worker, submit, Proc, RunFiles,
     WorkerOptions,
 };
 use serde_json::Value;
@@ -177,20 +176,7 @@ fn the_demo_scores_what_expected_scores_json_says() {
         }
     }
     let started = Instant::now();
-    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
-    let certs = certs_init(&tmp.path().join("certs"), &["w1"], &[]);
-    let listen = free_loopback_addr();
-    let _coordinator = start_coordinator(
-        listen,
-        &tmp.path().join("coordinator-data"),
-        &certs,
-        &CoordinatorOptions::default(),
-        tmp.path().join("logs/coordinator.log"),
-    );
-    let access = CoordinatorAccess {
-        url: format!("https://localhost:{}", listen.port()),
-        tls_dir: certs,
-    };
+    let (_coordinator, access) = start_coordinator_under(tmp.path(), &["w1"]);
     let _worker = start_docker_worker(
         &access,
         &tmp.path().join("cache-w1"),
