@@ -34,6 +34,14 @@ fn v2_task(id: &str, image: &str) -> serde_json::Value {
     })
 }
 
+/// Four tasks over two images, queued a1, a2, b1, b2.
+const TWO_IMAGES: [(&str, &str); 4] = [
+    ("a1", "reg:5000/img-a:1"),
+    ("a2", "reg:5000/img-a:1"),
+    ("b1", "reg:5000/img-b:1"),
+    ("b2", "reg:5000/img-b:1"),
+];
+
 /// Tasks (id, image), one round each, every generation done by `gen`.
 async fn generated(c: &Coordinator, tasks: &[(&str, &str)], gen: &Registration) {
     let ds: Vec<_> = tasks.iter().map(|(id, img)| v2_task(id, img)).collect();
@@ -77,17 +85,7 @@ async fn a_worker_holding_an_image_gets_its_evaluations_first() {
     let clock = Arc::new(ManualClock::new(1_000));
     let c = open(dir.path(), &clock);
     let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
-    generated(
-        &c,
-        &[
-            ("a1", "reg:5000/img-a:1"),
-            ("a2", "reg:5000/img-a:1"),
-            ("b1", "reg:5000/img-b:1"),
-            ("b2", "reg:5000/img-b:1"),
-        ],
-        &gen,
-    )
-    .await;
+    generated(&c, &TWO_IMAGES, &gen).await;
     // wb holds img-b under its tag, wa holds img-a under the digest a pinned pull left.
     let wb = c
         .register("wb", with_images(caps(0, 2, &[]), &["reg:5000/img-b:1"]))
@@ -113,17 +111,7 @@ async fn an_image_a_worker_is_pulling_counts_as_held() {
     let clock = Arc::new(ManualClock::new(1_000));
     let c = open(dir.path(), &clock);
     let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
-    generated(
-        &c,
-        &[
-            ("a1", "reg:5000/img-a:1"),
-            ("a2", "reg:5000/img-a:1"),
-            ("b1", "reg:5000/img-b:1"),
-            ("b2", "reg:5000/img-b:1"),
-        ],
-        &gen,
-    )
-    .await;
+    generated(&c, &TWO_IMAGES, &gen).await;
     // wa's heartbeat says it is pulling img-a (started while it generated).
     let wa = c.register("wa", caps(0, 2, &[])).await.unwrap();
     c.heartbeat(Heartbeat {
@@ -163,17 +151,7 @@ async fn with_image_affinity_off_evaluations_go_in_queue_order_whatever_the_imag
     )
     .unwrap();
     let gen = c.register("gen", caps(9, 0, &["lib/foo"])).await.unwrap();
-    generated(
-        &c,
-        &[
-            ("a1", "reg:5000/img-a:1"),
-            ("a2", "reg:5000/img-a:1"),
-            ("b1", "reg:5000/img-b:1"),
-            ("b2", "reg:5000/img-b:1"),
-        ],
-        &gen,
-    )
-    .await;
+    generated(&c, &TWO_IMAGES, &gen).await;
     let wb = c
         .register("wb", with_images(caps(0, 2, &[]), &["reg:5000/img-b:1"]))
         .await
